@@ -1,0 +1,392 @@
+//! The consuming end of a ring.
+
+use crate::core::ConsumerCore;
+use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
+use crate::format::{max_payload, Role, StaticHeader, WrapMode};
+use crate::server::ServedRing;
+use crate::sys::os;
+use crate::sys::shm::{MappedRing, Payload};
+use crate::{attach, ring, Error, Result, RingConfig, RingFds};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One record, read in place. Valid until the consumer's next call (it borrows the consumer);
+/// the bytes stay in the ring until [`Consumer::release`].
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    payload: Payload<'a>,
+    ty: u16,
+    flags: u16,
+}
+
+impl<'a> Record<'a> {
+    /// The record type the producer gave (`0..=0xfeff`).
+    pub fn record_type(&self) -> u16 {
+        self.ty
+    }
+
+    /// The producer's flags.
+    pub fn flags(&self) -> u16 {
+        self.flags
+    }
+
+    /// The payload, in place.
+    pub fn payload(&self) -> Payload<'a> {
+        self.payload
+    }
+
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+}
+
+/// What [`Consumer::reattach`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reattached {
+    /// The same ring (same memfd and generation): reading continues from the released position.
+    SameRing,
+    /// A new ring with a new generation; the old one had been read to its end.
+    NewGeneration {
+        /// The old generation.
+        old: u64,
+        /// The new one.
+        new: u64,
+    },
+}
+
+/// Reads records from a ring, in place.
+///
+/// Read with [`next`](Consumer::next) until it returns `None`, then [`release`](Consumer::release)
+/// once for the whole batch. Wait with [`wait`](Consumer::wait) (spin, then sleep on the data
+/// eventfd), or hand [`data_fd`](Consumer::data_fd) to epoll/tokio around
+/// [`prepare_wait`](Consumer::prepare_wait) / [`finish_wait`](Consumer::finish_wait).
+///
+/// Everything read from the ring is checked (FORMAT.md section 4); a violation is
+/// [`Error::Corrupt`] and the consumer refuses further use. A `Consumer` is `Send`.
+#[derive(Debug)]
+pub struct Consumer {
+    mem: MappedRing,
+    core: ConsumerCore,
+    header: StaticHeader,
+    data_event: OwnedFd,
+    space_event: OwnedFd,
+    link: Link,
+    /// Identity of the region memfd, to recognise the same ring on re-attach.
+    region_id: (u64, u64),
+    spin: u32,
+}
+
+impl Consumer {
+    /// Create a new ring that this process consumes (the daemon's reply ring). Serve it with
+    /// [`served_ring`](Consumer::served_ring) and a [`RingServer`](crate::RingServer).
+    pub fn create(config: RingConfig) -> Result<Consumer> {
+        let built = ring::create(&config, Role::Consumer)?;
+        let region_id = os::file_identity(built.fds.region.as_fd())?;
+        let core = ConsumerCore::resume(&built.mem, built.header.capacity, built.header.wrap, true)?;
+        let data_event = built.fds.data_event.try_clone().map_err(|e| Error::io("dup", e))?;
+        let space_event = built.fds.space_event.try_clone().map_err(|e| Error::io("dup", e))?;
+        Ok(Consumer {
+            mem: built.mem,
+            core,
+            header: built.header,
+            data_event,
+            space_event,
+            link: Link::Owner {
+                state: Arc::new(PeerState::default()),
+                fds: built.fds,
+            },
+            region_id,
+            spin: DEFAULT_SPIN,
+        })
+    }
+
+    /// Attach as the consumer of the ring served at `path`. Checks the server's answer, the
+    /// memfds' seals and sizes, the header's magic and version, then maps; reading continues
+    /// from the ring's released position.
+    pub fn attach(path: impl AsRef<Path>) -> Result<Consumer> {
+        let path = path.as_ref();
+        let att = attach::connect(path, Role::Consumer)?;
+        let (mem, header) = ring::open(&att.fds, Role::Consumer)
+            .and_then(|(m, h)| attach::check_matches(&att.reply, &h).map(|_| (m, h)))
+            .map_err(|e| attach::wrap_err(path, e))?;
+        Self::from_parts(
+            mem,
+            header,
+            att.fds,
+            Link::Attached {
+                socket: att.socket,
+                path: path.to_owned(),
+            },
+        )
+    }
+
+    /// Consume a ring whose fds were inherited (fork, or exec with the fds kept open).
+    pub fn from_fds(fds: RingFds) -> Result<Consumer> {
+        let (mem, header) = ring::open(&fds, Role::Consumer)?;
+        Self::from_parts(mem, header, fds, Link::Inherited)
+    }
+
+    /// Read an old ring, read-only, from its fds: for a restarted owner that kept the fds of a
+    /// ring it consumed (systemd's fd store) and must drain what its producer published before
+    /// it moves to a new generation. Reading starts at the ring's released position; releases
+    /// are tracked only in this process (the consumer page is not written, and may be sealed
+    /// against us). Such a consumer never sleeps: [`wait`](Consumer::wait) returns at once.
+    pub fn drain_from_fds(fds: RingFds) -> Result<Consumer> {
+        let (mem, header) = ring::open_read_only(&fds)?;
+        Self::build(mem, header, fds, Link::Inherited, false)
+    }
+
+    fn from_parts(mem: MappedRing, header: StaticHeader, fds: RingFds, link: Link) -> Result<Consumer> {
+        Self::build(mem, header, fds, link, true)
+    }
+
+    fn build(mem: MappedRing, header: StaticHeader, fds: RingFds, link: Link, writes_page: bool) -> Result<Consumer> {
+        let region_id = os::file_identity(fds.region.as_fd())?;
+        let core = ConsumerCore::resume(&mem, header.capacity, header.wrap, writes_page)?;
+        Ok(Consumer {
+            mem,
+            core,
+            header,
+            data_event: fds.data_event,
+            space_event: fds.space_event,
+            link,
+            region_id,
+            spin: DEFAULT_SPIN,
+        })
+    }
+
+    /// What a [`RingServer`](crate::RingServer) needs to serve this ring to its producer. Only
+    /// the ring's creator can serve it.
+    pub fn served_ring(&self) -> Result<ServedRing> {
+        match &self.link {
+            Link::Owner { state, fds } => {
+                ServedRing::new(fds.try_clone()?, Role::Producer, self.header, state.clone())
+            }
+            _ => Err(Error::Config("only the process that created a ring can serve it".into())),
+        }
+    }
+
+    /// The next record, or `None` if none is committed. Records read stay in the ring until
+    /// [`release`](Consumer::release).
+    #[inline]
+    pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        match self.core.next(&self.mem)? {
+            None => Ok(None),
+            Some(loc) => Ok(Some(Record {
+                payload: self.mem.payload(loc.payload_offset, loc.len)?,
+                ty: loc.ty,
+                flags: loc.flags,
+            })),
+        }
+    }
+
+    /// Release every record read so far with one store; wake the producer only if it is
+    /// waiting for space.
+    #[inline]
+    pub fn release(&mut self) {
+        self.core.release(&self.mem, &EventWaker(self.space_event.as_fd()));
+    }
+
+    /// Records have been read and not released.
+    pub fn has_unreleased(&self) -> bool {
+        self.core.unreleased()
+    }
+
+    /// A record is committed and unread (reloads the producer position).
+    pub fn has_data(&mut self) -> Result<bool> {
+        self.core.has_data(&self.mem)
+    }
+
+    /// The producer finished the ring and everything has been read.
+    pub fn is_finished(&mut self) -> Result<bool> {
+        self.core.is_finished(&self.mem)
+    }
+
+    /// Spin iterations before [`wait`](Consumer::wait) sleeps (0: sleep at once).
+    pub fn set_spin(&mut self, iterations: u32) {
+        self.spin = iterations;
+    }
+
+    /// The data eventfd, readable when the producer published after
+    /// [`prepare_wait`](Consumer::prepare_wait). For tokio `AsyncFd` or epoll.
+    pub fn data_fd(&self) -> BorrowedFd<'_> {
+        self.data_event.as_fd()
+    }
+
+    /// Arm the wait for data, then recheck. `Ok(false)`: data (or the end of a finished ring)
+    /// is there, do not sleep (the wait is disarmed). `Ok(true)`: wait for
+    /// [`data_fd`](Consumer::data_fd) to become readable, then call
+    /// [`finish_wait`](Consumer::finish_wait).
+    pub fn prepare_wait(&mut self) -> Result<bool> {
+        self.core.prepare_wait(&self.mem)
+    }
+
+    /// Disarm the wait and reset the data eventfd.
+    pub fn finish_wait(&mut self) {
+        self.core.finish_wait(&self.mem);
+        os::drain_eventfd(self.data_event.as_fd());
+    }
+
+    /// Block until a record is readable, the ring is finished and drained, the peer is gone
+    /// (attached consumers: the owner's socket hung up) or the timeout passes (`None`: no
+    /// timeout). Spins briefly first; no system call while records keep coming.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness> {
+        for _ in 0..self.spin {
+            if self.core.has_data(&self.mem)? {
+                return Ok(Readiness::Ready);
+            }
+            std::hint::spin_loop();
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if !self.core.prepare_wait(&self.mem)? {
+                return self.settled();
+            }
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let [_, sock] =
+                os::poll_fds([Some(self.data_event.as_fd()), self.link.socket()], remaining)?;
+            self.finish_wait();
+            if self.core.has_data(&self.mem)? {
+                return Ok(Readiness::Ready);
+            }
+            if self.core.is_finished(&self.mem)? {
+                return Ok(Readiness::Finished);
+            }
+            if sock.hangup {
+                return Ok(Readiness::PeerGone);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Readiness::TimedOut);
+            }
+        }
+    }
+
+    fn settled(&mut self) -> Result<Readiness> {
+        if self.core.has_data(&self.mem)? {
+            Ok(Readiness::Ready)
+        } else if self.core.is_finished(&self.mem)? {
+            Ok(Readiness::Finished)
+        } else if !self.core.writes_page() {
+            // A read-only drain: its producer is gone and nothing more is readable.
+            Ok(Readiness::PeerGone)
+        } else {
+            // Raced with the producer; the caller's next read sorts it out.
+            Ok(Readiness::Ready)
+        }
+    }
+
+    /// Largest payload this ring carries.
+    pub fn max_payload(&self) -> usize {
+        max_payload(self.header.capacity)
+    }
+
+    /// Data capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.header.capacity
+    }
+
+    /// The ring's generation.
+    pub fn generation(&self) -> u64 {
+        self.header.generation
+    }
+
+    /// The ring's wrap mode.
+    pub fn wrap_mode(&self) -> WrapMode {
+        self.header.wrap
+    }
+
+    /// `(released, read, last seen producer)` positions.
+    pub fn positions(&self) -> (u64, u64, u64) {
+        self.core.positions()
+    }
+
+    /// Why the ring was declared corrupt, if it was.
+    pub fn corruption(&self) -> Option<&str> {
+        self.core.corruption()
+    }
+
+    /// Bytes of address space this ring's mappings take in this process.
+    pub fn mapped_bytes(&self) -> usize {
+        self.mem.mapped_bytes()
+    }
+
+    /// The peer's attach state, for an owner served by a [`RingServer`](crate::RingServer).
+    pub fn peer_status(&self) -> Option<PeerStatus> {
+        match &self.link {
+            Link::Owner { state, .. } => Some(state.status()),
+            _ => None,
+        }
+    }
+
+    /// True if the peer is known to be gone (see [`Producer::peer_gone`](crate::Producer::peer_gone)).
+    pub fn peer_gone(&self) -> bool {
+        self.link.peer_gone()
+    }
+
+    /// The ring's fds, for an owner.
+    pub fn fds(&self) -> Option<&RingFds> {
+        match &self.link {
+            Link::Owner { fds, .. } => Some(fds),
+            _ => None,
+        }
+    }
+
+    /// Attach again to the path this consumer attached to (after [`Readiness::PeerGone`] or
+    /// [`Readiness::Finished`]). If the server serves the same ring, reading continues from the
+    /// released position. If it serves a new generation, the old ring must have been read to its
+    /// end first (otherwise an error says how much is unread, and nothing changes); then this
+    /// consumer switches to the new ring.
+    pub fn reattach(&mut self) -> Result<Reattached> {
+        let path = match &self.link {
+            Link::Attached { path, .. } => path.clone(),
+            _ => return Err(Error::Config("only a consumer that attached through a socket can re-attach".into())),
+        };
+        let same_ring_check = self.region_id;
+        let att = attach::connect(&path, Role::Consumer)?;
+        let (mem, header) = ring::open(&att.fds, Role::Consumer)
+            .and_then(|(m, h)| attach::check_matches(&att.reply, &h).map(|_| (m, h)))
+            .map_err(|e| attach::wrap_err(&path, e))?;
+        let region_id = os::file_identity(att.fds.region.as_fd())?;
+        let same = region_id == same_ring_check && header.generation == self.header.generation;
+        if !same {
+            if self.core.has_data(&self.mem)? || self.core.unreleased() {
+                let (released, _, producer) = self.core.positions();
+                return Err(Error::Attach {
+                    path,
+                    reason: format!(
+                        "a new ring (generation {}) is served, but the old one (generation {}) still has {} unread bytes: drain it first",
+                        header.generation,
+                        self.header.generation,
+                        producer - released
+                    ),
+                });
+            }
+        }
+        let old = self.header.generation;
+        *self = Self::from_parts(
+            mem,
+            header,
+            att.fds,
+            Link::Attached {
+                socket: att.socket,
+                path,
+            },
+        )?;
+        Ok(if same {
+            Reattached::SameRing
+        } else {
+            Reattached::NewGeneration {
+                old,
+                new: self.header.generation,
+            }
+        })
+    }
+}

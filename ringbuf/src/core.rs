@@ -1,0 +1,529 @@
+//! The ring protocol of FORMAT.md sections 4, 5 and 7, written once, generic over how shared
+//! memory is reached.
+//!
+//! [`RingMem`] is implemented by the real mapping (`sys::shm::MappedRing`) and, in the loom
+//! models, by loom atomics, so the exact code that runs in production is the code the models
+//! check. The cores hold only private state (what a side trusts); every value loaded from memory
+//! the peer writes is checked here before it is used.
+
+use crate::format::{
+    decode_record_header, encode_record_header, max_payload, record_total, WrapMode,
+    FIRST_RESERVED_TYPE, FLAG_FINISHED, RECORD_ALIGN, RECORD_HEADER_LEN, TYPE_PAD,
+};
+use crate::{Error, Result};
+use std::sync::atomic::Ordering;
+
+/// The shared u64 fields of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    ProducerPos,
+    ProducerSleep,
+    Drops,
+    ProducerFlags,
+    ConsumerPos,
+    ConsumerSleep,
+}
+
+/// Access to one ring's shared memory.
+pub(crate) trait RingMem {
+    /// Atomic load of a shared field.
+    fn load(&self, field: Field, order: Ordering) -> u64;
+    /// Atomic store of a shared field this side owns.
+    fn store(&self, field: Field, value: u64, order: Ordering);
+    /// A full (sequentially consistent) fence.
+    fn fence(&self);
+    /// Relaxed atomic load of the data word at `offset` (8-aligned, below the capacity).
+    fn load_data(&self, offset: usize) -> u64;
+    /// Relaxed atomic store of the data word at `offset` (8-aligned, below the capacity).
+    fn store_data(&self, offset: usize, value: u64);
+}
+
+/// Signals the peer's eventfd.
+pub(crate) trait Wake {
+    fn wake(&self);
+}
+
+/// A record found by the consumer, located in the data area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordLoc {
+    /// Data-area offset of the payload (8-aligned). In mirror mode it may run past the capacity
+    /// into the second mapping.
+    pub payload_offset: usize,
+    pub len: usize,
+    pub ty: u16,
+    pub flags: u16,
+}
+
+fn corrupt(msg: String) -> Error {
+    Error::Corrupt(msg)
+}
+
+/// The producer's private state.
+#[derive(Debug)]
+pub(crate) struct ProducerCore {
+    capacity: u64,
+    wrap: WrapMode,
+    /// Last value stored to `producer_pos`.
+    published: u64,
+    /// End of the records reserved so far (published or pending).
+    write_pos: u64,
+    /// Last checked value of `consumer_pos`.
+    consumer_cache: u64,
+    /// The consumer sleep word value we last signalled.
+    last_signalled: u64,
+    /// Our own sleep word (even: awake).
+    sleep_seq: u64,
+    drops: u64,
+    corrupt: Option<String>,
+}
+
+impl ProducerCore {
+    /// State for a producer of a ring whose shared fields may already hold a history (a new
+    /// ring has all zeroes; a producer that attaches to a served ring continues it).
+    pub(crate) fn resume(mem: &impl RingMem, capacity: usize, wrap: WrapMode) -> Result<Self> {
+        let capacity = capacity as u64;
+        let published = mem.load(Field::ProducerPos, Ordering::Acquire);
+        let consumer = mem.load(Field::ConsumerPos, Ordering::Acquire);
+        if published % RECORD_ALIGN as u64 != 0
+            || consumer % RECORD_ALIGN as u64 != 0
+            || consumer > published
+            || published - consumer > capacity
+        {
+            return Err(corrupt(format!(
+                "positions out of range at attach: producer {published}, consumer {consumer}, capacity {capacity}"
+            )));
+        }
+        let sleep = mem.load(Field::ProducerSleep, Ordering::Relaxed);
+        let sleep_seq = (sleep + 1) & !1;
+        if sleep != sleep_seq {
+            mem.store(Field::ProducerSleep, sleep_seq, Ordering::Relaxed);
+        }
+        Ok(ProducerCore {
+            capacity,
+            wrap,
+            published,
+            write_pos: published,
+            consumer_cache: consumer,
+            last_signalled: 0,
+            sleep_seq,
+            drops: mem.load(Field::Drops, Ordering::Relaxed),
+            corrupt: None,
+        })
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match &self.corrupt {
+            Some(msg) => Err(corrupt(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Reload and check `consumer_pos`.
+    fn refresh_consumer(&mut self, mem: &impl RingMem) -> Result<()> {
+        let c = mem.load(Field::ConsumerPos, Ordering::Acquire);
+        if c % RECORD_ALIGN as u64 != 0
+            || c > self.published
+            || self.published - c > self.capacity
+            || c < self.consumer_cache
+        {
+            let msg = format!(
+                "consumer position {c} is impossible (producer at {}, previous consumer position {}, capacity {})",
+                self.published, self.consumer_cache, self.capacity
+            );
+            self.corrupt = Some(msg.clone());
+            return Err(corrupt(msg));
+        }
+        self.consumer_cache = c;
+        Ok(())
+    }
+
+    pub(crate) fn free(&self) -> u64 {
+        self.capacity - (self.write_pos - self.consumer_cache)
+    }
+
+    /// Bytes of ring space a record of `len` bytes needs at the current write position.
+    fn space_needed(&self, total: u64) -> u64 {
+        let offset = self.write_pos & (self.capacity - 1);
+        let tail = self.capacity - offset;
+        match self.wrap {
+            WrapMode::Pad if total > tail => tail + total,
+            _ => total,
+        }
+    }
+
+    /// Reserve a record; returns the data offset of its payload. The record header is written;
+    /// the record becomes visible at the next [`publish`](Self::publish).
+    pub(crate) fn reserve(
+        &mut self,
+        mem: &impl RingMem,
+        len: usize,
+        ty: u16,
+        flags: u16,
+    ) -> Result<usize> {
+        self.check_usable()?;
+        if ty >= FIRST_RESERVED_TYPE {
+            return Err(Error::ReservedType(ty));
+        }
+        let max = max_payload(self.capacity as usize);
+        if len > max {
+            return Err(Error::TooLarge {
+                len,
+                max,
+                capacity: self.capacity as usize,
+            });
+        }
+        let total = record_total(len) as u64;
+        let needed = self.space_needed(total);
+        if needed > self.free() {
+            self.refresh_consumer(mem)?;
+            if needed > self.free() {
+                return Err(Error::Full {
+                    needed: needed as usize,
+                    free: self.free() as usize,
+                });
+            }
+        }
+        let mut offset = (self.write_pos & (self.capacity - 1)) as usize;
+        if needed != total {
+            let tail = self.capacity as usize - offset;
+            let pad = encode_record_header((tail - RECORD_HEADER_LEN) as u32, TYPE_PAD, 0);
+            mem.store_data(offset, pad);
+            self.write_pos += tail as u64;
+            offset = 0;
+        }
+        mem.store_data(offset, encode_record_header(len as u32, ty, flags));
+        self.write_pos += total;
+        Ok(offset + RECORD_HEADER_LEN)
+    }
+
+    /// Records reserved but not yet published.
+    pub(crate) fn pending(&self) -> bool {
+        self.write_pos != self.published
+    }
+
+    /// Publish every reserved record with one release store, then wake the consumer if (and only
+    /// if) it announced it is going to sleep.
+    pub(crate) fn publish(&mut self, mem: &impl RingMem, wake: &impl Wake) {
+        if self.write_pos == self.published {
+            return;
+        }
+        mem.store(Field::ProducerPos, self.write_pos, Ordering::Release);
+        self.published = self.write_pos;
+        mem.fence();
+        let s = mem.load(Field::ConsumerSleep, Ordering::Relaxed);
+        if s & 1 == 1 && s != self.last_signalled {
+            self.last_signalled = s;
+            wake.wake();
+        }
+    }
+
+    /// Forget the reserved, unpublished records.
+    pub(crate) fn abandon(&mut self) {
+        self.write_pos = self.published;
+    }
+
+    pub(crate) fn record_drops(&mut self, mem: &impl RingMem, n: u64) {
+        self.drops = self.drops.wrapping_add(n);
+        mem.store(Field::Drops, self.drops, Ordering::Relaxed);
+    }
+
+    pub(crate) fn drops(&self) -> u64 {
+        self.drops
+    }
+
+    /// Publish what is pending, mark the ring finished and wake the consumer unconditionally.
+    pub(crate) fn finish(&mut self, mem: &impl RingMem, wake: &impl Wake) {
+        self.publish(mem, wake);
+        mem.store(Field::ProducerFlags, FLAG_FINISHED, Ordering::Release);
+        mem.fence();
+        wake.wake();
+    }
+
+    /// Announce that we will sleep until `needed` bytes are free. Returns `Ok(false)` if they
+    /// already are (do not sleep), `Ok(true)` if the caller should wait on the space eventfd and
+    /// then call [`finish_wait`](Self::finish_wait).
+    pub(crate) fn prepare_wait(&mut self, mem: &impl RingMem, needed: u64) -> Result<bool> {
+        self.check_usable()?;
+        if self.sleep_seq & 1 == 0 {
+            self.sleep_seq += 1;
+            mem.store(Field::ProducerSleep, self.sleep_seq, Ordering::Relaxed);
+        }
+        mem.fence();
+        self.refresh_consumer(mem)?;
+        if self.free() >= needed.min(self.capacity) {
+            self.finish_wait(mem);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Are `needed` bytes free? Reloads the consumer position only if the cached one says no.
+    pub(crate) fn has_space(&mut self, mem: &impl RingMem, needed: u64) -> Result<bool> {
+        self.check_usable()?;
+        let needed = needed.min(self.capacity);
+        if self.free() >= needed {
+            return Ok(true);
+        }
+        self.refresh_consumer(mem)?;
+        Ok(self.free() >= needed)
+    }
+
+    pub(crate) fn finish_wait(&mut self, mem: &impl RingMem) {
+        if self.sleep_seq & 1 == 1 {
+            self.sleep_seq += 1;
+            mem.store(Field::ProducerSleep, self.sleep_seq, Ordering::Relaxed);
+        }
+    }
+
+    /// Space a record of `len` payload bytes needs now (for waiting).
+    pub(crate) fn needed_for(&self, len: usize) -> u64 {
+        self.space_needed(record_total(len) as u64)
+    }
+
+    pub(crate) fn positions(&self) -> (u64, u64) {
+        (self.published, self.consumer_cache)
+    }
+}
+
+/// The consumer's private state.
+#[derive(Debug)]
+pub(crate) struct ConsumerCore {
+    capacity: u64,
+    wrap: WrapMode,
+    /// Last value stored to `consumer_pos`.
+    released: u64,
+    /// Start of the next record to read.
+    read_pos: u64,
+    /// Last checked value of `producer_pos`.
+    producer_cache: u64,
+    /// The producer sleep word value we last signalled.
+    last_signalled: u64,
+    /// Our own sleep word (even: awake).
+    sleep_seq: u64,
+    /// We write the consumer page (false: a read-only drain of an old ring).
+    writes_page: bool,
+    corrupt: Option<String>,
+}
+
+impl ConsumerCore {
+    /// State for a consumer that continues from the ring's `consumer_pos`.
+    pub(crate) fn resume(
+        mem: &impl RingMem,
+        capacity: usize,
+        wrap: WrapMode,
+        owns_consumer_page: bool,
+    ) -> Result<Self> {
+        let capacity = capacity as u64;
+        let released = mem.load(Field::ConsumerPos, Ordering::Acquire);
+        let mut core = ConsumerCore {
+            capacity,
+            wrap,
+            released,
+            read_pos: released,
+            producer_cache: released,
+            last_signalled: 0,
+            sleep_seq: 0,
+            writes_page: owns_consumer_page,
+            corrupt: None,
+        };
+        if released % RECORD_ALIGN as u64 != 0 {
+            return Err(corrupt(format!(
+                "consumer position {released} is not a multiple of {RECORD_ALIGN}"
+            )));
+        }
+        core.refresh_producer(mem)?;
+        if owns_consumer_page {
+            let sleep = mem.load(Field::ConsumerSleep, Ordering::Relaxed);
+            core.sleep_seq = (sleep + 1) & !1;
+            if sleep != core.sleep_seq {
+                mem.store(Field::ConsumerSleep, core.sleep_seq, Ordering::Relaxed);
+            }
+        }
+        Ok(core)
+    }
+
+    fn fail(&mut self, msg: String) -> Error {
+        self.corrupt = Some(msg.clone());
+        corrupt(msg)
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match &self.corrupt {
+            Some(msg) => Err(corrupt(msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Reload and check `producer_pos`.
+    fn refresh_producer(&mut self, mem: &impl RingMem) -> Result<()> {
+        let p = mem.load(Field::ProducerPos, Ordering::Acquire);
+        if p % RECORD_ALIGN as u64 != 0
+            || p < self.read_pos
+            || p < self.producer_cache
+            || p - self.released > self.capacity
+        {
+            let msg = format!(
+                "producer position {p} is impossible (read up to {}, released {}, previous producer position {}, capacity {})",
+                self.read_pos, self.released, self.producer_cache, self.capacity
+            );
+            return Err(self.fail(msg));
+        }
+        self.producer_cache = p;
+        Ok(())
+    }
+
+    /// The next committed record, checked, or `None` if the ring is empty.
+    pub(crate) fn next(&mut self, mem: &impl RingMem) -> Result<Option<RecordLoc>> {
+        self.check_usable()?;
+        loop {
+            if self.read_pos == self.producer_cache {
+                self.refresh_producer(mem)?;
+                if self.read_pos == self.producer_cache {
+                    return Ok(None);
+                }
+            }
+            let offset = (self.read_pos & (self.capacity - 1)) as usize;
+            let (len, ty, flags) = decode_record_header(mem.load_data(offset));
+            let len = len as usize;
+            let cap = self.capacity as usize;
+            if ty == TYPE_PAD {
+                if self.wrap != WrapMode::Pad {
+                    let msg = format!("padding record at position {} in a mirror-mode ring", self.read_pos);
+                    return Err(self.fail(msg));
+                }
+                if offset + RECORD_HEADER_LEN + len != cap {
+                    let msg = format!(
+                        "padding record at offset {offset} has length {len}, which does not end the lap (capacity {cap})"
+                    );
+                    return Err(self.fail(msg));
+                }
+                let next = self.read_pos + (cap - offset) as u64;
+                if next > self.producer_cache {
+                    let msg = format!(
+                        "padding record at position {} runs past the producer position {}",
+                        self.read_pos, self.producer_cache
+                    );
+                    return Err(self.fail(msg));
+                }
+                self.read_pos = next;
+                continue;
+            }
+            if ty >= FIRST_RESERVED_TYPE {
+                let msg = format!("record at position {} has reserved type {ty:#06x}", self.read_pos);
+                return Err(self.fail(msg));
+            }
+            let total = record_total(len);
+            if total > cap / 2 {
+                let msg = format!(
+                    "record at position {} has length {len}, above the ring's limit {}",
+                    self.read_pos,
+                    max_payload(cap)
+                );
+                return Err(self.fail(msg));
+            }
+            if self.read_pos + total as u64 > self.producer_cache {
+                let msg = format!(
+                    "record at position {} of {total} bytes runs past the producer position {}",
+                    self.read_pos, self.producer_cache
+                );
+                return Err(self.fail(msg));
+            }
+            if self.wrap == WrapMode::Pad && offset + total > cap {
+                let msg = format!(
+                    "record at offset {offset} of {total} bytes crosses the end of a pad-mode ring (capacity {cap})"
+                );
+                return Err(self.fail(msg));
+            }
+            self.read_pos += total as u64;
+            return Ok(Some(RecordLoc {
+                payload_offset: offset + RECORD_HEADER_LEN,
+                len,
+                ty,
+                flags,
+            }));
+        }
+    }
+
+    /// Records have been read and not released.
+    pub(crate) fn unreleased(&self) -> bool {
+        self.read_pos != self.released
+    }
+
+    /// Release every record read so far with one release store, then wake the producer if it
+    /// announced it is waiting for space.
+    pub(crate) fn release(&mut self, mem: &impl RingMem, wake: &impl Wake) {
+        if self.read_pos == self.released {
+            return;
+        }
+        if !self.writes_page {
+            self.released = self.read_pos;
+            return;
+        }
+        mem.store(Field::ConsumerPos, self.read_pos, Ordering::Release);
+        self.released = self.read_pos;
+        mem.fence();
+        let s = mem.load(Field::ProducerSleep, Ordering::Relaxed);
+        if s & 1 == 1 && s != self.last_signalled {
+            self.last_signalled = s;
+            wake.wake();
+        }
+    }
+
+    /// Is a record (or padding) readable now? Reloads the producer position.
+    pub(crate) fn has_data(&mut self, mem: &impl RingMem) -> Result<bool> {
+        self.check_usable()?;
+        if self.read_pos != self.producer_cache {
+            return Ok(true);
+        }
+        self.refresh_producer(mem)?;
+        Ok(self.read_pos != self.producer_cache)
+    }
+
+    /// The producer marked the ring finished and everything has been read.
+    pub(crate) fn is_finished(&mut self, mem: &impl RingMem) -> Result<bool> {
+        // Flags first: the producer stores its last position before the flag.
+        let finished = mem.load(Field::ProducerFlags, Ordering::Acquire) & FLAG_FINISHED != 0;
+        Ok(finished && !self.has_data(mem)?)
+    }
+
+    /// Announce that we will sleep until data arrives. `Ok(false)`: data (or the end) is already
+    /// there, do not sleep. `Ok(true)`: wait on the data eventfd, then call `finish_wait`.
+    pub(crate) fn prepare_wait(&mut self, mem: &impl RingMem) -> Result<bool> {
+        self.check_usable()?;
+        if !self.writes_page {
+            // A read-only drain never sleeps: no producer will signal it.
+            return Ok(false);
+        }
+        if self.sleep_seq & 1 == 0 {
+            self.sleep_seq += 1;
+            mem.store(Field::ConsumerSleep, self.sleep_seq, Ordering::Relaxed);
+        }
+        mem.fence();
+        let finished = mem.load(Field::ProducerFlags, Ordering::Acquire) & FLAG_FINISHED != 0;
+        if finished || self.has_data(mem)? {
+            self.finish_wait(mem);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn finish_wait(&mut self, mem: &impl RingMem) {
+        if self.writes_page && self.sleep_seq & 1 == 1 {
+            self.sleep_seq += 1;
+            mem.store(Field::ConsumerSleep, self.sleep_seq, Ordering::Relaxed);
+        }
+    }
+
+    /// `(released, read, producer)` positions as this side knows them.
+    pub(crate) fn positions(&self) -> (u64, u64, u64) {
+        (self.released, self.read_pos, self.producer_cache)
+    }
+
+    pub(crate) fn writes_page(&self) -> bool {
+        self.writes_page
+    }
+
+    pub(crate) fn corruption(&self) -> Option<&str> {
+        self.corrupt.as_deref()
+    }
+}

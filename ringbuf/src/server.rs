@@ -1,0 +1,489 @@
+//! The owner's side of the attach protocol: a [`RingServer`] per ring, on its own unix socket.
+
+use crate::attach::{
+    decode_hello, Reply, Request, HELLO_LEN, STATE_ATTACHED, STATE_FINISHED, STATUS_BUSY,
+    STATUS_NOT_ALLOWED, STATUS_OK, STATUS_WRONG_ROLE,
+};
+use crate::core::Field;
+use crate::endpoint::{PeerState, PeerStatus};
+use crate::format::{Role, StaticHeader, FLAG_FINISHED, FORMAT_VERSION};
+use crate::sys::os::{self, Epoll};
+use crate::sys::shm::HeaderView;
+use crate::{ring, Error, Refusal, Result, RingFds};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Connections that have not said hello yet, at most.
+const MAX_PENDING: usize = 16;
+/// How long a connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who may attach: a peer is allowed if its uid or its primary gid (as `SO_PEERCRED` reports
+/// them) is listed. An empty list allows no one; root is not special.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+}
+
+impl AllowList {
+    /// Allows no one yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also allow this uid.
+    pub fn uid(mut self, uid: u32) -> Self {
+        self.uids.push(uid);
+        self
+    }
+
+    /// Also allow this gid.
+    pub fn gid(mut self, gid: u32) -> Self {
+        self.gids.push(gid);
+        self
+    }
+
+    /// Allow the effective uid of this process.
+    pub fn current_user() -> Self {
+        Self::new().uid(nix::unistd::geteuid().as_raw())
+    }
+
+    /// Is a peer with these credentials allowed?
+    pub fn allows(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
+    }
+}
+
+/// A snapshot of a ring's shared state, as its owner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub producer_pos: u64,
+    pub consumer_pos: u64,
+    pub drops: u64,
+    pub finished: bool,
+}
+
+/// A ring as a [`RingServer`] serves it: the four fds, which role the peer takes, and the attach
+/// state it shares with the owner's endpoint. Get one from
+/// [`Producer::served_ring`](crate::Producer::served_ring) /
+/// [`Consumer::served_ring`](crate::Consumer::served_ring), or build one from fds a restarted
+/// owner got back from systemd's fd store with [`ServedRing::from_fds`].
+#[derive(Debug)]
+pub struct ServedRing {
+    fds: RingFds,
+    peer_role: Role,
+    header: StaticHeader,
+    state: Arc<PeerState>,
+    view: HeaderView,
+}
+
+impl ServedRing {
+    pub(crate) fn new(fds: RingFds, peer_role: Role, header: StaticHeader, state: Arc<PeerState>) -> Result<ServedRing> {
+        let view = HeaderView::map(fds.region.as_fd(), fds.consumer_page.as_fd(), header.page_size)?;
+        Ok(ServedRing {
+            fds,
+            peer_role,
+            header,
+            state,
+            view,
+        })
+    }
+
+    /// Serve a ring from fds (checked like an attaching peer checks them), offering `peer_role`
+    /// to whoever attaches. For example a restarted daemon serving an old, finished ring so a
+    /// consumer can drain it.
+    pub fn from_fds(fds: RingFds, peer_role: Role) -> Result<ServedRing> {
+        let header = ring::check(&fds, Some(peer_role))?;
+        Self::new(fds, peer_role, header, Arc::new(PeerState::default()))
+    }
+
+    /// The role a peer takes on this ring.
+    pub fn peer_role(&self) -> Role {
+        self.peer_role
+    }
+
+    /// The ring's generation.
+    pub fn generation(&self) -> u64 {
+        self.header.generation
+    }
+
+    /// Capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.header.capacity
+    }
+
+    /// The fds, for passing them without a socket (fork) or storing them.
+    pub fn fds(&self) -> &RingFds {
+        &self.fds
+    }
+
+    /// Give up serving and keep the fds.
+    pub fn into_fds(self) -> RingFds {
+        self.fds
+    }
+
+    /// Whether a peer is attached.
+    pub fn peer_status(&self) -> PeerStatus {
+        self.state.status()
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            producer_pos: self.view.load(Field::ProducerPos),
+            consumer_pos: self.view.load(Field::ConsumerPos),
+            drops: self.view.load(Field::Drops),
+            finished: self.view.load(Field::ProducerFlags) & FLAG_FINISHED != 0,
+        }
+    }
+
+    fn reply(&self, status: u8) -> Reply {
+        let s = self.snapshot();
+        let mut state = 0;
+        if self.state.status().attached {
+            state |= STATE_ATTACHED;
+        }
+        if s.finished {
+            state |= STATE_FINISHED;
+        }
+        Reply {
+            status,
+            offered_role: self.peer_role.wire(),
+            capacity: self.header.capacity as u64,
+            generation: self.header.generation,
+            format_version: FORMAT_VERSION,
+            wrap_mode: self.header.wrap.wire(),
+            producer_pos: s.producer_pos,
+            consumer_pos: s.consumer_pos,
+            drops: s.drops,
+            state,
+            page_size: self.header.page_size as u32,
+        }
+    }
+}
+
+/// Something the server did, for the owner's logs and bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A peer attached.
+    Attached {
+        /// Its pid.
+        pid: i32,
+        /// Its uid.
+        uid: u32,
+        /// Its gid.
+        gid: u32,
+    },
+    /// The attached peer hung up (exited, crashed or was killed). The ring and its unread records
+    /// are kept for the next peer.
+    Detached {
+        /// Its pid.
+        pid: i32,
+    },
+    /// A connection was refused.
+    Refused {
+        /// Its pid (0 if the hello never came).
+        pid: i32,
+        /// Its uid.
+        uid: u32,
+        /// Why.
+        reason: Refusal,
+    },
+    /// A `stat` request was answered.
+    Stat {
+        /// Its pid.
+        pid: i32,
+    },
+    /// A connection closed or timed out before a valid hello.
+    Dropped {
+        /// Its pid.
+        pid: i32,
+    },
+}
+
+#[derive(Debug)]
+struct Conn {
+    socket: OwnedFd,
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    since: Instant,
+}
+
+/// Serves one ring on one unix socket (FORMAT.md section 6).
+///
+/// It never blocks: the listener and connections are non-blocking, and everything it watches is
+/// gathered in one epoll fd ([`AsFd`]) that turns readable when [`process`](RingServer::process)
+/// has work. On a tokio runtime, wrap that fd in `AsyncFd` and call `process` when it is
+/// readable; without one, call [`serve_for`](RingServer::serve_for) in a loop.
+#[derive(Debug)]
+pub struct RingServer {
+    path: PathBuf,
+    listener: OwnedFd,
+    epoll: Epoll,
+    ring: ServedRing,
+    allow: AllowList,
+    peer: Option<Conn>,
+    pending: Vec<Conn>,
+    socket_id: (u64, u64),
+}
+
+impl RingServer {
+    /// Listen at `path` for peers of `ring`. A stale socket file (nobody listening) is
+    /// replaced; a live one, or any other file, is an error.
+    pub fn bind(path: impl AsRef<Path>, ring: ServedRing, allow: AllowList) -> Result<RingServer> {
+        let path = path.as_ref().to_owned();
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if os::seqpacket_connect(&path).is_ok() {
+                    return Err(Error::Config(format!(
+                        "{}: another ring server is listening there",
+                        path.display()
+                    )));
+                }
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove stale ring socket", e))?;
+            }
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "{}: exists and is not a socket; refusing to replace it",
+                    path.display()
+                )))
+            }
+            Err(_) => {}
+        }
+        let listener = os::seqpacket_listen(&path)?;
+        let socket_id = std::fs::metadata(&path)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            })
+            .map_err(|e| Error::io("stat ring socket", e))?;
+        let epoll = Epoll::new()?;
+        epoll.add(listener.as_fd(), listener.as_raw_fd() as u64)?;
+        Ok(RingServer {
+            path,
+            listener,
+            epoll,
+            ring,
+            allow,
+            peer: None,
+            pending: Vec::new(),
+            socket_id,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The ring being served.
+    pub fn ring(&self) -> &ServedRing {
+        &self.ring
+    }
+
+    /// Whether a peer is attached.
+    pub fn peer_attached(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// Do all pending work without blocking: accept connections, answer hellos, notice a peer's
+    /// hang-up, expire silent connections. Returns what happened.
+    pub fn process(&mut self) -> Result<Vec<ServerEvent>> {
+        let mut events = Vec::new();
+        while let Some(conn) = os::accept(self.listener.as_fd())? {
+            let (pid, uid, gid) = os::peer_credentials(conn.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
+            self.epoll.add(conn.as_fd(), conn.as_raw_fd() as u64)?;
+            self.pending.push(Conn {
+                socket: conn,
+                pid,
+                uid,
+                gid,
+                since: Instant::now(),
+            });
+            if self.pending.len() > MAX_PENDING {
+                let old = self.pending.remove(0);
+                self.epoll.delete(old.socket.as_fd());
+                events.push(ServerEvent::Dropped { pid: old.pid });
+            }
+        }
+        // Hang-up of the attached peer first, so a replacement that is already waiting is served.
+        if let Some(peer) = &self.peer {
+            let mut scratch = [0u8; 64];
+            let gone = loop {
+                if os::socket_hung_up(peer.socket.as_fd()) {
+                    break true;
+                }
+                // The peer must stay silent; discard anything it sends so the fd stays quiet.
+                match os::recv_message(peer.socket.as_fd(), &mut scratch, true) {
+                    Ok(Some(m)) if m.len > 0 => continue,
+                    Ok(Some(_)) => break true,
+                    Ok(None) => break false,
+                    Err(_) => break true,
+                }
+            };
+            if gone {
+                let peer = self.peer.take().expect("checked");
+                self.epoll.delete(peer.socket.as_fd());
+                self.ring.state.detached();
+                events.push(ServerEvent::Detached { pid: peer.pid });
+            }
+        }
+        let mut i = 0;
+        while i < self.pending.len() {
+            let mut buf = [0u8; HELLO_LEN + 1];
+            let got = os::recv_message(self.pending[i].socket.as_fd(), &mut buf, true);
+            let conn_done = match got {
+                Ok(None) => {
+                    if self.pending[i].since.elapsed() > HELLO_TIMEOUT {
+                        events.push(ServerEvent::Dropped { pid: self.pending[i].pid });
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Ok(Some(m)) if m.len == 0 => {
+                    events.push(ServerEvent::Dropped { pid: self.pending[i].pid });
+                    true
+                }
+                Err(_) => {
+                    events.push(ServerEvent::Dropped { pid: self.pending[i].pid });
+                    true
+                }
+                Ok(Some(m)) => {
+                    let len = if m.truncated { buf.len() } else { m.len };
+                    let conn = self.pending.remove(i);
+                    self.epoll.delete(conn.socket.as_fd());
+                    self.answer(conn, &buf[..len], &mut events);
+                    continue;
+                }
+            };
+            if conn_done {
+                let conn = self.pending.remove(i);
+                self.epoll.delete(conn.socket.as_fd());
+            } else {
+                i += 1;
+            }
+        }
+        Ok(events)
+    }
+
+    fn answer(&mut self, conn: Conn, hello: &[u8], events: &mut Vec<ServerEvent>) {
+        let refuse = |status: u8, reason: Refusal, this: &Self, events: &mut Vec<ServerEvent>| {
+            let _ = os::send_message(conn.socket.as_fd(), &this.ring.reply(status).encode(), &[]);
+            events.push(ServerEvent::Refused {
+                pid: conn.pid,
+                uid: conn.uid,
+                reason,
+            });
+        };
+        let req = match decode_hello(hello) {
+            Ok(r) => r,
+            Err((status, version)) => {
+                let reason = if status == crate::attach::STATUS_VERSION {
+                    Refusal::VersionMismatch {
+                        server: crate::attach::PROTOCOL_VERSION,
+                        client: version,
+                    }
+                } else {
+                    Refusal::Malformed
+                };
+                return refuse(status, reason, self, events);
+            }
+        };
+        if !self.allow.allows(conn.uid, conn.gid) {
+            return refuse(
+                STATUS_NOT_ALLOWED,
+                Refusal::NotAllowed {
+                    uid: conn.uid,
+                    gid: conn.gid,
+                },
+                self,
+                events,
+            );
+        }
+        let role = match req {
+            Request::Stat => {
+                let _ = os::send_message(conn.socket.as_fd(), &self.ring.reply(STATUS_OK).encode(), &[]);
+                events.push(ServerEvent::Stat { pid: conn.pid });
+                return;
+            }
+            Request::Attach(role) => role,
+        };
+        if role != self.ring.peer_role {
+            return refuse(
+                STATUS_WRONG_ROLE,
+                Refusal::WrongRole {
+                    offered: self.ring.peer_role,
+                    requested: role,
+                },
+                self,
+                events,
+            );
+        }
+        if self.peer.is_some() {
+            return refuse(STATUS_BUSY, Refusal::Busy, self, events);
+        }
+        // Mark attached before the fds leave, so the owner never sees a peer it does not know of.
+        self.ring.state.attached();
+        let fds = self.ring.fds.as_array();
+        match os::send_message(conn.socket.as_fd(), &self.ring.reply(STATUS_OK).encode(), &fds) {
+            Ok(()) => {
+                if self.epoll.add(conn.socket.as_fd(), conn.socket.as_raw_fd() as u64).is_err() {
+                    // We could not watch it; treat it as gone rather than never noticing.
+                    self.ring.state.detached();
+                    events.push(ServerEvent::Detached { pid: conn.pid });
+                    return;
+                }
+                events.push(ServerEvent::Attached {
+                    pid: conn.pid,
+                    uid: conn.uid,
+                    gid: conn.gid,
+                });
+                self.peer = Some(conn);
+            }
+            Err(_) => {
+                self.ring.state.detached();
+                events.push(ServerEvent::Dropped { pid: conn.pid });
+            }
+        }
+    }
+
+    /// Block up to `timeout` (`None`: until something happens) for work, then
+    /// [`process`](RingServer::process) it. For servers without an event loop.
+    pub fn serve_for(&mut self, timeout: Option<Duration>) -> Result<Vec<ServerEvent>> {
+        let timeout = match (timeout, self.pending.is_empty()) {
+            // Wake up in time to expire silent connections.
+            (t, false) => Some(t.map_or(HELLO_TIMEOUT, |t| t.min(HELLO_TIMEOUT))),
+            (t, true) => t,
+        };
+        self.epoll.wait(timeout)?;
+        self.process()
+    }
+}
+
+impl AsFd for RingServer {
+    /// The epoll fd: readable when [`RingServer::process`] has work.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+}
+
+impl Drop for RingServer {
+    fn drop(&mut self) {
+        // Remove our socket file, unless someone replaced it meanwhile.
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if (m.dev(), m.ino()) == self.socket_id {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+        if self.peer.take().is_some() {
+            self.ring.state.detached();
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! C ABI (see include/edgegw_ring.h).

@@ -1,0 +1,413 @@
+//! OS glue: memfds and seals, eventfds, `SOCK_SEQPACKET` unix sockets with `SCM_RIGHTS` and
+//! `SO_PEERCRED`, `poll`, CPU affinity. One `sys_err!`-style helper turns nix errors into ours.
+
+use crate::{Error, Result};
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr,
+};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+fn nix_err(what: &'static str) -> impl FnOnce(nix::Error) -> Error {
+    move |e| Error::io(what, io::Error::from(e))
+}
+
+/// The system page size.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as usize
+    } else {
+        4096
+    }
+}
+
+/// A new sealable memfd of `len` bytes, close-on-exec.
+pub(crate) fn create_memfd(name: &str, len: usize) -> Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).expect("memfd names have no NUL");
+    let fd = memfd_create(
+        cname.as_c_str(),
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(nix_err("memfd_create"))?;
+    nix::unistd::ftruncate(&fd, len as libc::off_t).map_err(nix_err("ftruncate memfd"))?;
+    Ok(fd)
+}
+
+/// Seals of a ring memfd, as the protocol names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seals {
+    pub shrink: bool,
+    pub grow: bool,
+    pub future_write: bool,
+    pub seal: bool,
+    pub write: bool,
+}
+
+/// Add the ring seals to `fd`.
+pub(crate) fn add_seals(fd: BorrowedFd<'_>, future_write: bool) -> Result<()> {
+    let mut flags = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
+    if future_write {
+        flags |= SealFlag::F_SEAL_FUTURE_WRITE;
+    }
+    fcntl(fd, FcntlArg::F_ADD_SEALS(flags)).map_err(nix_err("seal memfd"))?;
+    fcntl(fd, FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SEAL)).map_err(nix_err("seal memfd"))?;
+    Ok(())
+}
+
+/// Read the seals of `fd`; fails with a clear error if it is not a memfd.
+pub(crate) fn get_seals(fd: BorrowedFd<'_>, what: &str) -> Result<Seals> {
+    match fcntl(fd, FcntlArg::F_GET_SEALS) {
+        Ok(bits) => {
+            let f = SealFlag::from_bits_truncate(bits);
+            Ok(Seals {
+                shrink: f.contains(SealFlag::F_SEAL_SHRINK),
+                grow: f.contains(SealFlag::F_SEAL_GROW),
+                future_write: f.contains(SealFlag::F_SEAL_FUTURE_WRITE),
+                seal: f.contains(SealFlag::F_SEAL_SEAL),
+                write: f.contains(SealFlag::F_SEAL_WRITE),
+            })
+        }
+        Err(nix::Error::EINVAL) => Err(Error::InvalidRing(format!(
+            "the {what} fd is not a memfd (it does not support seals)"
+        ))),
+        Err(e) => Err(Error::io("F_GET_SEALS", io::Error::from(e))),
+    }
+}
+
+/// Size in bytes of the file behind `fd`.
+pub(crate) fn file_size(fd: BorrowedFd<'_>) -> Result<u64> {
+    let st = nix::sys::stat::fstat(fd).map_err(nix_err("fstat"))?;
+    Ok(st.st_size as u64)
+}
+
+/// `(device, inode)` of the file behind `fd`: tells whether two fds name the same memfd.
+pub(crate) fn file_identity(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
+    let st = nix::sys::stat::fstat(fd).map_err(nix_err("fstat"))?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Read exactly `buf.len()` bytes at `offset`.
+pub(crate) fn pread_exact(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<()> {
+    let n = nix::sys::uio::pread(fd, buf, offset as libc::off_t).map_err(nix_err("pread"))?;
+    if n != buf.len() {
+        return Err(Error::InvalidRing(format!(
+            "short read of {n} bytes at offset {offset} (wanted {})",
+            buf.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Write all of `buf` at `offset`.
+pub(crate) fn pwrite_all(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<()> {
+    let n = nix::sys::uio::pwrite(fd, buf, offset as libc::off_t).map_err(nix_err("pwrite"))?;
+    if n != buf.len() {
+        return Err(Error::io("pwrite", io::Error::from(io::ErrorKind::WriteZero)));
+    }
+    Ok(())
+}
+
+/// A non-blocking, close-on-exec eventfd in counter mode.
+pub(crate) fn create_eventfd() -> Result<OwnedFd> {
+    // SAFETY: eventfd has no memory-safety preconditions; the result is checked below and
+    // owned at once.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Error::io("eventfd", io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Check that `fd` is an eventfd, and make it non-blocking (a peer may pass a blocking one).
+pub(crate) fn check_eventfd(fd: BorrowedFd<'_>, what: &str) -> Result<()> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| Error::io("readlink /proc/self/fd", e))?;
+    if link.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(Error::InvalidRing(format!(
+            "the {what} fd is not an eventfd (it is {})",
+            link.display()
+        )));
+    }
+    let fl = fcntl(fd, FcntlArg::F_GETFL).map_err(nix_err("fcntl F_GETFL"))?;
+    let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(fl)).map_err(nix_err("fcntl F_SETFL"))?;
+    Ok(())
+}
+
+/// Add 1 to an eventfd. A full counter (EAGAIN) already wakes the reader, so it is ignored.
+#[inline]
+pub(crate) fn signal_eventfd(fd: BorrowedFd<'_>) {
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Reset an eventfd's counter; returns its value (0 if it was not signalled).
+pub(crate) fn drain_eventfd(fd: BorrowedFd<'_>) -> u64 {
+    let mut b = [0u8; 8];
+    match nix::unistd::read(fd, &mut b) {
+        Ok(8) => u64::from_ne_bytes(b),
+        _ => 0,
+    }
+}
+
+/// What `poll` reported for one fd.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ready {
+    pub readable: bool,
+    pub hangup: bool,
+}
+
+/// Wait until one of `fds` is readable or hung up, or the timeout passes (`None`: forever).
+/// Returns one `Ready` per fd; all false on timeout. EINTR counts as a timeout-free wakeup.
+pub(crate) fn poll_fds<const N: usize>(
+    fds: [Option<BorrowedFd<'_>>; N],
+    timeout: Option<Duration>,
+) -> Result<[Ready; N]> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(N);
+    let mut index = [usize::MAX; N];
+    for (i, fd) in fds.iter().enumerate() {
+        if let Some(fd) = fd {
+            index[i] = pfds.len();
+            pfds.push(PollFd::new(*fd, PollFlags::POLLIN | PollFlags::from_bits_retain(libc::POLLRDHUP)));
+        }
+    }
+    let t = match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX),
+    };
+    let mut out = [Ready::default(); N];
+    match nix::poll::poll(&mut pfds, t) {
+        Ok(_) => {}
+        Err(nix::Error::EINTR) => return Ok(out),
+        Err(e) => return Err(Error::io("poll", io::Error::from(e))),
+    }
+    for i in 0..N {
+        if index[i] != usize::MAX {
+            let r = pfds[index[i]].revents().unwrap_or(PollFlags::empty());
+            out[i] = Ready {
+                readable: r.contains(PollFlags::POLLIN),
+                hangup: r.intersects(
+                    PollFlags::POLLHUP | PollFlags::from_bits_retain(libc::POLLRDHUP) | PollFlags::POLLERR,
+                ),
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// Is the connected socket hung up (peer closed or died)? Never blocks.
+pub(crate) fn socket_hung_up(fd: BorrowedFd<'_>) -> bool {
+    match poll_fds([Some(fd)], Some(Duration::ZERO)) {
+        Ok([r]) => r.hangup,
+        Err(_) => true,
+    }
+}
+
+/// A `SOCK_SEQPACKET` listener bound at `path`, non-blocking, close-on-exec.
+pub(crate) fn seqpacket_listen(path: &Path) -> Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(nix_err("socket"))?;
+    let addr = UnixAddr::new(path).map_err(nix_err("socket path"))?;
+    socket::bind(fd.as_raw_fd(), &addr).map_err(nix_err("bind ring socket"))?;
+    socket::listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
+        .map_err(nix_err("listen"))?;
+    Ok(fd)
+}
+
+/// Accept one connection, non-blocking and close-on-exec; `None` if none is pending.
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> Result<Option<OwnedFd>> {
+    match socket::accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    ) {
+        // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(nix::Error::EAGAIN) | Err(nix::Error::ECONNABORTED) | Err(nix::Error::EINTR) => {
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("accept", io::Error::from(e))),
+    }
+}
+
+/// Connect a blocking `SOCK_SEQPACKET` socket to `path`.
+pub(crate) fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    socket::connect(fd.as_raw_fd(), &addr)?;
+    Ok(fd)
+}
+
+/// Set the receive timeout of a blocking socket.
+pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> Result<()> {
+    let tv = nix::sys::time::TimeVal::new(
+        timeout.as_secs() as libc::time_t,
+        timeout.subsec_micros() as libc::suseconds_t,
+    );
+    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &tv)
+        .map_err(nix_err("setsockopt SO_RCVTIMEO"))
+}
+
+/// `(pid, uid, gid)` of the process at the other end of a unix socket.
+pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> Result<(i32, u32, u32)> {
+    let c = socket::getsockopt(&fd, socket::sockopt::PeerCredentials)
+        .map_err(nix_err("getsockopt SO_PEERCRED"))?;
+    Ok((c.pid(), c.uid(), c.gid()))
+}
+
+/// Send one message, with fds attached if any. Never blocks for long: the socket buffers of a
+/// fresh connection always hold our small messages.
+pub(crate) fn send_message(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    let n = socket::sendmsg::<()>(
+        fd.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    if n != bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short send"));
+    }
+    Ok(())
+}
+
+/// A received message.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Bytes received (the message was longer than the buffer if `truncated`).
+    pub len: usize,
+    pub truncated: bool,
+    /// Fds that came with it, owned (close-on-exec).
+    pub fds: Vec<OwnedFd>,
+    /// Control data was truncated (more fds than we allow): treat as an error.
+    pub fds_truncated: bool,
+}
+
+/// Receive one message into `buf`, accepting up to 4 fds. `nonblocking`: EAGAIN is `Ok(None)`.
+pub(crate) fn recv_message(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    nonblocking: bool,
+) -> io::Result<Option<Received>> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= MsgFlags::MSG_DONTWAIT;
+    }
+    let msg = match socket::recvmsg::<()>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+        Ok(m) => m,
+        Err(nix::Error::EAGAIN) if nonblocking => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for r in raw {
+                    // SAFETY: the kernel installed these descriptors in our table for this
+                    // message; nothing else owns them.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                }
+            }
+        }
+    }
+    Ok(Some(Received {
+        len: msg.bytes,
+        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        fds_truncated: msg.flags.contains(MsgFlags::MSG_CTRUNC),
+        fds,
+    }))
+}
+
+/// An epoll instance (the ring server's single readiness fd).
+#[derive(Debug)]
+pub(crate) struct Epoll(nix::sys::epoll::Epoll);
+
+impl Epoll {
+    pub(crate) fn new() -> Result<Epoll> {
+        nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC)
+            .map(Epoll)
+            .map_err(nix_err("epoll_create"))
+    }
+
+    /// Watch `fd` for input and hang-up, level-triggered.
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, token: u64) -> Result<()> {
+        use nix::sys::epoll::{EpollEvent, EpollFlags};
+        self.0
+            .add(
+                fd,
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, token),
+            )
+            .map_err(nix_err("epoll_ctl add"))
+    }
+
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) {
+        let _ = self.0.delete(fd);
+    }
+
+    /// Wait up to `timeout` (None: forever) for any watched fd.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+        use nix::sys::epoll::{EpollEvent, EpollTimeout};
+        let mut ev = [EpollEvent::empty(); 8];
+        let t = match timeout {
+            None => EpollTimeout::NONE,
+            Some(d) => EpollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(EpollTimeout::MAX),
+        };
+        match self.0.wait(&mut ev, t) {
+            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+            Err(e) => Err(Error::io("epoll_wait", io::Error::from(e))),
+        }
+    }
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0 .0.as_fd()
+    }
+}
+
+/// Pin the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).map_err(nix_err("CPU index"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(nix_err("sched_setaffinity"))
+}
+
+/// Clear close-on-exec on `fd` so a child started with exec inherits it.
+pub fn set_inheritable(fd: BorrowedFd<'_>) -> Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map_err(nix_err("fcntl F_SETFD"))?;
+    Ok(())
+}
+
+/// Take ownership of an inherited descriptor number (fork/exec hand-over).
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else in this process owns or will close.
+pub unsafe fn owned_from_raw(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller promises exclusive ownership of an open descriptor.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,523 @@
+//! Shared-memory mappings of a ring and the atomic word accesses the protocol makes to them.
+
+use crate::core::{Field, RingMem};
+use crate::format::{
+    StaticHeader, WrapMode, OFF_CONSUMER_POS, OFF_CONSUMER_SLEEP, OFF_DROPS, OFF_PRODUCER_FLAGS,
+    OFF_PRODUCER_POS, OFF_PRODUCER_SLEEP,
+};
+use crate::{Error, Result};
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// Read-only or writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// One `MAP_SHARED` mapping of a memfd, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    /// Length of the whole reservation (for mirror mappings, header + twice the data).
+    len: usize,
+    access: Access,
+}
+
+// SAFETY: a Mapping is an owned region of address space; moving it to another thread moves the
+// ownership. Concurrent access is governed by the ring protocol (atomics), not by this type.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// Map `len` bytes of `fd` from offset 0.
+    pub(crate) fn plain(fd: BorrowedFd<'_>, len: usize, access: Access) -> Result<Mapping> {
+        let prot = match access {
+            Access::ReadOnly => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        };
+        // SAFETY: a fresh mapping at an address the kernel chooses; it overlaps nothing we own.
+        // The caller checked that fd is a memfd of at least `len` bytes, sealed against
+        // shrinking, so the whole mapping stays backed.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::io("mmap ring memfd", std::io::Error::last_os_error()));
+        }
+        Ok(Mapping {
+            ptr: NonNull::new(p.cast()).expect("mmap never returns NULL on success"),
+            len,
+            access,
+        })
+    }
+
+    /// Map header page + data, then the data a second time right after it, so a record that
+    /// crosses the end of the data area is contiguous (FORMAT.md section 3, mirror mode).
+    pub(crate) fn mirrored(
+        fd: BorrowedFd<'_>,
+        page_size: usize,
+        capacity: usize,
+        access: Access,
+    ) -> Result<Mapping> {
+        let prot = match access {
+            Access::ReadOnly => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        };
+        let total = page_size + 2 * capacity;
+        // SAFETY: reserves fresh address space (no access, no memory) that overlaps nothing.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Error::io("reserve address space for a mirrored ring", std::io::Error::last_os_error()));
+        }
+        let mapping = Mapping {
+            ptr: NonNull::new(base.cast()).expect("mmap never returns NULL on success"),
+            len: total,
+            access,
+        };
+        // SAFETY: MAP_FIXED replaces part of the reservation we just made and own (`mapping`
+        // unmaps all of it on drop, also on the error paths below); the memfd was checked to be
+        // page_size + capacity bytes and sealed against shrinking.
+        let first = unsafe {
+            libc::mmap(
+                base,
+                page_size + capacity,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if first == libc::MAP_FAILED {
+            return Err(Error::io("mmap ring memfd", std::io::Error::last_os_error()));
+        }
+        // SAFETY: as above; the second view of the data area fills the rest of the reservation.
+        let second = unsafe {
+            libc::mmap(
+                base.cast::<u8>().add(page_size + capacity).cast(),
+                capacity,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                page_size as libc::off_t,
+            )
+        };
+        if second == libc::MAP_FAILED {
+            return Err(Error::io("mmap ring data mirror", std::io::Error::last_os_error()));
+        }
+        Ok(mapping)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn writable(&self) -> bool {
+        self.access == Access::ReadWrite
+    }
+
+    /// Relaxed atomic load of the u64 at `offset` (8-aligned, inside the mapping).
+    pub(crate) fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len, "word offset {offset} outside mapping");
+        // SAFETY: in bounds and 8-aligned (mmap returns page-aligned addresses) by the assert;
+        // an atomic access is allowed to race with the peer's writes.
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()).load(order) }
+    }
+
+    /// Atomic store of the u64 at `offset`; the mapping must be writable.
+    pub(crate) fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len, "word offset {offset} outside mapping");
+        assert!(self.writable(), "store to a read-only ring mapping");
+        // SAFETY: in bounds, aligned and writable by the asserts; atomic, so racing peers are
+        // fine.
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()).store(value, order) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: we own this range of address space (all of it, mirror views included) and no
+        // borrow of it outlives the Mapping (Payload and &mut [u8] borrow their endpoint).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// A ring's two mappings as one process sees them.
+#[derive(Debug)]
+pub(crate) struct MappedRing {
+    region: Mapping,
+    consumer_page: Mapping,
+    page_size: usize,
+    capacity: usize,
+    /// Bytes of data addressable from the data start: capacity, or twice it when mirrored.
+    data_span: usize,
+}
+
+impl MappedRing {
+    /// Map a ring whose fds were checked. `region`/`consumer` say which parts this process
+    /// writes.
+    pub(crate) fn map(
+        region_fd: BorrowedFd<'_>,
+        consumer_fd: BorrowedFd<'_>,
+        header: &StaticHeader,
+        region: Access,
+        consumer: Access,
+    ) -> Result<MappedRing> {
+        let region_map = match header.wrap {
+            WrapMode::Pad => Mapping::plain(region_fd, header.region_len(), region)?,
+            WrapMode::Mirror => {
+                Mapping::mirrored(region_fd, header.page_size, header.capacity, region)?
+            }
+        };
+        let consumer_page = Mapping::plain(consumer_fd, header.page_size, consumer)?;
+        Ok(MappedRing {
+            region: region_map,
+            consumer_page,
+            page_size: header.page_size,
+            capacity: header.capacity,
+            data_span: match header.wrap {
+                WrapMode::Pad => header.capacity,
+                WrapMode::Mirror => 2 * header.capacity,
+            },
+        })
+    }
+
+    fn locate(&self, field: Field) -> (&Mapping, usize) {
+        match field {
+            Field::ProducerPos => (&self.region, OFF_PRODUCER_POS),
+            Field::ProducerSleep => (&self.region, OFF_PRODUCER_SLEEP),
+            Field::Drops => (&self.region, OFF_DROPS),
+            Field::ProducerFlags => (&self.region, OFF_PRODUCER_FLAGS),
+            Field::ConsumerPos => (&self.consumer_page, OFF_CONSUMER_POS),
+            Field::ConsumerSleep => (&self.consumer_page, OFF_CONSUMER_SLEEP),
+        }
+    }
+
+    /// Address space this ring occupies in this process (mirror mode reserves the data twice;
+    /// the second view costs no memory).
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.region.len() + self.consumer_page.len()
+    }
+
+    /// Start address of the region mapping (for footprint checks).
+    pub(crate) fn region_addr(&self) -> usize {
+        self.region.as_ptr() as usize
+    }
+
+    /// A checked view of `len` payload bytes at data offset `offset`.
+    pub(crate) fn payload(&self, offset: usize, len: usize) -> Result<Payload<'_>> {
+        let padded = len.div_ceil(8) * 8;
+        if offset % 8 != 0 || offset.checked_add(padded).is_none_or(|end| end > self.data_span) {
+            return Err(Error::Corrupt(format!(
+                "payload at data offset {offset}, {len} bytes, outside the data area"
+            )));
+        }
+        // SAFETY: offset + padded <= data_span, and the mapping holds page_size + data_span
+        // bytes, so the pointer stays inside it.
+        let base = unsafe { self.region.as_ptr().add(self.page_size + offset) };
+        Ok(Payload {
+            base,
+            start: 0,
+            len,
+            _ring: PhantomData,
+        })
+    }
+
+    /// The writable payload bytes of a record this producer reserved and has not published.
+    /// The reservation logic guarantees the range is free space no one else writes.
+    pub(crate) fn payload_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        assert!(self.region.writable(), "payload_mut on a read-only ring");
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.data_span),
+            "reservation outside the data area"
+        );
+        // SAFETY: in bounds of the writable mapping (asserts). The peer cannot write this region
+        // (it maps it read-only and the memfd is sealed F_SEAL_FUTURE_WRITE, or we are the
+        // attached producer of a ring whose owner only reads it), the range is reserved free
+        // space, and the &mut borrows the endpoint, so nothing else aliases it meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page_size + offset), len) }
+    }
+
+    /// Page size the ring was built with.
+    pub(crate) fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Capacity.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+impl RingMem for MappedRing {
+    #[inline]
+    fn load(&self, field: Field, order: Ordering) -> u64 {
+        let (m, off) = self.locate(field);
+        m.load_u64(off, order)
+    }
+
+    #[inline]
+    fn store(&self, field: Field, value: u64, order: Ordering) {
+        let (m, off) = self.locate(field);
+        m.store_u64(off, value, order)
+    }
+
+    #[inline]
+    fn fence(&self) {
+        fence(Ordering::SeqCst)
+    }
+
+    #[inline]
+    fn load_data(&self, offset: usize) -> u64 {
+        debug_assert!(offset < self.capacity);
+        self.region.load_u64(self.page_size + offset, Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn store_data(&self, offset: usize, value: u64) {
+        debug_assert!(offset < self.capacity);
+        self.region.store_u64(self.page_size + offset, value, Ordering::Relaxed)
+    }
+}
+
+/// The payload of a record, in place in the ring: a bounds-checked view, never a reference.
+///
+/// The peer may still be writing this memory (a hostile producer can rewrite a record after
+/// publishing it), so every read is an atomic word load and every value read is just bytes:
+/// parse them, do not trust them. The view is valid until the record is released (it borrows
+/// the consumer).
+#[derive(Debug, Clone, Copy)]
+pub struct Payload<'a> {
+    /// 8-aligned start of the record's payload.
+    base: *const u8,
+    /// View start, relative to `base`.
+    start: usize,
+    len: usize,
+    _ring: PhantomData<&'a ()>,
+}
+
+// SAFETY: a Payload is a read-only view made of atomic loads; sharing it between threads is as
+// safe as sharing the `&Consumer` it borrows.
+unsafe impl Send for Payload<'_> {}
+// SAFETY: see Send.
+unsafe impl Sync for Payload<'_> {}
+
+impl<'a> Payload<'a> {
+    /// Payload length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Zero-length payload.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn word(&self, aligned: usize) -> u64 {
+        // SAFETY: `aligned` is a multiple of 8 below start + len rounded up to 8, which the
+        // MappedRing::payload check keeps inside the mapping; the base is 8-aligned.
+        unsafe { AtomicU64::from_ptr(self.base.add(aligned).cast_mut().cast()).load(Ordering::Relaxed) }
+    }
+
+    /// Copy bytes `[at, at + dst.len())` of the view into `dst`, word by word.
+    fn copy_range(&self, at: usize, dst: &mut [u8]) {
+        let mut pos = self.start + at;
+        let mut rest = dst;
+        let misalign = pos % 8;
+        if misalign != 0 && !rest.is_empty() {
+            let w = self.word(pos - misalign).to_ne_bytes();
+            let n = (8 - misalign).min(rest.len());
+            rest[..n].copy_from_slice(&w[misalign..misalign + n]);
+            rest = &mut rest[n..];
+            pos += n;
+        }
+        let mut chunks = rest.chunks_exact_mut(32);
+        for c in &mut chunks {
+            let (a, b, cc, d) = (self.word(pos), self.word(pos + 8), self.word(pos + 16), self.word(pos + 24));
+            c[0..8].copy_from_slice(&a.to_ne_bytes());
+            c[8..16].copy_from_slice(&b.to_ne_bytes());
+            c[16..24].copy_from_slice(&cc.to_ne_bytes());
+            c[24..32].copy_from_slice(&d.to_ne_bytes());
+            pos += 32;
+        }
+        let rest = chunks.into_remainder();
+        let mut words = rest.chunks_exact_mut(8);
+        for c in &mut words {
+            c.copy_from_slice(&self.word(pos).to_ne_bytes());
+            pos += 8;
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            let w = self.word(pos).to_ne_bytes();
+            let n = tail.len();
+            tail.copy_from_slice(&w[..n]);
+        }
+    }
+
+    /// Copy the payload into `dst`; copies `min(len, dst.len())` bytes and returns that count.
+    pub fn copy_to_slice(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        self.copy_range(0, &mut dst[..n]);
+        n
+    }
+
+    /// Append the payload to `v` (one reservation, no per-byte growth).
+    pub fn copy_into(&self, v: &mut Vec<u8>) {
+        let old = v.len();
+        v.resize(old + self.len, 0);
+        self.copy_range(0, &mut v[old..]);
+    }
+
+    /// The payload as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        self.copy_into(&mut v);
+        v
+    }
+
+    /// Copy `N` bytes at `at`, or `None` if they are not all inside the payload.
+    pub fn read_array<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
+        if at.checked_add(N)? > self.len {
+            return None;
+        }
+        let mut b = [0u8; N];
+        self.copy_range(at, &mut b);
+        Some(b)
+    }
+
+    /// The byte at `at`.
+    pub fn read_u8(&self, at: usize) -> Option<u8> {
+        self.read_array::<1>(at).map(|b| b[0])
+    }
+
+    /// Little-endian u16 at byte offset `at` (any alignment).
+    pub fn read_u16_le(&self, at: usize) -> Option<u16> {
+        self.read_array(at).map(u16::from_le_bytes)
+    }
+
+    /// Little-endian u32 at byte offset `at` (any alignment).
+    pub fn read_u32_le(&self, at: usize) -> Option<u32> {
+        self.read_array(at).map(u32::from_le_bytes)
+    }
+
+    /// Little-endian u64 at byte offset `at` (any alignment).
+    pub fn read_u64_le(&self, at: usize) -> Option<u64> {
+        self.read_array(at).map(u64::from_le_bytes)
+    }
+
+    /// Big-endian (network order) u16 at `at`.
+    pub fn read_u16_be(&self, at: usize) -> Option<u16> {
+        self.read_array(at).map(u16::from_be_bytes)
+    }
+
+    /// Big-endian (network order) u32 at `at`.
+    pub fn read_u32_be(&self, at: usize) -> Option<u32> {
+        self.read_array(at).map(u32::from_be_bytes)
+    }
+
+    /// A sub-view of `len` bytes from `at`, or `None` if it does not fit.
+    pub fn slice(&self, at: usize, len: usize) -> Option<Payload<'a>> {
+        if at.checked_add(len)? > self.len {
+            return None;
+        }
+        Some(Payload {
+            base: self.base,
+            start: self.start + at,
+            len,
+            _ring: PhantomData,
+        })
+    }
+
+    /// Fold over the payload as native-endian u64 words, in place; the last word's bytes past the
+    /// payload's end read as zero. No copy is made.
+    pub fn fold_words<B>(&self, init: B, mut f: impl FnMut(B, u64) -> B) -> B {
+        let mut acc = init;
+        if self.start % 8 != 0 {
+            // Unaligned sub-view: go through 8-byte copies.
+            let mut at = 0;
+            while at < self.len {
+                let mut b = [0u8; 8];
+                let n = (self.len - at).min(8);
+                self.copy_range(at, &mut b[..n]);
+                acc = f(acc, u64::from_ne_bytes(b));
+                at += 8;
+            }
+            return acc;
+        }
+        let full = self.len / 8;
+        for i in 0..full {
+            acc = f(acc, self.word(self.start + i * 8));
+        }
+        let rem = self.len % 8;
+        if rem != 0 {
+            let mut b = self.word(self.start + full * 8).to_ne_bytes();
+            b[rem..].fill(0);
+            acc = f(acc, u64::from_ne_bytes(b));
+        }
+        acc
+    }
+
+    /// Raw pointer to the first byte, for C-style in-place use (for example handing it to a
+    /// parser over FFI). Reading through it is your responsibility: the bytes may change under
+    /// you if the peer is hostile, and it dangles once the record is released.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.base.wrapping_add(self.start)
+    }
+}
+
+/// Read-only views of a ring's header page and consumer page (no data area): what a server or
+/// `stat` needs to report positions.
+#[derive(Debug)]
+pub(crate) struct HeaderView {
+    header: Mapping,
+    consumer_page: Mapping,
+}
+
+impl HeaderView {
+    pub(crate) fn map(region_fd: BorrowedFd<'_>, consumer_fd: BorrowedFd<'_>, page_size: usize) -> Result<HeaderView> {
+        Ok(HeaderView {
+            header: Mapping::plain(region_fd, page_size, Access::ReadOnly)?,
+            consumer_page: Mapping::plain(consumer_fd, page_size, Access::ReadOnly)?,
+        })
+    }
+
+    /// Acquire load of a shared field.
+    pub(crate) fn load(&self, field: Field) -> u64 {
+        let (m, off) = match field {
+            Field::ProducerPos => (&self.header, OFF_PRODUCER_POS),
+            Field::ProducerSleep => (&self.header, OFF_PRODUCER_SLEEP),
+            Field::Drops => (&self.header, OFF_DROPS),
+            Field::ProducerFlags => (&self.header, OFF_PRODUCER_FLAGS),
+            Field::ConsumerPos => (&self.consumer_page, OFF_CONSUMER_POS),
+            Field::ConsumerSleep => (&self.consumer_page, OFF_CONSUMER_SLEEP),
+        };
+        m.load_u64(off, Ordering::Acquire)
+    }
+}
