@@ -262,15 +262,6 @@ impl MappedRing {
         unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page_size + offset), len) }
     }
 
-    /// Page size the ring was built with.
-    pub(crate) fn page_size(&self) -> usize {
-        self.page_size
-    }
-
-    /// Capacity.
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
 }
 
 impl RingMem for MappedRing {

@@ -1,0 +1,192 @@
+//! Loom models of the ring protocol: the production `ProducerCore`/`ConsumerCore` code, run over
+//! loom atomics instead of a mapping, with eventfds modelled as a counter under a loom mutex.
+//!
+//! Loom explores the thread interleavings (and, for relaxed and acquire/release accesses, the
+//! values a weak memory model allows), so these prove, within their small bounds:
+//! - a consumer never reads a record's header or payload before the producer's writes to it are
+//!   visible (release/acquire on the positions), and never reads space the producer reuses
+//!   before the consumer released it;
+//! - no lost wakeup: the consumer sleeps on its event only when the producer is guaranteed to
+//!   signal it, and likewise the producer waiting for space. A lost wakeup would leave a thread
+//!   blocked forever, which loom reports as a deadlock;
+//! - a finished ring is seen finished only after its last record.
+//!
+//! They run in plain `cargo test` (loom is an ordinary dev-dependency; no `--cfg loom` needed).
+
+use crate::core::{ConsumerCore, Field, ProducerCore, RingMem, Wake};
+use crate::format::WrapMode;
+use crate::Error;
+use loom::sync::atomic::{fence, AtomicU64};
+use loom::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+
+struct LoomMem {
+    fields: [AtomicU64; 6],
+    data: Vec<AtomicU64>,
+}
+
+impl LoomMem {
+    fn new(capacity: usize) -> Arc<LoomMem> {
+        Arc::new(LoomMem {
+            fields: std::array::from_fn(|_| AtomicU64::new(0)),
+            data: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    fn index(f: Field) -> usize {
+        match f {
+            Field::ProducerPos => 0,
+            Field::ProducerSleep => 1,
+            Field::Drops => 2,
+            Field::ProducerFlags => 3,
+            Field::ConsumerPos => 4,
+            Field::ConsumerSleep => 5,
+        }
+    }
+}
+
+impl RingMem for Arc<LoomMem> {
+    fn load(&self, field: Field, order: Ordering) -> u64 {
+        self.fields[LoomMem::index(field)].load(order)
+    }
+    fn store(&self, field: Field, value: u64, order: Ordering) {
+        self.fields[LoomMem::index(field)].store(value, order)
+    }
+    fn fence(&self) {
+        fence(Ordering::SeqCst)
+    }
+    fn load_data(&self, offset: usize) -> u64 {
+        self.data[offset / 8].load(Ordering::Relaxed)
+    }
+    fn store_data(&self, offset: usize, value: u64) {
+        self.data[offset / 8].store(value, Ordering::Relaxed)
+    }
+}
+
+/// An eventfd: a counter, a blocking read that resets it, a write that adds one.
+#[derive(Default)]
+struct LoomEvent {
+    count: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl LoomEvent {
+    fn wait_and_drain(&self) {
+        let mut c = self.count.lock().unwrap();
+        while *c == 0 {
+            c = self.cv.wait(c).unwrap();
+        }
+        *c = 0;
+    }
+}
+
+impl Wake for Arc<LoomEvent> {
+    fn wake(&self) {
+        *self.count.lock().unwrap() += 1;
+        self.cv.notify_one();
+    }
+}
+
+/// Payload word `i` of packet `n`: distinct everywhere, so a stale read is caught.
+fn word(n: usize, i: usize) -> u64 {
+    0x1000 * (n as u64 + 1) + i as u64
+}
+
+/// The producer: for each packet of `lens`, reserve (sleeping for space when full), write the
+/// payload words, publish; then optionally finish.
+fn produce(mem: &Arc<LoomMem>, data_ev: &Arc<LoomEvent>, space_ev: &Arc<LoomEvent>, cap: usize, lens: &[usize], batch: bool, finish: bool) {
+    let mut p = ProducerCore::resume(mem, cap, WrapMode::Pad).unwrap();
+    for (n, &len) in lens.iter().enumerate() {
+        let off = loop {
+            match p.reserve(mem, len, n as u16, 0) {
+                Ok(off) => break off,
+                Err(Error::Full { needed, .. }) => {
+                    // Publish what we have first, or the consumer could wait for it forever.
+                    p.publish(mem, data_ev);
+                    if p.prepare_wait(mem, needed as u64).unwrap() {
+                        space_ev.wait_and_drain();
+                        p.finish_wait(mem);
+                    }
+                }
+                Err(e) => panic!("reserve: {e}"),
+            }
+        };
+        for i in 0..len / 8 {
+            mem.store_data(off + i * 8, word(n, i));
+        }
+        if !batch {
+            p.publish(mem, data_ev);
+        }
+    }
+    if finish {
+        p.finish(mem, data_ev);
+    } else {
+        p.publish(mem, data_ev);
+    }
+}
+
+/// The consumer: read until `count` packets arrived (and, if `expect_finish`, the ring reports
+/// finished), sleeping on the data event when empty; check every header and payload word.
+fn consume(mem: &Arc<LoomMem>, data_ev: &Arc<LoomEvent>, space_ev: &Arc<LoomEvent>, cap: usize, lens: &[usize], expect_finish: bool) {
+    let mut c = ConsumerCore::resume(mem, cap, WrapMode::Pad, true).unwrap();
+    let mut n = 0;
+    loop {
+        while let Some(rec) = c.next(mem).unwrap() {
+            assert_eq!(rec.ty as usize, n, "records in order");
+            assert_eq!(rec.len, lens[n]);
+            for i in 0..rec.len / 8 {
+                assert_eq!(mem.load_data(rec.payload_offset + i * 8), word(n, i), "payload visible");
+            }
+            n += 1;
+            c.release(mem, space_ev);
+        }
+        if n == lens.len() && !expect_finish {
+            break;
+        }
+        if n == lens.len() && c.is_finished(mem).unwrap() {
+            break;
+        }
+        if c.prepare_wait(mem).unwrap() {
+            data_ev.wait_and_drain();
+            c.finish_wait(mem);
+        }
+    }
+    assert_eq!(n, lens.len());
+}
+
+fn run(preemptions: usize, cap: usize, lens: &'static [usize], batch: bool, finish: bool) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(preemptions);
+    b.check(move || {
+        let mem = LoomMem::new(cap);
+        let data_ev = Arc::new(LoomEvent::default());
+        let space_ev = Arc::new(LoomEvent::default());
+        let (m2, d2, s2) = (mem.clone(), data_ev.clone(), space_ev.clone());
+        let producer = loom::thread::spawn(move || produce(&m2, &d2, &s2, cap, lens, batch, finish));
+        consume(&mem, &data_ev, &space_ev, cap, lens, finish);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_records_are_visible_in_order_and_the_sleeping_consumer_is_always_woken() {
+    // Roomy ring: only the consumer sleeps.
+    run(3, 256, &[8, 16], false, false);
+}
+
+#[test]
+fn loom_batch_publish_makes_all_records_visible_with_one_store() {
+    run(3, 256, &[8, 16, 0], true, false);
+}
+
+#[test]
+fn loom_full_ring_producer_waits_for_space_and_is_always_woken() {
+    // 64-byte ring, 32-byte records: the producer fills it, wraps with a padding record and must
+    // sleep for space while the consumer sleeps for data.
+    run(2, 64, &[16, 24, 16], false, false);
+}
+
+#[test]
+fn loom_finish_is_seen_only_after_the_last_record() {
+    run(3, 256, &[8], false, true);
+}
