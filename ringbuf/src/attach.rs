@@ -51,7 +51,9 @@ pub(crate) fn decode_hello(b: &[u8]) -> std::result::Result<Request, (u8, u16)> 
     }
     match b[6] {
         3 => Ok(Request::Stat),
-        v => Role::from_wire(v).map(Request::Attach).ok_or((STATUS_MALFORMED, version)),
+        v => Role::from_wire(v)
+            .map(Request::Attach)
+            .ok_or((STATUS_MALFORMED, version)),
     }
 }
 
@@ -106,7 +108,10 @@ impl Reply {
             return Err(format!("answer of {} bytes, expected {REPLY_LEN}", b.len()));
         }
         if b[0..4] != REPLY_MAGIC {
-            return Err(format!("answer magic {:02x?}, expected \"EGRR\" (not a ring server?)", &b[0..4]));
+            return Err(format!(
+                "answer magic {:02x?}, expected \"EGRR\" (not a ring server?)",
+                &b[0..4]
+            ));
         }
         let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4"));
         let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8"));
@@ -171,20 +176,32 @@ pub(crate) fn exchange(path: &Path, req: Request) -> Result<(Reply, Vec<OwnedFd>
     let msg = os::recv_message(socket.as_fd(), &mut buf, false)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
-                attach_err(path, format!("no answer from the server within {ANSWER_TIMEOUT:?}"))
+                attach_err(
+                    path,
+                    format!("no answer from the server within {ANSWER_TIMEOUT:?}"),
+                )
             } else {
                 attach_err(path, format!("receive answer: {e}"))
             }
         })?
         .ok_or_else(|| attach_err(path, "no answer"))?;
     if msg.len == 0 {
-        return Err(attach_err(path, "the server closed the connection without answering"));
+        return Err(attach_err(
+            path,
+            "the server closed the connection without answering",
+        ));
     }
     if msg.truncated || msg.len != REPLY_LEN {
-        return Err(attach_err(path, format!("malformed answer of {} bytes", msg.len)));
+        return Err(attach_err(
+            path,
+            format!("malformed answer of {} bytes", msg.len),
+        ));
     }
     if msg.fds_truncated {
-        return Err(attach_err(path, "the server sent more fds than the protocol has"));
+        return Err(attach_err(
+            path,
+            "the server sent more fds than the protocol has",
+        ));
     }
     let (reply, version) = Reply::decode(&buf[..msg.len]).map_err(|e| attach_err(path, e))?;
     if version != PROTOCOL_VERSION {
@@ -209,7 +226,9 @@ pub(crate) fn exchange(path: &Path, req: Request) -> Result<(Reply, Vec<OwnedFd>
             Some(Refusal::NotAllowed { uid, gid })
         }
         STATUS_WRONG_ROLE => match (offered, req) {
-            (Some(offered), Request::Attach(requested)) => Some(Refusal::WrongRole { offered, requested }),
+            (Some(offered), Request::Attach(requested)) => {
+                Some(Refusal::WrongRole { offered, requested })
+            }
             _ => Some(Refusal::Malformed),
         },
         STATUS_BUSY => Some(Refusal::Busy),
@@ -229,7 +248,10 @@ pub(crate) fn exchange(path: &Path, req: Request) -> Result<(Reply, Vec<OwnedFd>
 pub(crate) fn connect(path: &Path, role: Role) -> Result<Attachment> {
     let (reply, fds, socket) = exchange(path, Request::Attach(role))?;
     let fds: [OwnedFd; 4] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
-        attach_err(path, format!("the server sent {} fds, the protocol has 4", v.len()))
+        attach_err(
+            path,
+            format!("the server sent {} fds, the protocol has 4", v.len()),
+        )
     })?;
     if reply.format_version != FORMAT_VERSION {
         return Err(attach_err(

@@ -90,9 +90,18 @@ impl Consumer {
     pub fn create(config: RingConfig) -> Result<Consumer> {
         let built = ring::create(&config, Role::Consumer)?;
         let region_id = os::file_identity(built.fds.region.as_fd())?;
-        let core = ConsumerCore::resume(&built.mem, built.header.capacity, built.header.wrap, true)?;
-        let data_event = built.fds.data_event.try_clone().map_err(|e| Error::io("dup", e))?;
-        let space_event = built.fds.space_event.try_clone().map_err(|e| Error::io("dup", e))?;
+        let core =
+            ConsumerCore::resume(&built.mem, built.header.capacity, built.header.wrap, true)?;
+        let data_event = built
+            .fds
+            .data_event
+            .try_clone()
+            .map_err(|e| Error::io("dup", e))?;
+        let space_event = built
+            .fds
+            .space_event
+            .try_clone()
+            .map_err(|e| Error::io("dup", e))?;
         Ok(Consumer {
             mem: built.mem,
             core,
@@ -144,11 +153,22 @@ impl Consumer {
         Self::build(mem, header, fds, Link::Inherited, false)
     }
 
-    fn from_parts(mem: MappedRing, header: StaticHeader, fds: RingFds, link: Link) -> Result<Consumer> {
+    fn from_parts(
+        mem: MappedRing,
+        header: StaticHeader,
+        fds: RingFds,
+        link: Link,
+    ) -> Result<Consumer> {
         Self::build(mem, header, fds, link, true)
     }
 
-    fn build(mem: MappedRing, header: StaticHeader, fds: RingFds, link: Link, writes_page: bool) -> Result<Consumer> {
+    fn build(
+        mem: MappedRing,
+        header: StaticHeader,
+        fds: RingFds,
+        link: Link,
+        writes_page: bool,
+    ) -> Result<Consumer> {
         let region_id = os::file_identity(fds.region.as_fd())?;
         let core = ConsumerCore::resume(&mem, header.capacity, header.wrap, writes_page)?;
         Ok(Consumer {
@@ -170,14 +190,16 @@ impl Consumer {
             Link::Owner { state, fds } => {
                 ServedRing::new(fds.try_clone()?, Role::Producer, self.header, state.clone())
             }
-            _ => Err(Error::Config("only the process that created a ring can serve it".into())),
+            _ => Err(Error::Config(
+                "only the process that created a ring can serve it".into(),
+            )),
         }
     }
 
     /// The next record, or `None` if none is committed. Records read stay in the ring until
     /// [`release`](Consumer::release).
     #[inline]
-    pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+    pub fn read(&mut self) -> Result<Option<Record<'_>>> {
         match self.core.next(&self.mem)? {
             None => Ok(None),
             Some(loc) => Ok(Some(Record {
@@ -192,7 +214,8 @@ impl Consumer {
     /// waiting for space.
     #[inline]
     pub fn release(&mut self) {
-        self.core.release(&self.mem, &EventWaker(self.space_event.as_fd()));
+        self.core
+            .release(&self.mem, &EventWaker(self.space_event.as_fd()));
     }
 
     /// Records have been read and not released.
@@ -251,8 +274,10 @@ impl Consumer {
                 return self.settled();
             }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let [_, sock] =
-                os::poll_fds([Some(self.data_event.as_fd()), self.link.socket()], remaining)?;
+            let [_, sock] = os::poll_fds(
+                [Some(self.data_event.as_fd()), self.link.socket()],
+                remaining,
+            )?;
             self.finish_wait();
             if self.core.has_data(&self.mem)? {
                 return Ok(Readiness::Ready);
@@ -347,7 +372,11 @@ impl Consumer {
     pub fn reattach(&mut self) -> Result<Reattached> {
         let path = match &self.link {
             Link::Attached { path, .. } => path.clone(),
-            _ => return Err(Error::Config("only a consumer that attached through a socket can re-attach".into())),
+            _ => {
+                return Err(Error::Config(
+                    "only a consumer that attached through a socket can re-attach".into(),
+                ))
+            }
         };
         let same_ring_check = self.region_id;
         let att = attach::connect(&path, Role::Consumer)?;
@@ -356,10 +385,9 @@ impl Consumer {
             .map_err(|e| attach::wrap_err(&path, e))?;
         let region_id = os::file_identity(att.fds.region.as_fd())?;
         let same = region_id == same_ring_check && header.generation == self.header.generation;
-        if !same {
-            if self.core.has_data(&self.mem)? || self.core.unreleased() {
-                let (released, _, producer) = self.core.positions();
-                return Err(Error::Attach {
+        if !same && (self.core.has_data(&self.mem)? || self.core.unreleased()) {
+            let (released, _, producer) = self.core.positions();
+            return Err(Error::Attach {
                     path,
                     reason: format!(
                         "a new ring (generation {}) is served, but the old one (generation {}) still has {} unread bytes: drain it first",
@@ -368,7 +396,6 @@ impl Consumer {
                         producer - released
                     ),
                 });
-            }
         }
         let old = self.header.generation;
         *self = Self::from_parts(

@@ -84,8 +84,8 @@ impl ProducerCore {
         let capacity = capacity as u64;
         let published = mem.load(Field::ProducerPos, Ordering::Acquire);
         let consumer = mem.load(Field::ConsumerPos, Ordering::Acquire);
-        if published % RECORD_ALIGN as u64 != 0
-            || consumer % RECORD_ALIGN as u64 != 0
+        if !published.is_multiple_of(RECORD_ALIGN as u64)
+            || !consumer.is_multiple_of(RECORD_ALIGN as u64)
             || consumer > published
             || published - consumer > capacity
         {
@@ -121,7 +121,7 @@ impl ProducerCore {
     /// Reload and check `consumer_pos`.
     fn refresh_consumer(&mut self, mem: &impl RingMem) -> Result<()> {
         let c = mem.load(Field::ConsumerPos, Ordering::Acquire);
-        if c % RECORD_ALIGN as u64 != 0
+        if !c.is_multiple_of(RECORD_ALIGN as u64)
             || c > self.published
             || self.published - c > self.capacity
             || c < self.consumer_cache
@@ -326,7 +326,7 @@ impl ConsumerCore {
             writes_page: owns_consumer_page,
             corrupt: None,
         };
-        if released % RECORD_ALIGN as u64 != 0 {
+        if !released.is_multiple_of(RECORD_ALIGN as u64) {
             return Err(corrupt(format!(
                 "consumer position {released} is not a multiple of {RECORD_ALIGN}"
             )));
@@ -357,7 +357,7 @@ impl ConsumerCore {
     /// Reload and check `producer_pos`.
     fn refresh_producer(&mut self, mem: &impl RingMem) -> Result<()> {
         let p = mem.load(Field::ProducerPos, Ordering::Acquire);
-        if p % RECORD_ALIGN as u64 != 0
+        if !p.is_multiple_of(RECORD_ALIGN as u64)
             || p < self.read_pos
             || p < self.producer_cache
             || p - self.released > self.capacity
@@ -388,7 +388,10 @@ impl ConsumerCore {
             let cap = self.capacity as usize;
             if ty == TYPE_PAD {
                 if self.wrap != WrapMode::Pad {
-                    let msg = format!("padding record at position {} in a mirror-mode ring", self.read_pos);
+                    let msg = format!(
+                        "padding record at position {} in a mirror-mode ring",
+                        self.read_pos
+                    );
                     return Err(self.fail(msg));
                 }
                 if offset + RECORD_HEADER_LEN + len != cap {
@@ -409,7 +412,10 @@ impl ConsumerCore {
                 continue;
             }
             if ty >= FIRST_RESERVED_TYPE {
-                let msg = format!("record at position {} has reserved type {ty:#06x}", self.read_pos);
+                let msg = format!(
+                    "record at position {} has reserved type {ty:#06x}",
+                    self.read_pos
+                );
                 return Err(self.fail(msg));
             }
             let total = record_total(len);

@@ -63,7 +63,10 @@ pub struct PeerStatus {
 #[derive(Debug)]
 pub(crate) enum Link {
     /// We created the ring; the server tells us about peers.
-    Owner { state: Arc<PeerState>, fds: RingFdsHandle },
+    Owner {
+        state: Arc<PeerState>,
+        fds: RingFdsHandle,
+    },
     /// We attached through a socket; its hang-up means the owner is gone.
     Attached { socket: OwnedFd, path: PathBuf },
     /// We got the fds by inheritance; no liveness channel.

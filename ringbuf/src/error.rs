@@ -31,7 +31,9 @@ pub enum Error {
         capacity: usize,
     },
     /// The record type is reserved by the format (`0xff00..=0xffff`).
-    #[error("record type {0:#06x} is reserved by the ring format (application types are 0..=0xfeff)")]
+    #[error(
+        "record type {0:#06x} is reserved by the ring format (application types are 0..=0xfeff)"
+    )]
     ReservedType(u16),
     /// The peer wrote something that breaks the format: the ring is no longer used.
     #[error("ring corrupt: {0}")]

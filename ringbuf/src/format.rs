@@ -161,9 +161,7 @@ impl RingConfig {
     pub(crate) fn validate(&self, page_size: usize) -> Result<()> {
         let c = self.capacity;
         if !c.is_power_of_two() {
-            return Err(Error::Config(format!(
-                "capacity {c} is not a power of two"
-            )));
+            return Err(Error::Config(format!("capacity {c} is not a power of two")));
         }
         if c < MIN_CAPACITY.max(page_size) {
             return Err(Error::Config(format!(
@@ -334,17 +332,32 @@ mod tests {
         assert_eq!(StaticHeader::decode(&b, 4096).unwrap(), h);
         let mut bad = b;
         bad[0] = b'X';
-        assert!(StaticHeader::decode(&bad, 4096).unwrap_err().to_string().contains("magic"));
+        assert!(StaticHeader::decode(&bad, 4096)
+            .unwrap_err()
+            .to_string()
+            .contains("magic"));
         let mut bad = b;
         bad[OFF_VERSION] = 2;
-        assert!(StaticHeader::decode(&bad, 4096).unwrap_err().to_string().contains("version"));
-        assert!(StaticHeader::decode(&b, 16384).unwrap_err().to_string().contains("page size"));
+        assert!(StaticHeader::decode(&bad, 4096)
+            .unwrap_err()
+            .to_string()
+            .contains("version"));
+        assert!(StaticHeader::decode(&b, 16384)
+            .unwrap_err()
+            .to_string()
+            .contains("page size"));
         let mut bad = b;
         bad[OFF_CAPACITY] = 1;
-        assert!(StaticHeader::decode(&bad, 4096).unwrap_err().to_string().contains("capacity"));
+        assert!(StaticHeader::decode(&bad, 4096)
+            .unwrap_err()
+            .to_string()
+            .contains("capacity"));
         let mut bad = b;
         bad[OFF_WRAP_MODE] = 9;
-        assert!(StaticHeader::decode(&bad, 4096).unwrap_err().to_string().contains("wrap"));
+        assert!(StaticHeader::decode(&bad, 4096)
+            .unwrap_err()
+            .to_string()
+            .contains("wrap"));
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub use consumer::{Consumer, Reattached, Record};
 pub use endpoint::{PeerStatus, Readiness, DEFAULT_SPIN};
 pub use error::{Error, Refusal, Result};
 pub use format::{
-    max_payload, Role, RingConfig, WrapMode, FIRST_RESERVED_TYPE, FORMAT_VERSION, MAX_CAPACITY,
+    max_payload, RingConfig, Role, WrapMode, FIRST_RESERVED_TYPE, FORMAT_VERSION, MAX_CAPACITY,
     MIN_CAPACITY, RECORD_ALIGN, RECORD_HEADER_LEN,
 };
 pub use producer::Producer;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// producer.reserve(5, 1, 0)?.copy_from_slice(b"hello");
 /// producer.reserve(5, 1, 0)?.copy_from_slice(b"world");
 /// producer.publish();
-/// let rec = consumer.next()?.expect("a record");
+/// let rec = consumer.read()?.expect("a record");
 /// assert_eq!(rec.payload().to_vec(), b"hello");
 /// # Ok(()) }
 /// ```
@@ -48,8 +48,16 @@ impl Producer {
     pub fn create(config: RingConfig) -> Result<Producer> {
         let built = ring::create(&config, Role::Producer)?;
         let core = ProducerCore::resume(&built.mem, built.header.capacity, built.header.wrap)?;
-        let data_event = built.fds.data_event.try_clone().map_err(|e| Error::io("dup", e))?;
-        let space_event = built.fds.space_event.try_clone().map_err(|e| Error::io("dup", e))?;
+        let data_event = built
+            .fds
+            .data_event
+            .try_clone()
+            .map_err(|e| Error::io("dup", e))?;
+        let space_event = built
+            .fds
+            .space_event
+            .try_clone()
+            .map_err(|e| Error::io("dup", e))?;
         Ok(Producer {
             mem: built.mem,
             core,
@@ -72,10 +80,15 @@ impl Producer {
         let (mem, header) = ring::open(&att.fds, Role::Producer)
             .and_then(|(m, h)| attach::check_matches(&att.reply, &h).map(|_| (m, h)))
             .map_err(|e| attach::wrap_err(path, e))?;
-        Self::from_parts(mem, header, att.fds, Link::Attached {
-            socket: att.socket,
-            path: path.to_owned(),
-        })
+        Self::from_parts(
+            mem,
+            header,
+            att.fds,
+            Link::Attached {
+                socket: att.socket,
+                path: path.to_owned(),
+            },
+        )
     }
 
     /// Produce into a ring whose fds were inherited (fork, or exec with the fds kept open).
@@ -84,7 +97,12 @@ impl Producer {
         Self::from_parts(mem, header, fds, Link::Inherited)
     }
 
-    fn from_parts(mem: MappedRing, header: StaticHeader, fds: RingFds, link: Link) -> Result<Producer> {
+    fn from_parts(
+        mem: MappedRing,
+        header: StaticHeader,
+        fds: RingFds,
+        link: Link,
+    ) -> Result<Producer> {
         let core = ProducerCore::resume(&mem, header.capacity, header.wrap)?;
         Ok(Producer {
             mem,
@@ -101,8 +119,12 @@ impl Producer {
     /// shared attach state. Only the ring's creator can serve it.
     pub fn served_ring(&self) -> Result<ServedRing> {
         match &self.link {
-            Link::Owner { state, fds } => ServedRing::new(fds.try_clone()?, Role::Consumer, self.header, state.clone()),
-            _ => Err(Error::Config("only the process that created a ring can serve it".into())),
+            Link::Owner { state, fds } => {
+                ServedRing::new(fds.try_clone()?, Role::Consumer, self.header, state.clone())
+            }
+            _ => Err(Error::Config(
+                "only the process that created a ring can serve it".into(),
+            )),
         }
     }
 
@@ -122,7 +144,8 @@ impl Producer {
     /// if it said it is going to sleep.
     #[inline]
     pub fn publish(&mut self) {
-        self.core.publish(&self.mem, &EventWaker(self.data_event.as_fd()));
+        self.core
+            .publish(&self.mem, &EventWaker(self.data_event.as_fd()));
     }
 
     /// Discard the records reserved since the last publish.
@@ -137,7 +160,8 @@ impl Producer {
 
     /// Copy `payload` into one record and publish it.
     pub fn send(&mut self, ty: u16, flags: u16, payload: &[u8]) -> Result<()> {
-        self.reserve(payload.len(), ty, flags)?.copy_from_slice(payload);
+        self.reserve(payload.len(), ty, flags)?
+            .copy_from_slice(payload);
         self.publish();
         Ok(())
     }
@@ -157,7 +181,8 @@ impl Producer {
     /// looks for a new generation. Do not publish after this: a consumer that saw the flag may
     /// have left.
     pub fn finish(&mut self) {
-        self.core.finish(&self.mem, &EventWaker(self.data_event.as_fd()));
+        self.core
+            .finish(&self.mem, &EventWaker(self.data_event.as_fd()));
     }
 
     /// Largest payload this ring carries (`capacity / 2 - 8`).
@@ -274,7 +299,10 @@ impl Producer {
                 return Ok(Readiness::Ready);
             }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let [_, sock] = os::poll_fds([Some(self.space_event.as_fd()), self.link.socket()], remaining)?;
+            let [_, sock] = os::poll_fds(
+                [Some(self.space_event.as_fd()), self.link.socket()],
+                remaining,
+            )?;
             self.finish_wait_for_space();
             let needed = self.core.needed_for(len);
             if self.core.has_space(&self.mem, needed)? {

@@ -82,8 +82,17 @@ pub struct ServedRing {
 }
 
 impl ServedRing {
-    pub(crate) fn new(fds: RingFds, peer_role: Role, header: StaticHeader, state: Arc<PeerState>) -> Result<ServedRing> {
-        let view = HeaderView::map(fds.region.as_fd(), fds.consumer_page.as_fd(), header.page_size)?;
+    pub(crate) fn new(
+        fds: RingFds,
+        peer_role: Role,
+        header: StaticHeader,
+        state: Arc<PeerState>,
+    ) -> Result<ServedRing> {
+        let view = HeaderView::map(
+            fds.region.as_fd(),
+            fds.consumer_page.as_fd(),
+            header.page_size,
+        )?;
         Ok(ServedRing {
             fds,
             peer_role,
@@ -245,7 +254,8 @@ impl RingServer {
                         path.display()
                     )));
                 }
-                std::fs::remove_file(&path).map_err(|e| Error::io("remove stale ring socket", e))?;
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io("remove stale ring socket", e))?;
             }
             Ok(_) => {
                 return Err(Error::Config(format!(
@@ -296,7 +306,8 @@ impl RingServer {
     pub fn process(&mut self) -> Result<Vec<ServerEvent>> {
         let mut events = Vec::new();
         while let Some(conn) = os::accept(self.listener.as_fd())? {
-            let (pid, uid, gid) = os::peer_credentials(conn.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
+            let (pid, uid, gid) =
+                os::peer_credentials(conn.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
             self.epoll.add(conn.as_fd(), conn.as_raw_fd() as u64)?;
             self.pending.push(Conn {
                 socket: conn,
@@ -340,18 +351,24 @@ impl RingServer {
             let conn_done = match got {
                 Ok(None) => {
                     if self.pending[i].since.elapsed() > HELLO_TIMEOUT {
-                        events.push(ServerEvent::Dropped { pid: self.pending[i].pid });
+                        events.push(ServerEvent::Dropped {
+                            pid: self.pending[i].pid,
+                        });
                         true
                     } else {
                         false
                     }
                 }
                 Ok(Some(m)) if m.len == 0 => {
-                    events.push(ServerEvent::Dropped { pid: self.pending[i].pid });
+                    events.push(ServerEvent::Dropped {
+                        pid: self.pending[i].pid,
+                    });
                     true
                 }
                 Err(_) => {
-                    events.push(ServerEvent::Dropped { pid: self.pending[i].pid });
+                    events.push(ServerEvent::Dropped {
+                        pid: self.pending[i].pid,
+                    });
                     true
                 }
                 Ok(Some(m)) => {
@@ -408,7 +425,11 @@ impl RingServer {
         }
         let role = match req {
             Request::Stat => {
-                let _ = os::send_message(conn.socket.as_fd(), &self.ring.reply(STATUS_OK).encode(), &[]);
+                let _ = os::send_message(
+                    conn.socket.as_fd(),
+                    &self.ring.reply(STATUS_OK).encode(),
+                    &[],
+                );
                 events.push(ServerEvent::Stat { pid: conn.pid });
                 return;
             }
@@ -431,9 +452,17 @@ impl RingServer {
         // Mark attached before the fds leave, so the owner never sees a peer it does not know of.
         self.ring.state.attached();
         let fds = self.ring.fds.as_array();
-        match os::send_message(conn.socket.as_fd(), &self.ring.reply(STATUS_OK).encode(), &fds) {
+        match os::send_message(
+            conn.socket.as_fd(),
+            &self.ring.reply(STATUS_OK).encode(),
+            &fds,
+        ) {
             Ok(()) => {
-                if self.epoll.add(conn.socket.as_fd(), conn.socket.as_raw_fd() as u64).is_err() {
+                if self
+                    .epoll
+                    .add(conn.socket.as_fd(), conn.socket.as_raw_fd() as u64)
+                    .is_err()
+                {
                     // We could not watch it; treat it as gone rather than never noticing.
                     self.ring.state.detached();
                     events.push(ServerEvent::Detached { pid: conn.pid });

@@ -44,18 +44,34 @@ impl fmt::Display for RingStat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "ring        {}", self.path.display())?;
         writeln!(f, "generation  {}", self.generation)?;
-        writeln!(f, "capacity    {} bytes ({} wrap, format v{})", self.capacity, self.wrap, self.format_version)?;
+        writeln!(
+            f,
+            "capacity    {} bytes ({} wrap, format v{})",
+            self.capacity, self.wrap, self.format_version
+        )?;
         writeln!(f, "producer    {}", self.producer_pos)?;
         writeln!(f, "consumer    {}", self.consumer_pos)?;
-        writeln!(f, "fill        {} bytes ({:.1}%)", self.fill, self.fill_percent)?;
+        writeln!(
+            f,
+            "fill        {} bytes ({:.1}%)",
+            self.fill, self.fill_percent
+        )?;
         writeln!(f, "drops       {}", self.drops)?;
         writeln!(
             f,
             "peer        {} {}",
             self.peer_role,
-            if self.attached { "attached" } else { "not attached" }
+            if self.attached {
+                "attached"
+            } else {
+                "not attached"
+            }
         )?;
-        write!(f, "finished    {}", if self.finished { "yes" } else { "no" })
+        write!(
+            f,
+            "finished    {}",
+            if self.finished { "yes" } else { "no" }
+        )
     }
 }
 
@@ -134,7 +150,11 @@ pub enum TailEnd {
 /// type, flags and a hex dump. Packets printed are released: `tail` *is* the consumer while it
 /// runs (the server refuses it while another consumer is attached). Returns packets printed and
 /// why it stopped.
-pub fn tail(path: impl AsRef<Path>, mut out: impl Write, options: &TailOptions) -> Result<(u64, TailEnd)> {
+pub fn tail(
+    path: impl AsRef<Path>,
+    mut out: impl Write,
+    options: &TailOptions,
+) -> Result<(u64, TailEnd)> {
     let mut consumer = Consumer::attach(path)?;
     let mut count = 0u64;
     let mut line = String::with_capacity(128);
@@ -147,7 +167,7 @@ pub fn tail(path: impl AsRef<Path>, mut out: impl Write, options: &TailOptions) 
         }
     };
     loop {
-        while let Some(rec) = consumer.next()? {
+        while let Some(rec) = consumer.read()? {
             buf.clear();
             let shown = rec.len().min(options.dump_bytes);
             buf.resize(shown, 0);
@@ -185,7 +205,12 @@ pub fn tail(path: impl AsRef<Path>, mut out: impl Write, options: &TailOptions) 
 }
 
 /// `hexdump -C` style lines for `bytes`; notes the bytes not shown.
-fn write_hex(out: &mut impl Write, bytes: &[u8], total: usize, line: &mut String) -> io::Result<()> {
+fn write_hex(
+    out: &mut impl Write,
+    bytes: &[u8],
+    total: usize,
+    line: &mut String,
+) -> io::Result<()> {
     use std::fmt::Write as _;
     for (i, chunk) in bytes.chunks(16).enumerate() {
         line.clear();
@@ -202,7 +227,13 @@ fn write_hex(out: &mut impl Write, bytes: &[u8], total: usize, line: &mut String
             }
         }
         line.push_str("  |");
-        line.extend(chunk.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }));
+        line.extend(chunk.iter().map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        }));
         line.push('|');
         writeln!(out, "{line}")?;
     }

@@ -109,7 +109,10 @@ pub(crate) fn pread_exact(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Re
 pub(crate) fn pwrite_all(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<()> {
     let n = nix::sys::uio::pwrite(fd, buf, offset as libc::off_t).map_err(nix_err("pwrite"))?;
     if n != buf.len() {
-        return Err(Error::io("pwrite", io::Error::from(io::ErrorKind::WriteZero)));
+        return Err(Error::io(
+            "pwrite",
+            io::Error::from(io::ErrorKind::WriteZero),
+        ));
     }
     Ok(())
 }
@@ -176,7 +179,10 @@ pub(crate) fn poll_fds<const N: usize>(
     for (i, fd) in fds.iter().enumerate() {
         if let Some(fd) = fd {
             index[i] = pfds.len();
-            pfds.push(PollFd::new(*fd, PollFlags::POLLIN | PollFlags::from_bits_retain(libc::POLLRDHUP)));
+            pfds.push(PollFd::new(
+                *fd,
+                PollFlags::POLLIN | PollFlags::from_bits_retain(libc::POLLRDHUP),
+            ));
         }
     }
     let t = match timeout {
@@ -196,7 +202,9 @@ pub(crate) fn poll_fds<const N: usize>(
             out[i] = Ready {
                 readable: r.contains(PollFlags::POLLIN),
                 hangup: r.intersects(
-                    PollFlags::POLLHUP | PollFlags::from_bits_retain(libc::POLLRDHUP) | PollFlags::POLLERR,
+                    PollFlags::POLLHUP
+                        | PollFlags::from_bits_retain(libc::POLLRDHUP)
+                        | PollFlags::POLLERR,
                 ),
             };
         }
@@ -223,8 +231,7 @@ pub(crate) fn seqpacket_listen(path: &Path) -> Result<OwnedFd> {
     .map_err(nix_err("socket"))?;
     let addr = UnixAddr::new(path).map_err(nix_err("socket path"))?;
     socket::bind(fd.as_raw_fd(), &addr).map_err(nix_err("bind ring socket"))?;
-    socket::listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
-        .map_err(nix_err("listen"))?;
+    socket::listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN)).map_err(nix_err("listen"))?;
     Ok(fd)
 }
 
@@ -275,7 +282,11 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> Result<(i32, u32, u32)> {
 
 /// Send one message, with fds attached if any. Never blocks for long: the socket buffers of a
 /// fresh connection always hold our small messages.
-pub(crate) fn send_message(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+pub(crate) fn send_message(
+    fd: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };

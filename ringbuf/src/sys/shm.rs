@@ -52,7 +52,10 @@ impl Mapping {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(Error::io("mmap ring memfd", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "mmap ring memfd",
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(Mapping {
             ptr: NonNull::new(p.cast()).expect("mmap never returns NULL on success"),
@@ -86,7 +89,10 @@ impl Mapping {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(Error::io("reserve address space for a mirrored ring", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "reserve address space for a mirrored ring",
+                std::io::Error::last_os_error(),
+            ));
         }
         let mapping = Mapping {
             ptr: NonNull::new(base.cast()).expect("mmap never returns NULL on success"),
@@ -107,12 +113,15 @@ impl Mapping {
             )
         };
         if first == libc::MAP_FAILED {
-            return Err(Error::io("mmap ring memfd", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "mmap ring memfd",
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: as above; the second view of the data area fills the rest of the reservation.
         let second = unsafe {
             libc::mmap(
-                base.cast::<u8>().add(page_size + capacity).cast(),
+                base.cast::<u8>().wrapping_add(page_size + capacity).cast(),
                 capacity,
                 prot,
                 libc::MAP_SHARED | libc::MAP_FIXED,
@@ -121,7 +130,10 @@ impl Mapping {
             )
         };
         if second == libc::MAP_FAILED {
-            return Err(Error::io("mmap ring data mirror", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "mmap ring data mirror",
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(mapping)
     }
@@ -140,19 +152,27 @@ impl Mapping {
 
     /// Relaxed atomic load of the u64 at `offset` (8-aligned, inside the mapping).
     pub(crate) fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "word offset {offset} outside mapping");
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "word offset {offset} outside mapping"
+        );
         // SAFETY: in bounds and 8-aligned (mmap returns page-aligned addresses) by the assert;
         // an atomic access is allowed to race with the peer's writes.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()).load(order) }
+        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().wrapping_add(offset).cast()).load(order) }
     }
 
     /// Atomic store of the u64 at `offset`; the mapping must be writable.
     pub(crate) fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "word offset {offset} outside mapping");
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "word offset {offset} outside mapping"
+        );
         assert!(self.writable(), "store to a read-only ring mapping");
         // SAFETY: in bounds, aligned and writable by the asserts; atomic, so racing peers are
         // fine.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()).store(value, order) }
+        unsafe {
+            AtomicU64::from_ptr(self.ptr.as_ptr().wrapping_add(offset).cast()).store(value, order)
+        }
     }
 }
 
@@ -231,14 +251,17 @@ impl MappedRing {
     /// A checked view of `len` payload bytes at data offset `offset`.
     pub(crate) fn payload(&self, offset: usize, len: usize) -> Result<Payload<'_>> {
         let padded = len.div_ceil(8) * 8;
-        if offset % 8 != 0 || offset.checked_add(padded).is_none_or(|end| end > self.data_span) {
+        if !offset.is_multiple_of(8)
+            || offset
+                .checked_add(padded)
+                .is_none_or(|end| end > self.data_span)
+        {
             return Err(Error::Corrupt(format!(
                 "payload at data offset {offset}, {len} bytes, outside the data area"
             )));
         }
-        // SAFETY: offset + padded <= data_span, and the mapping holds page_size + data_span
-        // bytes, so the pointer stays inside it.
-        let base = unsafe { self.region.as_ptr().add(self.page_size + offset) };
+        // In bounds: offset + padded <= data_span, and the mapping holds page_size + data_span.
+        let base = self.region.as_ptr().wrapping_add(self.page_size + offset);
         Ok(Payload {
             base,
             start: 0,
@@ -252,16 +275,22 @@ impl MappedRing {
     pub(crate) fn payload_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
         assert!(self.region.writable(), "payload_mut on a read-only ring");
         assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.data_span),
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.data_span),
             "reservation outside the data area"
         );
         // SAFETY: in bounds of the writable mapping (asserts). The peer cannot write this region
         // (it maps it read-only and the memfd is sealed F_SEAL_FUTURE_WRITE, or we are the
         // attached producer of a ring whose owner only reads it), the range is reserved free
         // space, and the &mut borrows the endpoint, so nothing else aliases it meanwhile.
-        unsafe { std::slice::from_raw_parts_mut(self.region.as_ptr().add(self.page_size + offset), len) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.region.as_ptr().wrapping_add(self.page_size + offset),
+                len,
+            )
+        }
     }
-
 }
 
 impl RingMem for MappedRing {
@@ -285,13 +314,15 @@ impl RingMem for MappedRing {
     #[inline]
     fn load_data(&self, offset: usize) -> u64 {
         debug_assert!(offset < self.capacity);
-        self.region.load_u64(self.page_size + offset, Ordering::Relaxed)
+        self.region
+            .load_u64(self.page_size + offset, Ordering::Relaxed)
     }
 
     #[inline]
     fn store_data(&self, offset: usize, value: u64) {
         debug_assert!(offset < self.capacity);
-        self.region.store_u64(self.page_size + offset, value, Ordering::Relaxed)
+        self.region
+            .store_u64(self.page_size + offset, value, Ordering::Relaxed)
     }
 }
 
@@ -334,7 +365,10 @@ impl<'a> Payload<'a> {
     fn word(&self, aligned: usize) -> u64 {
         // SAFETY: `aligned` is a multiple of 8 below start + len rounded up to 8, which the
         // MappedRing::payload check keeps inside the mapping; the base is 8-aligned.
-        unsafe { AtomicU64::from_ptr(self.base.add(aligned).cast_mut().cast()).load(Ordering::Relaxed) }
+        unsafe {
+            AtomicU64::from_ptr(self.base.wrapping_add(aligned).cast_mut().cast())
+                .load(Ordering::Relaxed)
+        }
     }
 
     /// Copy bytes `[at, at + dst.len())` of the view into `dst`, word by word.
@@ -351,7 +385,12 @@ impl<'a> Payload<'a> {
         }
         let mut chunks = rest.chunks_exact_mut(32);
         for c in &mut chunks {
-            let (a, b, cc, d) = (self.word(pos), self.word(pos + 8), self.word(pos + 16), self.word(pos + 24));
+            let (a, b, cc, d) = (
+                self.word(pos),
+                self.word(pos + 8),
+                self.word(pos + 16),
+                self.word(pos + 24),
+            );
             c[0..8].copy_from_slice(&a.to_ne_bytes());
             c[8..16].copy_from_slice(&b.to_ne_bytes());
             c[16..24].copy_from_slice(&cc.to_ne_bytes());
@@ -450,7 +489,7 @@ impl<'a> Payload<'a> {
     /// payload's end read as zero. No copy is made.
     pub fn fold_words<B>(&self, init: B, mut f: impl FnMut(B, u64) -> B) -> B {
         let mut acc = init;
-        if self.start % 8 != 0 {
+        if !self.start.is_multiple_of(8) {
             // Unaligned sub-view: go through 8-byte copies.
             let mut at = 0;
             while at < self.len {
@@ -492,7 +531,11 @@ pub(crate) struct HeaderView {
 }
 
 impl HeaderView {
-    pub(crate) fn map(region_fd: BorrowedFd<'_>, consumer_fd: BorrowedFd<'_>, page_size: usize) -> Result<HeaderView> {
+    pub(crate) fn map(
+        region_fd: BorrowedFd<'_>,
+        consumer_fd: BorrowedFd<'_>,
+        page_size: usize,
+    ) -> Result<HeaderView> {
         Ok(HeaderView {
             header: Mapping::plain(region_fd, page_size, Access::ReadOnly)?,
             consumer_page: Mapping::plain(consumer_fd, page_size, Access::ReadOnly)?,

@@ -2,7 +2,10 @@
 //! other side keeps using the ring. The side under attack must never panic, never read or write
 //! outside its mappings, and report a broken ring as `Error::Corrupt` (and keep reporting it).
 
-use crate::format::{encode_record_header, WrapMode, OFF_CONSUMER_POS, OFF_CONSUMER_SLEEP, OFF_DROPS, OFF_PRODUCER_FLAGS, OFF_PRODUCER_POS, OFF_PRODUCER_SLEEP};
+use crate::format::{
+    encode_record_header, WrapMode, OFF_CONSUMER_POS, OFF_CONSUMER_SLEEP, OFF_DROPS,
+    OFF_PRODUCER_FLAGS, OFF_PRODUCER_POS, OFF_PRODUCER_SLEEP,
+};
 use crate::sys::os::page_size;
 use crate::sys::shm::{Access, Mapping};
 use crate::{Consumer, Error, Producer, RingConfig};
@@ -32,8 +35,10 @@ fn hostile_value() -> impl Strategy<Value = u64> {
         Just(u64::MAX),
         (0u64..4 * CAP as u64),
         (0u64..4 * CAP as u64).prop_map(|v| v | 1),
-        (any::<u32>(), any::<u16>(), any::<u16>()).prop_map(|(l, t, f)| encode_record_header(l, t, f)),
-        (0u32..CAP as u32, 0u16..4, any::<u16>()).prop_map(|(l, t, f)| encode_record_header(l, t, f)),
+        (any::<u32>(), any::<u16>(), any::<u16>())
+            .prop_map(|(l, t, f)| encode_record_header(l, t, f)),
+        (0u32..CAP as u32, 0u16..4, any::<u16>())
+            .prop_map(|(l, t, f)| encode_record_header(l, t, f)),
         (0u32..CAP as u32).prop_map(|l| encode_record_header(l, 0xffff, 0)),
         (0u32..CAP as u32).prop_map(|l| encode_record_header(l, 0xff00, 0)),
     ]
@@ -52,7 +57,11 @@ fn region_offset() -> impl Strategy<Value = usize> {
 }
 
 fn consumer_page_offset() -> impl Strategy<Value = usize> {
-    prop_oneof![Just(OFF_CONSUMER_POS), Just(OFF_CONSUMER_SLEEP), (0..page_size() / 8).prop_map(|w| w * 8)]
+    prop_oneof![
+        Just(OFF_CONSUMER_POS),
+        Just(OFF_CONSUMER_SLEEP),
+        (0..page_size() / 8).prop_map(|w| w * 8)
+    ]
 }
 
 fn steps(offsets: BoxedStrategy<usize>) -> impl Strategy<Value = Vec<Step>> {
@@ -76,7 +85,8 @@ fn run_hostile_producer(steps: &[Step], wrap: WrapMode) -> Result<(), TestCaseEr
     let mut consumer = Consumer::create(RingConfig::with_capacity(CAP).wrap(wrap)).unwrap();
     let fds = consumer.fds().unwrap().try_clone().unwrap();
     let mut producer = Producer::from_fds(fds.try_clone().unwrap()).unwrap();
-    let attacker = Mapping::plain(fds.region.as_fd(), page_size() + CAP, Access::ReadWrite).unwrap();
+    let attacker =
+        Mapping::plain(fds.region.as_fd(), page_size() + CAP, Access::ReadWrite).unwrap();
     let max = consumer.max_payload();
     let mut corrupt = false;
     let mut sent = 0u64;
@@ -94,7 +104,7 @@ fn run_hostile_producer(steps: &[Step], wrap: WrapMode) -> Result<(), TestCaseEr
             }
             Step::Read(n) => {
                 for _ in 0..*n {
-                    match consumer.next() {
+                    match consumer.read() {
                         Ok(Some(rec)) => {
                             prop_assert!(!corrupt, "a corrupt ring must stay corrupt");
                             prop_assert!(rec.len() <= max);
@@ -134,7 +144,8 @@ fn run_hostile_consumer(steps: &[Step], wrap: WrapMode) -> Result<(), TestCaseEr
     let mut producer = Producer::create(RingConfig::with_capacity(CAP).wrap(wrap)).unwrap();
     let fds = producer.fds().unwrap().try_clone().unwrap();
     let mut consumer = Consumer::from_fds(fds.try_clone().unwrap()).unwrap();
-    let attacker = Mapping::plain(fds.consumer_page.as_fd(), page_size(), Access::ReadWrite).unwrap();
+    let attacker =
+        Mapping::plain(fds.consumer_page.as_fd(), page_size(), Access::ReadWrite).unwrap();
     let mut corrupt = false;
     for (n, step) in steps.iter().enumerate() {
         match step {
@@ -153,13 +164,15 @@ fn run_hostile_consumer(steps: &[Step], wrap: WrapMode) -> Result<(), TestCaseEr
             Step::Read(k) => {
                 // The attacker's own consumer endpoint; its results are not under test.
                 for _ in 0..*k {
-                    if !matches!(consumer.next(), Ok(Some(_))) {
+                    if !matches!(consumer.read(), Ok(Some(_))) {
                         break;
                     }
                 }
                 consumer.release();
             }
-            Step::Scribble { offset, value } => attacker.store_u64(*offset, *value, Ordering::Relaxed),
+            Step::Scribble { offset, value } => {
+                attacker.store_u64(*offset, *value, Ordering::Relaxed)
+            }
         }
         let _ = producer.prepare_wait_for_space(64);
         producer.finish_wait_for_space();
@@ -193,7 +206,11 @@ proptest! {
 fn consumer_survives_concurrent_scribbling_while_the_producer_runs() {
     let rounds = crate::tests::scaled(20);
     for round in 0..rounds {
-        let wrap = if round % 2 == 0 { WrapMode::Pad } else { WrapMode::Mirror };
+        let wrap = if round % 2 == 0 {
+            WrapMode::Pad
+        } else {
+            WrapMode::Mirror
+        };
         let mut consumer = Consumer::create(RingConfig::with_capacity(CAP).wrap(wrap)).unwrap();
         let fds = consumer.fds().unwrap().try_clone().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -220,17 +237,26 @@ fn consumer_survives_concurrent_scribbling_while_the_producer_runs() {
             let fds = fds.try_clone().unwrap();
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let m = Mapping::plain(fds.region.as_fd(), page_size() + CAP, Access::ReadWrite).unwrap();
+                let m = Mapping::plain(fds.region.as_fd(), page_size() + CAP, Access::ReadWrite)
+                    .unwrap();
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ round;
                 let mut writes = 0;
                 while !stop.load(Ordering::Relaxed) && writes < 200 {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let off = if x % 5 == 0 { OFF_PRODUCER_POS } else { page_size() + (x as usize >> 8) % (CAP / 8) * 8 };
+                    let off = if x.is_multiple_of(5) {
+                        OFF_PRODUCER_POS
+                    } else {
+                        page_size() + (x as usize >> 8) % (CAP / 8) * 8
+                    };
                     let value = match x % 3 {
                         0 => x,
-                        1 => encode_record_header((x >> 20) as u32 % (CAP as u32 * 2), (x >> 52) as u16 % 4, 0),
+                        1 => encode_record_header(
+                            (x >> 20) as u32 % (CAP as u32 * 2),
+                            (x >> 52) as u16 % 4,
+                            0,
+                        ),
                         _ => m.load_u64(OFF_PRODUCER_POS, Ordering::Relaxed) + (x >> 60) * 8,
                     };
                     m.store_u64(off, value, Ordering::Relaxed);
@@ -242,7 +268,7 @@ fn consumer_survives_concurrent_scribbling_while_the_producer_runs() {
         let mut records = 0u64;
         let mut corrupt = false;
         for _ in 0..20_000 {
-            match consumer.next() {
+            match consumer.read() {
                 Ok(Some(rec)) => {
                     let _ = rec.payload().fold_words(0u64, |a, w| a ^ w);
                     records += 1;
@@ -262,7 +288,10 @@ fn consumer_survives_concurrent_scribbling_while_the_producer_runs() {
         producer.join().unwrap();
         attacker.join().unwrap();
         if corrupt {
-            assert!(matches!(consumer.next(), Err(Error::Corrupt(_))), "corruption is sticky");
+            assert!(
+                matches!(consumer.read(), Err(Error::Corrupt(_))),
+                "corruption is sticky"
+            );
             assert!(consumer.corruption().is_some());
         }
         let _ = records;

@@ -94,7 +94,15 @@ fn word(n: usize, i: usize) -> u64 {
 
 /// The producer: for each packet of `lens`, reserve (sleeping for space when full), write the
 /// payload words, publish; then optionally finish.
-fn produce(mem: &Arc<LoomMem>, data_ev: &Arc<LoomEvent>, space_ev: &Arc<LoomEvent>, cap: usize, lens: &[usize], batch: bool, finish: bool) {
+fn produce(
+    mem: &Arc<LoomMem>,
+    data_ev: &Arc<LoomEvent>,
+    space_ev: &Arc<LoomEvent>,
+    cap: usize,
+    lens: &[usize],
+    batch: bool,
+    finish: bool,
+) {
     let mut p = ProducerCore::resume(mem, cap, WrapMode::Pad).unwrap();
     for (n, &len) in lens.iter().enumerate() {
         let off = loop {
@@ -127,7 +135,14 @@ fn produce(mem: &Arc<LoomMem>, data_ev: &Arc<LoomEvent>, space_ev: &Arc<LoomEven
 
 /// The consumer: read until `count` packets arrived (and, if `expect_finish`, the ring reports
 /// finished), sleeping on the data event when empty; check every header and payload word.
-fn consume(mem: &Arc<LoomMem>, data_ev: &Arc<LoomEvent>, space_ev: &Arc<LoomEvent>, cap: usize, lens: &[usize], expect_finish: bool) {
+fn consume(
+    mem: &Arc<LoomMem>,
+    data_ev: &Arc<LoomEvent>,
+    space_ev: &Arc<LoomEvent>,
+    cap: usize,
+    lens: &[usize],
+    expect_finish: bool,
+) {
     let mut c = ConsumerCore::resume(mem, cap, WrapMode::Pad, true).unwrap();
     let mut n = 0;
     loop {
@@ -135,7 +150,11 @@ fn consume(mem: &Arc<LoomMem>, data_ev: &Arc<LoomEvent>, space_ev: &Arc<LoomEven
             assert_eq!(rec.ty as usize, n, "records in order");
             assert_eq!(rec.len, lens[n]);
             for i in 0..rec.len / 8 {
-                assert_eq!(mem.load_data(rec.payload_offset + i * 8), word(n, i), "payload visible");
+                assert_eq!(
+                    mem.load_data(rec.payload_offset + i * 8),
+                    word(n, i),
+                    "payload visible"
+                );
             }
             n += 1;
             c.release(mem, space_ev);
@@ -162,7 +181,8 @@ fn run(preemptions: usize, cap: usize, lens: &'static [usize], batch: bool, fini
         let data_ev = Arc::new(LoomEvent::default());
         let space_ev = Arc::new(LoomEvent::default());
         let (m2, d2, s2) = (mem.clone(), data_ev.clone(), space_ev.clone());
-        let producer = loom::thread::spawn(move || produce(&m2, &d2, &s2, cap, lens, batch, finish));
+        let producer =
+            loom::thread::spawn(move || produce(&m2, &d2, &s2, cap, lens, batch, finish));
         consume(&mem, &data_ev, &space_ev, cap, lens, finish);
         producer.join().unwrap();
     });
