@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use edgegw_ring::{Consumer, Producer, RingConfig};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A producer and a consumer of one new ring, in this process.
+pub fn pair(config: RingConfig) -> (Producer, Consumer) {
+    let producer = Producer::create(config).expect("create ring");
+    let consumer =
+        Consumer::from_fds(producer.served_ring().expect("served").into_fds()).expect("consumer");
+    (producer, consumer)
+}
+
+/// A fresh private directory for sockets.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "edgegw-ring-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Scale a stress count by `EDGEGW_RING_TEST_SCALE` (percent; default 100). Never below 1.
+pub fn scaled(n: u64) -> u64 {
+    let pct: u64 = std::env::var("EDGEGW_RING_TEST_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    (n * pct / 100).max(1)
+}
+
+/// The deterministic payload of packet `seq` with length `len`.
+pub fn payload_byte(seq: u64, i: usize) -> u8 {
+    (seq.wrapping_mul(0x9e37_79b9).wrapping_add(i as u64 * 7) >> 3) as u8
+}
+
+pub fn fill_payload(seq: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = payload_byte(seq, i);
+    }
+}
+
+/// The environment variable that tells a re-executed test binary which child role to play.
+pub const CHILD_ENV: &str = "EDGEGW_RING_CHILD";
+
+/// The child role this process was started for, if any.
+pub fn child_role() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// A command that re-runs this test binary for one test, in child role `role`. Under qemu-user
+/// (cross tests), `EDGEGW_RING_CHILD_RUNNER` names the emulator to start it with.
+pub fn child_command(test_name: &str, role: &str) -> Command {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = match std::env::var("EDGEGW_RING_CHILD_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().expect("runner"));
+            c.args(parts);
+            c.arg(exe);
+            c
+        }
+        _ => Command::new(exe),
+    };
+    cmd.args([
+        test_name,
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "--include-ignored",
+    ])
+    .env(CHILD_ENV, role)
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// A program to run as a child that was built for the target (the C example under qemu).
+pub fn target_command(program: &std::path::Path) -> Command {
+    match std::env::var("EDGEGW_RING_CHILD_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().expect("runner"));
+            c.args(parts);
+            c.arg(program);
+            c
+        }
+        _ => Command::new(program),
+    }
+}
