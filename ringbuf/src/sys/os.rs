@@ -173,41 +173,32 @@ pub(crate) fn poll_fds<const N: usize>(
     fds: [Option<BorrowedFd<'_>>; N],
     timeout: Option<Duration>,
 ) -> Result<[Ready; N]> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout};
-    let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(N);
-    let mut index = [usize::MAX; N];
-    for (i, fd) in fds.iter().enumerate() {
-        if let Some(fd) = fd {
-            index[i] = pfds.len();
-            pfds.push(PollFd::new(
-                *fd,
-                PollFlags::POLLIN | PollFlags::from_bits_retain(libc::POLLRDHUP),
-            ));
-        }
-    }
+    // Absent fds are passed as -1, which poll ignores.
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd: fd.map_or(-1, |f| f.as_raw_fd()),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    });
     let t = match timeout {
-        None => PollTimeout::NONE,
-        Some(d) => PollTimeout::try_from(d.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX),
+        None => -1,
+        // Round up so a short timeout does not become a busy loop of zero-timeout polls.
+        Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
     };
+    // SAFETY: pfds is a valid, exclusively borrowed array of N pollfd structs for the call's
+    // duration; the fds are borrowed, so they stay open.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, t) };
     let mut out = [Ready::default(); N];
-    match nix::poll::poll(&mut pfds, t) {
-        Ok(_) => {}
-        Err(nix::Error::EINTR) => return Ok(out),
-        Err(e) => return Err(Error::io("poll", io::Error::from(e))),
-    }
-    for i in 0..N {
-        if index[i] != usize::MAX {
-            let r = pfds[index[i]].revents().unwrap_or(PollFlags::empty());
-            out[i] = Ready {
-                readable: r.contains(PollFlags::POLLIN),
-                hangup: r.intersects(
-                    PollFlags::POLLHUP
-                        | PollFlags::from_bits_retain(libc::POLLRDHUP)
-                        | PollFlags::POLLERR,
-                ),
-            };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(out);
         }
+        return Err(Error::io("poll", e));
+    }
+    for (o, p) in out.iter_mut().zip(pfds.iter()) {
+        o.readable = p.revents & libc::POLLIN != 0;
+        o.hangup =
+            p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL) != 0;
     }
     Ok(out)
 }

@@ -1,0 +1,441 @@
+//! The attach protocol: a `RingServer` serving rings to consumers and producers over a unix
+//! socket, with credentials, roles, one peer at a time, detach and re-attach without loss, and
+//! generations.
+
+mod common;
+
+use common::{fill_payload, payload_byte, temp_dir};
+use edgegw_ring::{
+    AllowList, Consumer, Error, Producer, Readiness, Reattached, Refusal, RingConfig, RingServer,
+    Role, ServedRing, ServerEvent,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A server on its own thread, recording its events.
+struct Running {
+    stop: Arc<AtomicBool>,
+    events: Arc<Mutex<Vec<ServerEvent>>>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Running {
+    fn start(path: &Path, ring: ServedRing, allow: AllowList) -> Running {
+        let mut server = RingServer::bind(path, ring, allow).expect("bind");
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (s, e) = (stop.clone(), events.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let ev = server
+                    .serve_for(Some(Duration::from_millis(20)))
+                    .expect("serve");
+                e.lock().unwrap().extend(ev);
+            }
+        });
+        Running {
+            stop,
+            events,
+            thread: Some(thread),
+            path: path.to_owned(),
+        }
+    }
+
+    fn events(&self) -> Vec<ServerEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Wait until an event matching `f` was recorded.
+    fn wait_for(&self, what: &str, f: impl Fn(&ServerEvent) -> bool) {
+        for _ in 0..1000 {
+            if self.events().iter().any(&f) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no {what} event; events: {:?}", self.events());
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        assert!(!self.path.exists(), "the server removes its socket file");
+    }
+}
+
+fn me() -> AllowList {
+    AllowList::current_user()
+}
+
+#[test]
+fn an_attached_consumer_reads_what_the_owner_produces_and_the_owner_sees_it_attached() {
+    let dir = temp_dir("srv");
+    let path = dir.join("ingress.sock");
+    let mut producer = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    assert_eq!(producer.peer_status().unwrap().attached, false);
+    let mut consumer = Consumer::attach(&path).unwrap();
+    server.wait_for("attach", |e| matches!(e, ServerEvent::Attached { .. }));
+    assert!(producer.peer_status().unwrap().attached);
+    assert_eq!(consumer.capacity(), 64 * 1024);
+    assert_eq!(consumer.generation(), 1);
+    for i in 0..100u64 {
+        fill_payload(i, producer.reserve(i as usize * 10, 1, 0).unwrap());
+    }
+    producer.publish();
+    for i in 0..100u64 {
+        let rec = consumer.read().unwrap().unwrap();
+        let v = rec.payload().to_vec();
+        assert_eq!(v.len(), i as usize * 10);
+        assert!(v.iter().enumerate().all(|(j, &b)| b == payload_byte(i, j)));
+    }
+    consumer.release();
+    drop(consumer);
+    server.wait_for("detach", |e| matches!(e, ServerEvent::Detached { .. }));
+    assert!(!producer.peer_status().unwrap().attached);
+    assert_eq!(producer.peer_status().unwrap().attaches, 1);
+    server.stop();
+}
+
+#[test]
+fn a_second_consumer_is_refused_as_busy_while_one_is_attached() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let _first = Consumer::attach(&path).unwrap();
+    let err = Consumer::attach(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                reason: Refusal::Busy,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("another peer is attached"),
+        "{err}"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_peer_asking_for_the_wrong_role_is_refused_with_both_roles_named() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let err = Producer::attach(&path).unwrap_err();
+    match &err {
+        Error::Refused {
+            reason: Refusal::WrongRole { offered, requested },
+            ..
+        } => assert_eq!((*offered, *requested), (Role::Consumer, Role::Producer)),
+        e => panic!("expected WrongRole, got {e}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("peer is a consumer, we asked to be a producer"),
+        "{err}"
+    );
+    server.stop();
+}
+
+#[test]
+fn credentials_not_on_the_allow_list_are_refused() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let nobody_like = AllowList::new().uid(4_000_000_000).gid(4_000_000_000);
+    let server = Running::start(&path, producer.served_ring().unwrap(), nobody_like);
+    let err = Consumer::attach(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                reason: Refusal::NotAllowed { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("credentials not allowed"), "{err}");
+    server.wait_for("refusal", |e| {
+        matches!(
+            e,
+            ServerEvent::Refused {
+                reason: Refusal::NotAllowed { .. },
+                ..
+            }
+        )
+    });
+    assert!(!producer.peer_status().unwrap().attached);
+    server.stop();
+}
+
+#[test]
+fn a_gid_on_the_allow_list_is_enough() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let allow = AllowList::new().gid(nix::unistd::getegid().as_raw());
+    let server = Running::start(&path, producer.served_ring().unwrap(), allow);
+    Consumer::attach(&path).unwrap();
+    server.stop();
+}
+
+/// Raw hello over the socket, to exercise what the client API never sends.
+fn raw_exchange(path: &Path, hello: &[u8]) -> Vec<u8> {
+    use nix::sys::socket::{
+        connect, recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    send(fd.as_raw_fd(), hello, MsgFlags::empty()).unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let mut hello = [0u8; 32];
+    hello[..4].copy_from_slice(b"EGRH");
+    hello[4..6].copy_from_slice(&99u16.to_ne_bytes());
+    hello[6] = 1;
+    let answer = raw_exchange(&path, &hello);
+    assert_eq!(answer.len(), 128);
+    assert_eq!(&answer[..4], b"EGRR");
+    assert_eq!(answer[6], 1, "status 1: version mismatch");
+    server.wait_for("version refusal", |e| {
+        matches!(
+            e,
+            ServerEvent::Refused {
+                reason: Refusal::VersionMismatch { client: 99, .. },
+                ..
+            }
+        )
+    });
+    let answer = raw_exchange(&path, b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(answer[6], 5, "status 5: malformed");
+    // Nothing of that disturbed a real attach.
+    Consumer::attach(&path).unwrap();
+    server.stop();
+}
+
+#[test]
+fn attaching_to_a_missing_path_or_a_dead_socket_names_the_cause() {
+    let dir = temp_dir("srv");
+    let err = Consumer::attach(dir.join("nothing.sock")).unwrap_err();
+    assert!(
+        err.to_string().contains("no ring socket at this path"),
+        "{err}"
+    );
+    // A socket file nobody listens on (a crashed server's leftover).
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let err = Consumer::attach(&stale).unwrap_err();
+    assert!(err.to_string().contains("no server is listening"), "{err}");
+}
+
+#[test]
+fn bind_replaces_a_stale_socket_but_not_a_live_server_or_another_file() {
+    let dir = temp_dir("srv");
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server =
+        RingServer::bind(&stale, producer.served_ring().unwrap(), me()).expect("stale replaced");
+    let err = RingServer::bind(&stale, producer.served_ring().unwrap(), me()).unwrap_err();
+    assert!(
+        err.to_string().contains("another ring server is listening"),
+        "{err}"
+    );
+    drop(server);
+    let file = dir.join("plain-file");
+    std::fs::write(&file, b"keep me").unwrap();
+    let err = RingServer::bind(&file, producer.served_ring().unwrap(), me()).unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[test]
+fn a_new_consumer_continues_from_the_released_position_and_loses_nothing() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut producer = Producer::create(RingConfig::with_capacity(16 * 1024)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let mut seq = 0u64;
+    let mut send = |p: &mut Producer, n: u64| {
+        for _ in 0..n {
+            p.send(1, 0, &seq.to_le_bytes()).unwrap();
+            seq += 1;
+        }
+    };
+    send(&mut producer, 50);
+    let mut first = Consumer::attach(&path).unwrap();
+    for want in 0..20u64 {
+        assert_eq!(
+            first.read().unwrap().unwrap().payload().read_u64_le(0),
+            Some(want)
+        );
+    }
+    first.release();
+    // Read five more without releasing: they must come again.
+    for _ in 0..5 {
+        first.read().unwrap().unwrap();
+    }
+    drop(first);
+    server.wait_for("detach", |e| matches!(e, ServerEvent::Detached { .. }));
+    send(&mut producer, 50);
+    let mut second = Consumer::attach(&path).unwrap();
+    for want in 20..100u64 {
+        assert_eq!(
+            second.read().unwrap().unwrap().payload().read_u64_le(0),
+            Some(want)
+        );
+    }
+    assert!(second.read().unwrap().is_none());
+    server.stop();
+}
+
+#[test]
+fn the_reply_direction_is_served_the_same_way_with_the_owner_reading() {
+    let dir = temp_dir("srv");
+    let path = dir.join("reply.sock");
+    let mut owner = Consumer::create(RingConfig::with_capacity(8192)).unwrap();
+    let server = Running::start(&path, owner.served_ring().unwrap(), me());
+    let err = Consumer::attach(&path).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                reason: Refusal::WrongRole { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut peer = Producer::attach(&path).unwrap();
+    peer.send(4, 2, b"reply").unwrap();
+    let rec = owner.read().unwrap().unwrap();
+    assert_eq!((rec.record_type(), rec.flags()), (4, 2));
+    assert_eq!(rec.payload().to_vec(), b"reply");
+    owner.release();
+    server.stop();
+    // The owner's server is gone: the attached producer notices the hang-up.
+    assert!(peer.peer_gone());
+}
+
+#[test]
+fn an_attached_consumer_learns_that_the_owner_went_away() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let mut consumer = Consumer::attach(&path).unwrap();
+    consumer.set_spin(0);
+    producer.send(1, 0, b"last words").unwrap();
+    server.stop();
+    drop(producer);
+    // What was published stays readable after the owner is gone.
+    assert_eq!(
+        consumer.wait(Some(Duration::from_secs(10))).unwrap(),
+        Readiness::Ready
+    );
+    assert_eq!(
+        consumer.read().unwrap().unwrap().payload().to_vec(),
+        b"last words"
+    );
+    consumer.release();
+    assert_eq!(
+        consumer.wait(Some(Duration::from_secs(10))).unwrap(),
+        Readiness::PeerGone
+    );
+}
+
+#[test]
+fn a_consumer_drains_a_finished_ring_then_follows_the_new_generation() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut old = Producer::create(RingConfig::with_capacity(4096).generation(7)).unwrap();
+    let server = Running::start(&path, old.served_ring().unwrap(), me());
+    let mut consumer = Consumer::attach(&path).unwrap();
+    old.send(1, 0, b"old-1").unwrap();
+    old.send(1, 0, b"old-2").unwrap();
+    old.finish();
+    // The "restarted daemon": a new ring, a new generation, same path.
+    server.stop();
+    drop(old);
+    let mut new = Producer::create(RingConfig::with_capacity(4096).generation(8)).unwrap();
+    new.send(1, 0, b"new-1").unwrap();
+    let server = Running::start(&path, new.served_ring().unwrap(), me());
+    // Re-attaching before the old ring is drained is refused, and changes nothing.
+    let err = consumer.reattach().unwrap_err();
+    assert!(err.to_string().contains("drain it first"), "{err}");
+    assert_eq!(consumer.generation(), 7);
+    assert_eq!(
+        consumer.read().unwrap().unwrap().payload().to_vec(),
+        b"old-1"
+    );
+    assert_eq!(
+        consumer.read().unwrap().unwrap().payload().to_vec(),
+        b"old-2"
+    );
+    consumer.release();
+    assert_eq!(consumer.wait(None).unwrap(), Readiness::Finished);
+    assert_eq!(
+        consumer.reattach().unwrap(),
+        Reattached::NewGeneration { old: 7, new: 8 }
+    );
+    assert_eq!(
+        consumer.read().unwrap().unwrap().payload().to_vec(),
+        b"new-1"
+    );
+    server.stop();
+}
+
+#[test]
+fn reattaching_to_the_same_ring_continues_it() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let mut consumer = Consumer::attach(&path).unwrap();
+    producer.send(1, 0, b"a").unwrap();
+    consumer.read().unwrap().unwrap();
+    consumer.release();
+    // Busy while attached; a consumer drops its old link when re-attaching.
+    producer.send(1, 0, b"b").unwrap();
+    let err = consumer.reattach().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                reason: Refusal::Busy,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    server.stop();
+}
