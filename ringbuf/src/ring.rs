@@ -159,15 +159,15 @@ pub(crate) fn check(fds: &RingFds, role: Option<Role>) -> Result<StaticHeader> {
             Role::Producer => (region_seals, "region", consumer_seals, "consumer page"),
             Role::Consumer => (consumer_seals, "consumer page", region_seals, "region"),
         };
-        if !theirs.future_write {
-            return Err(Error::InvalidRing(format!(
-                "the {theirs_name} memfd lacks F_SEAL_FUTURE_WRITE: a {role} must not be able to write it"
-            )));
-        }
         if ours.future_write {
             return Err(Error::InvalidRing(format!(
                 "the {ours_name} memfd is sealed F_SEAL_FUTURE_WRITE, so a {role} cannot write it: is this ring meant for a {}?",
                 role.peer()
+            )));
+        }
+        if !theirs.future_write {
+            return Err(Error::InvalidRing(format!(
+                "the {theirs_name} memfd lacks F_SEAL_FUTURE_WRITE: a {role} must not be able to write it"
             )));
         }
     }
