@@ -1,0 +1,126 @@
+//! The config file as written: serde structs that refuse unknown keys and keep the spans of the
+//! values validation looks at.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub daemon: Option<Daemon>,
+    #[serde(default)]
+    pub listener: Vec<Listener>,
+    #[serde(default)]
+    pub route: Vec<Route>,
+    #[serde(default)]
+    pub ring: Vec<Ring>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Daemon {
+    pub state_dir: Option<Spanned<String>>,
+    pub runtime_dir: Option<Spanned<String>>,
+    pub tls_thread: Option<TlsThread>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsThread {
+    pub stack_size: Option<Spanned<Size>>,
+    pub cpu: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: Spanned<String>,
+    pub bind: Option<Vec<Spanned<String>>>,
+    pub systemd_socket: Option<Spanned<String>>,
+    pub route: Spanned<String>,
+    pub tls_versions: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub alpn: Vec<Spanned<String>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_handshakes: Option<Spanned<u64>>,
+    pub unknown_sni: Option<Spanned<String>>,
+    #[serde(default)]
+    pub certificate: Vec<Certificate>,
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub self_signed: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub server_names: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    pub ca: Spanned<String>,
+    #[serde(default)]
+    pub crls: Vec<Spanned<String>>,
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Spanned<String>,
+    pub ring: Option<Spanned<String>>,
+    pub tcp: Option<Spanned<String>>,
+    pub unix: Option<Spanned<String>>,
+    pub framing: Option<Spanned<String>>,
+    pub max_frame: Option<Spanned<Size>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ring {
+    pub name: Spanned<String>,
+    pub capacity: Option<Spanned<Size>>,
+    pub when_full: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allow_uids: Vec<u32>,
+    #[serde(default)]
+    pub allow_gids: Vec<u32>,
+}
+
+/// A byte size as written: an integer, or a string with a unit (checked by validation).
+#[derive(Debug)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size in bytes (65536) or with a unit (\"64KiB\")")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size::Bytes)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size::Bytes(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                Ok(Size::Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}

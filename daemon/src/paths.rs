@@ -1,0 +1,105 @@
+//! Where the daemon keeps state (the self-signed certificate) and runtime files (ring attach
+//! sockets).
+//!
+//! Under systemd, `StateDirectory=` and `RuntimeDirectory=` set `$STATE_DIRECTORY` and
+//! `$RUNTIME_DIRECTORY`; run by hand, the per-user XDG directories are used, so a newcomer's
+//! `cargo run -- run` needs no root and no setup. The config may override both.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::config::DaemonConfig;
+
+/// The two directories the daemon uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    /// Persistent state (private keys): mode 0700.
+    pub state: PathBuf,
+    /// Runtime files (sockets): gone after a reboot.
+    pub runtime: PathBuf,
+}
+
+impl Dirs {
+    /// Works out the directories without creating them.
+    pub fn resolve(config: &DaemonConfig) -> Result<Dirs> {
+        let state = match &config.state_dir {
+            Some(dir) => dir.clone(),
+            None => default_state_dir()?,
+        };
+        let runtime = match &config.runtime_dir {
+            Some(dir) => dir.clone(),
+            None => default_runtime_dir(),
+        };
+        Ok(Dirs { state, runtime })
+    }
+
+    /// Creates both directories if needed.
+    pub fn create(&self) -> Result<()> {
+        create_dir(&self.state, 0o700)?;
+        create_dir(&self.runtime, 0o755)?;
+        create_dir(&self.rings(), 0o755)
+    }
+
+    /// Directory of the ring attach sockets.
+    pub fn rings(&self) -> PathBuf {
+        self.runtime.join("rings")
+    }
+
+    /// Attach socket of a ring's ingress direction (the consumer reads from it).
+    pub fn ring_socket(&self, ring: &str) -> PathBuf {
+        self.rings().join(format!("{ring}.sock"))
+    }
+
+    /// Attach socket of a ring's reply direction (the consumer writes to it).
+    pub fn reply_socket(&self, ring: &str) -> PathBuf {
+        self.rings().join(format!("{ring}.reply.sock"))
+    }
+}
+
+fn first_of_list(var: &str) -> Option<PathBuf> {
+    // systemd passes several directories separated by ':'; ours is the first.
+    let value = std::env::var_os(var)?;
+    let value = value.to_str()?.split(':').next()?.to_string();
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+fn default_state_dir() -> Result<PathBuf> {
+    if let Some(dir) = first_of_list("STATE_DIRECTORY") {
+        return Ok(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("edgegw"));
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/edgegw"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("no state directory: set $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME, or daemon.state_dir in the config")?;
+    Ok(PathBuf::from(home).join(".local/state/edgegw"))
+}
+
+fn default_runtime_dir() -> PathBuf {
+    if let Some(dir) = first_of_list("RUNTIME_DIRECTORY") {
+        return dir;
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("edgegw");
+    }
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        PathBuf::from("/run/edgegw")
+    } else {
+        std::env::temp_dir().join(format!("edgegw-{uid}"))
+    }
+}
+
+fn create_dir(dir: &Path, mode: u32) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
