@@ -1,0 +1,251 @@
+//! TLS settings: from a listener's config to a rustls `ServerConfig`.
+//!
+//! Everything a handshake needs is built here on the control plane, ahead of use, so that a bad
+//! certificate is an error in `check-config` or a failed reload, never a failed handshake. The
+//! [`TlsBuilder`] lives as long as the daemon: its ticket keys and session cache carry over
+//! reloads, so clients resume across a certificate change.
+
+mod certs;
+pub mod clienthello;
+mod resolver;
+pub mod selfsigned;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+pub use resolver::SniResolver;
+
+use crate::config::{
+    CertificateConfig, CertificateSource, ConfigError, ListenerConfig, TlsVersion,
+};
+
+/// The crypto provider, chosen at build time (feature `aws-lc-rs`, the default, or `ring`).
+pub fn provider() -> Arc<CryptoProvider> {
+    #[cfg(feature = "aws-lc-rs")]
+    return Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    return Arc::new(rustls::crypto::ring::default_provider());
+}
+
+/// Name of the crypto provider in use, for logs and benchmarks.
+pub const PROVIDER_NAME: &str = if cfg!(feature = "aws-lc-rs") {
+    "aws-lc-rs"
+} else {
+    "ring"
+};
+
+fn new_ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+    #[cfg(feature = "aws-lc-rs")]
+    return rustls::crypto::aws_lc_rs::Ticketer::new();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    return rustls::crypto::ring::Ticketer::new();
+}
+
+/// What to do with `self_signed = true` certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfSignedMode {
+    /// Generate them in the state directory if needed, and use them (the daemon).
+    Persist,
+    /// Generate throwaway ones in memory (check-config: validates without writing anything).
+    InMemory,
+}
+
+/// A listener's TLS, ready for handshakes.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// The rustls configuration.
+    pub config: Arc<ServerConfig>,
+    /// Its certificate resolver, also consulted before the handshake to refuse unknown names.
+    pub resolver: Arc<SniResolver>,
+}
+
+/// Builds listener TLS configs; one per daemon, kept across reloads.
+#[derive(Debug)]
+pub struct TlsBuilder {
+    provider: Arc<CryptoProvider>,
+    ticketer: Arc<dyn ProducesTickets>,
+    sessions: Arc<ServerSessionMemoryCache>,
+}
+
+impl TlsBuilder {
+    /// A builder with fresh ticket keys.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(TlsBuilder {
+            provider: provider(),
+            ticketer: new_ticketer()?,
+            // TLS 1.2 session-ID resumption; TLS 1.3 uses tickets and stores nothing here.
+            sessions: ServerSessionMemoryCache::new(256),
+        })
+    }
+
+    /// Loads and checks a listener's certificates, keys and client-auth files, and builds its
+    /// rustls config.
+    pub fn listener(
+        &self,
+        listener: &ListenerConfig,
+        state_dir: &Path,
+        mode: SelfSignedMode,
+    ) -> Result<ListenerTls, ConfigError> {
+        let mut keys = Vec::new();
+        for cert in &listener.certificates {
+            keys.push((cert, self.certified_key(cert, state_dir, mode)?));
+        }
+        let mut resolver = SniResolver::new(keys[0].1.clone(), listener.unknown_sni);
+        for (cert, key) in &keys {
+            let names = if cert.server_names.is_empty() {
+                names_in_certificate(key, cert)?
+            } else {
+                cert.server_names.clone()
+            };
+            for name in names {
+                resolver.add(&name, key);
+            }
+        }
+        let resolver = Arc::new(resolver);
+
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = listener
+            .versions
+            .iter()
+            .map(|v| match v {
+                TlsVersion::Tls13 => &rustls::version::TLS13,
+                TlsVersion::Tls12 => &rustls::version::TLS12,
+            })
+            .collect();
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| ConfigError {
+                location: None,
+                message: format!("listener `{}`: {e}", listener.name),
+            })?;
+        let builder = match &listener.client_auth {
+            None => builder.with_no_client_auth(),
+            Some(auth) => {
+                let fail = |message: String| ConfigError {
+                    location: Some(auth.location.clone()),
+                    message,
+                };
+                let roots = certs::load_roots(&auth.ca).map_err(fail)?;
+                let mut crls = Vec::new();
+                for path in &auth.crls {
+                    crls.extend(certs::load_crls(path).map_err(fail)?);
+                }
+                let mut verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
+                )
+                .with_crls(crls);
+                if auth.optional {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| fail(format!("client_auth: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
+        config.alpn_protocols = listener.alpn.clone();
+        config.max_early_data_size = 0;
+        if listener.client_auth.is_none() {
+            config.ticketer = self.ticketer.clone();
+            config.session_storage = self.sessions.clone();
+            // One ticket per connection is what clients use; each costs a seal and a record.
+            config.send_tls13_tickets = 1;
+        } else {
+            // A resumed session skips client-certificate verification, so a revoked client
+            // (a CRL reloaded since) could resume. No resumption with client certificates.
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        Ok(ListenerTls {
+            config: Arc::new(config),
+            resolver,
+        })
+    }
+
+    fn certified_key(
+        &self,
+        cert: &CertificateConfig,
+        state_dir: &Path,
+        mode: SelfSignedMode,
+    ) -> Result<Arc<CertifiedKey>, ConfigError> {
+        let fail = |location: &crate::config::Location, message: String| ConfigError {
+            location: Some(location.clone()),
+            message,
+        };
+        let (chain, key) = match (&cert.source, mode) {
+            (CertificateSource::Files { cert: c, key: k }, _) => (
+                certs::load_chain(c).map_err(|e| fail(&cert.cert_location, e))?,
+                certs::load_key(k).map_err(|e| fail(&cert.key_location, e))?,
+            ),
+            (CertificateSource::SelfSigned, SelfSignedMode::Persist) => {
+                let files = selfsigned::SelfSigned::paths(state_dir, &cert.server_names);
+                if files
+                    .ensure(&cert.server_names)
+                    .map_err(|e| fail(&cert.location, e))?
+                {
+                    crate::info!(
+                        "generated a self-signed ECDSA P-256 certificate for {:?}: {}",
+                        cert.server_names,
+                        files.cert.display()
+                    );
+                }
+                (
+                    certs::load_chain(&files.cert).map_err(|e| fail(&cert.location, e))?,
+                    certs::load_key(&files.key).map_err(|e| fail(&cert.location, e))?,
+                )
+            }
+            (CertificateSource::SelfSigned, SelfSignedMode::InMemory) => {
+                selfsigned::generate_in_memory(&cert.server_names)
+                    .map_err(|e| fail(&cert.location, e))?
+            }
+        };
+        let signing_key = self
+            .provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| fail(&cert.key_location, format!("unusable private key: {e}")))?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                return Err(fail(
+                    &cert.key_location,
+                    "the private key does not match the certificate".to_string(),
+                ))
+            }
+            Err(e) => {
+                return Err(fail(
+                    &cert.cert_location,
+                    format!("unusable certificate: {e}"),
+                ))
+            }
+        }
+        Ok(Arc::new(certified))
+    }
+}
+
+/// The DNS names (and wildcards) a certificate is valid for, for SNI selection when the config
+/// lists none.
+fn names_in_certificate(
+    key: &CertifiedKey,
+    cert: &CertificateConfig,
+) -> Result<Vec<String>, ConfigError> {
+    let leaf = key.end_entity_cert().map_err(|e| ConfigError {
+        location: Some(cert.cert_location.clone()),
+        message: e.to_string(),
+    })?;
+    let parsed = webpki::EndEntityCert::try_from(leaf).map_err(|e| ConfigError {
+        location: Some(cert.cert_location.clone()),
+        message: format!("cannot parse the certificate: {e}"),
+    })?;
+    Ok(parsed
+        .valid_dns_names()
+        .map(|n| n.to_ascii_lowercase())
+        .collect())
+}
