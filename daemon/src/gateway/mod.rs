@@ -1,0 +1,544 @@
+//! The data path: the TLS thread, its listeners and connections, and the routes they feed.
+//!
+//! One named OS thread (stack size and CPU affinity from the config) runs a tokio
+//! current_thread runtime and owns every listening socket, every TLS connection, the producer
+//! end of every ingress ring and the consumer end of every reply ring. Nothing on it is shared
+//! with another thread except through [`Command`]s (new plans, shutdown) and the [`Stats`]
+//! counters, so it needs no locks: per-connection state is `Rc`/`RefCell`.
+//!
+//! The control plane (main thread) builds a [`Plan`] — bound sockets, rustls configs, routes,
+//! ring endpoints — and hands it over whole; the TLS thread swaps it in between two events.
+//! Connections keep the settings they started with (an established connection survives any
+//! reload); new connections get the new ones.
+
+mod conn;
+pub mod framing;
+mod ring_route;
+pub mod session;
+mod socket_route;
+pub mod stats;
+pub mod wire;
+mod x509;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Framing, WhenFull};
+use crate::tls::ListenerTls;
+pub use ring_route::RingEndpoints;
+pub use stats::{Snapshot, Stats};
+
+/// How the TLS thread is started.
+#[derive(Debug, Clone)]
+pub struct ThreadSettings {
+    /// Stack size in bytes.
+    pub stack_size: usize,
+    /// CPU to pin it to.
+    pub cpu: Option<usize>,
+}
+
+/// Everything the TLS thread runs with, built by the control plane.
+#[derive(Debug)]
+pub struct Plan {
+    /// Listeners; a listener absent from a new plan stops accepting (its connections stay).
+    pub listeners: Vec<ListenerPlan>,
+    /// Rings; a new ring comes with its endpoints, a known one by name only.
+    pub rings: Vec<RingPlan>,
+}
+
+/// One listener in a plan.
+#[derive(Debug)]
+pub struct ListenerPlan {
+    /// Its name.
+    pub name: String,
+    /// Its sockets.
+    pub sockets: Vec<ListenSocket>,
+    /// Its TLS settings.
+    pub tls: ListenerTls,
+    /// Where its connections go.
+    pub route: RoutePlan,
+    /// Its limits.
+    pub limits: Limits,
+}
+
+/// A listening socket in a plan.
+#[derive(Debug)]
+pub struct ListenSocket {
+    /// The address it is bound to (its key on the TLS thread).
+    pub addr: SocketAddr,
+    /// A newly bound socket, or `None` to keep the one the TLS thread has for this address.
+    pub socket: Option<std::net::TcpListener>,
+}
+
+/// Per-listener limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Idle deadline of established connections.
+    pub idle_timeout: Duration,
+    /// Connections beyond this are refused.
+    pub max_connections: usize,
+    /// Concurrent handshakes beyond this are refused.
+    pub max_handshakes: usize,
+}
+
+/// A route in a plan.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    /// Its name.
+    pub name: String,
+    /// Its destination.
+    pub target: RouteTargetPlan,
+    /// Its framing.
+    pub framing: Framing,
+}
+
+/// A route's destination in a plan.
+#[derive(Debug, Clone)]
+pub enum RouteTargetPlan {
+    /// A ring (by name; the plan or the TLS thread has it).
+    Ring(String),
+    /// A TCP backend.
+    Tcp(SocketAddr),
+    /// A unix stream socket backend.
+    Unix(PathBuf),
+}
+
+/// A ring in a plan.
+#[derive(Debug)]
+pub struct RingPlan {
+    /// Its name.
+    pub name: String,
+    /// The local ends of a new ring; `None` for a ring the TLS thread already has.
+    pub endpoints: Option<RingEndpoints>,
+    /// Full-ring policy of the ingress direction.
+    pub when_full: WhenFull,
+}
+
+enum Command {
+    Apply(Plan, oneshot::Sender<Result<(), String>>),
+    Shutdown,
+}
+
+/// The control plane's handle on the TLS thread.
+#[derive(Debug)]
+pub struct Gateway {
+    commands: mpsc::UnboundedSender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Apply(..) => "Apply",
+            Command::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl Gateway {
+    /// Starts the TLS thread with a first plan; returns once the plan is in force.
+    pub fn start(settings: &ThreadSettings, plan: Plan) -> anyhow::Result<Gateway> {
+        let stats = Arc::new(Stats::default());
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_stats = stats.clone();
+        let cpu = settings.cpu;
+        let thread = std::thread::Builder::new()
+            .name("edgegw-tls".into())
+            .stack_size(settings.stack_size)
+            .spawn(move || tls_thread(cpu, plan, receiver, thread_stats, ready_tx))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Gateway {
+                commands,
+                thread: Some(thread),
+                stats,
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(anyhow::anyhow!(e))
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(anyhow::anyhow!("the TLS thread died while starting"))
+            }
+        }
+    }
+
+    /// Swaps in a new plan. Established connections keep their settings.
+    pub async fn apply(&self, plan: Plan) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Apply(plan, tx))
+            .map_err(|_| "the TLS thread has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the TLS thread has stopped".to_string())?
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// The counters, shared.
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Stops the TLS thread: listeners close, connections are dropped.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tls_thread(
+    cpu: Option<usize>,
+    plan: Plan,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    stats: Arc<Stats>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    if let Some(cpu) = cpu {
+        pin_to_cpu(cpu);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        // Few events per poll keep latency fair between connections; the default (1024)
+        // costs 12 KiB of memory for nothing on a small device.
+        .event_interval(61)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot start the TLS thread's runtime: {e}")));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let shared = Rc::new(Shared {
+            stats,
+            next_id: Cell::new(1),
+            listeners: RefCell::default(),
+            sockets: RefCell::default(),
+            rings: RefCell::default(),
+        });
+        let first = shared.apply(plan);
+        let ok = first.is_ok();
+        let _ = ready.send(first);
+        if !ok {
+            return;
+        }
+        let heartbeat = tokio::task::spawn_local(heartbeat(shared.clone()));
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Apply(plan, reply) => {
+                    let _ = reply.send(shared.apply(plan));
+                }
+                Command::Shutdown => break,
+            }
+        }
+        heartbeat.abort();
+        shared.close_all();
+    });
+}
+
+fn pin_to_cpu(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let pinned = set
+        .set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    match pinned {
+        Ok(()) => crate::info!("TLS thread pinned to CPU {cpu}"),
+        Err(e) => crate::warn!("TLS thread not pinned to CPU {cpu} ({e}): running unpinned"),
+    }
+}
+
+/// Proof of life for the control plane's stall detection (the systemd watchdog follows it).
+async fn heartbeat(shared: Rc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        Stats::bump(&shared.stats.heartbeat);
+    }
+}
+
+/// The TLS thread's state.
+struct Shared {
+    stats: Arc<Stats>,
+    next_id: Cell<u64>,
+    /// Listeners by name.
+    listeners: RefCell<HashMap<String, Rc<Listener>>>,
+    /// Listening sockets by address, with the task accepting on each.
+    sockets: RefCell<HashMap<SocketAddr, Accepting>>,
+    /// Rings by name.
+    rings: RefCell<HashMap<String, Rc<ring_route::RingRoute>>>,
+}
+
+struct Accepting {
+    socket: Rc<tokio::net::TcpListener>,
+    listener: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A listener's state on the TLS thread.
+struct Listener {
+    name: String,
+    settings: RefCell<Rc<ListenerSettings>>,
+    active: Cell<usize>,
+    handshaking: Cell<usize>,
+}
+
+/// What a connection runs with, fixed for its lifetime.
+struct ListenerSettings {
+    listener: String,
+    tls: ListenerTls,
+    limits: Limits,
+    route: Route,
+}
+
+/// A route, resolved on the TLS thread.
+enum Route {
+    Ring {
+        ring: Rc<ring_route::RingRoute>,
+        framing: Framing,
+    },
+    Socket {
+        target: socket_route::Target,
+        framing: Framing,
+    },
+}
+
+impl Shared {
+    /// Swaps in a plan. Checks everything before changing anything, so a failure leaves the
+    /// running state as it was.
+    fn apply(self: &Rc<Self>, plan: Plan) -> Result<(), String> {
+        // Rings first: routes refer to them.
+        let mut new_rings = Vec::new();
+        let mut policies = Vec::new();
+        for ring in plan.rings {
+            match ring.endpoints {
+                Some(endpoints) => new_rings.push((
+                    ring.name.clone(),
+                    ring_route::RingRoute::start(
+                        &ring.name,
+                        endpoints,
+                        ring.when_full,
+                        self.stats.clone(),
+                    )
+                    .map_err(|e| format!("ring `{}`: {e}", ring.name))?,
+                )),
+                None => match self.rings.borrow().get(&ring.name) {
+                    Some(running) => policies.push((running.clone(), ring.when_full)),
+                    None => {
+                        return Err(format!(
+                            "ring `{}` is not running on the TLS thread",
+                            ring.name
+                        ))
+                    }
+                },
+            }
+        }
+        let ring_named = |name: &str| {
+            new_rings
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, r)| r.clone())
+                .or_else(|| self.rings.borrow().get(name).cloned())
+        };
+
+        let mut listeners = Vec::new();
+        let mut sockets = Vec::new();
+        for plan in plan.listeners {
+            let route = match &plan.route.target {
+                RouteTargetPlan::Ring(name) => Route::Ring {
+                    ring: ring_named(name)
+                        .ok_or_else(|| format!("route `{}`: no ring `{name}`", plan.route.name))?,
+                    framing: plan.route.framing,
+                },
+                RouteTargetPlan::Tcp(addr) => Route::Socket {
+                    target: socket_route::Target::Tcp(*addr),
+                    framing: plan.route.framing,
+                },
+                RouteTargetPlan::Unix(path) => Route::Socket {
+                    target: socket_route::Target::Unix(path.clone()),
+                    framing: plan.route.framing,
+                },
+            };
+            for listen in plan.sockets {
+                let socket = match listen.socket {
+                    Some(std) => {
+                        std.set_nonblocking(true)
+                            .map_err(|e| format!("{}: {e}", listen.addr))?;
+                        Some(Rc::new(
+                            tokio::net::TcpListener::from_std(std)
+                                .map_err(|e| format!("{}: {e}", listen.addr))?,
+                        ))
+                    }
+                    None if self.sockets.borrow().contains_key(&listen.addr) => None,
+                    None => return Err(format!("{}: no socket for this address", listen.addr)),
+                };
+                sockets.push((listen.addr, socket, plan.name.clone()));
+            }
+            let settings = Rc::new(ListenerSettings {
+                listener: plan.name.clone(),
+                tls: plan.tls,
+                limits: plan.limits,
+                route,
+            });
+            listeners.push((plan.name, settings));
+        }
+
+        // Nothing can fail from here on. Policies are read per packet: they apply at once.
+        for (ring, when_full) in policies {
+            ring.set_when_full(when_full);
+        }
+        let mut rings = self.rings.borrow_mut();
+        for (name, ring) in new_rings {
+            rings.insert(name, ring);
+        }
+        drop(rings);
+
+        let mut current = self.listeners.borrow_mut();
+        let mut next = HashMap::new();
+        for (name, settings) in listeners {
+            let listener = match current.remove(&name) {
+                Some(existing) => {
+                    *existing.settings.borrow_mut() = settings;
+                    existing
+                }
+                None => Rc::new(Listener {
+                    name: name.clone(),
+                    settings: RefCell::new(settings),
+                    active: Cell::new(0),
+                    handshaking: Cell::new(0),
+                }),
+            };
+            next.insert(name, listener);
+        }
+        *current = next;
+
+        let mut by_addr = self.sockets.borrow_mut();
+        let mut kept = HashMap::new();
+        for (addr, socket, listener_name) in sockets {
+            let socket = match socket {
+                Some(new) => {
+                    if let Some(old) = by_addr.remove(&addr) {
+                        old.task.abort();
+                    }
+                    new
+                }
+                None => {
+                    let old = by_addr.remove(&addr).expect("checked above");
+                    if old.listener == listener_name {
+                        kept.insert(addr, old);
+                        continue;
+                    }
+                    old.task.abort();
+                    old.socket
+                }
+            };
+            let listener = current.get(&listener_name).expect("just inserted").clone();
+            let task =
+                tokio::task::spawn_local(accept_loop(self.clone(), listener, socket.clone()));
+            kept.insert(
+                addr,
+                Accepting {
+                    socket,
+                    listener: listener_name,
+                    task,
+                },
+            );
+        }
+        // Addresses no longer configured: stop accepting and close the socket.
+        for (addr, old) in by_addr.drain() {
+            old.task.abort();
+            crate::info!("closed listening socket {addr}");
+        }
+        *by_addr = kept;
+        Ok(())
+    }
+
+    fn close_all(&self) {
+        for (_, accepting) in self.sockets.borrow_mut().drain() {
+            accepting.task.abort();
+        }
+        self.listeners.borrow_mut().clear();
+        for (_, ring) in self.rings.borrow_mut().drain() {
+            ring.stop();
+        }
+    }
+
+    fn next_connection_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+}
+
+async fn accept_loop(
+    shared: Rc<Shared>,
+    listener: Rc<Listener>,
+    socket: Rc<tokio::net::TcpListener>,
+) {
+    if let Ok(addr) = socket.local_addr() {
+        crate::info!("listener `{}` accepting on {addr}", listener.name);
+    }
+    loop {
+        let (stream, peer) = match socket.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of fds or memory: back off instead of spinning; the backlog holds the
+                // clients meanwhile.
+                crate::warn!("listener `{}`: accept failed: {e}", listener.name);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        Stats::bump(&shared.stats.accepted);
+        let settings = listener.settings.borrow().clone();
+        if listener.active.get() >= settings.limits.max_connections {
+            Stats::bump(&shared.stats.refused_connection_limit);
+            drop(stream);
+            continue;
+        }
+        if listener.handshaking.get() >= settings.limits.max_handshakes {
+            Stats::bump(&shared.stats.refused_handshake_limit);
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = shared.next_connection_id();
+        tokio::task::spawn_local(conn::run(
+            shared.clone(),
+            listener.clone(),
+            settings,
+            stream,
+            peer,
+            id,
+        ));
+    }
+}

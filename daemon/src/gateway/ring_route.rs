@@ -1,0 +1,518 @@
+//! Routes into a shared-memory ring pair: connections' plaintext goes into the ingress ring,
+//! the consumer's replies come back on the reply ring and are encrypted to their connection.
+//!
+//! All of it runs on the TLS thread. The ingress producer is shared by every connection of the
+//! ring (the TLS thread is the ring's only producer, as the format requires); each connection
+//! writes its records and publishes them with one store per read from its socket. When the ring
+//! is full, `backpressure` connections stop reading their socket and wait on the ring's space
+//! eventfd; `drop` connections count the packet as dropped. OPEN and CLOSE records are never
+//! dropped: a consumer must always see a connection begin and end.
+//!
+//! One task per ring reads the reply ring. Reply bytes are copied out of the shared memory
+//! (the consumer process wrote them: we never form a reference over them) into a scratch
+//! buffer, encrypted into the connection's outbox and written to its socket at once if it takes
+//! them. A connection whose outbox grows past [`OUTBOX_LIMIT`] (a client that does not read)
+//! pauses the reply task until it drains or times out: bounded memory, at the price of
+//! head-of-line blocking for the ring, which the idle timeout bounds.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use edgegw_ring::{Consumer, Producer};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::conn::{send_alert, with_scratch, SCRATCH_LEN};
+use super::framing::Framer;
+use super::session::{Progress, Session};
+use super::stats::Stats;
+use super::wire::{self, CloseReason, OpenInfo, DATA_HEADER_LEN};
+use super::Limits;
+use crate::config::{Framing, WhenFull};
+
+/// Ciphertext allowed to wait for a slow client before the reply task waits for it.
+const OUTBOX_LIMIT: usize = 64 * 1024;
+
+/// The local ends of a ring pair, built by the control plane and moved to the TLS thread.
+#[derive(Debug)]
+pub struct RingEndpoints {
+    /// We produce into it; the consumer process reads.
+    pub ingress: Producer,
+    /// The consumer process produces into it; we read.
+    pub reply: Consumer,
+}
+
+/// A ring pair on the TLS thread.
+pub struct RingRoute {
+    name: String,
+    ingress: RefCell<Producer>,
+    when_full: Cell<WhenFull>,
+    /// Connections waiting for ingress space; woken by the space task.
+    space: Notify,
+    /// CLOSE records that found the ring full; written before anything else when room comes.
+    pending_closes: RefCell<VecDeque<(u64, CloseReason)>>,
+    /// Live connections by id, for replies.
+    conns: RefCell<HashMap<u64, Rc<RingConn>>>,
+    stats: Arc<Stats>,
+    tasks: RefCell<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the reply task needs of a connection.
+struct RingConn {
+    stream: TcpStream,
+    session: RefCell<Session>,
+    /// Woken when the reply task queued bytes or the consumer asked to close.
+    wake: Notify,
+    /// Woken when the outbox drained below the limit (the reply task may wait on it).
+    drained: Notify,
+    close_requested: Cell<bool>,
+}
+
+impl RingRoute {
+    /// Starts a ring's tasks on the TLS thread.
+    pub fn start(
+        name: &str,
+        endpoints: RingEndpoints,
+        when_full: WhenFull,
+        stats: Arc<Stats>,
+    ) -> io::Result<Rc<RingRoute>> {
+        let space_fd = crate::sys::async_fd(dup(endpoints.ingress.space_fd())?)?;
+        let data_fd = crate::sys::async_fd(dup(endpoints.reply.data_fd())?)?;
+        let route = Rc::new(RingRoute {
+            name: name.to_string(),
+            ingress: RefCell::new(endpoints.ingress),
+            when_full: Cell::new(when_full),
+            space: Notify::new(),
+            pending_closes: RefCell::default(),
+            conns: RefCell::default(),
+            stats,
+            tasks: RefCell::default(),
+        });
+        let space_task = tokio::task::spawn_local(watch_space(route.clone(), space_fd));
+        let reply_task =
+            tokio::task::spawn_local(dispatch_replies(route.clone(), endpoints.reply, data_fd));
+        route.tasks.borrow_mut().extend([space_task, reply_task]);
+        Ok(route)
+    }
+
+    /// Changes the full-ring policy (a reload).
+    pub fn set_when_full(&self, when_full: WhenFull) {
+        self.when_full.set(when_full);
+    }
+
+    /// Stops the ring's tasks (the TLS thread is shutting down).
+    pub fn stop(&self) {
+        for task in self.tasks.borrow_mut().drain(..) {
+            task.abort();
+        }
+        self.conns.borrow_mut().clear();
+    }
+
+    /// Writes one record; `false` if the ring is full (nothing written).
+    fn try_record(&self, kind: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        let mut producer = self.ingress.borrow_mut();
+        match producer.reserve(len, kind, 0) {
+            Ok(buf) => {
+                fill(buf);
+                true
+            }
+            Err(edgegw_ring::Error::Full { .. }) => false,
+            Err(e) => {
+                // TooLarge cannot happen (config validation and chunking keep records within
+                // max_payload); Corrupt means the consumer wrote an impossible position.
+                crate::error!("ring `{}`: cannot write: {e}", self.name);
+                false
+            }
+        }
+    }
+
+    fn publish(&self) {
+        self.ingress.borrow_mut().publish();
+    }
+
+    /// Whether a record with `len` payload bytes fits now, arming the space wakeup if not.
+    fn prepare_wait_for_space(&self, len: usize) -> bool {
+        match self.ingress.borrow_mut().prepare_wait_for_space(len) {
+            Ok(wait) => wait,
+            Err(e) => {
+                crate::error!("ring `{}`: {e}", self.name);
+                true
+            }
+        }
+    }
+
+    /// Waits until a record with `len` payload bytes fits.
+    async fn wait_for_space(&self, len: usize) {
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.prepare_wait_for_space(len) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Writes CLOSE records that were waiting for room; true when none is left.
+    fn flush_closes(&self) -> bool {
+        let mut closes = self.pending_closes.borrow_mut();
+        let mut wrote = false;
+        while let Some(&(id, reason)) = closes.front() {
+            if !self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason)) {
+                break;
+            }
+            closes.pop_front();
+            wrote = true;
+        }
+        if wrote {
+            self.publish();
+        }
+        closes.is_empty()
+    }
+
+    fn close(&self, id: u64, reason: CloseReason) {
+        self.conns.borrow_mut().remove(&id);
+        if !self.flush_closes()
+            || !self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason))
+        {
+            self.pending_closes.borrow_mut().push_back((id, reason));
+            return;
+        }
+        self.publish();
+    }
+
+    /// Offers a chunk of plaintext (stream framing): cut into records of at most the ring's
+    /// record size. Returns how much was taken (written, or dropped under the drop policy).
+    fn offer_stream(&self, id: u64, data: &[u8]) -> usize {
+        let max = self.ingress.borrow().max_payload() - DATA_HEADER_LEN;
+        let mut taken = 0;
+        for chunk in data.chunks(max) {
+            if !self.offer_frame(id, chunk) {
+                break;
+            }
+            taken += chunk.len();
+        }
+        taken
+    }
+
+    /// Offers one packet. `true` if it was written or dropped by policy; `false` if the ring is
+    /// full and the policy is backpressure.
+    fn offer_frame(&self, id: u64, frame: &[u8]) -> bool {
+        if !self.pending_closes.borrow().is_empty() && !self.flush_closes() {
+            return self.full(frame);
+        }
+        let written = self.try_record(wire::DATA, DATA_HEADER_LEN + frame.len(), |b| {
+            b[..8].copy_from_slice(&id.to_le_bytes());
+            b[8..].copy_from_slice(frame);
+        });
+        if written {
+            Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
+            true
+        } else {
+            self.full(frame)
+        }
+    }
+
+    fn full(&self, _frame: &[u8]) -> bool {
+        match self.when_full.get() {
+            WhenFull::Backpressure => false,
+            WhenFull::Drop => {
+                self.ingress.borrow_mut().record_drops(1);
+                Stats::bump(&self.stats.ring_drops);
+                true
+            }
+        }
+    }
+}
+
+fn encode_close(buf: &mut [u8], id: u64, reason: CloseReason) {
+    buf[..8].copy_from_slice(&id.to_le_bytes());
+    buf[8..12].copy_from_slice(&(reason as u32).to_le_bytes());
+}
+
+fn dup(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// Wakes connections waiting for ingress space when the consumer frees some.
+async fn watch_space(route: Rc<RingRoute>, space_fd: AsyncFd<OwnedFd>) {
+    loop {
+        match space_fd.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            Err(e) => {
+                crate::error!("ring `{}`: space eventfd: {e}", route.name);
+                return;
+            }
+        }
+        route.ingress.borrow_mut().finish_wait_for_space();
+        route.flush_closes();
+        route.space.notify_waiters();
+    }
+}
+
+/// Serves one established connection on a ring route until it ends.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    route: &Rc<RingRoute>,
+    id: u64,
+    info: OpenInfo,
+    stream: TcpStream,
+    session: Session,
+    limits: &Limits,
+    framing: Framing,
+    stats: &Stats,
+) {
+    // OPEN is never dropped: wait for room.
+    let open_len = info.encoded_len();
+    while !route.try_record(wire::OPEN, open_len, |b| info.encode(id, b)) {
+        let waited =
+            tokio::time::timeout(limits.idle_timeout, route.wait_for_space(open_len)).await;
+        if waited.is_err() {
+            Stats::bump(&stats.idle_timeouts);
+            return;
+        }
+    }
+    route.publish();
+    drop(info);
+
+    let conn = Rc::new(RingConn {
+        stream,
+        session: RefCell::new(session),
+        wake: Notify::new(),
+        drained: Notify::new(),
+        close_requested: Cell::new(false),
+    });
+    route.conns.borrow_mut().insert(id, conn.clone());
+    let reason = relay(route, id, &conn, limits, framing, stats).await;
+    route.close(id, reason);
+
+    conn.session.borrow_mut().close();
+    let _ = tokio::time::timeout(limits.handshake_timeout, flush_conn(&conn)).await;
+}
+
+async fn flush_conn(conn: &RingConn) -> io::Result<()> {
+    loop {
+        let done = conn
+            .session
+            .borrow_mut()
+            .flush_to(|b| conn.stream.try_write(b))?;
+        if done {
+            return Ok(());
+        }
+        conn.stream.writable().await?;
+    }
+}
+
+/// The connection's loop: client bytes into the ring, replies (queued by the reply task) out.
+async fn relay(
+    route: &Rc<RingRoute>,
+    id: u64,
+    conn: &Rc<RingConn>,
+    limits: &Limits,
+    framing: Framing,
+    stats: &Stats,
+) -> CloseReason {
+    let mut framer = match framing {
+        Framing::LengthPrefixed { max_frame } => Some(Framer::new(max_frame)),
+        Framing::Stream => None,
+    };
+    let mut deadline = Instant::now() + limits.idle_timeout;
+    let mut peer_closed = false;
+    loop {
+        // Client plaintext into the ring.
+        let mut blocked = false;
+        if !peer_closed {
+            let mut bad_frame = None;
+            let progress = conn
+                .session
+                .borrow_mut()
+                .process(&mut |data| match framer.as_mut() {
+                    None => route.offer_stream(id, data),
+                    Some(framer) => {
+                        match framer.push(data, &mut |frame| route.offer_frame(id, frame)) {
+                            Ok(used) => used,
+                            Err(e) => {
+                                bad_frame = Some(e);
+                                data.len()
+                            }
+                        }
+                    }
+                });
+            route.publish();
+            if let Some(e) = bad_frame {
+                Stats::bump(&stats.oversized_frames);
+                crate::debug!("connection {id}: {e}");
+                return CloseReason::ProtocolError;
+            }
+            match progress {
+                Ok(Progress::NeedInput) => {}
+                Ok(Progress::SinkFull) => blocked = true,
+                Ok(Progress::PeerClosed | Progress::Closed) => peer_closed = true,
+                Err(e) => {
+                    send_alert(&conn.stream, &mut conn.session.borrow_mut(), stats, &e);
+                    return CloseReason::ProtocolError;
+                }
+            }
+        }
+        if conn.close_requested.get() {
+            return CloseReason::ConsumerClosed;
+        }
+        if peer_closed {
+            // The client will send nothing more; replies may still be on their way, but the
+            // consumer learns of the close now and decides (a reply CLOSE ends it at once).
+            flush_conn(conn).await.ok();
+            return CloseReason::ClientClosed;
+        }
+
+        let (wants_write, outbox) = {
+            let session = conn.session.borrow();
+            (session.wants_write(), session.outbox_len())
+        };
+        if outbox < OUTBOX_LIMIT {
+            conn.drained.notify_waiters();
+        }
+        let read = !blocked;
+        let frame_len = if blocked { pending_len(route) } else { 0 };
+        tokio::select! {
+            r = conn.stream.readable(), if read => {
+                if r.is_err() { return CloseReason::ClientAborted; }
+                let got = conn.session.borrow_mut().read_from(|b| conn.stream.try_read(b));
+                match got {
+                    Ok(0) => return CloseReason::ClientAborted,
+                    Ok(_) => deadline = Instant::now() + limits.idle_timeout,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return CloseReason::ClientAborted,
+                }
+            }
+            () = route.wait_for_space(frame_len), if blocked => {}
+            r = conn.stream.writable(), if wants_write => {
+                if r.is_err() { return CloseReason::ClientAborted; }
+                if conn.session.borrow_mut().flush_to(|b| conn.stream.try_write(b)).is_err() {
+                    return CloseReason::ClientAborted;
+                }
+            }
+            () = conn.wake.notified() => deadline = Instant::now() + limits.idle_timeout,
+            () = tokio::time::sleep_until(deadline) => {
+                Stats::bump(&stats.idle_timeouts);
+                return CloseReason::Idle;
+            }
+        }
+    }
+}
+
+/// Room to wait for when blocked: one full record (the pending plaintext is at most a record).
+fn pending_len(route: &RingRoute) -> usize {
+    route
+        .ingress
+        .borrow()
+        .max_payload()
+        .min(SCRATCH_LEN + DATA_HEADER_LEN)
+}
+
+/// Reads the reply ring and hands each record to its connection.
+async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: AsyncFd<OwnedFd>) {
+    loop {
+        // Everything available now.
+        let mut wait_for: Option<Rc<RingConn>> = None;
+        loop {
+            let record = match reply.read() {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(e) => {
+                    crate::error!(
+                        "ring `{}`: reply ring unusable: {e}; replies stop until the daemon restarts",
+                        route.name
+                    );
+                    return;
+                }
+            };
+            let payload = record.payload();
+            let kind = record.record_type();
+            if payload.len() < DATA_HEADER_LEN || !(kind == wire::DATA || kind == wire::CLOSE) {
+                Stats::bump(&route.stats.malformed_replies);
+                continue;
+            }
+            let id = payload.read_u64_le(0).unwrap_or(0);
+            let Some(conn) = route.conns.borrow().get(&id).cloned() else {
+                Stats::bump(&route.stats.replies_for_unknown_connections);
+                continue;
+            };
+            if kind == wire::CLOSE {
+                conn.close_requested.set(true);
+                conn.wake.notify_one();
+                continue;
+            }
+            // Copy out of the peer's memory, one TLS record's worth at a time, and encrypt.
+            let len = payload.len() - DATA_HEADER_LEN;
+            let mut at = DATA_HEADER_LEN;
+            let mut failed = false;
+            while at < payload.len() && !failed {
+                let n = (payload.len() - at).min(SCRATCH_LEN);
+                with_scratch(|buf| {
+                    let copied = payload
+                        .slice(at, n)
+                        .map_or(0, |part| part.copy_to_slice(&mut buf[..n]));
+                    failed = copied != n || conn.session.borrow_mut().write(&buf[..n]).is_err();
+                });
+                at += n;
+            }
+            if failed {
+                conn.close_requested.set(true);
+                conn.wake.notify_one();
+                continue;
+            }
+            Stats::add(&route.stats.bytes_to_clients, len as u64);
+            let outbox = {
+                let mut session = conn.session.borrow_mut();
+                let _ = session.flush_to(|b| conn.stream.try_write(b));
+                session.outbox_len()
+            };
+            if outbox > 0 {
+                conn.wake.notify_one();
+            }
+            if outbox >= OUTBOX_LIMIT {
+                wait_for = Some(conn);
+                break;
+            }
+        }
+        reply.release();
+
+        if let Some(conn) = wait_for {
+            // A client that does not read: wait for it (bounded by its idle timeout, after
+            // which its own task closes it and drops it from `conns`).
+            let drained = conn.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let slow = conn.session.borrow().outbox_len() >= OUTBOX_LIMIT;
+            if slow && route.conns.borrow().values().any(|c| Rc::ptr_eq(c, &conn)) {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
+            }
+            continue;
+        }
+
+        match reply.prepare_wait() {
+            Ok(true) => {
+                match data_fd.readable().await {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(e) => {
+                        crate::error!("ring `{}`: reply eventfd: {e}", route.name);
+                        return;
+                    }
+                }
+                reply.finish_wait();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                crate::error!("ring `{}`: reply ring unusable: {e}", route.name);
+                return;
+            }
+        }
+    }
+}

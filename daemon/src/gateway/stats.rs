@@ -1,0 +1,100 @@
+//! Counters the TLS thread keeps and the control plane reads (status, logs, tests).
+//!
+//! Plain relaxed atomics: each is written by one thread and read as an approximate snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// The gateway's counters.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct Snapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl Stats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// TCP connections accepted.
+    accepted,
+    /// Refused at once: the listener's max_connections was reached.
+    refused_connection_limit,
+    /// Refused at once: the listener's max_handshakes was reached.
+    refused_handshake_limit,
+    /// Handshakes completed.
+    handshakes,
+    /// Dropped at the handshake timeout (silent or stalled clients).
+    handshake_timeouts,
+    /// Refused with `unrecognized_name`: SNI matched no certificate.
+    unknown_sni,
+    /// Closed with an alert for bytes that are not TLS or not well-formed TLS.
+    bad_tls_bytes,
+    /// Closed with `record_overflow`: a record larger than TLS allows.
+    oversized_records,
+    /// Closed for a client certificate that failed verification (mTLS).
+    bad_client_certificates,
+    /// Other TLS errors (no shared cipher suite or version, bad MAC, ...).
+    other_tls_errors,
+    /// Closed for a length-prefixed frame over max_frame.
+    oversized_frames,
+    /// Closed at the idle timeout.
+    idle_timeouts,
+    /// Connections open now (established or handshaking).
+    active,
+    /// Plaintext bytes received from clients.
+    bytes_from_clients,
+    /// Plaintext bytes sent to clients.
+    bytes_to_clients,
+    /// Packets dropped because a ring was full (when_full = "drop").
+    ring_drops,
+    /// Reply records for connections that are already closed or never existed.
+    replies_for_unknown_connections,
+    /// Malformed reply records (too short, unknown type): counted and skipped.
+    malformed_replies,
+    /// Connections to a socket route's backend that failed.
+    backend_errors,
+    /// Ticks of the TLS thread's heartbeat (the control plane checks it moves).
+    heartbeat,
+}
+
+impl Stats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a TLS error under the counter its kind belongs to.
+    pub fn count_tls_error(&self, error: &rustls::Error) {
+        use rustls::Error as E;
+        let counter = match error {
+            E::InvalidMessage(rustls::InvalidMessage::MessageTooLarge)
+            | E::PeerSentOversizedRecord => &self.oversized_records,
+            E::InvalidMessage(_)
+            | E::InappropriateMessage { .. }
+            | E::InappropriateHandshakeMessage { .. } => &self.bad_tls_bytes,
+            E::InvalidCertificate(_)
+            | E::NoCertificatesPresented
+            | E::InvalidCertRevocationList(_) => &self.bad_client_certificates,
+            _ => &self.other_tls_errors,
+        };
+        Stats::bump(counter);
+    }
+}

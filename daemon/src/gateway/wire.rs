@@ -1,0 +1,142 @@
+//! The gateway's records inside a ring: what a consumer reads and writes.
+//!
+//! The ring itself (see `ringbuf/FORMAT.md`) carries records with a type, flags and a payload.
+//! The gateway uses three types, and puts the connection id first in every payload:
+//!
+//! | type | name  | direction      | payload after the u64 LE connection id                 |
+//! |------|-------|----------------|--------------------------------------------------------|
+//! | 1    | OPEN  | ingress        | five u16 LE length-prefixed UTF-8 strings: peer address, listener, SNI, ALPN, client certificate subject (RFC 4514); empty when absent |
+//! | 2    | DATA  | both           | the bytes (stream chunk, or one length-prefixed frame) |
+//! | 3    | CLOSE | both           | u32 LE reason (ingress); nothing (reply: close it)     |
+//!
+//! Every connection's records come in order: one OPEN, any number of DATA, one CLOSE. A reply
+//! DATA for a connection id that is closed or unknown is counted and dropped. This module is
+//! the single place that encodes and decodes them; `docs` in FORMAT.md repeat the table for
+//! consumers in other languages.
+
+/// Record type: a connection opened.
+pub const OPEN: u16 = 1;
+/// Record type: bytes of a connection.
+pub const DATA: u16 = 2;
+/// Record type: a connection closed (ingress) or should be closed (reply).
+pub const CLOSE: u16 = 3;
+
+/// Bytes before the data in a DATA record: the connection id.
+pub const DATA_HEADER_LEN: usize = 8;
+
+/// Why a connection closed, in an ingress CLOSE record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CloseReason {
+    /// The client closed cleanly (close_notify or end of stream after it).
+    ClientClosed = 0,
+    /// The client went away without close_notify, or its socket failed.
+    ClientAborted = 1,
+    /// Idle timeout.
+    Idle = 2,
+    /// A TLS or framing error (garbage, oversized frame, ...).
+    ProtocolError = 3,
+    /// The consumer asked for it (reply CLOSE).
+    ConsumerClosed = 4,
+    /// The daemon is shutting down or the connection was shed.
+    Shutdown = 5,
+    /// Data was dropped (drop policy) and the stream can no longer be trusted to be whole;
+    /// only sent in `length-prefixed` mode when a frame could not be delivered whole.
+    Dropped = 6,
+}
+
+/// What an OPEN record says about a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenInfo {
+    /// Client address, `ip:port`.
+    pub peer: String,
+    /// Listener name.
+    pub listener: String,
+    /// Server name the client asked for.
+    pub sni: String,
+    /// Negotiated ALPN protocol.
+    pub alpn: String,
+    /// Client certificate subject, RFC 4514.
+    pub client_subject: String,
+}
+
+impl OpenInfo {
+    /// Encoded payload length, connection id included.
+    pub fn encoded_len(&self) -> usize {
+        DATA_HEADER_LEN
+            + self
+                .fields()
+                .iter()
+                .map(|f| 2 + f.len().min(u16::MAX as usize))
+                .sum::<usize>()
+    }
+
+    fn fields(&self) -> [&str; 5] {
+        [
+            &self.peer,
+            &self.listener,
+            &self.sni,
+            &self.alpn,
+            &self.client_subject,
+        ]
+    }
+
+    /// Writes the payload into `out` (exactly `encoded_len()` bytes).
+    pub fn encode(&self, conn_id: u64, out: &mut [u8]) {
+        out[..8].copy_from_slice(&conn_id.to_le_bytes());
+        let mut at = 8;
+        for field in self.fields() {
+            let bytes = &field.as_bytes()[..field.len().min(u16::MAX as usize)];
+            out[at..at + 2].copy_from_slice(&(bytes.len() as u16).to_le_bytes());
+            out[at + 2..at + 2 + bytes.len()].copy_from_slice(bytes);
+            at += 2 + bytes.len();
+        }
+    }
+
+    /// Reads an OPEN payload (connection id included). `None` if malformed.
+    pub fn decode(payload: &[u8]) -> Option<(u64, OpenInfo)> {
+        let id = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+        let mut rest = &payload[8..];
+        let mut field = || -> Option<String> {
+            let len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+            let text = std::str::from_utf8(rest.get(2..2 + len)?).ok()?.to_string();
+            rest = &rest[2 + len..];
+            Some(text)
+        };
+        let info = OpenInfo {
+            peer: field()?,
+            listener: field()?,
+            sni: field()?,
+            alpn: field()?,
+            client_subject: field()?,
+        };
+        Some((id, info))
+    }
+}
+
+/// The largest frame (DATA payload after the connection id) a ring of `capacity` carries.
+pub fn max_frame_for_ring(capacity: usize) -> usize {
+    edgegw_ring::max_payload(capacity).saturating_sub(DATA_HEADER_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_info_round_trips_and_rejects_truncation() {
+        let info = OpenInfo {
+            peer: "127.0.0.1:5000".into(),
+            listener: "default".into(),
+            sni: "gw.example".into(),
+            alpn: "h2".into(),
+            client_subject: "CN=client,O=Example".into(),
+        };
+        let mut buf = vec![0; info.encoded_len()];
+        info.encode(42, &mut buf);
+        assert_eq!(OpenInfo::decode(&buf), Some((42, info)));
+        for cut in 0..buf.len() {
+            assert_eq!(OpenInfo::decode(&buf[..cut]), None, "cut at {cut}");
+        }
+    }
+}
