@@ -1,6 +1,5 @@
-//! `edgegw`: the edge gateway daemon.
+//! `edgegw`: the edge gateway daemon. See the library crate for how it is built.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("edgegw: not built yet (see issue 4)");
-    std::process::ExitCode::FAILURE
+    edgegw::cli::main()
 }

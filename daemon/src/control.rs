@@ -1,0 +1,485 @@
+//! The control plane: turns configs into running state and swaps it on reload.
+//!
+//! [`Daemon::start`] validates a config whole, loads its certificates, binds its sockets,
+//! creates its rings and their attach servers, and starts the TLS thread with the result.
+//! [`Daemon::reload`] does the same for a new config *beside* the running one and only then
+//! swaps it in; if anything fails, the old config keeps running and the error says why.
+//! Sockets whose address stays are handed over, not rebound; rings whose name stays are kept
+//! with their unread records.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use edgegw_ring::{
+    AllowList, Consumer, Producer, RingConfig as RingLayout, RingServer, ServerEvent,
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::config::{Bind, Config, ConfigError, RingConfig, RouteTarget};
+use crate::gateway::{
+    Gateway, Limits, ListenSocket, ListenerPlan, Plan, RingEndpoints, RingPlan, RoutePlan,
+    RouteTargetPlan, ThreadSettings,
+};
+use crate::paths::Dirs;
+use crate::sys::SystemdSockets;
+use crate::tls::{SelfSignedMode, TlsBuilder};
+
+/// Why a reload did not happen. The old config is still running.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The new config (or a certificate it names) is invalid.
+    Config(ConfigError),
+    /// The new config is valid but cannot be put in place (a port in use, ...).
+    Apply(anyhow::Error),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Config(e) => write!(f, "{e}"),
+            ReloadError::Apply(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+/// A ring's control-plane side: its config and the two attach servers.
+struct RingState {
+    config: RingConfig,
+    ingress: AttachServer,
+    reply: AttachServer,
+}
+
+/// A ring attach server and the readiness of its epoll fd.
+struct AttachServer {
+    server: RingServer,
+    ready: AsyncFd<OwnedFd>,
+}
+
+impl AttachServer {
+    fn new(server: RingServer) -> Result<Self> {
+        let fd = server
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicate the ring server's epoll fd")?;
+        Ok(AttachServer {
+            server,
+            ready: crate::sys::async_fd(fd).context("register the ring server with the runtime")?,
+        })
+    }
+}
+
+/// The running daemon, as the control plane sees it.
+pub struct Daemon {
+    config: Config,
+    dirs: Dirs,
+    tls: TlsBuilder,
+    gateway: Gateway,
+    /// The sockets the TLS thread has: listener name, configured address and the address
+    /// actually bound (they differ for port 0).
+    listening: Vec<(String, SocketAddr, SocketAddr)>,
+    rings: HashMap<String, RingState>,
+    systemd: SystemdSockets,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("config", &self.config.file)
+            .field("listening", &self.listening)
+            .field("rings", &self.rings.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What a new config needs that the running daemon does not have yet.
+struct Prepared {
+    plan: Plan,
+    new_rings: Vec<(String, RingState)>,
+    listening: Vec<(String, SocketAddr, SocketAddr)>,
+}
+
+impl Daemon {
+    /// Starts the daemon on `config`. Must be called inside a tokio runtime (the attach servers
+    /// register with it).
+    pub fn start(config: Config) -> Result<Daemon> {
+        let dirs = Dirs::resolve(&config.daemon)?;
+        dirs.create()?;
+        raise_fd_limit();
+        let tls = TlsBuilder::new()?;
+        let systemd = SystemdSockets::from_env()?;
+        let prepared = prepare(&config, &dirs, &tls, &[], &HashMap::new(), &systemd)?;
+        let gateway = Gateway::start(
+            &ThreadSettings {
+                stack_size: config.daemon.tls_stack_size,
+                cpu: config.daemon.tls_cpu,
+            },
+            prepared.plan,
+        )?;
+        crate::info!(
+            "edgegw {} running with {} ({} crypto); state in {}, rings in {}",
+            env!("CARGO_PKG_VERSION"),
+            config.file.display(),
+            crate::tls::PROVIDER_NAME,
+            dirs.state.display(),
+            dirs.rings().display()
+        );
+        Ok(Daemon {
+            config,
+            dirs,
+            tls,
+            gateway,
+            listening: prepared.listening,
+            rings: prepared.new_rings.into_iter().collect(),
+            systemd,
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The directories in use.
+    pub fn dirs(&self) -> &Dirs {
+        &self.dirs
+    }
+
+    /// Where each listener accepts: (listener, address as configured, address bound). The bound
+    /// address differs from the configured one for port 0.
+    pub fn listening(&self) -> &[(String, SocketAddr, SocketAddr)] {
+        &self.listening
+    }
+
+    /// The gateway's counters.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Replaces the running config with `config`: everything is built and checked first; on any
+    /// error the running config stays and the error says why. Established connections are
+    /// untouched either way; new handshakes use the new certificates.
+    pub async fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
+        if config.daemon != self.config.daemon {
+            crate::warn!("reload: [daemon] settings changed; they take effect at the next restart");
+        }
+        for (name, running) in &self.rings {
+            if let Some(new) = config.ring(name) {
+                if new.capacity != running.config.capacity {
+                    return Err(ReloadError::Apply(anyhow::anyhow!(
+                        "ring `{name}`: capacity cannot change on reload ({} -> {}); restart the daemon",
+                        running.config.capacity,
+                        new.capacity
+                    )));
+                }
+            }
+        }
+        let prepared = prepare(
+            &config,
+            &self.dirs,
+            &self.tls,
+            &self.listening,
+            &self.rings,
+            &self.systemd,
+        )
+        .map_err(|e| match e.downcast::<ConfigError>() {
+            Ok(config_error) => ReloadError::Config(config_error),
+            Err(other) => ReloadError::Apply(other),
+        })?;
+        self.gateway.apply(prepared.plan).await.map_err(|e| {
+            ReloadError::Apply(anyhow::anyhow!("the TLS thread refused the new plan: {e}"))
+        })?;
+        // In force: update our side.
+        for (name, ring) in prepared.new_rings {
+            self.rings.insert(name, ring);
+        }
+        for (name, ring) in self.rings.iter_mut() {
+            match config.ring(name) {
+                Some(new) => {
+                    // TODO(lead): allow-list updates need RingServer::set_allow.
+                    ring.config = new.clone();
+                }
+                None => {
+                    crate::info!("ring `{name}` is no longer configured; it stays until restart")
+                }
+            }
+        }
+        self.listening = prepared.listening;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Waits until an attach server has work (a connection, a hello, a hang-up).
+    pub async fn attach_ready(&mut self) {
+        if self.rings.is_empty() {
+            return std::future::pending().await;
+        }
+        std::future::poll_fn(|cx| {
+            let mut any = false;
+            for ring in self.rings.values_mut() {
+                for server in [&mut ring.ingress, &mut ring.reply] {
+                    if let std::task::Poll::Ready(Ok(mut guard)) = server.ready.poll_read_ready(cx)
+                    {
+                        // Cleared before processing: process() drains everything, and anything
+                        // that arrives after it makes the epoll fd readable again.
+                        guard.clear_ready();
+                        any = true;
+                    }
+                }
+            }
+            if any {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Does whatever work the attach servers have now; also expires silent connections, so
+    /// call it periodically too.
+    pub fn process_attach(&mut self) {
+        for (name, ring) in self.rings.iter_mut() {
+            for (direction, server) in [("ingress", &mut ring.ingress), ("reply", &mut ring.reply)]
+            {
+                match server.server.process() {
+                    Ok(events) => {
+                        for event in events {
+                            log_attach_event(name, direction, &event);
+                        }
+                    }
+                    Err(e) => crate::warn!("ring `{name}` ({direction}) attach server: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn log_attach_event(ring: &str, direction: &str, event: &ServerEvent) {
+    match event {
+        ServerEvent::Attached { pid, uid, gid } => {
+            crate::info!("ring `{ring}` {direction}: pid {pid} (uid {uid}, gid {gid}) attached")
+        }
+        ServerEvent::Detached { pid } => {
+            crate::info!("ring `{ring}` {direction}: pid {pid} detached; unread records are kept")
+        }
+        ServerEvent::Refused { pid, uid, reason } => {
+            crate::warn!("ring `{ring}` {direction}: refused pid {pid} (uid {uid}): {reason}")
+        }
+        other => crate::debug!("ring `{ring}` {direction}: {other:?}"),
+    }
+}
+
+fn allow_list(ring: &RingConfig) -> AllowList {
+    let mut allow = AllowList::current_user();
+    for uid in &ring.allow_uids {
+        allow = allow.uid(*uid);
+    }
+    for gid in &ring.allow_gids {
+        allow = allow.gid(*gid);
+    }
+    allow
+}
+
+/// Builds, beside the running state, everything `config` needs: TLS configs, sockets for new
+/// addresses, new rings with their attach servers. Nothing running is touched.
+fn prepare(
+    config: &Config,
+    dirs: &Dirs,
+    tls: &TlsBuilder,
+    running: &[(String, SocketAddr, SocketAddr)],
+    rings: &HashMap<String, RingState>,
+    systemd: &SystemdSockets,
+) -> Result<Prepared> {
+    let bound: Vec<SocketAddr> = running.iter().map(|(_, _, actual)| *actual).collect();
+    // A socket is kept when its address stays configured. Port 0 (tests) is matched by listener
+    // too, since several listeners may ask for "any port".
+    let mut reused: Vec<SocketAddr> = Vec::new();
+    let mut running_socket = |listener: &str, configured: &SocketAddr| {
+        let found = running
+            .iter()
+            .find(|(name, c, actual)| {
+                c == configured
+                    && (configured.port() != 0 || name == listener)
+                    && !reused.contains(actual)
+            })
+            .map(|(_, _, actual)| *actual);
+        if let Some(actual) = found {
+            reused.push(actual);
+        }
+        found
+    };
+    let mut listeners = Vec::new();
+    let mut listening = Vec::new();
+    for listener in &config.listeners {
+        let listener_tls = tls.listener(listener, &dirs.state, SelfSignedMode::Persist)?;
+        let mut sockets = Vec::new();
+        match &listener.bind {
+            Bind::Addresses(addrs) => {
+                for addr in addrs {
+                    let (socket, actual) = match running_socket(&listener.name, addr) {
+                        Some(actual) => (None, actual),
+                        None => {
+                            let socket = bind_tcp(*addr)?;
+                            let actual = socket
+                                .local_addr()
+                                .with_context(|| format!("address of {addr}"))?;
+                            (Some(socket), actual)
+                        }
+                    };
+                    sockets.push(ListenSocket {
+                        addr: actual,
+                        socket,
+                    });
+                    listening.push((listener.name.clone(), *addr, actual));
+                }
+            }
+            Bind::Systemd(name) => {
+                for (addr, socket) in systemd.take(name, &bound)? {
+                    sockets.push(ListenSocket { addr, socket });
+                    listening.push((listener.name.clone(), addr, addr));
+                }
+            }
+        }
+        let route = config.route(&listener.route);
+        listeners.push(ListenerPlan {
+            name: listener.name.clone(),
+            sockets,
+            tls: listener_tls,
+            route: RoutePlan {
+                name: route.name.clone(),
+                target: match &route.target {
+                    RouteTarget::Ring(name) => RouteTargetPlan::Ring(name.clone()),
+                    RouteTarget::Tcp(addr) => RouteTargetPlan::Tcp(*addr),
+                    RouteTarget::Unix(path) => RouteTargetPlan::Unix(path.clone()),
+                },
+                framing: route.framing,
+            },
+            limits: Limits {
+                handshake_timeout: listener.handshake_timeout,
+                idle_timeout: listener.idle_timeout,
+                max_connections: listener.max_connections,
+                max_handshakes: listener.max_handshakes,
+            },
+        });
+    }
+
+    let mut ring_plans = Vec::new();
+    let mut new_rings = Vec::new();
+    for ring in &config.rings {
+        if rings.contains_key(&ring.name) {
+            ring_plans.push(RingPlan {
+                name: ring.name.clone(),
+                endpoints: None,
+                when_full: ring.when_full,
+            });
+            continue;
+        }
+        let (endpoints, state) = create_ring(ring, dirs)?;
+        ring_plans.push(RingPlan {
+            name: ring.name.clone(),
+            endpoints: Some(endpoints),
+            when_full: ring.when_full,
+        });
+        new_rings.push((ring.name.clone(), state));
+    }
+    Ok(Prepared {
+        plan: Plan {
+            listeners,
+            rings: ring_plans,
+        },
+        new_rings,
+        listening,
+    })
+}
+
+/// Creates a ring pair (ingress: we produce; reply: we consume) and serves both.
+fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingState)> {
+    let layout = RingLayout::with_capacity(ring.capacity);
+    let ingress =
+        Producer::create(layout).with_context(|| format!("ring `{}`: create", ring.name))?;
+    let reply = Consumer::create(layout)
+        .with_context(|| format!("ring `{}`: create reply ring", ring.name))?;
+    let allow = allow_list(ring);
+    let ingress_server = RingServer::bind(
+        dirs.ring_socket(&ring.name),
+        ingress.served_ring()?,
+        allow.clone(),
+    )
+    .with_context(|| format!("ring `{}`: serve", ring.name))?;
+    let reply_server = RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
+        .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
+    crate::info!(
+        "ring `{}`: {} bytes each way; consumers attach at {}",
+        ring.name,
+        ring.capacity,
+        ingress_server.path().display()
+    );
+    Ok((
+        RingEndpoints { ingress, reply },
+        RingState {
+            config: ring.clone(),
+            ingress: AttachServer::new(ingress_server)?,
+            reply: AttachServer::new(reply_server)?,
+        },
+    ))
+}
+
+/// A listening TCP socket: SO_REUSEADDR (restarts do not wait for TIME_WAIT), IPv6 sockets
+/// IPv6-only (so `0.0.0.0:443` and `[::]:443` can both be configured), a deep backlog for
+/// handshake bursts.
+pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    use nix::sys::socket::{
+        self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .with_context(|| format!("socket for {addr}"))?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)
+        .with_context(|| format!("SO_REUSEADDR on {addr}"))?;
+    if addr.is_ipv6() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)
+            .with_context(|| format!("IPV6_V6ONLY on {addr}"))?;
+    }
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+        .with_context(|| format!("cannot bind {addr}"))?;
+    socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))
+        .with_context(|| format!("listen on {addr}"))?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
+/// Raises the soft fd limit to the hard limit: each connection is an fd (two on socket
+/// routes), and the default soft limit of 1024 would cap the daemon far below max_connections.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                crate::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
+/// Loads a config file for `check-config`: syntax, semantics, certificates and keys, client-auth
+/// files. Writes nothing (self-signed certificates are generated in memory).
+pub fn check_config(path: &Path) -> Result<Config> {
+    let config = Config::load(path)?;
+    let tls = TlsBuilder::new()?;
+    let scratch = PathBuf::from("/nonexistent");
+    for listener in &config.listeners {
+        tls.listener(listener, &scratch, SelfSignedMode::InMemory)?;
+    }
+    if config.listeners.is_empty() {
+        bail!("no listeners");
+    }
+    Ok(config)
+}

@@ -1,0 +1,148 @@
+//! `edgegw ring stat|tail|echo`: tools for a ring's operator and an example consumer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use edgegw_ring::{Consumer, Producer, Readiness};
+
+use crate::cli::RingAction;
+use crate::config::Config;
+use crate::gateway::wire::{self, OpenInfo, DATA_HEADER_LEN};
+use crate::paths::Dirs;
+
+/// Runs a ring tool. `ring` is a ring name from `config` or a socket path.
+pub fn ring(action: RingAction, ring: &str, config: &Config) -> Result<()> {
+    let dirs = Dirs::resolve(&config.daemon)?;
+    let socket = socket_path(ring, &dirs);
+    match action {
+        RingAction::Stat { json } => {
+            let stat = edgegw_ring::tools::stat(&socket)?;
+            if json {
+                println!("{}", serde_json::to_string(&stat)?);
+            } else {
+                println!("{stat}");
+            }
+        }
+        RingAction::Tail { count } => {
+            let options = edgegw_ring::tools::TailOptions {
+                max_packets: count,
+                ..Default::default()
+            };
+            let stdout = std::io::stdout();
+            let (packets, end) = edgegw_ring::tools::tail(&socket, stdout.lock(), &options)?;
+            eprintln!("{packets} packet(s); stopped: {end:?}");
+        }
+        RingAction::Echo => echo(ring, &socket, &reply_path(ring, &dirs))?,
+    }
+    Ok(())
+}
+
+fn socket_path(ring: &str, dirs: &Dirs) -> PathBuf {
+    if ring.contains('/') {
+        PathBuf::from(ring)
+    } else {
+        dirs.ring_socket(ring)
+    }
+}
+
+fn reply_path(ring: &str, dirs: &Dirs) -> PathBuf {
+    match ring.strip_suffix(".sock") {
+        Some(stem) if ring.contains('/') => PathBuf::from(format!("{stem}.reply.sock")),
+        _ => dirs.reply_socket(ring),
+    }
+}
+
+/// The example consumer: every DATA packet goes back to its connection, unchanged. Survives
+/// daemon restarts: when the daemon goes away it waits and attaches again.
+fn echo(name: &str, ingress_path: &std::path::Path, reply_path: &std::path::Path) -> Result<()> {
+    let mut announced_wait = false;
+    loop {
+        let attached =
+            Consumer::attach(ingress_path).and_then(|c| Ok((c, Producer::attach(reply_path)?)));
+        let (mut consumer, mut producer) = match attached {
+            Ok(pair) => pair,
+            Err(e) if is_retryable(&e) => {
+                if !announced_wait {
+                    eprintln!("edgegw ring echo: waiting for ring `{name}` ({e})");
+                    announced_wait = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("attach to ring `{name}`")),
+        };
+        announced_wait = false;
+        eprintln!(
+            "edgegw ring echo: attached to `{name}` (generation {}); echoing",
+            consumer.generation()
+        );
+        match echo_attached(&mut consumer, &mut producer)? {
+            Readiness::PeerGone | Readiness::Finished => {
+                eprintln!("edgegw ring echo: the daemon went away; waiting for it to come back");
+            }
+            other => eprintln!("edgegw ring echo: {other:?}"),
+        }
+    }
+}
+
+fn is_retryable(e: &edgegw_ring::Error) -> bool {
+    match e {
+        edgegw_ring::Error::Attach { .. } => true,
+        edgegw_ring::Error::Refused { reason, .. } => *reason == edgegw_ring::Refusal::Busy,
+        _ => false,
+    }
+}
+
+/// Echoes until the daemon goes away. Each batch of ingress records is released with one store,
+/// and the replies written for it are published with one store.
+fn echo_attached(consumer: &mut Consumer, producer: &mut Producer) -> Result<Readiness> {
+    loop {
+        while let Some(record) = consumer.read()? {
+            let payload = record.payload();
+            match record.record_type() {
+                wire::DATA if payload.len() >= DATA_HEADER_LEN => {
+                    let reply = loop {
+                        match producer.reserve(payload.len(), wire::DATA, 0) {
+                            Ok(buf) => break buf,
+                            Err(edgegw_ring::Error::Full { .. }) => {
+                                // Let the daemon see what is done, then wait for room.
+                                producer.publish();
+                                match producer.wait_for_space(payload.len(), None)? {
+                                    Readiness::Ready => continue,
+                                    other => return Ok(other),
+                                }
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    };
+                    // Connection id and bytes, copied straight from one ring to the other.
+                    payload.copy_to_slice(reply);
+                }
+                wire::OPEN => {
+                    let bytes = payload.to_vec();
+                    if let Some((id, info)) = OpenInfo::decode(&bytes) {
+                        eprintln!(
+                            "connection {id} open: peer {} listener {} sni {:?} alpn {:?} client {:?}",
+                            info.peer, info.listener, info.sni, info.alpn, info.client_subject
+                        );
+                    }
+                }
+                wire::CLOSE => {
+                    if let (Some(id), Some(reason)) =
+                        (payload.read_u64_le(0), payload.read_u32_le(8))
+                    {
+                        eprintln!("connection {id} closed (reason {reason})");
+                    }
+                }
+                other => eprintln!("skipping record of unknown type {other}"),
+            }
+        }
+        producer.publish();
+        consumer.release();
+        match consumer.wait(None)? {
+            Readiness::Ready => {}
+            other => return Ok(other),
+        }
+    }
+}
