@@ -1,0 +1,524 @@
+//! Test harness: a daemon run in-process on its own control thread, certificates made with
+//! rcgen, TLS clients from tokio-rustls, and a ring consumer written against the wire format.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgegw::config::Config;
+use edgegw::control::Daemon;
+use edgegw::gateway::{Snapshot, Stats};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+type Listening = Vec<(String, SocketAddr)>;
+
+enum Control {
+    Reload(String, mpsc::Sender<Result<Listening, String>>),
+    Stop,
+}
+
+/// A daemon running in this process: the control plane on a thread of its own (as in the real
+/// daemon, where the TLS thread is separate from the main thread).
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    /// Bound addresses, by listener name.
+    pub addrs: Vec<(String, SocketAddr)>,
+    stats: Arc<Stats>,
+    control: mpsc::Sender<Control>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon on `config`, where `{dir}` stands for a fresh temporary directory (which
+    /// also holds the state and runtime directories).
+    pub fn start(config: &str) -> TestDaemon {
+        Self::try_start(config).unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+    }
+
+    pub fn try_start(config: &str) -> Result<TestDaemon, String> {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Result<TestDaemon, String> {
+        let text = with_dirs(config, dir.path());
+        let config =
+            Config::from_toml(&dir.path().join("edgegw.toml"), &text).map_err(|e| e.to_string())?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (control_tx, control_rx) = mpsc::channel::<Control>();
+        let dir_path = dir.path().to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut daemon = match Daemon::start(config) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
+                let addrs = daemon.listening().iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+                let _ = ready_tx.send(Ok((addrs, daemon.gateway().stats_handle())));
+                loop {
+                    tokio::select! {
+                        () = daemon.attach_ready() => daemon.process_attach(),
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {
+                            daemon.process_attach();
+                            match control_rx.try_recv() {
+                                Ok(Control::Reload(text, reply)) => {
+                                    let text = with_dirs(&text, &dir_path);
+                                    let result = match Config::from_toml(&dir_path.join("edgegw.toml"), &text) {
+                                        Ok(config) => daemon.reload(config).await.map_err(|e| e.to_string()),
+                                        Err(e) => Err(e.to_string()),
+                                    };
+                                    let result = result.map(|()| {
+                                        daemon.listening().iter().map(|(n, _, a)| (n.clone(), *a)).collect()
+                                    });
+                                    let _ = reply.send(result);
+                                }
+                                Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
+                                Err(mpsc::TryRecvError::Empty) => {}
+                            }
+                        }
+                    }
+                }
+            });
+        });
+        match ready_rx
+            .recv()
+            .map_err(|_| "control thread died".to_string())?
+        {
+            Ok((addrs, stats)) => Ok(TestDaemon {
+                dir,
+                addrs,
+                stats,
+                control: control_tx,
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                let _ = thread.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// The address of the (first socket of the) listener.
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == listener)
+            .unwrap_or_else(|| panic!("no listener {listener}"))
+            .1
+    }
+
+    /// Reloads with a new config; on success `addrs` follows the new listeners.
+    pub fn reload(&mut self, config: &str) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        self.control
+            .send(Control::Reload(config.to_string(), tx))
+            .unwrap();
+        let addrs = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("reload answered")?;
+        self.addrs = addrs;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Snapshot {
+        self.stats.snapshot()
+    }
+
+    /// Waits (up to 10 s) for a counter condition; returns the last snapshot.
+    pub fn wait_for(&self, what: &str, condition: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.stats();
+            if condition(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ring_socket(&self, ring: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("run/rings")
+            .join(format!("{ring}.sock"))
+    }
+
+    pub fn reply_socket(&self, ring: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("run/rings")
+            .join(format!("{ring}.reply.sock"))
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.control.send(Control::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Puts the state and runtime directories under `dir` and expands `{dir}`.
+fn with_dirs(config: &str, dir: &Path) -> String {
+    let dirs = format!(
+        "[daemon]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\n",
+        d = dir.display()
+    );
+    format!(
+        "{dirs}{}",
+        config.replace("{dir}", &dir.display().to_string())
+    )
+}
+
+/// A CA and certificates it issued, written as PEM files.
+pub struct Pki {
+    pub ca_cert: rcgen::Certificate,
+    pub ca_issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub ca_der: CertificateDer<'static>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        let ca_der = cert.der().clone();
+        Pki {
+            ca_cert: cert,
+            ca_issuer: rcgen::Issuer::new(params, key),
+            ca_der,
+        }
+    }
+
+    /// Issues a leaf for `names` (server) or with CN `names[0]` (client); returns (cert PEM,
+    /// key PEM, serial).
+    pub fn issue(
+        &self,
+        names: &[&str],
+        client: bool,
+        serial: u64,
+    ) -> (String, String, CertificateDer<'static>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Edge Test");
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        params.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = params.signed_by(&key, &self.ca_issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().clone())
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca_cert.pem()
+    }
+
+    /// A CRL revoking `serials`.
+    pub fn crl_pem(&self, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(5),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.ca_issuer).unwrap().pem().unwrap()
+    }
+}
+
+/// Writes `contents` to `dir/name`.
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// A rustls client config trusting `roots`.
+pub fn client_config(
+    roots: &[CertificateDer<'static>],
+    alpn: &[&str],
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A rustls client config with a client certificate.
+pub fn client_config_with_cert(
+    roots: &[CertificateDer<'static>],
+    cert_pem: &str,
+    key_pem: &str,
+) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_client_auth_cert(chain, key)
+        .unwrap(),
+    )
+}
+
+/// The self-signed certificate the daemon generated in its state directory.
+pub fn self_signed_cert(daemon: &TestDaemon, name: &str) -> CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(daemon.path(&format!("state/self-signed/{name}.crt"))).unwrap()
+}
+
+/// Connects and completes a handshake.
+pub async fn connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// Unused helper kept for key conversions in tests.
+pub fn pkcs8(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
+    PrivatePkcs8KeyDer::from(key.serialize_der()).into()
+}
+
+/// What a test consumer saw on a ring.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    pub opens: Vec<(u64, edgegw::gateway::wire::OpenInfo)>,
+    pub data: Vec<(u64, Vec<u8>)>,
+    pub closes: Vec<(u64, u32)>,
+}
+
+impl Seen {
+    /// All bytes received for a connection, in order.
+    pub fn bytes_of(&self, id: u64) -> Vec<u8> {
+        self.data
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .flat_map(|(_, d)| d.clone())
+            .collect()
+    }
+}
+
+/// How a test consumer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Echo every DATA packet.
+    Echo,
+    /// Answer nothing.
+    Silent,
+    /// Echo, then close the connection from the consumer side.
+    EchoThenClose,
+}
+
+/// A consumer process stand-in: a thread attached to a ring pair, recording what it sees.
+pub struct TestConsumer {
+    pub seen: Arc<Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestConsumer {
+    /// Attaches to both rings of `ring` and answers as `reply` says; `delay` slows each batch.
+    pub fn attach(daemon: &TestDaemon, ring: &str, reply: Reply, delay: Duration) -> TestConsumer {
+        use edgegw::gateway::wire;
+        use edgegw_ring::{Consumer, Producer, Readiness};
+        let ingress_path = daemon.ring_socket(ring);
+        let reply_path = daemon.reply_socket(ring);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = {
+            let seen = seen.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut consumer = Consumer::attach(&ingress_path).expect("attach ingress");
+                let mut producer = Producer::attach(&reply_path).expect("attach reply");
+                ready_tx.send(()).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while let Some(record) = consumer.read().expect("ring readable") {
+                        let bytes = record.payload().to_vec();
+                        let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+                        match record.record_type() {
+                            wire::OPEN => seen
+                                .lock()
+                                .unwrap()
+                                .opens
+                                .push(wire::OpenInfo::decode(&bytes).unwrap()),
+                            wire::CLOSE => {
+                                let reason = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+                                seen.lock().unwrap().closes.push((id, reason));
+                            }
+                            wire::DATA => {
+                                seen.lock().unwrap().data.push((id, bytes[8..].to_vec()));
+                                if reply != Reply::Silent {
+                                    loop {
+                                        match producer.send(wire::DATA, 0, &bytes) {
+                                            Ok(()) => break,
+                                            Err(edgegw_ring::Error::Full { .. }) => {
+                                                let _ = producer
+                                                    .wait_for_space(
+                                                        bytes.len(),
+                                                        Some(Duration::from_secs(1)),
+                                                    )
+                                                    .unwrap();
+                                            }
+                                            Err(e) => panic!("reply: {e}"),
+                                        }
+                                    }
+                                }
+                                if reply == Reply::EchoThenClose {
+                                    producer.send(wire::CLOSE, 0, &id.to_le_bytes()).unwrap();
+                                }
+                            }
+                            other => panic!("unexpected record type {other}"),
+                        }
+                    }
+                    consumer.release();
+                    if !delay.is_zero() {
+                        std::thread::sleep(delay);
+                    }
+                    match consumer.wait(Some(Duration::from_millis(50))).unwrap() {
+                        Readiness::Ready | Readiness::TimedOut => {}
+                        Readiness::PeerGone | Readiness::Finished => break,
+                    }
+                }
+            })
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("consumer attached");
+        TestConsumer {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn seen(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 10 s) until the consumer has seen what `condition` wants.
+    pub fn wait_for(&self, what: &str, condition: impl Fn(&Seen) -> bool) -> Seen {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.seen();
+            if condition(&seen) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs an async test body on a current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Asserts two byte strings are equal without printing megabytes: lengths and the first
+/// difference.
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: got {} bytes, want {}; first difference at byte {first}",
+        got.len(),
+        want.len()
+    );
+}

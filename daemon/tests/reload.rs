@@ -1,0 +1,216 @@
+//! Hot reload: `Daemon::reload` builds the new config beside the running one and swaps it in;
+//! established connections survive, a failed reload changes nothing and says why.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(extra_listener: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "tls"
+bind = ["127.0.0.1:0"]
+route = "app"
+  [[listener.certificate]]
+  cert = "{{dir}}/server.pem"
+  key = "{{dir}}/server.key"
+{extra_listener}
+[[route]]
+name = "app"
+ring = "app"
+[[ring]]
+name = "app"
+"#
+    )
+}
+
+fn install(dir: &std::path::Path, pki: &Pki, serial: u64) {
+    let (cert, key, _) = pki.issue(&["gw.example"], false, serial);
+    write(dir, "server.pem", &cert);
+    write(dir, "server.key", &key);
+}
+
+async fn echo_once(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, msg: &[u8]) {
+    tls.write_all(msg).await.unwrap();
+    let mut got = vec![0; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, msg);
+}
+
+#[test]
+fn reload_swaps_the_certificate_for_new_handshakes_and_keeps_established_connections() {
+    let old_ca = Pki::new("old CA");
+    let new_ca = Pki::new("new CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &old_ca, 1);
+    let mut daemon = TestDaemon::start_in(dir, &config("")).unwrap();
+    let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let trusts_old = client_config(std::slice::from_ref(&old_ca.ca_der), &[]);
+    let trusts_new = client_config(std::slice::from_ref(&new_ca.ca_der), &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut established = runtime
+        .block_on(connect(
+            daemon.addr("tls"),
+            trusts_old.clone(),
+            "gw.example",
+        ))
+        .unwrap();
+    runtime.block_on(echo_once(&mut established, b"before"));
+
+    install(daemon.dir.path(), &new_ca, 2);
+    daemon.reload(&config("")).expect("reload succeeds");
+
+    let _ = trusts_old;
+    runtime.block_on(async {
+        echo_once(&mut established, b"after the reload, same connection").await;
+        connect(daemon.addr("tls"), trusts_new, "gw.example")
+            .await
+            .expect("new certificate served");
+        // A client with no session to resume (resumption skips the certificate).
+        let fresh = client_config(std::slice::from_ref(&old_ca.ca_der), &[]);
+        let err = connect(daemon.addr("tls"), fresh, "gw.example")
+            .await
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+        echo_once(&mut established, b"still").await;
+    });
+}
+
+#[test]
+fn a_failed_reload_keeps_the_old_config_and_says_why() {
+    let ca = Pki::new("CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &ca, 1);
+    let mut daemon = TestDaemon::start_in(dir, &config("")).unwrap();
+    let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let trusts = client_config(std::slice::from_ref(&ca.ca_der), &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut established = runtime
+        .block_on(connect(daemon.addr("tls"), trusts.clone(), "gw.example"))
+        .unwrap();
+
+    // A key that belongs to another certificate.
+    let (_, other_key, _) = ca.issue(&["other.example"], false, 9);
+    let (new_cert, _, _) = ca.issue(&["gw.example"], false, 10);
+    write(daemon.dir.path(), "new.pem", &new_cert);
+    write(daemon.dir.path(), "other.key", &other_key);
+    let bad = config("")
+        .replace("server.pem", "new.pem")
+        .replace("server.key", "other.key");
+    let err = daemon.reload(&bad).unwrap_err();
+    assert!(
+        err.contains("edgegw.toml:") && err.contains("listener.certificate.key"),
+        "{err}"
+    );
+    assert!(err.contains("does not match the certificate"), "{err}");
+
+    // A syntax error, and a missing file: same story.
+    let err = daemon.reload("[[listener]\n").unwrap_err();
+    assert!(err.contains("edgegw.toml:"), "{err}");
+    let err = daemon
+        .reload(&config("").replace("server.pem", "missing.pem"))
+        .unwrap_err();
+    assert!(
+        err.contains("cannot read") && err.contains("missing.pem"),
+        "{err}"
+    );
+
+    runtime.block_on(async {
+        echo_once(&mut established, b"untouched").await;
+        connect(daemon.addr("tls"), trusts, "gw.example")
+            .await
+            .expect("old config still serves");
+    });
+}
+
+#[test]
+fn reload_adds_and_removes_listeners_and_keeps_their_connections() {
+    let ca = Pki::new("CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &ca, 1);
+    let mut daemon = TestDaemon::start_in(dir, &config("")).unwrap();
+    let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let trusts = client_config(std::slice::from_ref(&ca.ca_der), &[]);
+    let first = daemon.addr("tls");
+    let second_listener = r#"
+[[listener]]
+name = "second"
+bind = ["127.0.0.1:0"]
+route = "app"
+  [[listener.certificate]]
+  cert = "{dir}/server.pem"
+  key = "{dir}/server.key"
+"#;
+    daemon.reload(&config(second_listener)).unwrap();
+    assert_eq!(
+        daemon.addr("tls"),
+        first,
+        "the kept listener keeps its socket"
+    );
+    let second = daemon.addr("second");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut on_second = runtime
+        .block_on(connect(second, trusts.clone(), "gw.example"))
+        .unwrap();
+    runtime.block_on(echo_once(&mut on_second, b"second listener"));
+
+    daemon.reload(&config("")).unwrap();
+    runtime.block_on(async {
+        echo_once(
+            &mut on_second,
+            b"its listener is gone, the connection is not",
+        )
+        .await;
+        assert!(
+            connect(second, trusts.clone(), "gw.example").await.is_err(),
+            "no longer accepting"
+        );
+        connect(first, trusts, "gw.example").await.unwrap();
+    });
+}
+
+#[test]
+fn a_reload_that_cannot_bind_changes_nothing() {
+    let ca = Pki::new("CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &ca, 1);
+    let mut daemon = TestDaemon::start_in(dir, &config("")).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = format!(
+        "[[listener]]\nname = \"busy\"\nbind = [\"{}\"]\nroute = \"app\"\n  [[listener.certificate]]\n  cert = \"{{dir}}/server.pem\"\n  key = \"{{dir}}/server.key\"\n",
+        taken.local_addr().unwrap()
+    );
+    let err = daemon.reload(&config(&busy)).unwrap_err();
+    assert!(err.contains("cannot bind"), "{err}");
+    let bigger = config("").replace(
+        "[[ring]]\nname = \"app\"\n",
+        "[[ring]]\nname = \"app\"\ncapacity = \"2MiB\"\n",
+    );
+    let err = daemon.reload(&bigger).unwrap_err();
+    assert!(err.contains("capacity cannot change"), "{err}");
+    block_on(async {
+        connect(
+            daemon.addr("tls"),
+            client_config(std::slice::from_ref(&ca.ca_der), &[]),
+            "gw.example",
+        )
+        .await
+        .unwrap();
+    });
+}
