@@ -52,6 +52,10 @@ impl PooledBuf {
 
     /// Makes room for `additional` more bytes, taking a spare buffer if it has none.
     fn reserve(&mut self, additional: usize) {
+        if additional == 0 {
+            // An empty buffer must stay unallocated: idle connections hold nothing.
+            return;
+        }
         if self.bytes.capacity() == 0 {
             if let Some(spare) = SPARE.with(|s| s.borrow_mut().pop()) {
                 self.bytes = spare;
