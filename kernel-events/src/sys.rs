@@ -51,6 +51,13 @@ pub fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK))
 }
 
+/// Sets O_NONBLOCK on `fd` (for fds whose constructor cannot ask for it, like epoll's).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
 /// How a receive buffer request went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -158,6 +165,8 @@ impl PriorityPoll {
     /// Creates the epoll instance (close-on-exec).
     pub fn new() -> io::Result<Self> {
         let epoll = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC)?;
+        // Only ever waited on with a zero timeout, but non-blocking like every other fd here.
+        set_nonblocking(epoll.0.as_fd())?;
         Ok(PriorityPoll { epoll })
     }
 

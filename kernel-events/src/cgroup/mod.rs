@@ -19,7 +19,7 @@ mod mount;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use inotify::{EventMask, Inotify, WatchMask};
@@ -214,7 +214,11 @@ impl CgroupReader {
             return Ok(());
         }
         let open = |name: &str| -> Result<Option<File>> {
-            match File::open(path.join(name)) {
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path.join(name));
+            match opened {
                 Ok(f) => Ok(Some(f)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(format!("open {}/{name}", path.display()), e)),
