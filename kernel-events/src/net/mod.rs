@@ -342,13 +342,34 @@ impl NetReader {
         self.recovering = Some(reason);
         self.attempts = 0;
         self.buffered.clear();
+        self.discard_queued_events()?;
         self.start_dump()
+    }
+
+    /// Reads and drops everything queued on the event socket, up to EAGAIN.
+    ///
+    /// After an overflow the queue holds notifications *older* than the ones the kernel dropped;
+    /// replaying them after the dump would bring back stale state, so they are discarded (the
+    /// dump supersedes them). Reading the queue empty also clears the socket's congestion state:
+    /// until then the kernel drops further notifications without reporting ENOBUFS again. Every
+    /// notification read after this point is a complete suffix of the kernel's stream, so
+    /// replaying it over the dump converges to the true state.
+    fn discard_queued_events(&mut self) -> Result<()> {
+        loop {
+            match sys::receive(self.events.get_ref().as_fd(), &mut self.buf)
+                .map_err(|e| Error::io("drain rtnetlink event socket", e))?
+            {
+                Received::Empty => return Ok(()),
+                _ => continue,
+            }
+        }
     }
 
     /// ENOBUFS (or too much buffered) during a recovery: drop what we have, back off, redo.
     fn restart_recovery(&mut self) -> Result<()> {
         self.stats.restarted_recoveries += 1;
         self.buffered.clear();
+        self.discard_queued_events()?;
         self.attempts = self.attempts.saturating_add(1);
         let backoff = self
             .opts
