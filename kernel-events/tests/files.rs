@@ -186,8 +186,9 @@ fn tree_picks_up_new_subdirectories_and_their_files() {
             .build()
             .await
             .unwrap();
-        let mut model = FileModel::default();
-        model.entries = events.files().unwrap().clone();
+        let mut model = FileModel {
+            entries: events.files().unwrap().clone(),
+        };
         fs::create_dir_all(root.join("a/b/c")).unwrap();
         fs::write(root.join("a/b/c/deep.txt"), "x").unwrap();
         let got = collect_until_quiet(&mut events, QUIET).await;
