@@ -381,8 +381,14 @@ impl FileReader {
             self.plan_and_scan(i, &mut fresh, &mut degraded);
             scopes.push((spec_path, true));
         }
+        // Paths inside a spec that was re-read whole are covered already. (Only the few spec
+        // scopes are checked, so a burst of thousands of paths stays linear.)
+        let spec_scopes = scopes.len();
         for path in std::mem::take(&mut self.dirty_paths) {
-            if scopes.iter().any(|(s, _)| path.starts_with(s)) {
+            if scopes[..spec_scopes]
+                .iter()
+                .any(|(s, _)| path.starts_with(s))
+            {
                 continue;
             }
             let Some(i) = self.tree_spec_of(&path) else {
