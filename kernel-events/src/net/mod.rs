@@ -48,7 +48,7 @@ pub struct NetOptions {
     /// Longest backoff.
     pub max_backoff: Duration,
     /// Largest number of notifications buffered during one recovery before it is restarted
-    /// (bounds memory while a storm goes on). Default 65 536.
+    /// (bounds memory while a storm goes on: ~200 bytes each). Default 16 384.
     pub max_buffered: usize,
 }
 
@@ -58,7 +58,7 @@ impl Default for NetOptions {
             receive_buffer: 1 << 20,
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
-            max_buffered: 65_536,
+            max_buffered: 16_384,
         }
     }
 }
