@@ -210,6 +210,12 @@ impl KernelEvents {
         self.queue.pop_front()
     }
 
+    /// Whether a source is between `Resync` and `ResyncDone` right now (only the network
+    /// recovery spans several waits; the others resync within one step).
+    pub fn is_resyncing(&self) -> bool {
+        self.network.as_ref().is_some_and(|n| n.is_resyncing())
+    }
+
     /// Counters per source.
     pub fn counters(&self) -> &Counters {
         &self.counters

@@ -2,7 +2,7 @@
 //!
 //! System calls go through `nix`'s safe wrappers. The one `unsafe` operation of the crate is
 //! here: tokio's `AsyncFd::register_with_interest` is `unsafe` because tokio cannot check that
-//! the object keeps owning the same open fd for as long as it is registered. [`register`]
+//! the object keeps owning the same open fd for as long as it is registered. `register`
 //! accepts only types for which that holds by construction ([`StableFd`]).
 #![allow(unsafe_code)]
 

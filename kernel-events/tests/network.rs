@@ -25,6 +25,19 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
         run(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
+        // No duplicate address detection: otherwise the link-local addresses' local routes
+        // appear a second or so after the links come up, i.e. in the middle of a test.
+        for key in ["all", "default"] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns.name,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.accept_dad=0"),
+            ]);
+        }
         ns.ip(&["link", "add", "ve0", "type", "veth", "peer", "name", "ve1"]);
         ns.ip(&["link", "set", "lo", "up"]);
         ns.ip(&["link", "set", "ve0", "up"]);
@@ -136,11 +149,38 @@ fn run(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 struct Truth {
     addresses: BTreeSet<(u32, IpAddr, u8)>,
     /// (table, dst, dst_len, metric)
     routes: BTreeSet<(u32, Option<IpAddr>, u8, u32)>,
+}
+
+/// Prints only the differences, so a failure is readable.
+impl std::fmt::Debug for Truth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Truth {{ {} addresses, {} routes }}",
+            self.addresses.len(),
+            self.routes.len()
+        )
+    }
+}
+
+#[track_caller]
+fn assert_same(ours: &Truth, kernel: &Truth, what: &str) {
+    if ours != kernel {
+        let a_extra: Vec<_> = ours.addresses.difference(&kernel.addresses).collect();
+        let a_missing: Vec<_> = kernel.addresses.difference(&ours.addresses).collect();
+        let r_extra: Vec<_> = ours.routes.difference(&kernel.routes).collect();
+        let r_missing: Vec<_> = kernel.routes.difference(&ours.routes).collect();
+        panic!(
+            "{what}: model differs from the kernel\n addresses only in model: {a_extra:?}\n \
+             addresses only in kernel: {a_missing:?}\n routes only in model: {r_extra:?}\n \
+             routes only in kernel: {r_missing:?}"
+        );
+    }
 }
 
 fn route_key_of_ip_json(r: &serde_json::Value, v6: bool) -> (u32, Option<IpAddr>, u8, u32) {
@@ -290,7 +330,7 @@ fn enobufs_then_resync_matches_ip_addr_and_ip_route() {
             cmds.extend(route_commands("del", 300, "ve0"));
             cmds.extend(v6_commands("del", 40, "ve1"));
             ns.batch(&cmds);
-            let got = collect_until_quiet(&mut events, Duration::from_millis(700)).await;
+            let got = collect_until_settled(&mut events, Duration::from_millis(700)).await;
             got.iter().for_each(|e| model.apply(e));
             assert_well_formed(&got);
             assert!(
@@ -309,7 +349,7 @@ fn enobufs_then_resync_matches_ip_addr_and_ip_route() {
                 "{counters:?}"
             );
             let truth = ns.truth();
-            assert_eq!(truth_of(&model.0), truth, "model built from events");
+            assert_same(&truth_of(&model.0), &truth, "model built from events");
             assert_eq!(
                 truth_of(events.network().unwrap()),
                 truth,
@@ -348,13 +388,17 @@ fn changes_during_the_resync_are_not_lost() {
                 }
             }
             h.join().unwrap();
-            got.extend(collect_until_quiet(&mut events, Duration::from_millis(700)).await);
+            got.extend(collect_until_settled(&mut events, Duration::from_millis(700)).await);
             got.iter().for_each(|e| model.apply(e));
             assert_well_formed(&got);
             assert!(events.counters().get(Source::Network).resyncs >= 1);
             let truth = ns.truth();
-            assert_eq!(truth_of(&model.0), truth);
-            assert_eq!(truth_of(events.network().unwrap()), truth);
+            assert_same(&truth_of(&model.0), &truth, "model built from events");
+            assert_same(
+                &truth_of(events.network().unwrap()),
+                &truth,
+                "reader's own model",
+            );
         })
     });
 }
@@ -395,7 +439,7 @@ fn a_dump_interrupted_by_a_change_is_redone() {
                     break;
                 }
             }
-            got.extend(collect_until_quiet(&mut events, Duration::from_millis(700)).await);
+            got.extend(collect_until_settled(&mut events, Duration::from_millis(700)).await);
             got.iter().for_each(|e| model.apply(e));
             assert_well_formed(&got);
             let stats = events.network_stats().unwrap();
@@ -403,7 +447,7 @@ fn a_dump_interrupted_by_a_change_is_redone() {
                 stats.interrupted_dumps > 0,
                 "no dump was interrupted: {stats:?}"
             );
-            assert_eq!(truth_of(&model.0), ns.truth());
+            assert_same(&truth_of(&model.0), &ns.truth(), "model built from events");
         })
     });
 }
@@ -439,11 +483,11 @@ fn link_deletion_removes_its_addresses_and_silently_flushed_ipv4_routes() {
             ns.ip(&["link", "set", "ve0", "down"]);
             let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
             got.iter().for_each(|e| model.apply(e));
-            assert_eq!(truth_of(&model.0), ns.truth(), "after link down: {got:#?}");
+            assert_same(&truth_of(&model.0), &ns.truth(), "after link down");
             ns.ip(&["link", "del", "ve0"]);
             let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
             got.iter().for_each(|e| model.apply(e));
-            assert_eq!(truth_of(&model.0), ns.truth(), "after link delete");
+            assert_same(&truth_of(&model.0), &ns.truth(), "after link delete");
             assert!(model.0.link_by_name("ve0").is_none());
             assert!(
                 model.0.link_by_name("ve1").is_none(),

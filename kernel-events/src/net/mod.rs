@@ -213,6 +213,11 @@ impl NetReader {
         [self.events.get_ref().as_fd(), self.dumps.get_ref().as_fd()]
     }
 
+    /// Whether a recovery announced by a `Resync` is running.
+    pub(crate) fn is_resyncing(&self) -> bool {
+        self.recovering.is_some()
+    }
+
     /// Whether a recovery (or the initial dump) is running.
     pub(crate) fn is_recovering(&self) -> bool {
         !matches!(self.phase, Phase::Live)
@@ -225,8 +230,9 @@ impl NetReader {
             _ => None,
         };
         let dumping = matches!(self.phase, Phase::Dumping { .. });
+        // Unbiased (random) order: during a storm the event socket is ready on every pass and
+        // must not starve the dump that ends the recovery.
         let wake = tokio::select! {
-            biased;
             r = self.events.readable() => {
                 // Cleared before reading until EAGAIN: anything arriving after our last EAGAIN
                 // sets it again, so no wake-up is lost.

@@ -44,6 +44,25 @@ pub async fn collect_until_quiet(events: &mut KernelEvents, quiet: Duration) -> 
     out
 }
 
+/// Collects events until `quiet` passes without one *and* no resync is in progress (a recovery
+/// in backoff can be quiet for longer than `quiet`). Gives up after 60 s.
+pub async fn collect_until_settled(events: &mut KernelEvents, quiet: Duration) -> Vec<Event> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(quiet, events.next()).await {
+            Ok(r) => out.push(r.expect("reader failed")),
+            Err(_) if !events.is_resyncing() => return out,
+            Err(_) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "resync never finished: {:?}",
+            events.network_stats()
+        );
+    }
+}
+
 /// A consumer-side model of files, built only from events.
 #[derive(Debug, Default)]
 pub struct FileModel {
