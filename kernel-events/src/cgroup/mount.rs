@@ -1,0 +1,103 @@
+//! Finding the cgroup2 mount and checking that paths lie inside it.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// The mount point of the cgroup2 file system, from /proc/self/mountinfo (never hard-coded:
+/// it is /sys/fs/cgroup on unified hosts and /sys/fs/cgroup/unified on hybrid ones).
+pub fn cgroup2_mount() -> Result<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
+    find_cgroup2(&text).ok_or(Error::NoCgroup2Mount)
+}
+
+/// Parses mountinfo: the mount point is field 5; the file system type follows the " - ".
+fn find_cgroup2(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mount_point = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as three octal digits.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            let digits = &bytes[i + 1..i + 4];
+            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let v = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                out.push(v as u8);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Resolves a cgroup given as a path inside the mount (absolute) or relative to the mount
+/// (e.g. "system.slice/edgegw.service"). It must exist and lie inside the mount.
+pub(crate) fn resolve(mount: &Path, cgroup: &Path) -> Result<PathBuf> {
+    let joined = if cgroup.is_absolute() {
+        cgroup.to_path_buf()
+    } else {
+        mount.join(cgroup)
+    };
+    let outside = || Error::OutsideCgroup2 {
+        path: cgroup.to_path_buf(),
+        mount: mount.to_path_buf(),
+    };
+    let canonical = std::fs::canonicalize(&joined).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound && !joined.starts_with(mount) {
+            outside()
+        } else {
+            Error::io(format!("resolve cgroup {}", joined.display()), e)
+        }
+    })?;
+    let mount = std::fs::canonicalize(mount).map_err(|e| Error::io("resolve cgroup2 mount", e))?;
+    if !canonical.starts_with(&mount) || !canonical.is_dir() {
+        return Err(outside());
+    }
+    Ok(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup2_mount_is_found_in_a_hybrid_layout() {
+        let text = "24 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    31 24 0:27 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n\
+                    41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                    42 31 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            find_cgroup2(text),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn escaped_mount_points_are_unescaped() {
+        let text = "41 31 0:38 / /mnt/my\\040cgroups rw shared:1 - cgroup2 none rw\n";
+        assert_eq!(find_cgroup2(text), Some(PathBuf::from("/mnt/my cgroups")));
+    }
+
+    #[test]
+    fn no_cgroup2_line_gives_none() {
+        let text = "42 31 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(find_cgroup2(text), None);
+    }
+}

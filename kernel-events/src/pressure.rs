@@ -1,0 +1,366 @@
+//! Memory pressure (PSI): a kernel trigger where allowed, a slow poll of the averages otherwise.
+//!
+//! A trigger is armed by writing "some|full <stall µs> <window µs>" to `memory.pressure` (of a
+//! cgroup, or /proc/pressure/memory for the system); the kernel then wakes pollers with EPOLLPRI
+//! at most once per window while the stall threshold is exceeded. Without CAP_SYS_RESOURCE the
+//! kernel refuses (EINVAL) windows that are not a multiple of 2 s, so a refused window is retried
+//! rounded up to the next 2 s multiple; if that is refused too, or PSI is absent, the averages are
+//! polled. The mode in force is reported as the reader's first event and by
+//! [`crate::KernelEvents::pressure_mode`]. In either mode a slow safety poll of the averages
+//! notices the end of a stall (`Relieved`), which triggers do not signal.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::time::Instant;
+
+use crate::event::{Emitter, EventKind, Source};
+use crate::{Error, Result};
+
+/// Whose memory pressure to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum PressureTarget {
+    /// The whole system: /proc/pressure/memory.
+    System,
+    /// One cgroup (path inside the cgroup2 mount, or relative to it): its memory.pressure.
+    Cgroup(PathBuf),
+}
+
+/// Which PSI line the threshold applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum StallKind {
+    /// Some task stalled on memory.
+    Some,
+    /// All non-idle tasks stalled at once.
+    Full,
+}
+
+/// Tuning of the pressure reader.
+#[derive(Debug, Clone)]
+pub struct PressureOptions {
+    /// Whose pressure.
+    pub target: PressureTarget,
+    /// `some` or `full`.
+    pub kind: StallKind,
+    /// Stall time within `window` that counts as pressure (default 150 ms).
+    pub stall: Duration,
+    /// Trigger window (default 2 s, which the kernel accepts without CAP_SYS_RESOURCE).
+    pub window: Duration,
+    /// Period of the averages poll: the fallback's sampling period, and the safety poll that
+    /// notices relief in trigger mode (default 5 s).
+    pub poll_interval: Duration,
+}
+
+impl Default for PressureOptions {
+    fn default() -> Self {
+        PressureOptions {
+            target: PressureTarget::System,
+            kind: StallKind::Some,
+            stall: Duration::from_millis(150),
+            window: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How the reader learns about pressure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "mode", rename_all = "snake_case"))]
+pub enum PressureMode {
+    /// A kernel trigger is armed.
+    Trigger {
+        /// Stall threshold, µs.
+        stall_us: u64,
+        /// Window actually armed, µs (rounded up to 2 s multiples if the asked one was refused).
+        window_us: u64,
+    },
+    /// The averages are polled because the trigger was refused.
+    Poll {
+        /// Polling period, ms.
+        interval_ms: u64,
+        /// Why no trigger: the kernel's error.
+        reason: String,
+    },
+}
+
+/// PSI averages (percent) and total stall time (µs) for `some` and `full`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PressureAverages {
+    /// `some avg10`.
+    pub some_avg10: f64,
+    /// `some avg60`.
+    pub some_avg60: f64,
+    /// `some avg300`.
+    pub some_avg300: f64,
+    /// `some total`, µs.
+    pub some_total_us: u64,
+    /// `full avg10`.
+    pub full_avg10: f64,
+    /// `full avg60`.
+    pub full_avg60: f64,
+    /// `full avg300`.
+    pub full_avg300: f64,
+    /// `full total`, µs.
+    pub full_total_us: u64,
+}
+
+/// A pressure change.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum PressureEvent {
+    /// The reader's mode (first event of the source).
+    Mode {
+        /// Whose pressure.
+        target: PressureTarget,
+        /// Trigger or poll.
+        mode: PressureMode,
+    },
+    /// The stall threshold was exceeded (trigger fired, or the polled average crossed it).
+    Stalled {
+        /// Whose pressure.
+        target: PressureTarget,
+        /// The averages read right after.
+        averages: PressureAverages,
+    },
+    /// The polled 10 s average fell back under the threshold.
+    Relieved {
+        /// Whose pressure.
+        target: PressureTarget,
+        /// The averages read.
+        averages: PressureAverages,
+    },
+}
+
+pub(crate) struct PressureReader {
+    opts: PressureOptions,
+    file: AsyncFd<File>,
+    mode: PressureMode,
+    announced: bool,
+    stalled: bool,
+    next_poll: Instant,
+}
+
+impl PressureReader {
+    pub(crate) fn new(mut opts: PressureOptions) -> Result<Self> {
+        if opts.stall.is_zero() || opts.stall > opts.window {
+            return Err(Error::InvalidOption(
+                "pressure stall must be non-zero and at most the window".into(),
+            ));
+        }
+        let path = match &opts.target {
+            PressureTarget::System => PathBuf::from("/proc/pressure/memory"),
+            PressureTarget::Cgroup(cg) => {
+                let mount = crate::cgroup::cgroup2_mount()?;
+                let dir = crate::cgroup::resolve(&mount, cg)?;
+                opts.target = PressureTarget::Cgroup(dir.clone());
+                dir.join("memory.pressure")
+            }
+        };
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| Error::io(format!("open {}", path.display()), e))
+        };
+        let stall_us = opts.stall.as_micros() as u64;
+        let asked_us = opts.window.as_micros() as u64;
+        let two_s = 2_000_000;
+        let mut windows = vec![asked_us];
+        if !asked_us.is_multiple_of(two_s) {
+            windows.push(asked_us.div_ceil(two_s) * two_s);
+        }
+        let mut last_error = String::new();
+        let mut armed = None;
+        for window_us in windows {
+            let mut file = open(true)?;
+            let kind = match opts.kind {
+                StallKind::Some => "some",
+                StallKind::Full => "full",
+            };
+            match file.write_all(format!("{kind} {stall_us} {window_us}\0").as_bytes()) {
+                Ok(()) => {
+                    armed = Some((file, window_us));
+                    break;
+                }
+                Err(e) => last_error = format!("trigger \"{kind} {stall_us} {window_us}\": {e}"),
+            }
+        }
+        let (file, mode) = match armed {
+            Some((file, window_us)) => (
+                file,
+                PressureMode::Trigger {
+                    stall_us,
+                    window_us,
+                },
+            ),
+            None => (
+                open(false)?,
+                PressureMode::Poll {
+                    interval_ms: opts.poll_interval.as_millis() as u64,
+                    reason: last_error,
+                },
+            ),
+        };
+        let file = crate::sys::register(file, Interest::PRIORITY)
+            .map_err(|e| Error::io("register pressure fd", e))?;
+        Ok(PressureReader {
+            next_poll: Instant::now() + opts.poll_interval,
+            opts,
+            file,
+            mode,
+            announced: false,
+            stalled: false,
+        })
+    }
+
+    pub(crate) fn mode(&self) -> &PressureMode {
+        &self.mode
+    }
+
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.get_ref().as_raw_fd()
+    }
+
+    /// Reads the averages afresh.
+    pub(crate) fn averages(&self) -> Result<PressureAverages> {
+        let mut buf = [0u8; 512];
+        let n = self
+            .file
+            .get_ref()
+            .read_at(&mut buf, 0)
+            .map_err(|e| Error::io("read memory pressure", e))?;
+        Ok(parse_averages(&String::from_utf8_lossy(&buf[..n])))
+    }
+
+    fn threshold_percent(&self) -> f64 {
+        self.opts.stall.as_secs_f64() * 100.0 / self.opts.window.as_secs_f64()
+    }
+
+    fn current(&self, a: &PressureAverages) -> f64 {
+        match self.opts.kind {
+            StallKind::Some => a.some_avg10,
+            StallKind::Full => a.full_avg10,
+        }
+    }
+
+    /// Waits for the trigger or the poll timer; returns whether the trigger fired. Cancel-safe.
+    pub(crate) async fn wait(&mut self) -> Result<bool> {
+        if !self.announced {
+            return Ok(false);
+        }
+        let triggered = matches!(self.mode, PressureMode::Trigger { .. });
+        let fired = tokio::select! {
+            guard = self.file.ready(Interest::PRIORITY), if triggered => {
+                let mut guard = guard.map_err(|e| Error::io("wait for pressure trigger", e))?;
+                guard.clear_ready();
+                true
+            }
+            _ = tokio::time::sleep_until(self.next_poll) => false,
+        };
+        Ok(fired)
+    }
+
+    /// Reports the mode, a fired trigger, or what the poll found.
+    pub(crate) fn handle(&mut self, fired: bool, out: &mut Emitter<'_>) -> Result<()> {
+        let target = self.opts.target.clone();
+        if !self.announced {
+            self.announced = true;
+            out.emit(
+                Source::Pressure,
+                EventKind::Pressure(PressureEvent::Mode {
+                    target,
+                    mode: self.mode.clone(),
+                }),
+            );
+            return Ok(());
+        }
+        let triggered = matches!(self.mode, PressureMode::Trigger { .. });
+        if !fired && Instant::now() < self.next_poll {
+            return Ok(());
+        }
+        let averages = self.averages()?;
+        if fired {
+            self.stalled = true;
+            out.emit(
+                Source::Pressure,
+                EventKind::Pressure(PressureEvent::Stalled { target, averages }),
+            );
+            return Ok(());
+        }
+        self.next_poll = Instant::now() + self.opts.poll_interval;
+        let above = self.current(&averages) >= self.threshold_percent();
+        if above && !self.stalled && !triggered {
+            self.stalled = true;
+            out.emit(
+                Source::Pressure,
+                EventKind::Pressure(PressureEvent::Stalled { target, averages }),
+            );
+        } else if !above && self.stalled {
+            self.stalled = false;
+            out.emit(
+                Source::Pressure,
+                EventKind::Pressure(PressureEvent::Relieved { target, averages }),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull ...".
+fn parse_averages(text: &str) -> PressureAverages {
+    let mut a = PressureAverages::default();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let which = fields.next();
+        for field in fields {
+            let Some((k, v)) = field.split_once('=') else {
+                continue;
+            };
+            match (which, k) {
+                (Some("some"), "avg10") => a.some_avg10 = v.parse().unwrap_or(0.0),
+                (Some("some"), "avg60") => a.some_avg60 = v.parse().unwrap_or(0.0),
+                (Some("some"), "avg300") => a.some_avg300 = v.parse().unwrap_or(0.0),
+                (Some("some"), "total") => a.some_total_us = v.parse().unwrap_or(0),
+                (Some("full"), "avg10") => a.full_avg10 = v.parse().unwrap_or(0.0),
+                (Some("full"), "avg60") => a.full_avg60 = v.parse().unwrap_or(0.0),
+                (Some("full"), "avg300") => a.full_avg300 = v.parse().unwrap_or(0.0),
+                (Some("full"), "total") => a.full_total_us = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_parse_both_lines() {
+        let a = parse_averages(
+            "some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\n\
+             full avg10=0.75 avg60=0.00 avg300=0.00 total=99\n",
+        );
+        assert_eq!(a.some_avg10, 1.5);
+        assert_eq!(a.some_total_us, 1234);
+        assert_eq!(a.full_avg10, 0.75);
+        assert_eq!(a.full_total_us, 99);
+    }
+}

@@ -1,0 +1,350 @@
+//! The cgroup and pressure readers against real cgroups under the cgroup2 mount: populated
+//! 1 -> 0, freeze and thaw, removal reported once, children, an inotify overflow, an OOM kill
+//! where the memory controller exists, PSI trigger or poll. Root only, except the bad-input test.
+//! The tests of this binary are serialized: one of them lowers fs.inotify.max_queued_events.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use edgegw_kernel_events::cgroup::{cgroup2_mount, CgroupEvent};
+use edgegw_kernel_events::pressure::{
+    PressureEvent, PressureMode, PressureOptions, PressureTarget,
+};
+use edgegw_kernel_events::{Error, Event, EventKind, KernelEvents, ResyncReason};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A cgroup directory tree made for one test; processes killed and directories removed on drop.
+struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    fn new(tag: &str) -> TestCgroup {
+        let mount = cgroup2_mount().expect("cgroup2 mount");
+        let path = mount.join(format!("edgegw-ke-{tag}-{}", std::process::id()));
+        remove_tree(&path);
+        fs::create_dir(&path).expect("mkdir cgroup");
+        TestCgroup { path }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        remove_tree(&self.path);
+    }
+}
+
+/// Kills everything in a cgroup tree and removes it, deepest first.
+fn remove_tree(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let _ = fs::write(path.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        let mut dirs = vec![];
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(e.path());
+                }
+            }
+            dirs.push(d);
+        }
+        dirs.reverse();
+        for d in &dirs {
+            let _ = fs::remove_dir(d);
+        }
+        if !path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `program` inside the cgroup (the shell moves itself in, then execs).
+fn spawn_in(cgroup: &Path, program: &str) -> Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}/cgroup.procs' && exec {program}",
+            cgroup.display()
+        ))
+        .spawn()
+        .expect("spawn sh")
+}
+
+async fn wait_for(
+    events: &mut KernelEvents,
+    what: &str,
+    mut pred: impl FnMut(&CgroupEvent) -> bool,
+) -> Vec<Event> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = next_within(events, left, what).await;
+        let done = matches!(&e.kind, EventKind::Cgroup(c) if pred(c));
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups under the cgroup2 mount"]
+fn populated_frozen_and_removal_follow_the_cgroup_lifecycle() {
+    require_root("creates cgroups under the cgroup2 mount");
+    let _serial = serial();
+    let parent = TestCgroup::new("life");
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .cgroup(&parent.path)
+            .cgroup_children(&parent.path)
+            .build()
+            .await
+            .unwrap();
+        assert_all_nonblocking(&events);
+        let child = parent.path.join("job");
+        fs::create_dir(&child).unwrap();
+        wait_for(
+            &mut events,
+            "child added",
+            |c| matches!(c, CgroupEvent::ChildAdded { child: ch, .. } if *ch == child),
+        )
+        .await;
+        assert_eq!(
+            events
+                .cgroup_children(&parent.path)
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![&child]
+        );
+        let mut proc = spawn_in(&child, "sleep 60");
+        wait_for(
+            &mut events,
+            "populated=1",
+            |c| matches!(c, CgroupEvent::Populated { path, populated: true } if *path == child),
+        )
+        .await;
+        assert!(events.cgroups()[&child].populated);
+        proc.kill().unwrap();
+        proc.wait().unwrap();
+        wait_for(
+            &mut events,
+            "populated=0",
+            |c| matches!(c, CgroupEvent::Populated { path, populated: false } if *path == child),
+        )
+        .await;
+        fs::write(child.join("cgroup.freeze"), "1").unwrap();
+        wait_for(
+            &mut events,
+            "frozen=1",
+            |c| matches!(c, CgroupEvent::Frozen { path, frozen: true } if *path == child),
+        )
+        .await;
+        fs::write(child.join("cgroup.freeze"), "0").unwrap();
+        wait_for(
+            &mut events,
+            "frozen=0",
+            |c| matches!(c, CgroupEvent::Frozen { path, frozen: false } if *path == child),
+        )
+        .await;
+        fs::remove_dir(&child).unwrap();
+        let mut seen = wait_for(
+            &mut events,
+            "child removed",
+            |c| matches!(c, CgroupEvent::ChildRemoved { child: ch, .. } if *ch == child),
+        )
+        .await;
+        seen.extend(collect_until_quiet(&mut events, Duration::from_millis(300)).await);
+        let removed = seen
+            .iter()
+            .filter(|e| matches!(&e.kind, EventKind::Cgroup(CgroupEvent::Removed { path }) if *path == child))
+            .count();
+        assert_eq!(removed, 1, "removal reported exactly once: {seen:#?}");
+        assert!(!events.cgroups().contains_key(&child));
+        assert_well_formed(&seen);
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups and lowers fs.inotify.max_queued_events"]
+fn children_created_during_an_inotify_overflow_are_found_by_the_resync() {
+    require_root("creates cgroups and lowers fs.inotify.max_queued_events");
+    let _serial = serial();
+    let parent = TestCgroup::new("overflow");
+    block_on(async {
+        let mut events = {
+            let old = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events").unwrap();
+            struct Restore(String);
+            impl Drop for Restore {
+                fn drop(&mut self) {
+                    fs::write("/proc/sys/fs/inotify/max_queued_events", self.0.trim()).unwrap();
+                }
+            }
+            let _restore = Restore(old);
+            fs::write("/proc/sys/fs/inotify/max_queued_events", "16").unwrap();
+            KernelEvents::builder()
+                .cgroup_children(&parent.path)
+                .build()
+                .await
+                .unwrap()
+        };
+        for i in 0..60 {
+            fs::create_dir(parent.path.join(format!("c{i:02}"))).unwrap();
+        }
+        let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
+        assert_well_formed(&got);
+        assert!(
+            got.iter().any(|e| matches!(
+                e.kind,
+                EventKind::Resync {
+                    reason: ResyncReason::QueueOverflow,
+                    ..
+                }
+            )),
+            "{got:#?}"
+        );
+        let truth: std::collections::BTreeSet<PathBuf> = fs::read_dir(&parent.path)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(truth.len(), 60);
+        assert_eq!(events.cgroup_children(&parent.path).unwrap(), &truth);
+        let added = got
+            .iter()
+            .filter(|e| matches!(&e.kind, EventKind::Cgroup(CgroupEvent::ChildAdded { .. })))
+            .count();
+        assert_eq!(added, 60, "each child reported once");
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups and runs a process into the OOM killer"]
+fn oom_kill_in_a_small_memory_max_gives_an_oom_kill_delta_of_one() {
+    require_root("creates cgroups and runs a process into the OOM killer");
+    let _serial = serial();
+    let mount = cgroup2_mount().unwrap();
+    let controllers = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        eprintln!(
+            "SKIPPED the OOM part: the memory controller is not available in cgroup v2 on this \
+             machine ({}/cgroup.controllers = {:?}; it is probably bound to cgroup v1)",
+            mount.display(),
+            controllers.trim()
+        );
+        return;
+    }
+    let parent = TestCgroup::new("oom");
+    for dir in [&mount, &parent.path] {
+        fs::write(dir.join("cgroup.subtree_control"), "+memory").expect("enable memory controller");
+    }
+    let child = parent.path.join("victim");
+    fs::create_dir(&child).unwrap();
+    fs::write(child.join("memory.max"), (16u64 << 20).to_string()).unwrap();
+    let _ = fs::write(child.join("memory.swap.max"), "0");
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .cgroup(&child)
+            .build()
+            .await
+            .unwrap();
+        assert!(events.cgroups()[&child].memory_events);
+        let mut proc = spawn_in(&child, "tail /dev/zero");
+        let status = proc.wait().unwrap();
+        assert!(!status.success(), "the memory hog must be killed");
+        let mut oom_kills = 0;
+        let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
+        for e in &got {
+            if let EventKind::Cgroup(CgroupEvent::Memory { deltas, .. }) = &e.kind {
+                oom_kills += deltas.get("oom_kill").copied().unwrap_or(0);
+            }
+        }
+        assert_eq!(oom_kills, 1, "{got:#?}");
+        assert_eq!(events.cgroups()[&child].memory.get("oom_kill"), Some(&1));
+    });
+}
+
+#[test]
+#[ignore = "needs root: arms PSI triggers and creates a cgroup"]
+fn pressure_reader_reports_trigger_or_poll_mode() {
+    require_root("arms PSI triggers and creates a cgroup");
+    let _serial = serial();
+    if !Path::new("/proc/pressure/memory").exists() {
+        eprintln!("SKIPPED: PSI is not enabled in this kernel (no /proc/pressure/memory)");
+        return;
+    }
+    let cg = TestCgroup::new("psi");
+    for target in [
+        PressureTarget::System,
+        PressureTarget::Cgroup(cg.path.clone()),
+    ] {
+        // A 1 s window: refused without CAP_SYS_RESOURCE, accepted rounded up to 2 s.
+        let opts = PressureOptions {
+            target: target.clone(),
+            window: Duration::from_secs(1),
+            stall: Duration::from_millis(100),
+            ..PressureOptions::default()
+        };
+        block_on(async {
+            let mut events = KernelEvents::builder()
+                .pressure(opts)
+                .build()
+                .await
+                .unwrap();
+            assert_all_nonblocking(&events);
+            let first = next_within(&mut events, WAIT, "the mode").await;
+            let EventKind::Pressure(PressureEvent::Mode { mode, .. }) = &first.kind else {
+                panic!("first pressure event is the mode: {first:?}");
+            };
+            assert_eq!(Some(mode), events.pressure_mode());
+            match mode {
+                PressureMode::Trigger { window_us, .. } => {
+                    eprintln!("PSI {target:?}: trigger armed with a {window_us} us window");
+                    assert!(*window_us == 1_000_000 || *window_us == 2_000_000);
+                }
+                PressureMode::Poll { reason, .. } => {
+                    eprintln!("PSI {target:?}: trigger refused, polling ({reason})");
+                    assert!(!reason.is_empty());
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn cgroup_outside_the_cgroup2_mount_is_a_clear_error() {
+    let Ok(mount) = cgroup2_mount() else {
+        eprintln!("SKIPPED: no cgroup2 mount on this machine");
+        return;
+    };
+    let err = block_on(KernelEvents::builder().cgroup("/tmp").build()).unwrap_err();
+    match &err {
+        Error::OutsideCgroup2 { mount: m, .. } => assert_eq!(m, &mount),
+        other => panic!("expected OutsideCgroup2, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("outside the cgroup2 mount"),
+        "{err}"
+    );
+    let err = block_on(KernelEvents::builder().cgroup("/nonexistent/x").build()).unwrap_err();
+    assert!(matches!(err, Error::OutsideCgroup2 { .. }), "{err:?}");
+}

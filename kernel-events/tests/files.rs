@@ -1,0 +1,370 @@
+//! The file reader: atomic saves, sed -i, editor swap files, the Kubernetes symlink swap,
+//! trees with new subdirectories, missing paths, lost roots. No root needed.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use edgegw_kernel_events::files::{FileEvent, FileOptions, MissingPath};
+use edgegw_kernel_events::{Change, Event, EventKind, KernelEvents, ResyncReason};
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Longer than the debounce: after this much quiet no more events are coming.
+const QUIET: Duration = Duration::from_millis(700);
+
+/// A debounce long enough that a loaded 2-core CI machine never splits one save in two.
+fn patient() -> FileOptions {
+    FileOptions {
+        debounce: Duration::from_millis(250),
+        max_delay: Duration::from_secs(2),
+        ..FileOptions::default()
+    }
+}
+
+fn entries_for<'a>(events: &'a [Event], path: &Path) -> Vec<&'a Event> {
+    events
+        .iter()
+        .filter(
+            |e| matches!(&e.kind, EventKind::File(FileEvent::Entry { path: p, .. }) if p == path),
+        )
+        .collect()
+}
+
+fn change_of(e: &Event) -> Change {
+    match &e.kind {
+        EventKind::File(FileEvent::Entry { change, .. }) => *change,
+        other => panic!("not a file entry: {other:?}"),
+    }
+}
+
+/// Runs `act` against a reader watching `file`; returns every event until quiet.
+fn events_for_single_file(
+    dir: &Path,
+    file: &Path,
+    act: impl FnOnce(),
+) -> (Vec<Event>, KernelEvents) {
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_file(file)
+            .file_options(patient())
+            .build()
+            .await
+            .expect("build");
+        assert!(events.files().unwrap().contains_key(file) || !file.exists());
+        act();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        let _ = dir;
+        (got, events)
+    })
+}
+
+#[test]
+fn atomic_save_gives_exactly_one_change_with_the_new_identity() {
+    let dir = TempDir::new("atomic");
+    let file = dir.path().join("cert.pem");
+    fs::write(&file, "old").unwrap();
+    let (got, events) = events_for_single_file(dir.path(), &file, || {
+        let tmp = dir.path().join(".cert.pem.tmp");
+        fs::write(&tmp, "new contents").unwrap();
+        fs::rename(&tmp, &file).unwrap();
+    });
+    let mine = entries_for(&got, &file);
+    assert_eq!(mine.len(), 1, "exactly one change: {got:#?}");
+    assert_eq!(change_of(mine[0]), Change::Changed);
+    let EventKind::File(FileEvent::Entry {
+        identity: Some(id), ..
+    }) = &mine[0].kind
+    else {
+        panic!()
+    };
+    let meta = fs::metadata(&file).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((id.ino, id.size), (meta.ino(), 12));
+    assert_eq!(events.files().unwrap()[&file], *id);
+    assert_well_formed(&got);
+}
+
+#[test]
+fn sed_in_place_gives_exactly_one_change() {
+    let dir = TempDir::new("sed");
+    let file = dir.path().join("edgegw.toml");
+    fs::write(&file, "port = 1\n").unwrap();
+    let (got, _) = events_for_single_file(dir.path(), &file, || {
+        let status = std::process::Command::new("sed")
+            .args(["-i", "s/1/2/"])
+            .arg(&file)
+            .status()
+            .expect("run sed");
+        assert!(status.success());
+    });
+    let mine = entries_for(&got, &file);
+    assert_eq!(mine.len(), 1, "{got:#?}");
+    assert_eq!(change_of(mine[0]), Change::Changed);
+}
+
+#[test]
+fn editor_swap_file_and_backup_dance_gives_exactly_one_change() {
+    let dir = TempDir::new("vim");
+    let file = dir.path().join("edgegw.toml");
+    fs::write(&file, "a = 1\n").unwrap();
+    let (got, _) = events_for_single_file(dir.path(), &file, || {
+        // What vim does with backupcopy=no: swap file, rename original to a backup, write the
+        // new file, remove the backup and the swap file.
+        let swap = dir.path().join(".edgegw.toml.swp");
+        fs::write(&swap, "swap").unwrap();
+        let backup = dir.path().join("edgegw.toml~");
+        fs::rename(&file, &backup).unwrap();
+        fs::write(&file, "a = 2\n").unwrap();
+        fs::remove_file(&backup).unwrap();
+        fs::remove_file(&swap).unwrap();
+    });
+    let mine = entries_for(&got, &file);
+    assert_eq!(mine.len(), 1, "{got:#?}");
+    assert_eq!(change_of(mine[0]), Change::Changed);
+    // Files the editor used on the side are not watched paths.
+    assert_eq!(got.len(), 1, "only the watched path is reported: {got:#?}");
+}
+
+#[test]
+fn kubernetes_configmap_symlink_swap_gives_exactly_one_change() {
+    let dir = TempDir::new("k8s");
+    let d = dir.path();
+    // The layout the kubelet writes: key -> ..data/key, ..data -> ..<timestamp> directory.
+    fs::create_dir(d.join("..2024_01_01")).unwrap();
+    fs::write(d.join("..2024_01_01/tls.crt"), "v1").unwrap();
+    symlink("..2024_01_01", d.join("..data")).unwrap();
+    symlink("..data/tls.crt", d.join("tls.crt")).unwrap();
+    let file = d.join("tls.crt");
+    let (got, events) = events_for_single_file(d, &file, || {
+        fs::create_dir(d.join("..2024_01_02")).unwrap();
+        fs::write(d.join("..2024_01_02/tls.crt"), "v2 longer").unwrap();
+        symlink("..2024_01_02", d.join("..data_tmp")).unwrap();
+        fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        fs::remove_dir_all(d.join("..2024_01_01")).unwrap();
+    });
+    let mine = entries_for(&got, &file);
+    assert_eq!(mine.len(), 1, "{got:#?}");
+    assert_eq!(change_of(mine[0]), Change::Changed);
+    assert_eq!(events.files().unwrap()[&file].size, 9);
+}
+
+#[test]
+fn symlink_into_another_directory_is_followed_when_that_link_changes() {
+    // certbot: /etc/edgegw/cert.pem -> live/cert.pem -> ../archive/certN.pem
+    let dir = TempDir::new("certbot");
+    let d = dir.path();
+    fs::create_dir_all(d.join("archive")).unwrap();
+    fs::create_dir_all(d.join("live")).unwrap();
+    fs::create_dir_all(d.join("etc")).unwrap();
+    fs::write(d.join("archive/cert1.pem"), "one").unwrap();
+    symlink("../archive/cert1.pem", d.join("live/cert.pem")).unwrap();
+    symlink(d.join("live/cert.pem"), d.join("etc/cert.pem")).unwrap();
+    let file = d.join("etc/cert.pem");
+    let (got, _) = events_for_single_file(d, &file, || {
+        fs::write(d.join("archive/cert2.pem"), "two!").unwrap();
+        symlink("../archive/cert2.pem", d.join("live/cert.pem.new")).unwrap();
+        fs::rename(d.join("live/cert.pem.new"), d.join("live/cert.pem")).unwrap();
+    });
+    let mine = entries_for(&got, &file);
+    assert_eq!(mine.len(), 1, "{got:#?}");
+    assert_eq!(change_of(mine[0]), Change::Changed);
+}
+
+#[test]
+fn tree_picks_up_new_subdirectories_and_their_files() {
+    let dir = TempDir::new("tree");
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_tree(&root)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel {
+            entries: events.files().unwrap().clone(),
+        };
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        fs::write(root.join("a/b/c/deep.txt"), "x").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        // Created after the first wait: the new directories must be watched by now.
+        fs::write(root.join("a/b/c/later.txt"), "y").unwrap();
+        fs::remove_file(root.join("a/b/c/deep.txt")).unwrap();
+        let got2 = collect_until_quiet(&mut events, QUIET).await;
+        got2.iter().for_each(|e| model.apply(e));
+        let truth = walk(&root);
+        assert_eq!(model.entries.keys().cloned().collect::<Vec<_>>(), truth);
+        assert_eq!(&model.entries, events.files().unwrap());
+        assert_eq!(events.file_watch_count(), 4, "root, a, a/b, a/b/c");
+        assert_all_nonblocking(&events);
+    });
+}
+
+/// Every path in a tree, root included, sorted (what a fresh walk sees).
+pub fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn missing_file_is_reported_when_it_appears_deep_below_an_existing_ancestor() {
+    let dir = TempDir::new("missing");
+    let file = dir.path().join("not/yet/there.pem");
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_file(&file)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        assert!(events.files().unwrap().is_empty());
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, "hello").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        let mine = entries_for(&got, &file);
+        assert_eq!(mine.len(), 1, "{got:#?}");
+        assert_eq!(change_of(mine[0]), Change::Added);
+        fs::remove_file(&file).unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        assert_eq!(change_of(entries_for(&got, &file)[0]), Change::Removed);
+    });
+}
+
+#[test]
+fn missing_path_is_a_clear_error_when_asked() {
+    let dir = TempDir::new("missing-err");
+    let file = dir.path().join("absent.toml");
+    let err = block_on(
+        KernelEvents::builder()
+            .watch_file(&file)
+            .file_options(FileOptions {
+                missing: MissingPath::Error,
+                ..FileOptions::default()
+            })
+            .build(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("absent.toml"), "{err}");
+}
+
+#[test]
+fn removed_tree_root_resyncs_and_reports_everything_removed_then_recreated() {
+    let dir = TempDir::new("rootlost");
+    let root = dir.path().join("conf.d");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("a.toml"), "a").unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_tree(&root)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel {
+            entries: events.files().unwrap().clone(),
+        };
+        fs::remove_dir_all(&root).unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert!(
+            got.iter().any(|e| matches!(
+                e.kind,
+                EventKind::Resync {
+                    reason: ResyncReason::RootLost,
+                    ..
+                }
+            )),
+            "{got:#?}"
+        );
+        assert_well_formed(&got);
+        assert!(model.entries.is_empty(), "{:#?}", model.entries);
+        // The root comes back: the ancestor watch sees it.
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("b.toml"), "b").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(
+            model.entries.keys().cloned().collect::<Vec<_>>(),
+            walk(&root)
+        );
+    });
+}
+
+#[test]
+fn changes_keep_coming_but_are_reported_within_the_maximum_delay() {
+    let dir = TempDir::new("maxdelay");
+    let file = dir.path().join("busy.log");
+    fs::write(&file, "").unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_file(&file)
+            .file_options(FileOptions {
+                debounce: Duration::from_millis(100),
+                max_delay: Duration::from_millis(300),
+                ..FileOptions::default()
+            })
+            .build()
+            .await
+            .unwrap();
+        // Write every 20 ms for 1.5 s: the debounce window never closes, max_delay must.
+        let writer = std::thread::spawn({
+            let file = file.clone();
+            move || {
+                for i in 0..75 {
+                    fs::write(&file, format!("{i}")).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        let first = next_within(
+            &mut events,
+            Duration::from_millis(1400),
+            "a change despite ongoing writes",
+        )
+        .await;
+        assert_eq!(change_of(&first), Change::Changed);
+        writer.join().unwrap();
+        let _ = WAIT;
+    });
+}
+
+#[test]
+fn hashing_reports_content_changes_with_the_same_size() {
+    let dir = TempDir::new("hash");
+    let file = dir.path().join("key");
+    fs::write(&file, "aaaa").unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_file(&file)
+            .file_options(FileOptions {
+                hash_contents: true,
+                ..FileOptions::default()
+            })
+            .build()
+            .await
+            .unwrap();
+        let before = events.files().unwrap()[&file].hash.expect("hash");
+        fs::write(&file, "bbbb").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        let after = events.files().unwrap()[&file].hash.expect("hash");
+        assert_ne!(before, after);
+        assert_eq!(entries_for(&got, &file).len(), 1);
+    });
+}

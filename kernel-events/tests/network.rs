@@ -1,0 +1,500 @@
+//! The network reader against the kernel's truth, in throw-away network namespaces with a veth
+//! pair: ENOBUFS provoked with a small receive buffer and paused reading, changes during the
+//! resync, interrupted dumps. Root only (CI runs as root); needs iproute2.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use edgegw_kernel_events::net::{AddressKey, Family, NetOptions, NetworkState, RouteKey};
+use edgegw_kernel_events::{Change, Event, EventKind, KernelEvents, ResyncReason, Source};
+
+/// A network namespace with a veth pair (ve0, ve1), deleted on drop (also on panic).
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("edgegw-ke-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        // No duplicate address detection: otherwise the link-local addresses' local routes
+        // appear a second or so after the links come up, i.e. in the middle of a test.
+        // (Written through /proc, so the tests need no procps.)
+        for key in ["all", "default"] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns.name,
+                "sh",
+                "-c",
+                &format!("echo 0 > /proc/sys/net/ipv6/conf/{key}/accept_dad"),
+            ]);
+        }
+        ns.ip(&["link", "add", "ve0", "type", "veth", "peer", "name", "ve1"]);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["link", "set", "ve0", "up"]);
+        ns.ip(&["link", "set", "ve1", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Runs `ip -batch` with these commands (one per line).
+    fn batch(&self, commands: &[String]) {
+        batch_in(&self.name, commands)
+    }
+
+    /// Runs the batch on another thread.
+    fn batch_in_background(&self, commands: Vec<String>) -> std::thread::JoinHandle<()> {
+        let name = self.name.clone();
+        std::thread::spawn(move || batch_in(&name, &commands))
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (sockets it opens live there).
+    fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).expect("open netns");
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// The kernel's truth, as `ip -j` reports it.
+    fn truth(&self) -> Truth {
+        let addrs: serde_json::Value =
+            serde_json::from_str(&self.ip(&["-j", "addr", "show"])).unwrap();
+        let mut addresses = BTreeSet::new();
+        for link in addrs.as_array().unwrap() {
+            let index = link["ifindex"].as_u64().unwrap() as u32;
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                let ip: IpAddr = a["local"].as_str().unwrap().parse().unwrap();
+                addresses.insert((index, ip, a["prefixlen"].as_u64().unwrap() as u8));
+            }
+        }
+        let mut routes = BTreeSet::new();
+        for fam in ["-4", "-6"] {
+            let v: serde_json::Value =
+                serde_json::from_str(&self.ip(&["-j", fam, "route", "show", "table", "all"]))
+                    .unwrap();
+            for r in v.as_array().unwrap() {
+                routes.insert(route_key_of_ip_json(r, fam == "-6"));
+            }
+        }
+        Truth { addresses, routes }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn batch_in(name: &str, commands: &[String]) {
+    let path = std::env::temp_dir().join(format!("{name}-{}.batch", rand_tag()));
+    let mut f = std::fs::File::create(&path).unwrap();
+    for c in commands {
+        writeln!(f, "{c}").unwrap();
+    }
+    drop(f);
+    let out = Command::new("ip")
+        .args(["-n", name, "-force", "-batch"])
+        .arg(&path)
+        .output()
+        .expect("run ip -batch");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "ip -batch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn rand_tag() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[derive(PartialEq)]
+struct Truth {
+    addresses: BTreeSet<(u32, IpAddr, u8)>,
+    /// (table, dst, dst_len, metric)
+    routes: BTreeSet<(u32, Option<IpAddr>, u8, u32)>,
+}
+
+/// Prints only the differences, so a failure is readable.
+impl std::fmt::Debug for Truth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Truth {{ {} addresses, {} routes }}",
+            self.addresses.len(),
+            self.routes.len()
+        )
+    }
+}
+
+#[track_caller]
+fn assert_same(ours: &Truth, kernel: &Truth, what: &str) {
+    if ours != kernel {
+        let a_extra: Vec<_> = ours.addresses.difference(&kernel.addresses).collect();
+        let a_missing: Vec<_> = kernel.addresses.difference(&ours.addresses).collect();
+        let r_extra: Vec<_> = ours.routes.difference(&kernel.routes).collect();
+        let r_missing: Vec<_> = kernel.routes.difference(&ours.routes).collect();
+        panic!(
+            "{what}: model differs from the kernel\n addresses only in model: {a_extra:?}\n \
+             addresses only in kernel: {a_missing:?}\n routes only in model: {r_extra:?}\n \
+             routes only in kernel: {r_missing:?}"
+        );
+    }
+}
+
+fn route_key_of_ip_json(r: &serde_json::Value, v6: bool) -> (u32, Option<IpAddr>, u8, u32) {
+    let table = match r["table"].as_str() {
+        None | Some("main") => 254,
+        Some("local") => 255,
+        Some("default") => 253,
+        Some(n) => n.parse().unwrap(),
+    };
+    let full = if v6 { 128 } else { 32 };
+    let (dst, len) = match r["dst"].as_str().unwrap() {
+        "default" => (None, 0),
+        d => match d.split_once('/') {
+            Some((a, l)) => (Some(a.parse().unwrap()), l.parse().unwrap()),
+            None => (Some(d.parse().unwrap()), full),
+        },
+    };
+    let metric = r["metric"].as_u64().unwrap_or(0) as u32;
+    (table, dst, len, metric)
+}
+
+fn truth_of(state: &NetworkState) -> Truth {
+    Truth {
+        addresses: state
+            .addresses
+            .values()
+            .map(|a| (a.index, a.address, a.prefix_len))
+            .collect(),
+        routes: state
+            .routes
+            .values()
+            .map(|r| {
+                // `ip` prints the default route of a family as "default", and so do we (None).
+                let dst = r
+                    .dst
+                    .filter(|_| r.dst_len != 0 || r.dst.is_some_and(|d| !d.is_unspecified()));
+                (r.table, dst, r.dst_len, r.priority)
+            })
+            .collect(),
+    }
+}
+
+/// A consumer's model, built only from events.
+#[derive(Default, Debug)]
+struct NetModel(NetworkState);
+
+impl NetModel {
+    fn apply(&mut self, e: &Event) {
+        let s = &mut self.0;
+        match &e.kind {
+            EventKind::Link {
+                change: Change::Removed,
+                link,
+            } => {
+                s.links.remove(&link.index);
+            }
+            EventKind::Link { link, .. } => {
+                s.links.insert(link.index, link.clone());
+            }
+            EventKind::Address {
+                change: Change::Removed,
+                address,
+            } => {
+                s.addresses.remove(&address.key());
+            }
+            EventKind::Address { address, .. } => {
+                s.addresses.insert(address.key(), address.clone());
+            }
+            EventKind::Route {
+                change: Change::Removed,
+                route,
+            } => {
+                s.routes.remove(&route.key());
+            }
+            EventKind::Route { route, .. } => {
+                s.routes.insert(route.key(), route.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn small_buffer() -> NetOptions {
+    NetOptions {
+        // The kernel's minimum is about 2 KiB (it doubles what we ask): a few notifications.
+        receive_buffer: 4096,
+        ..NetOptions::default()
+    }
+}
+
+fn address_commands(op: &str, count: usize, dev: &str, second_octet: u8) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            format!(
+                "address {op} 10.{second_octet}.{}.{}/32 dev {dev}",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect()
+}
+
+fn route_commands(op: &str, count: usize, dev: &str) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("route {op} 172.{}.{}.0/24 dev {dev}", 16 + i / 250, i % 250))
+        .collect()
+}
+
+fn v6_commands(op: &str, count: usize, dev: &str) -> Vec<String> {
+    (0..count)
+        .flat_map(|i| {
+            [
+                format!("address {op} fd00:{i:x}::1/64 dev {dev} nodad"),
+                format!("route {op} fd10:{i:x}::/64 dev {dev}"),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: creates a network namespace"]
+fn enobufs_then_resync_matches_ip_addr_and_ip_route() {
+    require_root("creates a network namespace");
+    let ns = Netns::new("enobufs");
+    ns.enter(|| {
+        block_on(async {
+            let mut events = KernelEvents::builder()
+                .network(small_buffer())
+                .build()
+                .await
+                .unwrap();
+            assert_all_nonblocking(&events);
+            let rb = events.network_receive_buffer().unwrap();
+            eprintln!("receive buffer: {rb:?}");
+            assert!(rb.granted >= rb.requested, "{rb:?}");
+            assert_eq!(
+                truth_of(events.network().unwrap()),
+                ns.truth(),
+                "initial state"
+            );
+            let mut model = NetModel(events.network().unwrap().clone());
+            // Reading paused: thousands of changes.
+            let mut cmds = address_commands("add", 1500, "ve0", 1);
+            cmds.extend(route_commands("add", 800, "ve0"));
+            cmds.extend(v6_commands("add", 100, "ve1"));
+            cmds.extend(address_commands("del", 700, "ve0", 1));
+            cmds.extend(route_commands("del", 300, "ve0"));
+            cmds.extend(v6_commands("del", 40, "ve1"));
+            ns.batch(&cmds);
+            let got = collect_until_settled(&mut events, Duration::from_millis(700)).await;
+            got.iter().for_each(|e| model.apply(e));
+            assert_well_formed(&got);
+            assert!(
+                got.iter().any(|e| matches!(
+                    e.kind,
+                    EventKind::Resync {
+                        reason: ResyncReason::NoBuffers,
+                        ..
+                    }
+                )),
+                "ENOBUFS must be detected"
+            );
+            let counters = events.counters().get(Source::Network);
+            assert!(
+                counters.overflows >= 1 && counters.resyncs >= 1,
+                "{counters:?}"
+            );
+            let truth = ns.truth();
+            assert_same(&truth_of(&model.0), &truth, "model built from events");
+            assert_eq!(
+                truth_of(events.network().unwrap()),
+                truth,
+                "reader's own model"
+            );
+            assert_eq!(&model.0, events.network().unwrap());
+            assert!(truth.addresses.len() > 800, "the test really made changes");
+        })
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates a network namespace"]
+fn changes_during_the_resync_are_not_lost() {
+    require_root("creates a network namespace");
+    let ns = Netns::new("during");
+    ns.enter(|| {
+        block_on(async {
+            let mut events = KernelEvents::builder()
+                .network(small_buffer())
+                .build()
+                .await
+                .unwrap();
+            let mut model = NetModel(events.network().unwrap().clone());
+            ns.batch(&address_commands("add", 1000, "ve0", 2));
+            // While the reader recovers, a second storm goes on.
+            let mut second = address_commands("add", 1000, "ve1", 3);
+            second.extend(route_commands("add", 500, "ve1"));
+            second.extend(address_commands("del", 500, "ve0", 2));
+            let h = ns.batch_in_background(second);
+            let mut got = Vec::new();
+            while !h.is_finished() {
+                if let Ok(r) = tokio::time::timeout(Duration::from_millis(20), events.next()).await
+                {
+                    got.push(r.unwrap());
+                }
+            }
+            h.join().unwrap();
+            got.extend(collect_until_settled(&mut events, Duration::from_millis(700)).await);
+            got.iter().for_each(|e| model.apply(e));
+            assert_well_formed(&got);
+            assert!(events.counters().get(Source::Network).resyncs >= 1);
+            let truth = ns.truth();
+            assert_same(&truth_of(&model.0), &truth, "model built from events");
+            assert_same(
+                &truth_of(events.network().unwrap()),
+                &truth,
+                "reader's own model",
+            );
+        })
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates a network namespace"]
+fn a_dump_interrupted_by_a_change_is_redone() {
+    require_root("creates a network namespace");
+    let ns = Netns::new("intr");
+    // Many addresses make the address dump span many datagrams, so a change between two of
+    // them is likely on every recovery; the churn keeps changing addresses meanwhile.
+    ns.batch(&address_commands("add", 3000, "ve0", 4));
+    ns.enter(|| {
+        block_on(async {
+            let mut events = KernelEvents::builder()
+                .network(small_buffer())
+                .build()
+                .await
+                .unwrap();
+            let mut model = NetModel(events.network().unwrap().clone());
+            let mut got = Vec::new();
+            for round in 0..20 {
+                let mut churn = address_commands("add", 300, "ve1", 5);
+                churn.extend(address_commands("del", 300, "ve1", 5));
+                let h = ns.batch_in_background(churn);
+                while !h.is_finished() {
+                    // Read in bursts: pauses let ENOBUFS happen; reads drive the recovery.
+                    std::thread::sleep(Duration::from_millis(5));
+                    let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+                    while let Ok(r) = tokio::time::timeout_at(deadline, events.next()).await {
+                        got.push(r.unwrap());
+                    }
+                }
+                h.join().unwrap();
+                let interrupted = events.network_stats().unwrap().interrupted_dumps;
+                eprintln!("round {round}: interrupted dumps so far {interrupted}");
+                if interrupted > 0 {
+                    break;
+                }
+            }
+            got.extend(collect_until_settled(&mut events, Duration::from_millis(700)).await);
+            got.iter().for_each(|e| model.apply(e));
+            assert_well_formed(&got);
+            let stats = events.network_stats().unwrap();
+            assert!(
+                stats.interrupted_dumps > 0,
+                "no dump was interrupted: {stats:?}"
+            );
+            assert_same(&truth_of(&model.0), &ns.truth(), "model built from events");
+        })
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates a network namespace"]
+fn link_deletion_removes_its_addresses_and_silently_flushed_ipv4_routes() {
+    require_root("creates a network namespace");
+    let ns = Netns::new("dellink");
+    ns.ip(&["address", "add", "192.0.2.1/24", "dev", "ve0"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "192.0.2.2",
+        "dev",
+        "ve0",
+    ]);
+    ns.enter(|| {
+        block_on(async {
+            let mut events = KernelEvents::builder()
+                .network(NetOptions::default())
+                .build()
+                .await
+                .unwrap();
+            let mut model = NetModel(events.network().unwrap().clone());
+            assert!(model
+                .0
+                .routes
+                .values()
+                .any(|r| r.dst == Some("198.51.100.0".parse().unwrap())));
+            ns.ip(&["link", "set", "ve0", "down"]);
+            let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
+            got.iter().for_each(|e| model.apply(e));
+            assert_same(&truth_of(&model.0), &ns.truth(), "after link down");
+            ns.ip(&["link", "del", "ve0"]);
+            let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
+            got.iter().for_each(|e| model.apply(e));
+            assert_same(&truth_of(&model.0), &ns.truth(), "after link delete");
+            assert!(model.0.link_by_name("ve0").is_none());
+            assert!(
+                model.0.link_by_name("ve1").is_none(),
+                "the veth peer goes with it"
+            );
+            let _ = (Family::Inet, AddressKey::clone, RouteKey::clone);
+        })
+    });
+}
