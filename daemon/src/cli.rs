@@ -7,7 +7,7 @@
 //! edgegw ring stat RING [--json]             positions, fill, drops, generation of a ring
 //! edgegw ring tail RING [--count N]          attach as the consumer and print packets
 //! edgegw ring echo RING                      example consumer: echo every packet back
-//! edgegw events [--json] [--path P]... [--netlink] [--cgroup C]...
+//! edgegw events [--json] [--path P]... [--netlink] [--cgroup C]... [--pressure] [--count N]
 //! ```
 //!
 //! RING is a ring name from the config (its socket is found in the runtime directory) or a
@@ -21,6 +21,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use lexopt::prelude::*;
 
+use edgegw_kernel_events::monitor::MonitorOptions;
+
 use crate::config::{Config, BUILTIN_DEFAULT};
 
 const USAGE: &str = "\
@@ -31,7 +33,7 @@ usage:
   edgegw ring stat RING [--json] [--config FILE]
   edgegw ring tail RING [--count N] [--config FILE]
   edgegw ring echo RING [--config FILE]
-  edgegw events [--json] [--path P]... [--netlink] [--cgroup C]...
+  edgegw events [--json] [--path P]... [--netlink] [--cgroup C]... [--pressure] [--count N]
   edgegw --version
 
 RING is a ring name from the config, or the path of a ring's attach socket.
@@ -63,24 +65,11 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Print kernel events.
-    Events(EventsArgs),
+    Events(MonitorOptions),
     /// Print the version.
     Version,
     /// Print usage.
     Help,
-}
-
-/// `edgegw events` options.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct EventsArgs {
-    /// One JSON object per line.
-    pub json: bool,
-    /// Files and directories to watch.
-    pub paths: Vec<PathBuf>,
-    /// Watch links, addresses and routes.
-    pub netlink: bool,
-    /// cgroups to watch.
-    pub cgroups: Vec<PathBuf>,
 }
 
 /// What to do with a ring.
@@ -177,18 +166,22 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, lexopt::Error> {
             })
         }
         "events" => {
-            let mut args = EventsArgs::default();
+            let mut args = MonitorOptions::default();
             while let Some(arg) = parser.next()? {
                 match arg {
                     Long("json") => args.json = true,
                     Long("netlink") => args.netlink = true,
+                    Long("pressure") => args.pressure = true,
                     Long("path") => args.paths.push(parser.value()?.into()),
                     Long("cgroup") => args.cgroups.push(parser.value()?.into()),
+                    Long("count") | Short('n') => args.count = Some(parser.value()?.parse()?),
                     other => return Err(other.unexpected()),
                 }
             }
-            if args.paths.is_empty() && !args.netlink && args.cgroups.is_empty() {
-                return Err("events needs at least one of --path, --netlink, --cgroup".into());
+            if args.paths.is_empty() && !args.netlink && args.cgroups.is_empty() && !args.pressure {
+                return Err(
+                    "events needs at least one of --path, --netlink, --cgroup, --pressure".into(),
+                );
             }
             Ok(Command::Events(args))
         }
@@ -268,9 +261,9 @@ fn load(file: Option<&std::path::Path>) -> Result<Config> {
     })
 }
 
-fn events(args: EventsArgs) -> Result<()> {
-    let _ = args;
-    anyhow::bail!("`edgegw events` arrives with the kernel-events crate")
+fn events(options: MonitorOptions) -> Result<()> {
+    edgegw_kernel_events::monitor::run(options, std::io::stdout().lock())?;
+    Ok(())
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.

@@ -15,7 +15,7 @@ use crate::pressure::{PressureEvent, PressureMode, PressureOptions, PressureTarg
 use crate::{Change, Error, Event, EventKind, KernelEvents, Result};
 
 /// What `edgegw events` was asked to watch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MonitorOptions {
     /// One JSON object per line instead of human lines (`--json`).
     pub json: bool,
