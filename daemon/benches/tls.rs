@@ -33,7 +33,10 @@ const SERVER_CPU: usize = 0;
 const CLIENT_CPU: usize = 1;
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pin(cpu: usize) {
@@ -104,7 +107,9 @@ impl ServerCertVerifier for AcceptAnything {
 /// TLS 1.3 only, X25519 only, no resumption: every handshake is a full one.
 fn client_config() -> Arc<rustls::ClientConfig> {
     let mut provider = (*client_provider()).clone();
-    provider.kx_groups.retain(|g| g.name() == rustls::NamedGroup::X25519);
+    provider
+        .kx_groups
+        .retain(|g| g.name() == rustls::NamedGroup::X25519);
     let provider = Arc::new(provider);
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -117,7 +122,10 @@ fn client_config() -> Arc<rustls::ClientConfig> {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn wait_for_port(addr: SocketAddr) {
@@ -240,7 +248,9 @@ fn handshakes(duration: Duration) {
                 "edgegw_ratio": (rate / nginx_rate * 100.0).round() / 100.0,
             }));
         }
-        None => emit(json!({"bench": "handshake", "server": "nginx", "skipped": "nginx is not installed"})),
+        None => emit(
+            json!({"bench": "handshake", "server": "nginx", "skipped": "nginx is not installed"}),
+        ),
     }
 }
 
@@ -249,27 +259,42 @@ fn handshake_rate(addr: SocketAddr, duration: Duration) -> f64 {
     let config = client_config();
     std::thread::spawn(move || {
         pin(CLIENT_CPU);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async move {
             let count = Arc::new(AtomicU64::new(0));
             let counting = Arc::new(AtomicBool::new(false));
             let stop = Arc::new(AtomicBool::new(false));
             let mut tasks = Vec::new();
             for _ in 0..HANDSHAKE_CLIENTS {
-                let (config, count, counting, stop) = (config.clone(), count.clone(), counting.clone(), stop.clone());
+                let (config, count, counting, stop) = (
+                    config.clone(),
+                    count.clone(),
+                    counting.clone(),
+                    stop.clone(),
+                );
                 tasks.push(tokio::spawn(async move {
                     let connector = tokio_rustls::TlsConnector::from(config);
                     let name = ServerName::try_from("localhost").unwrap();
                     while !stop.load(Ordering::Relaxed) {
-                        let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { continue };
+                        let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else {
+                            continue;
+                        };
                         // Reset instead of TIME_WAIT: tens of thousands of short connections
                         // would otherwise run out of ephemeral ports.
                         let _ = nix::sys::socket::setsockopt(
                             &tcp,
                             nix::sys::socket::sockopt::Linger,
-                            &libc::linger { l_onoff: 1, l_linger: 0 },
+                            &libc::linger {
+                                l_onoff: 1,
+                                l_linger: 0,
+                            },
                         );
-                        if connector.connect(name.clone(), tcp).await.is_ok() && counting.load(Ordering::Relaxed) {
+                        if connector.connect(name.clone(), tcp).await.is_ok()
+                            && counting.load(Ordering::Relaxed)
+                        {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -305,11 +330,16 @@ fn minimal_tokio_rustls_server(addr: SocketAddr, cert: &Path, key: &Path, stop: 
         .with_single_cert(chain, key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         while !stop.load(Ordering::Relaxed) {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 if let Ok(mut tls) = acceptor.accept(tcp).await {
@@ -330,9 +360,12 @@ struct Nginx {
 
 impl Nginx {
     fn start(cert: &Path, key: &Path) -> Option<Nginx> {
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())?;
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
         let dir = tempfile::tempdir().ok()?;
         let port = free_port();
+        let mask = format!("{:b}", 1u64 << SERVER_CPU);
         let conf = format!(
             "daemon off; worker_processes 1; worker_cpu_affinity {mask}; pid {d}/nginx.pid; error_log {d}/error.log crit;
              events {{ worker_connections 4096; }}
@@ -340,7 +373,6 @@ impl Nginx {
                server {{ listen {port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};
                  ssl_protocols TLSv1.3; ssl_ecdh_curve X25519; ssl_session_tickets on; ssl_session_cache off;
                  location / {{ return 200; }} }} }}",
-            mask = format!("{:b}", 1u64 << SERVER_CPU),
             d = dir.path().display(),
             cert = cert.display(),
             key = key.display(),
@@ -356,7 +388,11 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .ok()?;
-        Some(Nginx { child, port, _dir: dir })
+        Some(Nginx {
+            child,
+            port,
+            _dir: dir,
+        })
     }
 }
 
@@ -388,7 +424,13 @@ fn throughput(bytes: u64) {
     ));
     wait_for_port(tls_port);
     let rings = daemon.rings();
-    std::thread::spawn(move || ring_sink(&rings.join("bulk.sock"), &rings.join("bulk.reply.sock"), bytes));
+    std::thread::spawn(move || {
+        ring_sink(
+            &rings.join("bulk.sock"),
+            &rings.join("bulk.reply.sock"),
+            bytes,
+        )
+    });
 
     let relay = free_port();
     std::thread::spawn(move || plain_tcp_relay(relay, sink));
@@ -400,7 +442,11 @@ fn throughput(bytes: u64) {
     let tcp_rate = send_tls(tls_port, bytes);
     progress("throughput: edgegw TLS into a ring");
     let ring_rate = send_tls(ring_port, bytes);
-    for (path, rate) in [("tcp-relay", relay_rate), ("tls-tcp", tcp_rate), ("tls-ring", ring_rate)] {
+    for (path, rate) in [
+        ("tcp-relay", relay_rate),
+        ("tls-tcp", tcp_rate),
+        ("tls-ring", ring_rate),
+    ] {
         emit(json!({
             "bench": "throughput", "path": path, "bytes": bytes, "mb_per_s": (rate / 1e6).round(),
             "ratio_to_tcp_relay": (rate / relay_rate * 1000.0).round() / 1000.0,
@@ -414,7 +460,10 @@ fn send_tls(addr: SocketAddr, bytes: u64) -> f64 {
     let config = client_config();
     std::thread::spawn(move || {
         pin(CLIENT_CPU);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
@@ -519,16 +568,29 @@ fn ring_sink(ingress: &Path, reply: &Path, bytes: u64) {
 /// The plain relay baseline: what a TCP proxy without TLS does, on the server CPU.
 fn plain_tcp_relay(listen: SocketAddr, backend: SocketAddr) {
     pin(SERVER_CPU);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
         loop {
-            let Ok((mut client, _)) = listener.accept().await else { continue };
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let Ok(mut server) = tokio::net::TcpStream::connect(backend).await else { return };
+                let Ok(mut server) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, CHUNK, CHUNK).await;
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut server,
+                    CHUNK,
+                    CHUNK,
+                )
+                .await;
             });
         }
     });
@@ -589,11 +651,16 @@ fn memory(connections: usize) {
         "file_kib": idle.file, "shmem_kib": idle.shmem, "provider": edgegw::tls::PROVIDER_NAME,
     }));
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut held = Vec::new();
     let mut before = idle;
     for (route, port) in [("ring", ring_port), ("tcp", tcp_port)] {
-        progress(&format!("memory: {connections} idle connections through the {route} route"));
+        progress(&format!(
+            "memory: {connections} idle connections through the {route} route"
+        ));
         let config = client_config();
         let streams = runtime.block_on(async {
             let mut streams = Vec::with_capacity(connections);
@@ -614,7 +681,8 @@ fn memory(connections: usize) {
         });
         std::thread::sleep(Duration::from_secs(1));
         let after = rss(daemon.pid());
-        let per = |a: u64, b: u64| ((a as f64 - b as f64) / connections as f64 * 100.0).round() / 100.0;
+        let per =
+            |a: u64, b: u64| ((a as f64 - b as f64) / connections as f64 * 100.0).round() / 100.0;
         emit(json!({
             "bench": "memory", "what": "per-idle-connection", "route": route, "connections": connections,
             "rss_kib_per_connection": per(after.total, before.total),
@@ -632,11 +700,16 @@ fn memory(connections: usize) {
 
 fn tcp_echo(addr: SocketAddr) {
     pin(CLIENT_CPU);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { continue };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 512];
                 loop {
