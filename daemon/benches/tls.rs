@@ -14,7 +14,10 @@
 //!   exchanged a few bytes, through a ring route and through a TCP route.
 //!
 //! Environment: EDGEGW_BENCH_SECONDS (handshake run length, default 5), EDGEGW_BENCH_MIB
-//! (throughput volume, default 256), EDGEGW_BENCH_CONNECTIONS (default 1000).
+//! (throughput volume, default 256), EDGEGW_BENCH_CONNECTIONS (default 1000),
+//! EDGEGW_BENCH_ONLY (`handshake`, `throughput` or `memory`), EDGEGW_BENCH_BINARY (another
+//! edgegw binary to measure instead of this build's, e.g. one built with `--features ring`
+//! or for musl; its provider is then reported as "external").
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -151,7 +154,7 @@ impl Daemon {
         );
         let path = dir.path().join("edgegw.toml");
         std::fs::write(&path, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_edgegw"))
+        let child = Command::new(daemon_binary())
             .args(["run", "--config"])
             .arg(&path)
             .env("EDGEGW_LOG", "warn")
@@ -181,6 +184,23 @@ impl Drop for Daemon {
     }
 }
 
+/// The daemon binary measured: this build's, or EDGEGW_BENCH_BINARY.
+fn daemon_binary() -> PathBuf {
+    std::env::var_os("EDGEGW_BENCH_BINARY")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgegw")))
+}
+
+/// The provider of the binary measured, as reported in the JSON lines.
+fn daemon_provider() -> &'static str {
+    if std::env::var_os("EDGEGW_BENCH_BINARY").is_some_and(|b| !b.is_empty()) {
+        "external"
+    } else {
+        edgegw::tls::PROVIDER_NAME
+    }
+}
+
 fn main() {
     raise_fd_limit();
     let seconds = env_number("EDGEGW_BENCH_SECONDS", 5);
@@ -190,9 +210,17 @@ fn main() {
     if cpus < 2 {
         progress("fewer than 2 CPUs: server and clients share one; figures are not comparable");
     }
-    handshakes(Duration::from_secs(seconds));
-    throughput(mib << 20);
-    memory(connections);
+    let only = std::env::var("EDGEGW_BENCH_ONLY").ok();
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if run("handshake") {
+        handshakes(Duration::from_secs(seconds));
+    }
+    if run("throughput") {
+        throughput(mib << 20);
+    }
+    if run("memory") {
+        memory(connections);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,7 +237,7 @@ fn handshakes(duration: Duration) {
     progress("handshakes: edgegw");
     let rate = handshake_rate(port, duration);
     emit(json!({
-        "bench": "handshake", "server": "edgegw", "provider": edgegw::tls::PROVIDER_NAME,
+        "bench": "handshake", "server": "edgegw", "provider": daemon_provider(),
         "clients": HANDSHAKE_CLIENTS, "kx": "X25519", "cert": "ECDSA-P256", "tls": "1.3",
         "seconds": duration.as_secs_f64(), "handshakes_per_s": rate.round(),
     }));
@@ -351,7 +379,8 @@ fn minimal_tokio_rustls_server(addr: SocketAddr, cert: &Path, key: &Path, stop: 
     });
 }
 
-/// nginx with one worker pinned to the server CPU, if nginx is installed.
+/// nginx as one process (no master, so killing it leaves nothing behind) pinned to the server
+/// CPU, if nginx is installed.
 struct Nginx {
     child: Child,
     port: SocketAddr,
@@ -365,9 +394,8 @@ impl Nginx {
             .find(|p| Path::new(p).exists())?;
         let dir = tempfile::tempdir().ok()?;
         let port = free_port();
-        let mask = format!("{:b}", 1u64 << SERVER_CPU);
         let conf = format!(
-            "daemon off; worker_processes 1; worker_cpu_affinity {mask}; pid {d}/nginx.pid; error_log {d}/error.log crit;
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log crit;
              events {{ worker_connections 4096; }}
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
                server {{ listen {port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};
@@ -379,7 +407,8 @@ impl Nginx {
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).ok()?;
-        let child = Command::new(binary)
+        let child = Command::new("taskset")
+            .args(["-c", &SERVER_CPU.to_string(), binary])
             .arg("-c")
             .arg(&conf_path)
             .arg("-p")
@@ -450,7 +479,7 @@ fn throughput(bytes: u64) {
         emit(json!({
             "bench": "throughput", "path": path, "bytes": bytes, "mb_per_s": (rate / 1e6).round(),
             "ratio_to_tcp_relay": (rate / relay_rate * 1000.0).round() / 1000.0,
-            "provider": edgegw::tls::PROVIDER_NAME,
+            "provider": daemon_provider(),
         }));
     }
 }
@@ -638,7 +667,7 @@ fn memory(connections: usize) {
          [[ring]]\nname = \"default\"\n"
     ));
     wait_for_port(ring_port);
-    let mut echo = Command::new(env!("CARGO_BIN_EXE_edgegw"))
+    let mut echo = Command::new(daemon_binary())
         .args(["ring", "echo"])
         .arg(daemon.rings().join("default.sock"))
         .stderr(Stdio::null())
@@ -648,7 +677,7 @@ fn memory(connections: usize) {
     let idle = rss(daemon.pid());
     emit(json!({
         "bench": "memory", "what": "idle", "rss_kib": idle.total, "anon_kib": idle.anon,
-        "file_kib": idle.file, "shmem_kib": idle.shmem, "provider": edgegw::tls::PROVIDER_NAME,
+        "file_kib": idle.file, "shmem_kib": idle.shmem, "provider": daemon_provider(),
     }));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -688,7 +717,7 @@ fn memory(connections: usize) {
             "rss_kib_per_connection": per(after.total, before.total),
             "anon_kib_per_connection": per(after.anon, before.anon),
             "rss_kib_before": before.total, "rss_kib_after": after.total,
-            "provider": edgegw::tls::PROVIDER_NAME,
+            "provider": daemon_provider(),
         }));
         before = after;
         held.push(streams);
