@@ -1,0 +1,323 @@
+//! The `edgegw` binary as an operator uses it: check-config, the README's first run, signals,
+//! systemd socket activation.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn edgegw() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgegw"));
+    command
+        .env_remove("EDGEGW_CONFIG")
+        .env("EDGEGW_LOG", "info");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    edgegw().args(args).output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn check_config_accepts_the_builtin_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = run(&["print-default-config"]);
+    assert!(default.status.success());
+    let path = dir.path().join("edgegw.toml");
+    std::fs::write(&path, &default.stdout).unwrap();
+    let check = run(&["check-config", path.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(String::from_utf8_lossy(&check.stdout)
+        .contains(": ok (1 listener(s), 1 route(s), 1 ring(s))"));
+    assert!(
+        !dir.path().join("state").exists(),
+        "check-config writes nothing"
+    );
+}
+
+#[test]
+fn check_config_names_file_line_and_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "bad.toml",
+        "[[listener]]\nname = \"a\"\nbind = [\"127.0.0.1:8443\"]\nroute = \"r\"\nmax_conections = 5\n",
+    );
+    let check = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1));
+    let message = stderr(&check);
+    assert!(
+        message.contains(&format!(
+            "{}:5:1: listener.max_conections: unknown field",
+            path.display()
+        )),
+        "{message}"
+    );
+}
+
+#[test]
+fn check_config_loads_certificates_and_refuses_a_mismatched_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Pki::new("CA");
+    let (cert, _, _) = ca.issue(&["gw.example"], false, 1);
+    let (_, other_key, _) = ca.issue(&["other.example"], false, 2);
+    write(dir.path(), "gw.pem", &cert);
+    write(dir.path(), "other.key", &other_key);
+    let text = "[[listener]]\nname = \"a\"\nbind = [\"127.0.0.1:8443\"]\nroute = \"r\"\n  [[listener.certificate]]\n  cert = \"gw.pem\"\n  key = \"other.key\"\n[[route]]\nname = \"r\"\ntcp = \"127.0.0.1:9\"\n";
+    let path = write(dir.path(), "gw.toml", text);
+    let check = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1));
+    let message = stderr(&check);
+    assert!(
+        message.contains("gw.toml:7:9: listener.certificate.key"),
+        "{message}"
+    );
+    assert!(
+        message.contains("does not match the certificate"),
+        "{message}"
+    );
+
+    let missing = write(
+        dir.path(),
+        "missing.toml",
+        &text.replace("gw.pem", "nope.pem"),
+    );
+    let check = run(&["check-config", missing.to_str().unwrap()]);
+    let message = stderr(&check);
+    assert!(
+        message.contains("missing.toml:6:10: listener.certificate.cert: cannot read"),
+        "{message}"
+    );
+    assert!(message.contains("nope.pem"), "{message}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_usage() {
+    let output = run(&["frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("unknown command `frobnicate`"));
+    assert!(stderr(&output).contains("usage:"));
+}
+
+/// A daemon process with its own directories; killed on drop.
+struct Process {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn spawn(mut command: Command, dir: &Path, name: &str) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let child = command
+            .env("XDG_STATE_HOME", dir.join("state"))
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Process { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` never logged:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a line through `openssl s_client` and returns the first line that comes back.
+fn openssl_round_trip(addr: &str, servername: &str, line: &str) -> String {
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            addr,
+            "-servername",
+            servername,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl is installed");
+    let mut stdin = client.stdin.take().unwrap();
+    writeln!(stdin, "{line}").unwrap();
+    let mut answer = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut answer)
+        .unwrap();
+    let _ = client.kill();
+    let _ = client.wait();
+    answer
+}
+
+#[test]
+fn the_readme_first_run_echoes_through_the_default_ring() {
+    // What the README tells a newcomer: `edgegw run`, `edgegw ring echo default`, openssl.
+    let dir = tempfile::tempdir().unwrap();
+    let mut run_command = edgegw();
+    run_command.arg("run");
+    let daemon = Process::spawn(run_command, dir.path(), "daemon");
+    daemon.wait_for_log("accepting on 127.0.0.1:8443");
+    let mut echo_command = edgegw();
+    echo_command.args(["ring", "echo", "default"]);
+    let echo = Process::spawn(echo_command, dir.path(), "echo");
+    echo.wait_for_log("echoing");
+    assert_eq!(
+        openssl_round_trip("127.0.0.1:8443", "localhost", "hello edgegw"),
+        "hello edgegw\n"
+    );
+    assert!(dir
+        .path()
+        .join("state/edgegw/self-signed/localhost.crt")
+        .exists());
+    echo.wait_for_log("connection 1 closed");
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let mut daemon = daemon;
+    let status = daemon.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{}",
+        daemon.log()
+    );
+    // The echo consumer notices and waits for the daemon to come back.
+    echo.wait_for_log("the daemon went away");
+}
+
+#[test]
+fn sighup_reloads_and_a_bad_config_keeps_the_old_one_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let good = format!(
+        "[[listener]]\nname = \"tls\"\nbind = [\"{port}\"]\nroute = \"r\"\n  [[listener.certificate]]\n  self_signed = true\n[[route]]\nname = \"r\"\nring = \"r\"\n[[ring]]\nname = \"r\"\n"
+    );
+    let config = write(dir.path(), "edgegw.toml", &good);
+    let mut command = edgegw();
+    command.args(["run", "--config", config.to_str().unwrap()]);
+    let daemon = Process::spawn(command, dir.path(), "daemon");
+    daemon.wait_for_log(&format!("accepting on {port}"));
+
+    std::fs::write(
+        &config,
+        good.replace("route = \"r\"\n  [[", "route = \"missing\"\n  [["),
+    )
+    .unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("reload failed, still running the previous config");
+    assert!(
+        daemon.log().contains("route `missing` is not defined"),
+        "{}",
+        daemon.log()
+    );
+    assert!(std::net::TcpStream::connect(port).is_ok(), "still serving");
+
+    std::fs::write(&config, &good).unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log(&format!("reloaded {}", config.display()));
+}
+
+#[test]
+fn systemd_socket_activation_hands_over_the_listening_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // systemd-socket-activate gives the daemon a clean environment: directories in the config.
+    let config = write(
+        dir.path(),
+        "edgegw.toml",
+        &format!(
+            "[daemon]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\n[[listener]]\nname = \"tls\"\nsystemd_socket = \"edgegw-tls\"\nroute = \"r\"\n  [[listener.certificate]]\n  self_signed = true\n[[route]]\nname = \"r\"\nring = \"r\"\n[[ring]]\nname = \"r\"\n",
+            d = dir.path().display()
+        ),
+    );
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .args([
+            "-l",
+            &port.to_string(),
+            "--fdname=edgegw-tls",
+            "-E",
+            "EDGEGW_LOG=info",
+        ])
+        .arg(env!("CARGO_BIN_EXE_edgegw"))
+        .args(["run", "--config", config.to_str().unwrap()]);
+    let activator = Process::spawn(command, dir.path(), "activated");
+    // systemd-socket-activate starts the daemon on the first connection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        match std::net::TcpStream::connect(port) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no listener: {e}\n{}",
+                    activator.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    activator.wait_for_log(&format!("accepting on {port}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let roots = [{
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(
+            dir.path().join("state/self-signed/localhost.crt"),
+        )
+        .unwrap()
+    }];
+    runtime.block_on(async {
+        // The first connection, made before the daemon ran, is served too.
+        let tcp = tokio::net::TcpStream::from_std({
+            client.set_nonblocking(true).unwrap();
+            client
+        })
+        .unwrap();
+        tokio_rustls::TlsConnector::from(client_config(&roots, &[]))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .expect("handshake on the activated socket");
+    });
+}
