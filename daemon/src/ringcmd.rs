@@ -100,42 +100,39 @@ fn echo_attached(consumer: &mut Consumer, producer: &mut Producer) -> Result<Rea
     loop {
         while let Some(record) = consumer.read()? {
             let payload = record.payload();
-            match record.record_type() {
+            let answered = match record.record_type() {
+                // Connection id and bytes, copied straight from one ring to the other.
                 wire::DATA if payload.len() >= DATA_HEADER_LEN => {
-                    let reply = loop {
-                        match producer.reserve(payload.len(), wire::DATA, 0) {
-                            Ok(buf) => break buf,
-                            Err(edgegw_ring::Error::Full { .. }) => {
-                                // Let the daemon see what is done, then wait for room.
-                                producer.publish();
-                                match producer.wait_for_space(payload.len(), None)? {
-                                    Readiness::Ready => continue,
-                                    other => return Ok(other),
-                                }
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    };
-                    // Connection id and bytes, copied straight from one ring to the other.
-                    payload.copy_to_slice(reply);
+                    send_waiting(producer, wire::DATA, payload.len(), |reply| {
+                        payload.copy_to_slice(reply);
+                    })?
                 }
                 wire::OPEN => {
-                    let bytes = payload.to_vec();
-                    if let Some((id, info)) = OpenInfo::decode(&bytes) {
+                    if let Some((id, info)) = OpenInfo::decode(&payload.to_vec()) {
                         eprintln!(
                             "connection {id} open: peer {} listener {} sni {:?} alpn {:?} client {:?}",
                             info.peer, info.listener, info.sni, info.alpn, info.client_subject
                         );
                     }
+                    None
                 }
-                wire::CLOSE => {
-                    if let (Some(id), Some(reason)) =
-                        (payload.read_u64_le(0), payload.read_u32_le(8))
-                    {
+                wire::CLOSE => match (payload.read_u64_le(0), payload.read_u32_le(8)) {
+                    (Some(id), Some(reason)) => {
                         eprintln!("connection {id} closed (reason {reason})");
+                        // The client is done sending, so is the echo: the daemon may end it.
+                        send_waiting(producer, wire::CLOSE, 8, |reply| {
+                            reply.copy_from_slice(&id.to_le_bytes());
+                        })?
                     }
+                    _ => None,
+                },
+                other => {
+                    eprintln!("skipping record of unknown type {other}");
+                    None
                 }
-                other => eprintln!("skipping record of unknown type {other}"),
+            };
+            if let Some(end) = answered {
+                return Ok(end);
             }
         }
         producer.publish();
@@ -143,6 +140,36 @@ fn echo_attached(consumer: &mut Consumer, producer: &mut Producer) -> Result<Rea
         match consumer.wait(None)? {
             Readiness::Ready => {}
             other => return Ok(other),
+        }
+    }
+}
+
+/// Writes one reply record, waiting for room if the reply ring is full. `Some(readiness)` if
+/// the daemon went away while waiting.
+fn send_waiting(
+    producer: &mut Producer,
+    kind: u16,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<Option<Readiness>> {
+    let mut fill = Some(fill);
+    loop {
+        match producer.reserve(len, kind, 0) {
+            Ok(buf) => {
+                if let Some(fill) = fill.take() {
+                    fill(buf);
+                }
+                return Ok(None);
+            }
+            Err(edgegw_ring::Error::Full { .. }) => {
+                // Let the daemon see what is done, then wait for room.
+                producer.publish();
+                match producer.wait_for_space(len, None)? {
+                    Readiness::Ready => {}
+                    other => return Ok(Some(other)),
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -201,7 +201,7 @@ fn the_readme_first_run_echoes_through_the_default_ring() {
         .path()
         .join("state/edgegw/self-signed/localhost.crt")
         .exists());
-    echo.wait_for_log("connection 1 closed");
+    echo.wait_for_log(" closed (reason");
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let mut daemon = daemon;

@@ -160,13 +160,12 @@ fn data_waits_in_the_ring_for_a_consumer_that_attaches_later() {
             .unwrap();
         tls.write_all(&body).await.unwrap();
         tls.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest)
-            .await
-            .unwrap();
-    });
-    daemon.wait_for("bytes in the ring", |s| {
-        s.bytes_from_clients == body.len() as u64
+        // Nobody answers yet (no consumer), so the connection stays open: hold it until the
+        // daemon has everything (dropping a socket with unread data, the session ticket, resets
+        // it and discards what the daemon has not read yet).
+        while daemon.stats().bytes_from_clients < body.len() as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     });
     let consumer = TestConsumer::attach(&daemon, "app", Reply::Silent, Duration::ZERO);
     let seen = consumer.wait_for("the close", |s| !s.closes.is_empty());
@@ -191,10 +190,9 @@ fn the_drop_policy_counts_drops_and_keeps_connections_alive() {
             tls.flush().await.unwrap();
         }
         tls.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest)
-            .await
-            .unwrap();
+        while daemon.stats().ring_drops == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     });
     let stats = daemon.wait_for("drops counted", |s| s.ring_drops > 0);
     let stat = edgegw_ring::tools::stat(daemon.ring_socket("app")).unwrap();
@@ -208,4 +206,60 @@ fn the_drop_policy_counts_drops_and_keeps_connections_alive() {
     assert_eq!(seen.opens.len(), 1);
     assert!(seen.bytes_of(seen.opens[0].0).len() < 50_000);
     let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn a_client_that_does_not_read_its_replies_is_dropped_and_the_others_go_on() {
+    let daemon = TestDaemon::start(&config("", "capacity = \"64KiB\"").replace(
+        "route = \"app\"\n",
+        "route = \"app\"\nidle_timeout = \"500ms\"\n",
+    ));
+    let consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    block_on(async {
+        let config = client_config(&roots, &[]);
+        let mut good = connect(daemon.addr("tls"), config.clone(), "localhost")
+            .await
+            .unwrap();
+        let slow = connect(daemon.addr("tls"), config, "localhost")
+            .await
+            .unwrap();
+        let (_never_read, mut writer) = tokio::io::split(slow);
+        // Send until the daemon gives up on this client (its replies were never read).
+        let flood = tokio::spawn(async move {
+            let chunk = vec![1u8; 16 * 1024];
+            for _ in 0..1024 {
+                if writer.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // The good connection keeps being served meanwhile.
+            good.write_all(b"ping").await.unwrap();
+            let mut back = [0u8; 4];
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read_exact(&mut good, &mut back),
+            )
+            .await
+            .expect("the good client is served while the slow one stalls")
+            .unwrap();
+            if consumer
+                .seen()
+                .closes
+                .iter()
+                .any(|(_, reason)| *reason == 6)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow client was never dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        flood.abort();
+    });
 }

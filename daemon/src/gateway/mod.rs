@@ -239,9 +239,14 @@ fn tls_thread(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
+        // Connection ids stay unique across restarts (consumers may outlive the daemon): they
+        // start at the start time in microseconds.
+        let first_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
         let shared = Rc::new(Shared {
             stats,
-            next_id: Cell::new(1),
+            next_id: Cell::new(first_id),
             listeners: RefCell::default(),
             sockets: RefCell::default(),
             rings: RefCell::default(),

@@ -11,9 +11,14 @@
 //! One task per ring reads the reply ring. Reply bytes are copied out of the shared memory
 //! (the consumer process wrote them: we never form a reference over them) into a scratch
 //! buffer, encrypted into the connection's outbox and written to its socket at once if it takes
-//! them. A connection whose outbox grows past [`OUTBOX_LIMIT`] (a client that does not read)
-//! pauses the reply task until it drains or times out: bounded memory, at the price of
-//! head-of-line blocking for the ring, which the idle timeout bounds.
+//! them. Replies waiting for slow clients are bounded twice: a connection whose unsent replies
+//! exceed [`CONN_REPLY_CAP`] is closed (it does not read; the others must not wait for it), and
+//! when the ring's connections together hold [`RING_REPLY_BUDGET`] the reply task stops reading
+//! the reply ring until some drain, which pushes back on the consumer instead of growing memory.
+//!
+//! A client's close_notify ends its direction only: the consumer gets CLOSE (reason 0) and may
+//! still answer; the connection ends when the consumer sends CLOSE, the client goes away, or
+//! the idle timeout passes.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -36,8 +41,10 @@ use super::wire::{self, CloseReason, OpenInfo, DATA_HEADER_LEN};
 use super::Limits;
 use crate::config::{Framing, WhenFull};
 
-/// Ciphertext allowed to wait for a slow client before the reply task waits for it.
-const OUTBOX_LIMIT: usize = 64 * 1024;
+/// Unsent reply bytes one connection may hold; beyond, the client is too slow and is closed.
+const CONN_REPLY_CAP: usize = 256 * 1024;
+/// Unsent reply bytes all connections of a ring may hold before the reply task waits.
+const RING_REPLY_BUDGET: usize = 4 * 1024 * 1024;
 
 /// The local ends of a ring pair, built by the control plane and moved to the TLS thread.
 #[derive(Debug)]
@@ -57,8 +64,15 @@ pub struct RingRoute {
     space: Notify,
     /// CLOSE records that found the ring full; written before anything else when room comes.
     pending_closes: RefCell<VecDeque<(u64, CloseReason)>>,
+    /// Payload length of the last record that found the ring full: what a blocked connection
+    /// waits for room for (the thread runs one connection at a time, so it is that one's).
+    refused_len: Cell<usize>,
     /// Live connections by id, for replies.
     conns: RefCell<HashMap<u64, Rc<RingConn>>>,
+    /// Unsent reply bytes held by all connections (sum of their `accounted`).
+    reply_bytes: Cell<usize>,
+    /// Woken when `reply_bytes` shrinks (the reply task may wait on it).
+    drained: Notify,
     stats: Arc<Stats>,
     tasks: RefCell<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -69,9 +83,29 @@ struct RingConn {
     session: RefCell<Session>,
     /// Woken when the reply task queued bytes or the consumer asked to close.
     wake: Notify,
-    /// Woken when the outbox drained below the limit (the reply task may wait on it).
-    drained: Notify,
-    close_requested: Cell<bool>,
+    /// Set by the consumer's CLOSE, or by the reply task for a client that stopped reading.
+    close_requested: Cell<Option<CloseReason>>,
+    /// This connection's share of the ring's `reply_bytes`.
+    accounted: Cell<usize>,
+}
+
+impl RingConn {
+    /// Brings the ring's count of unsent reply bytes up to date with this outbox.
+    fn account(&self, route: &RingRoute) {
+        let now = self.session.borrow().outbox_len();
+        self.set_accounted(route, now);
+    }
+
+    fn set_accounted(&self, route: &RingRoute, now: usize) {
+        let before = self.accounted.replace(now);
+        // `reply_bytes` is the sum of every connection's `accounted`, so it holds `before`.
+        route
+            .reply_bytes
+            .set(route.reply_bytes.get().saturating_sub(before) + now);
+        if now < before {
+            route.drained.notify_waiters();
+        }
+    }
 }
 
 impl RingRoute {
@@ -90,7 +124,10 @@ impl RingRoute {
             when_full: Cell::new(when_full),
             space: Notify::new(),
             pending_closes: RefCell::default(),
+            refused_len: Cell::new(0),
             conns: RefCell::default(),
+            reply_bytes: Cell::new(0),
+            drained: Notify::new(),
             stats,
             tasks: RefCell::default(),
         });
@@ -122,7 +159,10 @@ impl RingRoute {
                 fill(buf);
                 true
             }
-            Err(edgegw_ring::Error::Full { .. }) => false,
+            Err(edgegw_ring::Error::Full { .. }) => {
+                self.refused_len.set(len);
+                false
+            }
             Err(e) => {
                 // TooLarge cannot happen (config validation and chunking keep records within
                 // max_payload); Corrupt means the consumer wrote an impossible position.
@@ -177,8 +217,8 @@ impl RingRoute {
         closes.is_empty()
     }
 
+    /// Writes a connection's CLOSE record (queued if the ring is full: it is never dropped).
     fn close(&self, id: u64, reason: CloseReason) {
-        self.conns.borrow_mut().remove(&id);
         if !self.flush_closes()
             || !self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason))
         {
@@ -286,15 +326,19 @@ pub async fn serve(
         stream,
         session: RefCell::new(session),
         wake: Notify::new(),
-        drained: Notify::new(),
-        close_requested: Cell::new(false),
+        close_requested: Cell::new(None),
+        accounted: Cell::new(0),
     });
     route.conns.borrow_mut().insert(id, conn.clone());
-    let reason = relay(route, id, &conn, limits, framing, stats).await;
-    route.close(id, reason);
+    let (reason, close_sent) = relay(route, id, &conn, limits, framing, stats).await;
+    route.conns.borrow_mut().remove(&id);
+    if !close_sent {
+        route.close(id, reason);
+    }
 
     conn.session.borrow_mut().close();
     let _ = tokio::time::timeout(limits.handshake_timeout, flush_conn(&conn)).await;
+    conn.set_accounted(route, 0);
 }
 
 async fn flush_conn(conn: &RingConn) -> io::Result<()> {
@@ -311,6 +355,8 @@ async fn flush_conn(conn: &RingConn) -> io::Result<()> {
 }
 
 /// The connection's loop: client bytes into the ring, replies (queued by the reply task) out.
+/// Returns why it ended and whether the CLOSE record was already written (at the client's
+/// close_notify, when the connection stays open for the consumer's last replies).
 async fn relay(
     route: &Rc<RingRoute>,
     id: u64,
@@ -318,17 +364,17 @@ async fn relay(
     limits: &Limits,
     framing: Framing,
     stats: &Stats,
-) -> CloseReason {
+) -> (CloseReason, bool) {
     let mut framer = match framing {
         Framing::LengthPrefixed { max_frame } => Some(Framer::new(max_frame)),
         Framing::Stream => None,
     };
     let mut deadline = Instant::now() + limits.idle_timeout;
-    let mut peer_closed = false;
+    let mut client_done = false;
     loop {
         // Client plaintext into the ring.
         let mut blocked = false;
-        if !peer_closed {
+        if !client_done {
             let mut bad_frame = None;
             let progress = conn
                 .session
@@ -349,79 +395,68 @@ async fn relay(
             if let Some(e) = bad_frame {
                 Stats::bump(&stats.oversized_frames);
                 crate::debug!("connection {id}: {e}");
-                return CloseReason::ProtocolError;
+                return (CloseReason::ProtocolError, false);
             }
             match progress {
                 Ok(Progress::NeedInput) => {}
                 Ok(Progress::SinkFull) => blocked = true,
-                Ok(Progress::PeerClosed | Progress::Closed) => peer_closed = true,
+                Ok(Progress::PeerClosed | Progress::Closed) => {
+                    // The client is done sending; the consumer may still answer.
+                    client_done = true;
+                    route.close(id, CloseReason::ClientClosed);
+                }
                 Err(e) => {
                     send_alert(&conn.stream, &mut conn.session.borrow_mut(), stats, &e);
-                    return CloseReason::ProtocolError;
+                    return (CloseReason::ProtocolError, false);
                 }
             }
         }
-        if conn.close_requested.get() {
-            return CloseReason::ConsumerClosed;
-        }
-        if peer_closed {
-            // The client will send nothing more; replies may still be on their way, but the
-            // consumer learns of the close now and decides (a reply CLOSE ends it at once).
-            flush_conn(conn).await.ok();
-            return CloseReason::ClientClosed;
+        if let Some(reason) = conn.close_requested.get() {
+            return (reason, client_done);
         }
 
-        let (wants_write, outbox) = {
-            let session = conn.session.borrow();
-            (session.wants_write(), session.outbox_len())
-        };
-        if outbox < OUTBOX_LIMIT {
-            conn.drained.notify_waiters();
-        }
-        let read = !blocked;
-        let frame_len = if blocked { pending_len(route) } else { 0 };
+        let wants_write = conn.session.borrow().wants_write();
+        let read = !blocked && !client_done;
+        let wanted = if blocked { route.refused_len.get() } else { 0 };
         tokio::select! {
             r = conn.stream.readable(), if read => {
-                if r.is_err() { return CloseReason::ClientAborted; }
+                if r.is_err() { return (CloseReason::ClientAborted, client_done); }
                 let got = conn.session.borrow_mut().read_from(|b| conn.stream.try_read(b));
                 match got {
-                    Ok(0) => return CloseReason::ClientAborted,
+                    Ok(0) => return (CloseReason::ClientAborted, client_done),
                     Ok(_) => deadline = Instant::now() + limits.idle_timeout,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return CloseReason::ClientAborted,
+                    Err(_) => return (CloseReason::ClientAborted, client_done),
                 }
             }
-            () = route.wait_for_space(frame_len), if blocked => {}
+            () = route.wait_for_space(wanted), if blocked => {}
             r = conn.stream.writable(), if wants_write => {
-                if r.is_err() { return CloseReason::ClientAborted; }
-                if conn.session.borrow_mut().flush_to(|b| conn.stream.try_write(b)).is_err() {
-                    return CloseReason::ClientAborted;
+                if r.is_err() { return (CloseReason::ClientAborted, client_done); }
+                let flushed = conn.session.borrow_mut().flush_to(|b| conn.stream.try_write(b));
+                let before = conn.accounted.get();
+                conn.account(route);
+                match flushed {
+                    Err(_) => return (CloseReason::ClientAborted, client_done),
+                    // The client reads: it is not idle.
+                    Ok(_) if conn.accounted.get() < before => deadline = Instant::now() + limits.idle_timeout,
+                    Ok(_) => {}
                 }
             }
-            () = conn.wake.notified() => deadline = Instant::now() + limits.idle_timeout,
+            // Replies were queued or a close was asked for: look again.
+            () = conn.wake.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 Stats::bump(&stats.idle_timeouts);
-                return CloseReason::Idle;
+                return (CloseReason::Idle, client_done);
             }
         }
     }
 }
 
-/// Room to wait for when blocked: one full record (the pending plaintext is at most a record).
-fn pending_len(route: &RingRoute) -> usize {
-    route
-        .ingress
-        .borrow()
-        .max_payload()
-        .min(SCRATCH_LEN + DATA_HEADER_LEN)
-}
-
 /// Reads the reply ring and hands each record to its connection.
 async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: AsyncFd<OwnedFd>) {
     loop {
-        // Everything available now.
-        let mut wait_for: Option<Rc<RingConn>> = None;
-        loop {
+        // Everything available now, as long as the reply budget lasts.
+        while route.reply_bytes.get() < RING_REPLY_BUDGET {
             let record = match reply.read() {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
@@ -440,12 +475,17 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 continue;
             }
             let id = payload.read_u64_le(0).unwrap_or(0);
-            let Some(conn) = route.conns.borrow().get(&id).cloned() else {
-                Stats::bump(&route.stats.replies_for_unknown_connections);
+            let conn = route.conns.borrow().get(&id).cloned();
+            let Some(conn) = conn.filter(|c| c.close_requested.get().is_none()) else {
+                // A CLOSE for a connection that already ended is how consumers answer the
+                // daemon's CLOSE: not worth counting.
+                if kind == wire::DATA {
+                    Stats::bump(&route.stats.replies_for_unknown_connections);
+                }
                 continue;
             };
             if kind == wire::CLOSE {
-                conn.close_requested.set(true);
+                conn.close_requested.set(Some(CloseReason::ConsumerClosed));
                 conn.wake.notify_one();
                 continue;
             }
@@ -464,35 +504,34 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 at += n;
             }
             if failed {
-                conn.close_requested.set(true);
+                conn.close_requested.set(Some(CloseReason::ProtocolError));
                 conn.wake.notify_one();
                 continue;
             }
             Stats::add(&route.stats.bytes_to_clients, len as u64);
-            let outbox = {
-                let mut session = conn.session.borrow_mut();
-                let _ = session.flush_to(|b| conn.stream.try_write(b));
-                session.outbox_len()
-            };
-            if outbox > 0 {
-                conn.wake.notify_one();
+            let _ = conn
+                .session
+                .borrow_mut()
+                .flush_to(|b| conn.stream.try_write(b));
+            conn.account(&route);
+            if conn.accounted.get() > CONN_REPLY_CAP {
+                // Not reading its replies: drop it rather than hold the ring for it.
+                conn.close_requested.set(Some(CloseReason::SlowClient));
             }
-            if outbox >= OUTBOX_LIMIT {
-                wait_for = Some(conn);
-                break;
+            if conn.accounted.get() > 0 || conn.close_requested.get().is_some() {
+                conn.wake.notify_one();
             }
         }
         reply.release();
 
-        if let Some(conn) = wait_for {
-            // A client that does not read: wait for it (bounded by its idle timeout, after
-            // which its own task closes it and drops it from `conns`).
-            let drained = conn.drained.notified();
+        if route.reply_bytes.get() >= RING_REPLY_BUDGET {
+            // Slow clients hold the whole budget: wait until one drains or goes away. The
+            // consumer meanwhile finds the reply ring full: backpressure, not memory growth.
+            let drained = route.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            let slow = conn.session.borrow().outbox_len() >= OUTBOX_LIMIT;
-            if slow && route.conns.borrow().values().any(|c| Rc::ptr_eq(c, &conn)) {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
+            if route.reply_bytes.get() >= RING_REPLY_BUDGET {
+                drained.await;
             }
             continue;
         }

@@ -7,7 +7,7 @@
 //! |------|-------|----------------|--------------------------------------------------------|
 //! | 1    | OPEN  | ingress        | five u16 LE length-prefixed UTF-8 strings: peer address, listener, SNI, ALPN, client certificate subject (RFC 4514); empty when absent |
 //! | 2    | DATA  | both           | the bytes (stream chunk, or one length-prefixed frame) |
-//! | 3    | CLOSE | both           | u32 LE reason (ingress); nothing (reply: close it)     |
+//! | 3    | CLOSE | both           | u32 LE [`CloseReason`] (ingress); nothing (reply: close it) |
 //!
 //! Every connection's records come in order: one OPEN, any number of DATA, one CLOSE. A reply
 //! DATA for a connection id that is closed or unknown is counted and dropped. This module is
@@ -40,9 +40,8 @@ pub enum CloseReason {
     ConsumerClosed = 4,
     /// The daemon is shutting down or the connection was shed.
     Shutdown = 5,
-    /// Data was dropped (drop policy) and the stream can no longer be trusted to be whole;
-    /// only sent in `length-prefixed` mode when a frame could not be delivered whole.
-    Dropped = 6,
+    /// The client did not read its replies for its idle timeout while they piled up.
+    SlowClient = 6,
 }
 
 /// What an OPEN record says about a connection.

@@ -371,7 +371,7 @@ impl Seen {
     }
 }
 
-/// How a test consumer answers.
+/// How a test consumer answers (it always answers CLOSE with CLOSE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
     /// Echo every DATA packet.
@@ -419,6 +419,8 @@ impl TestConsumer {
                             wire::CLOSE => {
                                 let reason = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
                                 seen.lock().unwrap().closes.push((id, reason));
+                                // Done with it too: the daemon may end the connection.
+                                let _ = producer.send(wire::CLOSE, 0, &id.to_le_bytes());
                             }
                             wire::DATA => {
                                 seen.lock().unwrap().data.push((id, bytes[8..].to_vec()));
