@@ -246,7 +246,7 @@ impl RingRoute {
     /// full and the policy is backpressure.
     fn offer_frame(&self, id: u64, frame: &[u8]) -> bool {
         if !self.pending_closes.borrow().is_empty() && !self.flush_closes() {
-            return self.full(frame);
+            return self.full();
         }
         let written = self.try_record(wire::DATA, DATA_HEADER_LEN + frame.len(), |b| {
             b[..8].copy_from_slice(&id.to_le_bytes());
@@ -256,11 +256,13 @@ impl RingRoute {
             Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
             true
         } else {
-            self.full(frame)
+            self.full()
         }
     }
 
-    fn full(&self, _frame: &[u8]) -> bool {
+    /// The ring is full: `false` under backpressure (offer it again later), `true` under the
+    /// drop policy (counted in the ring's header and in the stats).
+    fn full(&self) -> bool {
         match self.when_full.get() {
             WhenFull::Backpressure => false,
             WhenFull::Drop => {

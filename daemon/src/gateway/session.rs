@@ -124,7 +124,9 @@ pub type Sink<'a> = &'a mut dyn FnMut(&[u8]) -> usize;
 
 /// A TLS connection's protocol state and buffers.
 pub struct Session {
-    conn: UnbufferedServerConnection,
+    /// Boxed: it is over a kilobyte, and a session moves from the handshake to its route; a
+    /// pointer keeps the connection's task future small (every byte of it is per connection).
+    conn: Box<UnbufferedServerConnection>,
     /// Ciphertext received and not yet consumed by rustls.
     incoming: PooledBuf,
     /// Ciphertext produced and not yet written to the socket.
@@ -157,7 +159,7 @@ impl Session {
     /// A new server-side session.
     pub fn new(config: std::sync::Arc<rustls::ServerConfig>) -> Result<Session, rustls::Error> {
         Ok(Session {
-            conn: UnbufferedServerConnection::new(config)?,
+            conn: Box::new(UnbufferedServerConnection::new(config)?),
             incoming: PooledBuf::default(),
             outbox: PooledBuf::default(),
             pending: PooledBuf::default(),
