@@ -10,7 +10,8 @@
 //!   installed (one worker, pinned).
 //! - throughput: one connection sending 256 MiB through edgegw into a ring, through edgegw to a
 //!   TCP backend, and through a plain TCP relay (no TLS) to the same backend.
-//! - memory: the daemon's idle RSS, then its growth over 1000 idle connections that each
+//! - memory: the daemon's idle RSS, then (after a warm-up of 20 connections per route, which
+//!   brings in the code pages of the data path) its growth over 1000 idle connections that each
 //!   exchanged a few bytes, through a ring route and through a TCP route.
 //!
 //! Environment: EDGEGW_BENCH_SECONDS (handshake run length, default 5), EDGEGW_BENCH_MIB
@@ -684,16 +685,11 @@ fn memory(connections: usize) {
         .enable_all()
         .build()
         .unwrap();
-    let mut held = Vec::new();
-    let mut before = idle;
-    for (route, port) in [("ring", ring_port), ("tcp", tcp_port)] {
-        progress(&format!(
-            "memory: {connections} idle connections through the {route} route"
-        ));
+    let open = |port: SocketAddr, n: usize| {
         let config = client_config();
-        let streams = runtime.block_on(async {
-            let mut streams = Vec::with_capacity(connections);
-            for i in 0..connections {
+        runtime.block_on(async {
+            let mut streams = Vec::with_capacity(n);
+            for i in 0..n {
                 let tcp = tokio::net::TcpStream::connect(port).await.unwrap();
                 let mut tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -707,7 +703,24 @@ fn memory(connections: usize) {
                 streams.push(tls);
             }
             streams
-        });
+        })
+    };
+    // Warm-up: the code pages of handshakes and of each route come in once; what the idle
+    // connections add after that is their own memory.
+    drop(open(ring_port, 20));
+    drop(open(tcp_port, 20));
+    std::thread::sleep(Duration::from_secs(1));
+    let mut before = rss(daemon.pid());
+    emit(json!({
+        "bench": "memory", "what": "after-warm-up", "rss_kib": before.total, "anon_kib": before.anon,
+        "file_kib": before.file, "shmem_kib": before.shmem, "provider": daemon_provider(),
+    }));
+    let mut held = Vec::new();
+    for (route, port) in [("ring", ring_port), ("tcp", tcp_port)] {
+        progress(&format!(
+            "memory: {connections} idle connections through the {route} route"
+        ));
+        let streams = open(port, connections);
         std::thread::sleep(Duration::from_secs(1));
         let after = rss(daemon.pid());
         let per =

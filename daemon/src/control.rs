@@ -120,6 +120,7 @@ impl Daemon {
             },
             prepared.plan,
         )?;
+        drop_startup_pages();
         crate::info!(
             "edgegw {} running with {} ({} crypto); state in {}, rings in {}",
             env!("CARGO_PKG_VERSION"),
@@ -210,6 +211,7 @@ impl Daemon {
         }
         self.listening = prepared.listening;
         self.config = config;
+        drop_startup_pages();
         Ok(())
     }
 
@@ -427,6 +429,20 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
             reply: AttachServer::new(reply_server)?,
         },
     ))
+}
+
+/// Gives back the executable's pages that start-up (or a reload) touched and the running daemon
+/// does not need: config parsing, certificate generation and rustls config building leave most
+/// of the binary resident otherwise (about 3 MiB of a 5.7 MiB idle RSS), on devices where every
+/// MiB counts. Pages the data path uses come back from the file on first use.
+fn drop_startup_pages() {
+    match crate::sys::page_out_executable() {
+        Ok(bytes) => {
+            crate::debug!("asked the kernel to reclaim {bytes} bytes of executable mappings")
+        }
+        // Kernels before 5.4 have no MADV_PAGEOUT: the pages stay, nothing else changes.
+        Err(e) => crate::debug!("cannot page out start-up code: {e}"),
+    }
 }
 
 /// A listening TCP socket: SO_REUSEADDR (restarts do not wait for TIME_WAIT), IPv6 sockets

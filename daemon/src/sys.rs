@@ -1,5 +1,6 @@
 //! The daemon's only unsafe code: taking ownership of the listening sockets systemd passed
-//! (socket activation, `sd_listen_fds(3)`), and registering owned fds with tokio.
+//! (socket activation, `sd_listen_fds(3)`), registering owned fds with tokio, and advising the
+//! kernel about the executable's own mappings.
 //!
 //! Safety argument for the sockets: systemd starts us with fds 3..3+$LISTEN_FDS open and owned
 //! by no one else in this process, and says so by setting $LISTEN_PID to our pid. We read the
@@ -127,4 +128,46 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` owns a valid open fd; the `AsyncFd` owns the `OwnedFd`, which is never
     // replaced or closed while registered, so `as_raw_fd` always returns that same fd.
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+/// Asks the kernel to reclaim the pages of this process's own executable that are mapped now:
+/// after start-up, most of them were touched once (config parsing, certificate generation,
+/// rustls config building) and are not needed while the daemon runs; the ones it does need
+/// come back from the file on first use. Returns the bytes of mappings advised.
+pub fn page_out_executable() -> io::Result<usize> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut advised = 0;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).map(std::path::Path::new);
+        if path != Some(exe.as_path()) || perms.contains('w') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let Some(addr) = std::ptr::NonNull::new(start as *mut std::ffi::c_void) else {
+            continue;
+        };
+        // SAFETY: the range is one whole read-only mapping of this process (from
+        // /proc/self/maps). MADV_PAGEOUT never changes what the process reads there: clean file
+        // pages are dropped and read back from the (unchanged, executing) file on next access;
+        // copied-on-write pages are only reclaimed by swapping. No Rust value is invalidated.
+        unsafe {
+            nix::sys::mman::madvise(addr, end - start, nix::sys::mman::MmapAdvise::MADV_PAGEOUT)
+        }
+        .map_err(io::Error::from)?;
+        advised += end - start;
+    }
+    Ok(advised)
 }
