@@ -54,7 +54,7 @@ pub use format::{
 pub use producer::Producer;
 pub use ring::RingFds;
 pub use server::{AllowList, RingServer, ServedRing, ServerEvent};
-pub use sys::os::{owned_from_raw, pin_to_cpu, set_inheritable};
+pub use sys::os::pin_to_cpu;
 pub use sys::shm::Payload;
 
 /// The system page size (rings are built and checked with it).
