@@ -74,9 +74,9 @@ fn records_of_every_size_cross_the_wrap_point_intact_in_both_modes() {
         let (mut p, mut c) = pair(RingConfig::with_capacity(cap).wrap(wrap));
         let max = p.max_payload();
         assert_eq!(max, cap / 2 - 8);
-        let mut seq = 0u64;
         // Sizes that put the write position at every 8-byte offset, up to the largest record.
         for round in 0..600usize {
+            let seq = round as u64;
             let len = match round % 5 {
                 0 => max,
                 1 => round % 97,
@@ -98,7 +98,6 @@ fn records_of_every_size_cross_the_wrap_point_intact_in_both_modes() {
                 assert_eq!(*b, payload_byte(seq, i), "{wrap} len {len} byte {i}");
             }
             c.release();
-            seq += 1;
         }
         let (prod, _) = p.positions();
         assert!(prod > 10 * cap as u64, "wrapped many times");
