@@ -34,7 +34,7 @@ fn serve_until(server: &mut RingServer, what: &str, f: impl Fn(&ServerEvent) -> 
 
 /// Deterministic per-packet length: 0..=200 bytes, a few large ones.
 fn len_of(seq: u64) -> usize {
-    if seq % 997 == 0 {
+    if seq.is_multiple_of(997) {
         3000
     } else {
         (seq.wrapping_mul(2654435761) % 201) as usize

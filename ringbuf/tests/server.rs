@@ -77,7 +77,7 @@ fn an_attached_consumer_reads_what_the_owner_produces_and_the_owner_sees_it_atta
     let path = dir.join("ingress.sock");
     let mut producer = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
     let server = Running::start(&path, producer.served_ring().unwrap(), me());
-    assert_eq!(producer.peer_status().unwrap().attached, false);
+    assert!(!producer.peer_status().unwrap().attached);
     let mut consumer = Consumer::attach(&path).unwrap();
     server.wait_for("attach", |e| matches!(e, ServerEvent::Attached { .. }));
     assert!(producer.peer_status().unwrap().attached);
