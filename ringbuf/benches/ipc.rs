@@ -467,7 +467,7 @@ fn throughput(transport: Transport, size: usize) -> Measurement {
     let duration = seconds();
     let mut expected = 0u64;
     let mut sent = 0u64;
-    let (run, elapsed) = match transport {
+    let ((), elapsed) = match transport {
         Transport::Ring(wrap) => {
             let mut p =
                 Producer::create(RingConfig::with_capacity(ring_capacity()).wrap(wrap)).unwrap();
@@ -524,7 +524,6 @@ fn throughput(transport: Transport, size: usize) -> Measurement {
             )
         }
     };
-    let _ = run;
     Measurement {
         msgs_per_s: sent as f64 / elapsed.as_secs_f64(),
         p50_ns: None,
