@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fill_payload, pair};
+use common::{fill_payload, pair, scaled};
 use edgegw_ring::{Error, RingConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -60,7 +60,7 @@ fn sending_and_receiving_packets_allocates_nothing_per_packet() {
     p.send(1, 0, b"warm").unwrap();
     c.read().unwrap().unwrap();
     c.release();
-    let packets = 100_000u64;
+    let packets = scaled(100_000).max(1000);
     let n = allocations_in(|| {
         for seq in 0..packets {
             let len = (seq as usize * 61) % 4000;
