@@ -502,6 +502,13 @@ impl AsFd for RingServer {
     }
 }
 
+impl std::os::fd::AsRawFd for RingServer {
+    /// The epoll fd (for `AsyncFd` and other APIs that want a raw fd).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_fd().as_raw_fd()
+    }
+}
+
 impl Drop for RingServer {
     fn drop(&mut self) {
         // Remove our socket file, unless someone replaced it meanwhile.
