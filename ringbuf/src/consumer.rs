@@ -1,6 +1,6 @@
 //! The consuming end of a ring.
 
-use crate::core::ConsumerCore;
+use crate::core::{ConsumerCore, Next};
 use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
 use crate::format::{max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
@@ -200,13 +200,17 @@ impl Consumer {
     /// [`release`](Consumer::release).
     #[inline]
     pub fn read(&mut self) -> Result<Option<Record<'_>>> {
-        match self.core.next(&self.mem)? {
-            None => Ok(None),
-            Some(loc) => Ok(Some(Record {
-                payload: self.mem.payload(loc.payload_offset, loc.len)?,
-                ty: loc.ty,
-                flags: loc.flags,
-            })),
+        match self.core.next(&self.mem) {
+            Next::Record(loc) => match self.mem.payload(loc.payload_offset, loc.len) {
+                Some(payload) => Ok(Some(Record {
+                    payload,
+                    ty: loc.ty,
+                    flags: loc.flags,
+                })),
+                None => Err(self.core.corrupt_error()),
+            },
+            Next::Empty => Ok(None),
+            Next::Corrupt => Err(self.core.corrupt_error()),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The producing end of a ring.
 
-use crate::core::ProducerCore;
+use crate::core::{ProducerCore, Reserved};
 use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
 use crate::format::{max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
@@ -136,8 +136,10 @@ impl Producer {
     /// [`Error::ReservedType`], [`Error::Corrupt`] (the consumer wrote an impossible position).
     #[inline]
     pub fn reserve(&mut self, len: usize, ty: u16, flags: u16) -> Result<&mut [u8]> {
-        let offset = self.core.reserve(&self.mem, len, ty, flags)?;
-        Ok(self.mem.payload_mut(offset, len))
+        match self.core.reserve(&self.mem, len, ty, flags) {
+            Reserved::Payload(offset) => Ok(self.mem.payload_mut(offset, len)),
+            other => Err(self.core.reserve_error(other, len, ty)),
+        }
     }
 
     /// Publish every reserved record with one release store; write the consumer's eventfd only

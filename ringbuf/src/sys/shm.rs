@@ -248,21 +248,17 @@ impl MappedRing {
         self.region.as_ptr() as usize
     }
 
-    /// A checked view of `len` payload bytes at data offset `offset`.
-    pub(crate) fn payload(&self, offset: usize, len: usize) -> Result<Payload<'_>> {
-        let padded = len.div_ceil(8) * 8;
-        if !offset.is_multiple_of(8)
-            || offset
-                .checked_add(padded)
-                .is_none_or(|end| end > self.data_span)
-        {
-            return Err(Error::Corrupt(format!(
-                "payload at data offset {offset}, {len} bytes, outside the data area"
-            )));
+    /// A checked view of `len` payload bytes at data offset `offset`; `None` if it would leave
+    /// the data area (the protocol checks make that impossible; this is the last line).
+    #[inline]
+    pub(crate) fn payload(&self, offset: usize, len: usize) -> Option<Payload<'_>> {
+        let padded = len.checked_add(7)? & !7;
+        if !offset.is_multiple_of(8) || offset.checked_add(padded)? > self.data_span {
+            return None;
         }
         // In bounds: offset + padded <= data_span, and the mapping holds page_size + data_span.
         let base = self.region.as_ptr().wrapping_add(self.page_size + offset);
-        Ok(Payload {
+        Some(Payload {
             base,
             start: 0,
             len,
