@@ -77,7 +77,7 @@ pub(crate) enum Reserved {
         needed: u64,
     },
     TooLarge,
-    ReservedType,
+    BadType,
     Corrupt,
 }
 
@@ -188,7 +188,7 @@ impl ProducerCore {
             return Reserved::Corrupt;
         }
         if ty >= FIRST_RESERVED_TYPE {
-            return Reserved::ReservedType;
+            return Reserved::BadType;
         }
         if len > max_payload(self.capacity as usize) {
             return Reserved::TooLarge;
@@ -230,7 +230,7 @@ impl ProducerCore {
                 max: max_payload(self.capacity as usize),
                 capacity: self.capacity as usize,
             },
-            Reserved::ReservedType => Error::ReservedType(ty),
+            Reserved::BadType => Error::ReservedType(ty),
             Reserved::Corrupt | Reserved::Payload(_) => corrupt(
                 self.corrupt
                     .clone()
