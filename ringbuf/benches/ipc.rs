@@ -21,8 +21,8 @@
 //! - `-- --compare-copy`: copying a payload out of a ring (`Payload::copy_to_slice`, atomic word
 //!   loads) against `memcpy` of the same bytes, in one process.
 //!
-//! Each measurement runs `EDGEGW_BENCH_SECONDS` (default 0.3) and is repeated
-//! `EDGEGW_BENCH_REPS` times (default 3), the transports interleaved; each line is the median
+//! Each measurement runs `EDGEGW_BENCH_SECONDS` (default 0.2) and is repeated
+//! `EDGEGW_BENCH_REPS` times (default 5), the transports interleaved; each line is the median
 //! repetition. `EDGEGW_BENCH_RING_CAPACITY` overrides the ring's 1 MiB; `-- --only MODE[:SIZE]`
 //! runs a subset.
 
@@ -125,7 +125,7 @@ fn sum_words(buf: &[u8]) -> u64 {
     })
 }
 
-/// Repetitions per measurement (`EDGEGW_BENCH_REPS`, default 3); the median is reported.
+/// Repetitions per measurement (`EDGEGW_BENCH_REPS`, default 5); the median is reported.
 fn reps() -> usize {
     std::env::var("EDGEGW_BENCH_REPS")
         .ok()
@@ -146,7 +146,7 @@ fn seconds() -> Duration {
     let s: f64 = std::env::var("EDGEGW_BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.3);
+        .unwrap_or(0.2);
     Duration::from_secs_f64(s.max(0.05))
 }
 
@@ -722,9 +722,9 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         return child_main(&args[i + 1..]);
     }
-    if pin_to_cpu(PARENT_CPU).is_err()
-        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
-    {
+    // Count CPUs before pinning: afterwards this process sees only one.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 || pin_to_cpu(PARENT_CPU).is_err() {
         eprintln!(
             "ipc bench: warning: fewer than 2 CPUs or pinning failed; results are not comparable"
         );

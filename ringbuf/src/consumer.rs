@@ -277,12 +277,21 @@ impl Consumer {
             if !self.core.prepare_wait(&self.mem)? {
                 return self.settled();
             }
+            // Reset the eventfd before sleeping rather than after waking, which keeps that
+            // system call off the wake-up path. A signal drained here may be for this very sleep:
+            // then the data is already visible, so look again before sleeping.
+            if os::drain_eventfd(self.data_event.as_fd()) != 0
+                && (self.core.has_data(&self.mem)? || self.core.is_finished(&self.mem)?)
+            {
+                self.core.finish_wait(&self.mem);
+                return self.settled();
+            }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let [_, sock] = os::poll_fds(
                 [Some(self.data_event.as_fd()), self.link.socket()],
                 remaining,
             )?;
-            self.finish_wait();
+            self.core.finish_wait(&self.mem);
             if self.core.has_data(&self.mem)? {
                 return Ok(Readiness::Ready);
             }

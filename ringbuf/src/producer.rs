@@ -300,12 +300,20 @@ impl Producer {
             if !self.prepare_wait_for_space(len)? {
                 return Ok(Readiness::Ready);
             }
+            // As in Consumer::wait: reset the eventfd before sleeping, then look again.
+            if os::drain_eventfd(self.space_event.as_fd()) != 0 {
+                let needed = self.core.needed_for(len);
+                if self.core.has_space(&self.mem, needed)? {
+                    self.core.finish_wait(&self.mem);
+                    return Ok(Readiness::Ready);
+                }
+            }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let [_, sock] = os::poll_fds(
                 [Some(self.space_event.as_fd()), self.link.socket()],
                 remaining,
             )?;
-            self.finish_wait_for_space();
+            self.core.finish_wait(&self.mem);
             let needed = self.core.needed_for(len);
             if self.core.has_space(&self.mem, needed)? {
                 return Ok(Readiness::Ready);
