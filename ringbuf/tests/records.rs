@@ -249,3 +249,23 @@ fn an_old_ring_can_be_drained_read_only_from_its_fds() {
     drain.release();
     assert_eq!(drain.wait(None).unwrap(), edgegw_ring::Readiness::PeerGone);
 }
+
+#[test]
+fn endpoints_and_the_server_can_move_to_another_thread() {
+    fn is_send<T: Send>() {}
+    is_send::<edgegw_ring::Producer>();
+    is_send::<edgegw_ring::Consumer>();
+    is_send::<edgegw_ring::ServedRing>();
+    is_send::<edgegw_ring::RingServer>();
+    is_send::<edgegw_ring::RingFds>();
+    // And really do it: build on one thread, use on another.
+    let (p, c) = pair(RingConfig::with_capacity(4096));
+    let t = std::thread::spawn(move || {
+        let mut p = p;
+        p.send(1, 0, b"moved").unwrap();
+        p
+    });
+    let _p = t.join().unwrap();
+    let mut c = std::thread::spawn(move || c).join().unwrap();
+    assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"moved");
+}
