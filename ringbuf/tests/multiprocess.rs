@@ -395,3 +395,85 @@ fn taking_ring_fds_from_a_missing_or_bad_environment_is_a_clear_error_child() {
     let e = RingFds::from_env().unwrap_err().to_string();
     assert!(e.contains("not open"), "{e}");
 }
+
+fn other_user_child() {
+    let path = std::env::var("RING_PATH").unwrap();
+    let expect_allowed = std::env::var("RING_EXPECT").unwrap() == "allowed";
+    match Consumer::attach(&path) {
+        Ok(mut c) => {
+            assert!(expect_allowed, "uid {} was let in", nix::unistd::geteuid());
+            assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"for nobody");
+            println!("RESULT attached");
+        }
+        Err(e) => {
+            assert!(!expect_allowed, "refused although allowed: {e}");
+            assert!(
+                e.to_string().contains("credentials not allowed (uid 65534"),
+                "{e}"
+            );
+            println!("RESULT refused");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root: starts the peer under another uid (65534) to exercise SO_PEERCRED"]
+fn a_peer_of_another_user_is_refused_unless_its_uid_is_allowed() {
+    if child_role().as_deref() == Some("other-user") {
+        return other_user_child();
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it switches the child to uid 65534); run it as root or leave it ignored"
+    );
+    use std::os::unix::process::CommandExt;
+    let dir = temp_dir("mp");
+    // The child (uid 65534) must reach the socket.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for (allow, expect) in [
+        (AllowList::current_user(), "refused"),
+        (AllowList::current_user().uid(65534), "allowed"),
+    ] {
+        let path = dir.join(format!("{expect}.sock"));
+        let mut p = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+        p.send(1, 0, b"for nobody").unwrap();
+        let mut server = RingServer::bind(&path, p.served_ring().unwrap(), allow).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let child = child_command(
+            "a_peer_of_another_user_is_refused_unless_its_uid_is_allowed",
+            "other-user",
+        )
+        .env("RING_PATH", &path)
+        .env("RING_EXPECT", expect)
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let want = if expect == "allowed" {
+            "attach"
+        } else {
+            "refusal"
+        };
+        serve_until(&mut server, want, |e| match e {
+            ServerEvent::Attached { uid, .. } => *uid == 65534,
+            ServerEvent::Refused { uid, .. } => *uid == 65534,
+            _ => false,
+        });
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "RESULT {}",
+                if expect == "allowed" {
+                    "attached"
+                } else {
+                    "refused"
+                }
+            )),
+            "{stdout}"
+        );
+    }
+}
