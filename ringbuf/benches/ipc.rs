@@ -43,6 +43,13 @@ const STOP_WORD: u64 = u64::MAX;
 const PARENT_CPU: usize = 0;
 const CHILD_CPU: usize = 1;
 
+/// Pin the calling process to one CPU.
+fn pin_to_cpu(cpu: usize) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Transport {
     Ring(WrapMode),

@@ -58,7 +58,6 @@ pub use format::{
 pub use producer::Producer;
 pub use ring::RingFds;
 pub use server::{AllowList, RingServer, ServedRing, ServerEvent};
-pub use sys::os::pin_to_cpu;
 pub use sys::shm::Payload;
 #[cfg(feature = "tokio")]
 pub use tokio_support::{AsyncRingServer, DataReadiness, SpaceReadiness};

@@ -222,11 +222,6 @@ impl Producer {
         self.mem.mapped_bytes()
     }
 
-    #[doc(hidden)]
-    pub fn region_addr(&self) -> usize {
-        self.mem.region_addr()
-    }
-
     /// The peer's attach state, for an owner served by a [`RingServer`](crate::RingServer);
     /// `None` for attached or inherited producers.
     pub fn peer_status(&self) -> Option<PeerStatus> {

@@ -391,14 +391,6 @@ impl AsFd for Epoll {
     }
 }
 
-/// Pin the calling thread to one CPU.
-pub fn pin_to_cpu(cpu: usize) -> Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).map_err(nix_err("CPU index"))?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .map_err(nix_err("sched_setaffinity"))
-}
-
 /// Clear close-on-exec on `fd` so a child started with exec inherits it.
 pub(crate) fn set_inheritable(fd: BorrowedFd<'_>) -> Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map_err(nix_err("fcntl F_SETFD"))?;

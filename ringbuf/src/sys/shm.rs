@@ -243,11 +243,6 @@ impl MappedRing {
         self.region.len() + self.consumer_page.len()
     }
 
-    /// Start address of the region mapping (for footprint checks).
-    pub(crate) fn region_addr(&self) -> usize {
-        self.region.as_ptr() as usize
-    }
-
     /// A checked view of `len` payload bytes at data offset `offset`; `None` if it would leave
     /// the data area (the protocol checks make that impossible; this is the last line).
     #[inline]
