@@ -26,9 +26,7 @@
 //! repetition. `EDGEGW_BENCH_RING_CAPACITY` overrides the ring's 1 MiB; `-- --only MODE[:SIZE]`
 //! runs a subset.
 
-use edgegw_ring::{
-    pin_to_cpu, Consumer, Error, Producer, Readiness, RingConfig, RingFds, WrapMode,
-};
+use edgegw_ring::{Consumer, Error, Producer, Readiness, RingConfig, RingFds, WrapMode};
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
