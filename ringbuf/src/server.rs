@@ -325,18 +325,13 @@ impl RingServer {
         // Hang-up of the attached peer first, so a replacement that is already waiting is served.
         if let Some(peer) = &self.peer {
             let mut scratch = [0u8; 64];
-            let gone = loop {
-                if os::socket_hung_up(peer.socket.as_fd()) {
-                    break true;
-                }
-                // The peer must stay silent; discard anything it sends so the fd stays quiet.
-                match os::recv_message(peer.socket.as_fd(), &mut scratch, true) {
-                    Ok(Some(m)) if m.len > 0 => continue,
-                    Ok(Some(_)) => break true,
-                    Ok(None) => break false,
-                    Err(_) => break true,
-                }
-            };
+            // The peer must stay silent after the hello: a message (or an error) ends the
+            // attachment, so a chatty peer cannot keep this loop, and the owner's thread, busy.
+            let gone = os::socket_hung_up(peer.socket.as_fd())
+                || !matches!(
+                    os::recv_message(peer.socket.as_fd(), &mut scratch, true),
+                    Ok(None)
+                );
             if gone {
                 let peer = self.peer.take().expect("checked");
                 self.epoll.delete(peer.socket.as_fd());
