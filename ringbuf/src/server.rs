@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Connections that have not said hello yet, at most.
 const MAX_PENDING: usize = 16;
+/// Connections accepted per `process` call at most.
+const MAX_ACCEPTS_PER_CALL: usize = 32;
 /// How long a connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -305,7 +307,12 @@ impl RingServer {
     /// hang-up, expire silent connections. Returns what happened.
     pub fn process(&mut self) -> Result<Vec<ServerEvent>> {
         let mut events = Vec::new();
-        while let Some(conn) = os::accept(self.listener.as_fd())? {
+        // Bounded, so a flood of connections cannot hold the owner's thread; the rest wait in
+        // the backlog for the next call (the epoll fd stays readable).
+        for _ in 0..MAX_ACCEPTS_PER_CALL {
+            let Some(conn) = os::accept(self.listener.as_fd())? else {
+                break;
+            };
             let (pid, uid, gid) =
                 os::peer_credentials(conn.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
             self.epoll.add(conn.as_fd(), conn.as_raw_fd() as u64)?;
