@@ -484,6 +484,12 @@ impl RingServer {
         }
     }
 
+    /// Is there work for [`process`](RingServer::process) right now? (Never blocks.)
+    pub fn has_pending_work(&self) -> bool {
+        os::poll_fds([Some(self.epoll.as_fd())], Some(Duration::ZERO))
+            .map_or(true, |[r]| r.readable)
+    }
+
     /// Block up to `timeout` (`None`: until something happens) for work, then
     /// [`process`](RingServer::process) it. For servers without an event loop.
     pub fn serve_for(&mut self, timeout: Option<Duration>) -> Result<Vec<ServerEvent>> {

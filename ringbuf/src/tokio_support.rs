@@ -33,7 +33,11 @@ impl AsyncRingServer {
                 .await
                 .map_err(io_err("ring server readiness"))?;
             let events = guard.get_inner_mut().process()?;
-            guard.clear_ready();
+            // Readiness is edge-triggered: clear it only when nothing is left (process() bounds
+            // its work per call).
+            if !guard.get_inner().has_pending_work() {
+                guard.clear_ready();
+            }
             if !events.is_empty() {
                 return Ok(events);
             }
