@@ -429,7 +429,7 @@ fn a_peer_of_another_user_is_refused_unless_its_uid_is_allowed() {
     use std::os::unix::process::CommandExt;
     let dir = temp_dir("mp");
     // The child (uid 65534) must reach the socket.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&*dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for (allow, expect) in [
         (AllowList::current_user(), "refused"),
         (AllowList::current_user().uid(65534), "allowed"),
