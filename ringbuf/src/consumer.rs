@@ -64,7 +64,7 @@ pub enum Reattached {
 
 /// Reads records from a ring, in place.
 ///
-/// Read with [`next`](Consumer::next) until it returns `None`, then [`release`](Consumer::release)
+/// Read with [`read`](Consumer::read) until it returns `None`, then [`release`](Consumer::release)
 /// once for the whole batch. Wait with [`wait`](Consumer::wait) (spin, then sleep on the data
 /// eventfd), or hand [`data_fd`](Consumer::data_fd) to epoll/tokio around
 /// [`prepare_wait`](Consumer::prepare_wait) / [`finish_wait`](Consumer::finish_wait).
