@@ -66,3 +66,8 @@ pub use tokio_support::{AsyncRingServer, DataReadiness, SpaceReadiness};
 pub fn page_size() -> usize {
     sys::os::page_size()
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
