@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{child_command, child_role, fill_payload, payload_byte, scaled, temp_dir};
+use common::{
+    child_command, child_command_of, child_role, fill_payload, payload_byte, scaled, temp_dir,
+};
 use edgegw_ring::{
     AllowList, Consumer, Error, Producer, Readiness, RingConfig, RingFds, RingServer, ServerEvent,
 };
@@ -428,8 +430,13 @@ fn a_peer_of_another_user_is_refused_unless_its_uid_is_allowed() {
     );
     use std::os::unix::process::CommandExt;
     let dir = temp_dir("mp");
-    // The child (uid 65534) must reach the socket.
-    std::fs::set_permissions(&*dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The child (uid 65534) must reach the socket and run the test binary, wherever the build
+    // directory is (it may sit under a private home): run a world-readable copy.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     for (allow, expect) in [
         (AllowList::current_user(), "refused"),
         (AllowList::current_user().uid(65534), "allowed"),
@@ -438,9 +445,9 @@ fn a_peer_of_another_user_is_refused_unless_its_uid_is_allowed() {
         let mut p = Producer::create(RingConfig::with_capacity(4096)).unwrap();
         p.send(1, 0, b"for nobody").unwrap();
         let mut server = RingServer::bind(&path, p.served_ring().unwrap(), allow).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-            .unwrap();
-        let child = child_command(
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let child = child_command_of(
+            &exe,
             "a_peer_of_another_user_is_refused_unless_its_uid_is_allowed",
             "other-user",
         )

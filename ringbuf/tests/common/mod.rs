@@ -73,7 +73,15 @@ pub fn child_role() -> Option<String> {
 /// A command that re-runs this test binary for one test, in child role `role`. Under qemu-user
 /// (cross tests), `EDGEGW_RING_CHILD_RUNNER` names the emulator to start it with.
 pub fn child_command(test_name: &str, role: &str) -> Command {
-    let exe = std::env::current_exe().expect("current exe");
+    child_command_of(
+        &std::env::current_exe().expect("current exe"),
+        test_name,
+        role,
+    )
+}
+
+/// Like [`child_command`], running the test binary copy at `exe`.
+pub fn child_command_of(exe: &std::path::Path, test_name: &str, role: &str) -> Command {
     let mut cmd = match std::env::var("EDGEGW_RING_CHILD_RUNNER") {
         Ok(runner) if !runner.trim().is_empty() => {
             let mut parts = runner.split_whitespace();
