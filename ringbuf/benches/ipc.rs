@@ -1,1 +1,787 @@
-fn main() {}
+//! IPC benchmark: the ring against a unix `SOCK_SEQPACKET` socket pair and a pipe, in the same
+//! run, between two processes pinned to different CPUs.
+//!
+//! `cargo bench -p edgegw-ring --bench ipc` prints one JSON object per line on stdout and nothing
+//! else (progress goes to stderr):
+//! `{"transport","mode","size","msgs_per_s","mb_per_s","p50_ns","p99_ns"}`.
+//!
+//! - `throughput`: the parent writes messages of `size` bytes for a fixed time (every byte
+//!   written: an 8-byte sequence word, then the fill byte), the child reads every byte (sums the
+//!   payload as u64 words) and reports its sum, which must match. Ring: blocking waits with a
+//!   short spin; sockets and pipes: blocking calls. `p50_ns`/`p99_ns` are null.
+//! - `busy-latency`: ping-pong, both sides spinning (non-blocking reads for sockets and pipes);
+//!   one-way latency = round trip / 2. `msgs_per_s` counts messages in both directions.
+//! - `block-latency`: the same with blocking waits (the ring's eventfd path, no spinning).
+//!
+//! Fairness: every transport gets the same 1 MiB of buffering (ring capacity, `SO_SNDBUF` and
+//! `SO_RCVBUF`, `F_SETPIPE_SZ`), and every receiver reads every byte.
+//!
+//! Extra runs (not part of the default output):
+//! - `-- --compare-wrap`: ring lines for both wrap strategies, with a `"wrap"` field;
+//! - `-- --compare-copy`: copying a payload out of a ring (`Payload::copy_to_slice`, atomic word
+//!   loads) against `memcpy` of the same bytes, in one process.
+//!
+//! Each measurement runs `EDGEGW_BENCH_SECONDS` (default 0.2) and is repeated
+//! `EDGEGW_BENCH_REPS` times (default 5), the transports interleaved; each line is the median
+//! repetition. `EDGEGW_BENCH_RING_CAPACITY` overrides the ring's 1 MiB; `-- --only MODE[:SIZE]`
+//! runs a subset.
+
+use edgegw_ring::{Consumer, Error, Producer, Readiness, RingConfig, RingFds, WrapMode};
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 64 * 1024];
+const BUFFER: usize = 1 << 20;
+const TYPE_DATA: u16 = 1;
+const TYPE_STOP: u16 = 2;
+const STOP_WORD: u64 = u64::MAX;
+const PARENT_CPU: usize = 0;
+const CHILD_CPU: usize = 1;
+
+/// Pin the calling process to one CPU.
+fn pin_to_cpu(cpu: usize) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Ring(WrapMode),
+    Unix,
+    Pipe,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Ring(_) => "ring",
+            Transport::Unix => "unix",
+            Transport::Pipe => "pipe",
+        }
+    }
+    fn arg(self) -> &'static str {
+        match self {
+            Transport::Ring(WrapMode::Pad) => "ring-pad",
+            Transport::Ring(WrapMode::Mirror) => "ring-mirror",
+            Transport::Unix => "unix",
+            Transport::Pipe => "pipe",
+        }
+    }
+    fn parse(s: &str) -> Transport {
+        match s {
+            "ring-pad" => Transport::Ring(WrapMode::Pad),
+            "ring-mirror" => Transport::Ring(WrapMode::Mirror),
+            "unix" => Transport::Unix,
+            "pipe" => Transport::Pipe,
+            _ => panic!("unknown transport {s}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Throughput,
+    BusyLatency,
+    BlockLatency,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Throughput => "throughput",
+            Mode::BusyLatency => "busy-latency",
+            Mode::BlockLatency => "block-latency",
+        }
+    }
+    fn parse(s: &str) -> Mode {
+        match s {
+            "throughput" => Mode::Throughput,
+            "busy-latency" => Mode::BusyLatency,
+            "block-latency" => Mode::BlockLatency,
+            _ => panic!("unknown mode {s}"),
+        }
+    }
+}
+
+/// The fill byte of message `seq`.
+fn fill_byte(seq: u64) -> u8 {
+    (seq as u8) | 1
+}
+
+/// Sum of the u64 words of a message `seq` of `size` bytes, as the reader computes it.
+fn expected_sum(seq: u64, size: usize) -> u64 {
+    let word = u64::from_ne_bytes([fill_byte(seq); 8]);
+    seq.wrapping_add(word.wrapping_mul((size / 8 - 1) as u64))
+}
+
+/// Write message `seq` into `buf` (every byte).
+fn write_message(seq: u64, buf: &mut [u8]) {
+    buf[..8].copy_from_slice(&seq.to_ne_bytes());
+    buf[8..].fill(fill_byte(seq));
+}
+
+fn sum_words(buf: &[u8]) -> u64 {
+    buf.chunks_exact(8).fold(0u64, |a, w| {
+        a.wrapping_add(u64::from_ne_bytes(w.try_into().unwrap()))
+    })
+}
+
+/// Repetitions per measurement (`EDGEGW_BENCH_REPS`, default 5); the median is reported.
+fn reps() -> usize {
+    std::env::var("EDGEGW_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
+/// Ring capacity: the 1 MiB default, or `EDGEGW_BENCH_RING_CAPACITY`.
+fn ring_capacity() -> usize {
+    std::env::var("EDGEGW_BENCH_RING_CAPACITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BUFFER)
+}
+
+fn seconds() -> Duration {
+    let s: f64 = std::env::var("EDGEGW_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.2);
+    Duration::from_secs_f64(s.max(0.05))
+}
+
+// ---------------------------------------------------------------- endpoints over fds
+
+fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fl = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+    let fl = if on {
+        fl | OFlag::O_NONBLOCK
+    } else {
+        fl & !OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(fl)).unwrap();
+}
+
+/// Send one message of `buf.len()` bytes on a socket or pipe (blocking).
+fn fd_send(fd: BorrowedFd<'_>, buf: &[u8], socket: bool) {
+    if socket {
+        let n = socket::send(fd.as_raw_fd(), buf, MsgFlags::empty()).expect("send");
+        assert_eq!(n, buf.len());
+    } else {
+        let mut off = 0;
+        while off < buf.len() {
+            off += nix::unistd::write(fd, &buf[off..]).expect("pipe write");
+        }
+    }
+}
+
+/// Receive one message of exactly `buf.len()` bytes; spin on EAGAIN if `busy`.
+fn fd_recv(fd: BorrowedFd<'_>, buf: &mut [u8], socket: bool, busy: bool) {
+    if socket {
+        let flags = if busy {
+            MsgFlags::MSG_DONTWAIT
+        } else {
+            MsgFlags::empty()
+        };
+        loop {
+            match socket::recv(fd.as_raw_fd(), buf, flags) {
+                Ok(n) => {
+                    assert_eq!(n, buf.len(), "short message");
+                    return;
+                }
+                Err(nix::Error::EAGAIN) => std::hint::spin_loop(),
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    } else {
+        let mut off = 0;
+        while off < buf.len() {
+            match nix::unistd::read(fd, &mut buf[off..]) {
+                Ok(0) => panic!("pipe closed"),
+                Ok(n) => off += n,
+                Err(nix::Error::EAGAIN) => std::hint::spin_loop(),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+}
+
+/// Reserve a ring record, waiting for space (spinning if `busy`).
+fn ring_send(p: &mut Producer, size: usize, ty: u16, seq: u64, busy: bool) -> u64 {
+    loop {
+        match p.reserve(size, ty, 0) {
+            Ok(buf) => {
+                write_message(seq, buf);
+                return expected_sum(seq, size);
+            }
+            Err(Error::Full { .. }) => {
+                p.publish();
+                if busy {
+                    std::hint::spin_loop();
+                } else {
+                    let r = p
+                        .wait_for_space(size, Some(Duration::from_secs(30)))
+                        .unwrap();
+                    assert_eq!(r, Readiness::Ready, "producer waited 30 s for space");
+                }
+            }
+            Err(e) => panic!("reserve: {e}"),
+        }
+    }
+}
+
+/// Read one ring record (spinning or blocking), sum it in place, release it. Returns
+/// `(type, sum)`.
+fn ring_recv(c: &mut Consumer, busy: bool) -> (u16, u64) {
+    loop {
+        if let Some(rec) = c.read().unwrap() {
+            let out = (
+                rec.record_type(),
+                rec.payload().fold_words(0u64, |a, w| a.wrapping_add(w)),
+            );
+            c.release();
+            return out;
+        }
+        if busy {
+            std::hint::spin_loop();
+        } else {
+            let r = c.wait(Some(Duration::from_secs(30))).unwrap();
+            assert_eq!(r, Readiness::Ready, "consumer waited 30 s for data");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the child process
+
+fn child_main(args: &[String]) {
+    let transport = Transport::parse(&args[0]);
+    let mode = Mode::parse(&args[1]);
+    let size: usize = args[2].parse().unwrap();
+    let _ = pin_to_cpu(CHILD_CPU);
+    let fds: Vec<RawFd> = std::env::var("BENCH_FDS")
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // The parent opened these fds for us and passed their numbers in BENCH_FDS.
+    let take = |fd: RawFd| -> OwnedFd {
+        // SAFETY: the parent passed this open descriptor to us alone (see above).
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let mut result = std::fs::File::from(take(fds[0]));
+    match mode {
+        Mode::Throughput => {
+            let (count, sum) = match transport {
+                Transport::Ring(_) => {
+                    let mut c = Consumer::from_fds(RingFds::from_env().unwrap()).unwrap();
+                    let (mut count, mut sum) = (0u64, 0u64);
+                    loop {
+                        let mut stop = false;
+                        while let Some(rec) = c.read().unwrap() {
+                            if rec.record_type() == TYPE_STOP {
+                                stop = true;
+                                break;
+                            }
+                            sum = sum.wrapping_add(
+                                rec.payload().fold_words(0u64, |a, w| a.wrapping_add(w)),
+                            );
+                            count += 1;
+                        }
+                        c.release();
+                        if stop {
+                            break;
+                        }
+                        let r = c.wait(Some(Duration::from_secs(30))).unwrap();
+                        assert_eq!(r, Readiness::Ready);
+                    }
+                    (count, sum)
+                }
+                Transport::Unix | Transport::Pipe => {
+                    let fd = take(fds[1]);
+                    let socket = transport == Transport::Unix;
+                    let mut buf = vec![0u8; size];
+                    let (mut count, mut sum) = (0u64, 0u64);
+                    loop {
+                        fd_recv(fd.as_fd(), &mut buf, socket, false);
+                        if buf[..8] == STOP_WORD.to_ne_bytes() {
+                            break;
+                        }
+                        sum = sum.wrapping_add(sum_words(&buf));
+                        count += 1;
+                    }
+                    (count, sum)
+                }
+            };
+            writeln!(result, "{count} {sum}").unwrap();
+        }
+        Mode::BusyLatency | Mode::BlockLatency => {
+            let busy = mode == Mode::BusyLatency;
+            match transport {
+                Transport::Ring(_) => {
+                    // The ping ring arrives by RingFds::from_env; the pong ring's fds follow.
+                    let mut ping = Consumer::from_fds(RingFds::from_env().unwrap()).unwrap();
+                    let pong_fds = RingFds::from_array([
+                        take(fds[1]),
+                        take(fds[2]),
+                        take(fds[3]),
+                        take(fds[4]),
+                    ]);
+                    let mut pong = Producer::from_fds(pong_fds).unwrap();
+                    if !busy {
+                        ping.set_spin(0);
+                        pong.set_spin(0);
+                    }
+                    let mut seq = 0u64;
+                    loop {
+                        let (ty, sum) = ring_recv(&mut ping, busy);
+                        if ty == TYPE_STOP {
+                            break;
+                        }
+                        assert_eq!(sum, expected_sum(seq, size), "ping payload");
+                        ring_send(&mut pong, size, TYPE_DATA, seq, busy);
+                        pong.publish();
+                        seq += 1;
+                    }
+                }
+                Transport::Unix | Transport::Pipe => {
+                    let socket = transport == Transport::Unix;
+                    let (rx, tx) = if socket {
+                        let s = take(fds[1]);
+                        (s.try_clone().unwrap(), s)
+                    } else {
+                        (take(fds[1]), take(fds[2]))
+                    };
+                    set_nonblocking(rx.as_fd(), busy);
+                    let mut buf = vec![0u8; size];
+                    let mut seq = 0u64;
+                    loop {
+                        fd_recv(rx.as_fd(), &mut buf, socket, busy);
+                        if buf[..8] == STOP_WORD.to_ne_bytes() {
+                            break;
+                        }
+                        assert_eq!(sum_words(&buf), expected_sum(seq, size), "ping payload");
+                        write_message(seq, &mut buf);
+                        fd_send(tx.as_fd(), &buf, socket);
+                        seq += 1;
+                    }
+                }
+            }
+            writeln!(result, "done").unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the parent process
+
+struct Run {
+    child: Child,
+    result: BufReader<std::fs::File>,
+}
+
+fn inheritable(fd: BorrowedFd<'_>) -> RawFd {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    fd.as_raw_fd()
+}
+
+/// Start the child for `transport`/`mode`/`size` with `fds` inherited (result pipe first).
+fn spawn_child(
+    transport: Transport,
+    mode: Mode,
+    size: usize,
+    fds: &[BorrowedFd<'_>],
+    ring_env: Option<String>,
+) -> Run {
+    let (result_r, result_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut list = vec![inheritable(result_w.as_fd())];
+    list.extend(fds.iter().map(|f| inheritable(*f)));
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--child", transport.arg(), mode.name(), &size.to_string()])
+        .env(
+            "BENCH_FDS",
+            list.iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(v) = ring_env {
+        cmd.env(RingFds::ENV, v);
+    }
+    let child = cmd.spawn().expect("spawn bench child");
+    drop(result_w);
+    Run {
+        child,
+        result: BufReader::new(std::fs::File::from(result_r)),
+    }
+}
+
+impl Run {
+    fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.result.read_line(&mut s).unwrap();
+        s
+    }
+    fn finish(mut self) {
+        let mut rest = String::new();
+        let _ = self.result.read_to_string(&mut rest);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "bench child failed: {status}");
+    }
+}
+
+fn socket_pair() -> (OwnedFd, OwnedFd) {
+    let (a, b) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    for s in [&a, &b] {
+        socket::setsockopt(s, sockopt::SndBuf, &BUFFER).unwrap();
+        socket::setsockopt(s, sockopt::RcvBuf, &BUFFER).unwrap();
+    }
+    (a, b)
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    // Same buffering as the ring; falls back to the default if the limit is lower.
+    let _ = nix::fcntl::fcntl(w.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(BUFFER as i32));
+    (r, w)
+}
+
+struct Measurement {
+    msgs_per_s: f64,
+    p50_ns: Option<f64>,
+    p99_ns: Option<f64>,
+}
+
+fn throughput(transport: Transport, size: usize) -> Measurement {
+    let duration = seconds();
+    let mut expected = 0u64;
+    let mut sent = 0u64;
+    let ((), elapsed) = match transport {
+        Transport::Ring(wrap) => {
+            let mut p =
+                Producer::create(RingConfig::with_capacity(ring_capacity()).wrap(wrap)).unwrap();
+            let fds = p.served_ring().unwrap().into_fds();
+            let mut run = spawn_child(
+                transport,
+                Mode::Throughput,
+                size,
+                &[],
+                Some(fds.export_for_child().unwrap()),
+            );
+            drop(fds);
+            let start = Instant::now();
+            while sent & 1023 != 0 || start.elapsed() < duration {
+                expected = expected.wrapping_add(ring_send(&mut p, size, TYPE_DATA, sent, false));
+                sent += 1;
+                if sent & 15 == 0 {
+                    p.publish();
+                }
+            }
+            ring_send(&mut p, 8, TYPE_STOP, 0, false);
+            p.publish();
+            let line = run.line();
+            (
+                finish_throughput(run, line, sent, expected),
+                start.elapsed(),
+            )
+        }
+        Transport::Unix | Transport::Pipe => {
+            let (tx, rx) = if transport == Transport::Unix {
+                let (a, b) = socket_pair();
+                (a, b)
+            } else {
+                let (r, w) = pipe();
+                (w, r)
+            };
+            let socket = transport == Transport::Unix;
+            let mut run = spawn_child(transport, Mode::Throughput, size, &[rx.as_fd()], None);
+            drop(rx);
+            let mut buf = vec![0u8; size];
+            let start = Instant::now();
+            while sent & 1023 != 0 || start.elapsed() < duration {
+                write_message(sent, &mut buf);
+                fd_send(tx.as_fd(), &buf, socket);
+                expected = expected.wrapping_add(expected_sum(sent, size));
+                sent += 1;
+            }
+            buf[..8].copy_from_slice(&STOP_WORD.to_ne_bytes());
+            fd_send(tx.as_fd(), &buf, socket);
+            let line = run.line();
+            (
+                finish_throughput(run, line, sent, expected),
+                start.elapsed(),
+            )
+        }
+    };
+    Measurement {
+        msgs_per_s: sent as f64 / elapsed.as_secs_f64(),
+        p50_ns: None,
+        p99_ns: None,
+    }
+}
+
+fn finish_throughput(run: Run, line: String, sent: u64, expected: u64) {
+    let mut parts = line.split_whitespace();
+    let count: u64 = parts.next().expect("child count").parse().unwrap();
+    let sum: u64 = parts.next().expect("child sum").parse().unwrap();
+    assert_eq!(count, sent, "the reader got every message");
+    assert_eq!(sum, expected, "the reader read every byte");
+    run.finish();
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64
+}
+
+fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
+    let mode = if busy {
+        Mode::BusyLatency
+    } else {
+        Mode::BlockLatency
+    };
+    let duration = seconds();
+    let warmup = 200u64;
+    let mut samples: Vec<u64> = Vec::with_capacity(1 << 20);
+    let start;
+    let mut rounds = 0u64;
+    match transport {
+        Transport::Ring(wrap) => {
+            let config = RingConfig::with_capacity(ring_capacity()).wrap(wrap);
+            let mut ping = Producer::create(config).unwrap();
+            let mut pong = Consumer::create(config).unwrap();
+            let ping_fds = ping.served_ring().unwrap().into_fds();
+            let pong_fds = pong.served_ring().unwrap().into_fds();
+            let run = spawn_child(
+                transport,
+                mode,
+                size,
+                &pong_fds.as_array(),
+                Some(ping_fds.export_for_child().unwrap()),
+            );
+            drop((ping_fds, pong_fds));
+            if !busy {
+                ping.set_spin(0);
+                pong.set_spin(0);
+            }
+            start = Instant::now();
+            while start.elapsed() < duration || rounds < warmup + 100 {
+                let t0 = Instant::now();
+                ring_send(&mut ping, size, TYPE_DATA, rounds, busy);
+                ping.publish();
+                let (_, sum) = ring_recv(&mut pong, busy);
+                let rtt = t0.elapsed().as_nanos() as u64;
+                assert_eq!(sum, expected_sum(rounds, size), "pong payload");
+                if rounds >= warmup && samples.len() < samples.capacity() {
+                    samples.push(rtt);
+                }
+                rounds += 1;
+            }
+            ring_send(&mut ping, 8, TYPE_STOP, 0, busy);
+            ping.publish();
+            let mut run = run;
+            let _ = run.line();
+            run.finish();
+        }
+        Transport::Unix | Transport::Pipe => {
+            let socket = transport == Transport::Unix;
+            let (mine_rx, mine_tx, run) = if socket {
+                let (a, b) = socket_pair();
+                let run = spawn_child(transport, mode, size, &[b.as_fd()], None);
+                (a.try_clone().unwrap(), a, run)
+            } else {
+                let (to_child_r, to_child_w) = pipe();
+                let (to_parent_r, to_parent_w) = pipe();
+                let run = spawn_child(
+                    transport,
+                    mode,
+                    size,
+                    &[to_child_r.as_fd(), to_parent_w.as_fd()],
+                    None,
+                );
+                (to_parent_r, to_child_w, run)
+            };
+            set_nonblocking(mine_rx.as_fd(), busy);
+            let mut buf = vec![0u8; size];
+            start = Instant::now();
+            while start.elapsed() < duration || rounds < warmup + 100 {
+                let t0 = Instant::now();
+                write_message(rounds, &mut buf);
+                fd_send(mine_tx.as_fd(), &buf, socket);
+                fd_recv(mine_rx.as_fd(), &mut buf, socket, busy);
+                let rtt = t0.elapsed().as_nanos() as u64;
+                assert_eq!(sum_words(&buf), expected_sum(rounds, size), "pong payload");
+                if rounds >= warmup && samples.len() < samples.capacity() {
+                    samples.push(rtt);
+                }
+                rounds += 1;
+            }
+            buf[..8].copy_from_slice(&STOP_WORD.to_ne_bytes());
+            fd_send(mine_tx.as_fd(), &buf, socket);
+            let mut run = run;
+            let _ = run.line();
+            run.finish();
+        }
+    }
+    let _ = start;
+    // Rate from the timed round trips themselves (two messages each), not from wall time that
+    // includes the child's start-up.
+    let busy_ns: u64 = samples.iter().sum();
+    samples.sort_unstable();
+    Measurement {
+        msgs_per_s: 2.0 * samples.len() as f64 / (busy_ns as f64 / 1e9),
+        p50_ns: Some(percentile(&samples, 0.5) / 2.0),
+        p99_ns: Some(percentile(&samples, 0.99) / 2.0),
+    }
+}
+
+fn emit(transport: Transport, mode: Mode, size: usize, m: &Measurement, wrap_field: bool) {
+    let mut obj = serde_json::json!({
+        "transport": transport.name(),
+        "mode": mode.name(),
+        "size": size,
+        "msgs_per_s": m.msgs_per_s.round(),
+        "mb_per_s": (m.msgs_per_s * size as f64 / 1e6 * 10.0).round() / 10.0,
+        "p50_ns": m.p50_ns.map(|v| v.round()),
+        "p99_ns": m.p99_ns.map(|v| v.round()),
+    });
+    if wrap_field {
+        if let Transport::Ring(w) = transport {
+            obj["wrap"] = serde_json::json!(w.to_string());
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "{obj}").unwrap();
+    out.flush().unwrap();
+}
+
+fn measure(transport: Transport, mode: Mode, size: usize) -> Measurement {
+    eprintln!("ipc bench: {} {} {size}", transport.arg(), mode.name());
+    match mode {
+        Mode::Throughput => throughput(transport, size),
+        Mode::BusyLatency => latency(transport, size, true),
+        Mode::BlockLatency => latency(transport, size, false),
+    }
+}
+
+/// Copy out of a ring payload (atomic word loads) against memcpy of the same bytes.
+fn compare_copy() {
+    for size in [64, 256, 1024, 2048, 4096, 16384, 65536] {
+        let mut p = Producer::create(RingConfig::with_capacity(BUFFER)).unwrap();
+        let mut c = Consumer::from_fds(p.served_ring().unwrap().into_fds()).unwrap();
+        let src = vec![7u8; size];
+        let mut dst = vec![0u8; size];
+        p.send(1, 0, &src).unwrap();
+        let rec = c.read().unwrap().unwrap();
+        let payload = rec.payload();
+        let iters = (256 * 1024 * 1024 / size).max(1000);
+        let mut ratios = Vec::new();
+        for _round in 0..5 {
+            let t = Instant::now();
+            for _ in 0..iters {
+                payload.copy_to_slice(std::hint::black_box(&mut dst));
+            }
+            let view = t.elapsed();
+            let t = Instant::now();
+            for _ in 0..iters {
+                std::hint::black_box(&mut dst).copy_from_slice(std::hint::black_box(&src));
+            }
+            let memcpy = t.elapsed();
+            ratios.push((view.as_secs_f64(), memcpy.as_secs_f64()));
+        }
+        ratios.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+        let (view, memcpy) = ratios[2];
+        let gbs = |s: f64| (iters * size) as f64 / s / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "copy",
+                "size": size,
+                "view_gb_per_s": (gbs(view) * 100.0).round() / 100.0,
+                "memcpy_gb_per_s": (gbs(memcpy) * 100.0).round() / 100.0,
+                "view_time_over_memcpy": (view / memcpy * 100.0).round() / 100.0,
+            })
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        return child_main(&args[i + 1..]);
+    }
+    // Count CPUs before pinning: afterwards this process sees only one.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 || pin_to_cpu(PARENT_CPU).is_err() {
+        eprintln!(
+            "ipc bench: warning: fewer than 2 CPUs or pinning failed; results are not comparable"
+        );
+    }
+    if args.iter().any(|a| a == "--compare-copy") {
+        return compare_copy();
+    }
+    let compare_wrap = args.iter().any(|a| a == "--compare-wrap");
+    let transports: Vec<Transport> = if compare_wrap {
+        vec![
+            Transport::Ring(WrapMode::Pad),
+            Transport::Ring(WrapMode::Mirror),
+        ]
+    } else {
+        vec![
+            Transport::Ring(WrapMode::default()),
+            Transport::Unix,
+            Transport::Pipe,
+        ]
+    };
+    // `--only MODE[:SIZE]` restricts the run (for quick experiments).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    for mode in [Mode::Throughput, Mode::BusyLatency, Mode::BlockLatency] {
+        for size in SIZES {
+            if let Some(o) = &only {
+                let mut it = o.split(':');
+                if it.next() != Some(mode.name())
+                    || it.next().is_some_and(|s| s != size.to_string())
+                {
+                    continue;
+                }
+            }
+            // Interleave repetitions of all transports, then report each transport's median
+            // repetition: the machine is shared, so noise hits every transport alike.
+            let mut runs: Vec<Vec<Measurement>> = transports.iter().map(|_| Vec::new()).collect();
+            for _ in 0..reps() {
+                for (i, &t) in transports.iter().enumerate() {
+                    runs[i].push(measure(t, mode, size));
+                }
+            }
+            for (i, &t) in transports.iter().enumerate() {
+                let mut r = std::mem::take(&mut runs[i]);
+                r.sort_by(|a, b| match mode {
+                    Mode::Throughput => a.msgs_per_s.total_cmp(&b.msgs_per_s),
+                    _ => a.p50_ns.unwrap_or(0.0).total_cmp(&b.p50_ns.unwrap_or(0.0)),
+                });
+                emit(t, mode, size, &r[r.len() / 2], compare_wrap);
+            }
+        }
+    }
+}

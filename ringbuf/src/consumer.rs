@@ -1,6 +1,6 @@
 //! The consuming end of a ring.
 
-use crate::core::ConsumerCore;
+use crate::core::{ConsumerCore, Next};
 use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
 use crate::format::{max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
@@ -64,7 +64,7 @@ pub enum Reattached {
 
 /// Reads records from a ring, in place.
 ///
-/// Read with [`next`](Consumer::next) until it returns `None`, then [`release`](Consumer::release)
+/// Read with [`read`](Consumer::read) until it returns `None`, then [`release`](Consumer::release)
 /// once for the whole batch. Wait with [`wait`](Consumer::wait) (spin, then sleep on the data
 /// eventfd), or hand [`data_fd`](Consumer::data_fd) to epoll/tokio around
 /// [`prepare_wait`](Consumer::prepare_wait) / [`finish_wait`](Consumer::finish_wait).
@@ -200,13 +200,17 @@ impl Consumer {
     /// [`release`](Consumer::release).
     #[inline]
     pub fn read(&mut self) -> Result<Option<Record<'_>>> {
-        match self.core.next(&self.mem)? {
-            None => Ok(None),
-            Some(loc) => Ok(Some(Record {
-                payload: self.mem.payload(loc.payload_offset, loc.len)?,
-                ty: loc.ty,
-                flags: loc.flags,
-            })),
+        match self.core.next(&self.mem) {
+            Next::Record(loc) => match self.mem.payload(loc.payload_offset, loc.len) {
+                Some(payload) => Ok(Some(Record {
+                    payload,
+                    ty: loc.ty,
+                    flags: loc.flags,
+                })),
+                None => Err(self.core.corrupt_error()),
+            },
+            Next::Empty => Ok(None),
+            Next::Corrupt => Err(self.core.corrupt_error()),
         }
     }
 
@@ -273,12 +277,21 @@ impl Consumer {
             if !self.core.prepare_wait(&self.mem)? {
                 return self.settled();
             }
+            // Reset the eventfd before sleeping rather than after waking, which keeps that
+            // system call off the wake-up path. A signal drained here may be for this very sleep:
+            // then the data is already visible, so look again before sleeping.
+            if os::drain_eventfd(self.data_event.as_fd()) != 0
+                && (self.core.has_data(&self.mem)? || self.core.is_finished(&self.mem)?)
+            {
+                self.core.finish_wait(&self.mem);
+                return self.settled();
+            }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let [_, sock] = os::poll_fds(
                 [Some(self.data_event.as_fd()), self.link.socket()],
                 remaining,
             )?;
-            self.finish_wait();
+            self.core.finish_wait(&self.mem);
             if self.core.has_data(&self.mem)? {
                 return Ok(Readiness::Ready);
             }

@@ -58,6 +58,29 @@ fn corrupt(msg: String) -> Error {
     Error::Corrupt(msg)
 }
 
+/// What [`ConsumerCore::next`] found. Small and `Copy`, so the hot path returns it in
+/// registers; the corruption message stays in the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Record(RecordLoc),
+    Empty,
+    Corrupt,
+}
+
+/// What [`ProducerCore::reserve`] did: small and `Copy`, so the hot path returns it in
+/// registers; [`ProducerCore::reserve_error`] builds the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reserved {
+    /// Reserved; the payload starts at this data offset.
+    Payload(usize),
+    Full {
+        needed: u64,
+    },
+    TooLarge,
+    BadType,
+    Corrupt,
+}
+
 /// The producer's private state.
 #[derive(Debug)]
 pub(crate) struct ProducerCore {
@@ -153,34 +176,31 @@ impl ProducerCore {
 
     /// Reserve a record; returns the data offset of its payload. The record header is written;
     /// the record becomes visible at the next [`publish`](Self::publish).
+    #[inline]
     pub(crate) fn reserve(
         &mut self,
         mem: &impl RingMem,
         len: usize,
         ty: u16,
         flags: u16,
-    ) -> Result<usize> {
-        self.check_usable()?;
-        if ty >= FIRST_RESERVED_TYPE {
-            return Err(Error::ReservedType(ty));
+    ) -> Reserved {
+        if self.corrupt.is_some() {
+            return Reserved::Corrupt;
         }
-        let max = max_payload(self.capacity as usize);
-        if len > max {
-            return Err(Error::TooLarge {
-                len,
-                max,
-                capacity: self.capacity as usize,
-            });
+        if ty >= FIRST_RESERVED_TYPE {
+            return Reserved::BadType;
+        }
+        if len > max_payload(self.capacity as usize) {
+            return Reserved::TooLarge;
         }
         let total = record_total(len) as u64;
         let needed = self.space_needed(total);
         if needed > self.free() {
-            self.refresh_consumer(mem)?;
+            if self.refresh_consumer(mem).is_err() {
+                return Reserved::Corrupt;
+            }
             if needed > self.free() {
-                return Err(Error::Full {
-                    needed: needed as usize,
-                    free: self.free() as usize,
-                });
+                return Reserved::Full { needed };
             }
         }
         let mut offset = (self.write_pos & (self.capacity - 1)) as usize;
@@ -193,7 +213,30 @@ impl ProducerCore {
         }
         mem.store_data(offset, encode_record_header(len as u32, ty, flags));
         self.write_pos += total;
-        Ok(offset + RECORD_HEADER_LEN)
+        Reserved::Payload(offset + RECORD_HEADER_LEN)
+    }
+
+    /// The error for a failed [`reserve`](Self::reserve).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn reserve_error(&self, r: Reserved, len: usize, ty: u16) -> Error {
+        match r {
+            Reserved::Full { needed } => Error::Full {
+                needed: needed as usize,
+                free: self.free() as usize,
+            },
+            Reserved::TooLarge => Error::TooLarge {
+                len,
+                max: max_payload(self.capacity as usize),
+                capacity: self.capacity as usize,
+            },
+            Reserved::BadType => Error::ReservedType(ty),
+            Reserved::Corrupt | Reserved::Payload(_) => corrupt(
+                self.corrupt
+                    .clone()
+                    .unwrap_or_else(|| "ring corrupt".into()),
+            ),
+        }
     }
 
     /// Records reserved but not yet published.
@@ -331,7 +374,7 @@ impl ConsumerCore {
                 "consumer position {released} is not a multiple of {RECORD_ALIGN}"
             )));
         }
-        core.refresh_producer(mem)?;
+        core.refresh_producer_checked(mem)?;
         if owns_consumer_page {
             let sleep = mem.load(Field::ConsumerSleep, Ordering::Relaxed);
             core.sleep_seq = (sleep + 1) & !1;
@@ -342,111 +385,185 @@ impl ConsumerCore {
         Ok(core)
     }
 
-    fn fail(&mut self, msg: String) -> Error {
-        self.corrupt = Some(msg.clone());
-        corrupt(msg)
+    /// Record why the ring is corrupt (first reason wins); kept out of the hot path.
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, msg: String) -> Next {
+        if self.corrupt.is_none() {
+            self.corrupt = Some(msg);
+        }
+        Next::Corrupt
+    }
+
+    /// The error for a ring found corrupt.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn corrupt_error(&self) -> Error {
+        corrupt(
+            self.corrupt
+                .clone()
+                .unwrap_or_else(|| "ring corrupt".into()),
+        )
     }
 
     fn check_usable(&self) -> Result<()> {
         match &self.corrupt {
-            Some(msg) => Err(corrupt(msg.clone())),
+            Some(_) => Err(self.corrupt_error()),
             None => Ok(()),
         }
     }
 
-    /// Reload and check `producer_pos`.
-    fn refresh_producer(&mut self, mem: &impl RingMem) -> Result<()> {
+    #[cold]
+    #[inline(never)]
+    fn bad_producer_position(&mut self, p: u64) {
+        let msg = format!(
+            "producer position {p} is impossible (read up to {}, released {}, previous producer position {}, capacity {})",
+            self.read_pos, self.released, self.producer_cache, self.capacity
+        );
+        self.fail(msg);
+    }
+
+    /// Reload and check `producer_pos`; false if it is impossible (the ring is then corrupt).
+    #[inline]
+    fn refresh_producer(&mut self, mem: &impl RingMem) -> bool {
         let p = mem.load(Field::ProducerPos, Ordering::Acquire);
         if !p.is_multiple_of(RECORD_ALIGN as u64)
             || p < self.read_pos
             || p < self.producer_cache
             || p - self.released > self.capacity
         {
-            let msg = format!(
-                "producer position {p} is impossible (read up to {}, released {}, previous producer position {}, capacity {})",
-                self.read_pos, self.released, self.producer_cache, self.capacity
-            );
-            return Err(self.fail(msg));
+            self.bad_producer_position(p);
+            return false;
         }
         self.producer_cache = p;
-        Ok(())
+        true
     }
 
-    /// The next committed record, checked, or `None` if the ring is empty.
-    pub(crate) fn next(&mut self, mem: &impl RingMem) -> Result<Option<RecordLoc>> {
-        self.check_usable()?;
+    /// [`refresh_producer`](Self::refresh_producer) as a `Result`.
+    fn refresh_producer_checked(&mut self, mem: &impl RingMem) -> Result<()> {
+        if self.refresh_producer(mem) {
+            Ok(())
+        } else {
+            Err(self.corrupt_error())
+        }
+    }
+
+    /// The next committed record, checked; `Empty` if there is none; `Corrupt` if the peer
+    /// broke the format (the reason is kept, see [`corrupt_error`](Self::corrupt_error)).
+    #[inline]
+    pub(crate) fn next(&mut self, mem: &impl RingMem) -> Next {
+        if self.corrupt.is_some() {
+            return Next::Corrupt;
+        }
         loop {
             if self.read_pos == self.producer_cache {
-                self.refresh_producer(mem)?;
+                if !self.refresh_producer(mem) {
+                    return Next::Corrupt;
+                }
                 if self.read_pos == self.producer_cache {
-                    return Ok(None);
+                    self.touch_next(mem);
+                    return Next::Empty;
                 }
             }
             let offset = (self.read_pos & (self.capacity - 1)) as usize;
             let (len, ty, flags) = decode_record_header(mem.load_data(offset));
             let len = len as usize;
             let cap = self.capacity as usize;
-            if ty == TYPE_PAD {
-                if self.wrap != WrapMode::Pad {
-                    let msg = format!(
-                        "padding record at position {} in a mirror-mode ring",
-                        self.read_pos
-                    );
-                    return Err(self.fail(msg));
-                }
-                if offset + RECORD_HEADER_LEN + len != cap {
-                    let msg = format!(
-                        "padding record at offset {offset} has length {len}, which does not end the lap (capacity {cap})"
-                    );
-                    return Err(self.fail(msg));
-                }
-                let next = self.read_pos + (cap - offset) as u64;
-                if next > self.producer_cache {
-                    let msg = format!(
-                        "padding record at position {} runs past the producer position {}",
-                        self.read_pos, self.producer_cache
-                    );
-                    return Err(self.fail(msg));
-                }
-                self.read_pos = next;
+            let total = record_total(len);
+            if ty < FIRST_RESERVED_TYPE
+                && total <= cap / 2
+                && self.read_pos + total as u64 <= self.producer_cache
+                && (self.wrap != WrapMode::Pad || offset + total <= cap)
+            {
+                self.read_pos += total as u64;
+                return Next::Record(RecordLoc {
+                    payload_offset: offset + RECORD_HEADER_LEN,
+                    len,
+                    ty,
+                    flags,
+                });
+            }
+            if ty == TYPE_PAD && self.skip_padding(offset, len) {
                 continue;
             }
-            if ty >= FIRST_RESERVED_TYPE {
-                let msg = format!(
-                    "record at position {} has reserved type {ty:#06x}",
-                    self.read_pos
-                );
-                return Err(self.fail(msg));
-            }
-            let total = record_total(len);
-            if total > cap / 2 {
-                let msg = format!(
-                    "record at position {} has length {len}, above the ring's limit {}",
-                    self.read_pos,
-                    max_payload(cap)
-                );
-                return Err(self.fail(msg));
-            }
-            if self.read_pos + total as u64 > self.producer_cache {
-                let msg = format!(
-                    "record at position {} of {total} bytes runs past the producer position {}",
-                    self.read_pos, self.producer_cache
-                );
-                return Err(self.fail(msg));
-            }
-            if self.wrap == WrapMode::Pad && offset + total > cap {
-                let msg = format!(
-                    "record at offset {offset} of {total} bytes crosses the end of a pad-mode ring (capacity {cap})"
-                );
-                return Err(self.fail(msg));
-            }
-            self.read_pos += total as u64;
-            return Ok(Some(RecordLoc {
-                payload_offset: offset + RECORD_HEADER_LEN,
-                len,
-                ty,
-                flags,
-            }));
+            return self.bad_record(offset, len, ty);
+        }
+    }
+
+    /// Skip a padding record at `offset` if it is legal; false (and corrupt) otherwise.
+    fn skip_padding(&mut self, offset: usize, len: usize) -> bool {
+        let cap = self.capacity as usize;
+        if self.wrap != WrapMode::Pad {
+            let msg = format!(
+                "padding record at position {} in a mirror-mode ring",
+                self.read_pos
+            );
+            self.fail(msg);
+            return false;
+        }
+        if offset + RECORD_HEADER_LEN + len != cap {
+            let msg = format!(
+                "padding record at offset {offset} has length {len}, which does not end the lap (capacity {cap})"
+            );
+            self.fail(msg);
+            return false;
+        }
+        let next = self.read_pos + (cap - offset) as u64;
+        if next > self.producer_cache {
+            let msg = format!(
+                "padding record at position {} runs past the producer position {}",
+                self.read_pos, self.producer_cache
+            );
+            self.fail(msg);
+            return false;
+        }
+        self.read_pos = next;
+        true
+    }
+
+    /// Say which check a record header failed.
+    #[cold]
+    #[inline(never)]
+    fn bad_record(&mut self, offset: usize, len: usize, ty: u16) -> Next {
+        if self.corrupt.is_some() {
+            return Next::Corrupt;
+        }
+        let cap = self.capacity as usize;
+        let total = record_total(len);
+        let msg = if ty >= FIRST_RESERVED_TYPE {
+            format!(
+                "record at position {} has reserved type {ty:#06x}",
+                self.read_pos
+            )
+        } else if total > cap / 2 {
+            format!(
+                "record at position {} has length {len}, above the ring's limit {}",
+                self.read_pos,
+                max_payload(cap)
+            )
+        } else if self.read_pos + total as u64 > self.producer_cache {
+            format!(
+                "record at position {} of {total} bytes runs past the producer position {}",
+                self.read_pos, self.producer_cache
+            )
+        } else {
+            format!(
+                "record at offset {offset} of {total} bytes crosses the end of a pad-mode ring (capacity {cap})"
+            )
+        };
+        self.fail(msg)
+    }
+
+    /// While the ring is empty, load the cache lines the next record will occupy (the value is
+    /// ignored: it is not yet published). A polling consumer then fetches them in the same
+    /// round of cache misses as the producer position, instead of after it.
+    #[inline]
+    fn touch_next(&self, mem: &impl RingMem) {
+        let offset = (self.read_pos & (self.capacity - 1)) as usize;
+        std::hint::black_box(mem.load_data(offset));
+        let next_line = (offset | 63) + 1;
+        if next_line < self.capacity as usize {
+            std::hint::black_box(mem.load_data(next_line));
         }
     }
 
@@ -481,7 +598,7 @@ impl ConsumerCore {
         if self.read_pos != self.producer_cache {
             return Ok(true);
         }
-        self.refresh_producer(mem)?;
+        self.refresh_producer_checked(mem)?;
         Ok(self.read_pos != self.producer_cache)
     }
 

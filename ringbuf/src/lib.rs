@@ -21,6 +21,8 @@
 //!   The server only needs the fds and a shared attach state, so it runs on one thread (the
 //!   daemon's main loop) while the owner's endpoint runs on another (the TLS thread).
 //! - [`tools`]: `stat` and `tail`, for the daemon's CLI.
+//! - With the `tokio` feature: `AsyncRingServer`, `DataReadiness`, `SpaceReadiness`, the same
+//!   fds in tokio's `AsyncFd`. The core crate never depends on tokio.
 //! - `sys`: the only module with `unsafe`: mappings, atomics over shared memory, fds, the C ABI.
 //!
 //! Everything the peer writes is untrusted: positions and record headers are checked before use,
@@ -38,6 +40,8 @@ mod producer;
 mod ring;
 mod server;
 mod sys;
+#[cfg(feature = "tokio")]
+mod tokio_support;
 pub mod tools;
 
 #[cfg(test)]
@@ -54,10 +58,16 @@ pub use format::{
 pub use producer::Producer;
 pub use ring::RingFds;
 pub use server::{AllowList, RingServer, ServedRing, ServerEvent};
-pub use sys::os::{owned_from_raw, pin_to_cpu, set_inheritable};
 pub use sys::shm::Payload;
+#[cfg(feature = "tokio")]
+pub use tokio_support::{AsyncRingServer, DataReadiness, SpaceReadiness};
 
 /// The system page size (rings are built and checked with it).
 pub fn page_size() -> usize {
     sys::os::page_size()
 }
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

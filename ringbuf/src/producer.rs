@@ -1,6 +1,6 @@
 //! The producing end of a ring.
 
-use crate::core::ProducerCore;
+use crate::core::{ProducerCore, Reserved};
 use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
 use crate::format::{max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
@@ -136,8 +136,10 @@ impl Producer {
     /// [`Error::ReservedType`], [`Error::Corrupt`] (the consumer wrote an impossible position).
     #[inline]
     pub fn reserve(&mut self, len: usize, ty: u16, flags: u16) -> Result<&mut [u8]> {
-        let offset = self.core.reserve(&self.mem, len, ty, flags)?;
-        Ok(self.mem.payload_mut(offset, len))
+        match self.core.reserve(&self.mem, len, ty, flags) {
+            Reserved::Payload(offset) => Ok(self.mem.payload_mut(offset, len)),
+            other => Err(self.core.reserve_error(other, len, ty)),
+        }
     }
 
     /// Publish every reserved record with one release store; write the consumer's eventfd only
@@ -220,11 +222,6 @@ impl Producer {
         self.mem.mapped_bytes()
     }
 
-    #[doc(hidden)]
-    pub fn region_addr(&self) -> usize {
-        self.mem.region_addr()
-    }
-
     /// The peer's attach state, for an owner served by a [`RingServer`](crate::RingServer);
     /// `None` for attached or inherited producers.
     pub fn peer_status(&self) -> Option<PeerStatus> {
@@ -298,12 +295,20 @@ impl Producer {
             if !self.prepare_wait_for_space(len)? {
                 return Ok(Readiness::Ready);
             }
+            // As in Consumer::wait: reset the eventfd before sleeping, then look again.
+            if os::drain_eventfd(self.space_event.as_fd()) != 0 {
+                let needed = self.core.needed_for(len);
+                if self.core.has_space(&self.mem, needed)? {
+                    self.core.finish_wait(&self.mem);
+                    return Ok(Readiness::Ready);
+                }
+            }
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let [_, sock] = os::poll_fds(
                 [Some(self.space_event.as_fd()), self.link.socket()],
                 remaining,
             )?;
-            self.finish_wait_for_space();
+            self.core.finish_wait(&self.mem);
             let needed = self.core.needed_for(len);
             if self.core.has_space(&self.mem, needed)? {
                 return Ok(Readiness::Ready);

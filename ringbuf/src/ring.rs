@@ -6,7 +6,7 @@ use crate::format::{
 use crate::sys::os;
 use crate::sys::shm::{Access, MappedRing};
 use crate::{Error, Result, RingConfig};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// The four fds that make a ring: everything a peer needs, and everything an owner must keep
 /// (for example in systemd's fd store) to hand the ring over.
@@ -45,6 +45,55 @@ impl RingFds {
             self.data_event.as_fd(),
             self.space_event.as_fd(),
         ]
+    }
+
+    /// The environment variable [`RingFds::export_for_child`] fills and
+    /// [`RingFds::from_env`] reads: four fd numbers, comma-separated, in protocol order.
+    pub const ENV: &'static str = "EDGEGW_RING_FDS";
+
+    /// Prepare these fds for a child started with fork+exec: clears close-on-exec on all four
+    /// and returns the value to put in [`RingFds::ENV`] for the child. Keep `self` open until
+    /// the child has started.
+    pub fn export_for_child(&self) -> Result<String> {
+        let fds = self.as_array();
+        for fd in fds {
+            os::set_inheritable(fd)?;
+        }
+        Ok(fds.map(|f| f.as_raw_fd().to_string()).join(","))
+    }
+
+    /// Take the ring fds a parent passed with [`RingFds::export_for_child`]. Removes the
+    /// variable from the environment so the fds cannot be taken twice, checks that the four fds
+    /// are open and distinct, and sets close-on-exec on them again.
+    pub fn from_env() -> Result<RingFds> {
+        let value = std::env::var(Self::ENV).map_err(|_| {
+            Error::Config(format!("{} is not set: no ring fds were passed", Self::ENV))
+        })?;
+        std::env::remove_var(Self::ENV);
+        let nums: Vec<i32> = value
+            .split(',')
+            .map(|v| v.trim().parse::<i32>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| {
+                Error::Config(format!("{}={value:?} is not four fd numbers", Self::ENV))
+            })?;
+        let nums: [i32; 4] = nums.try_into().map_err(|_| {
+            Error::Config(format!("{}={value:?} is not four fd numbers", Self::ENV))
+        })?;
+        for (i, n) in nums.iter().enumerate() {
+            if *n <= 2 || nums[..i].contains(n) {
+                return Err(Error::Config(format!(
+                    "{}={value:?}: fd {n} is a standard stream or listed twice",
+                    Self::ENV
+                )));
+            }
+        }
+        let mut owned = Vec::with_capacity(4);
+        for n in nums {
+            owned.push(os::take_inherited_fd(n)?);
+        }
+        let arr: [OwnedFd; 4] = owned.try_into().expect("four fds");
+        Ok(Self::from_array(arr))
     }
 
     /// Build from fds in protocol order.

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Connections that have not said hello yet, at most.
 const MAX_PENDING: usize = 16;
+/// Connections accepted per `process` call at most.
+const MAX_ACCEPTS_PER_CALL: usize = 32;
 /// How long a connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -305,7 +307,12 @@ impl RingServer {
     /// hang-up, expire silent connections. Returns what happened.
     pub fn process(&mut self) -> Result<Vec<ServerEvent>> {
         let mut events = Vec::new();
-        while let Some(conn) = os::accept(self.listener.as_fd())? {
+        // Bounded, so a flood of connections cannot hold the owner's thread; the rest wait in
+        // the backlog for the next call (the epoll fd stays readable).
+        for _ in 0..MAX_ACCEPTS_PER_CALL {
+            let Some(conn) = os::accept(self.listener.as_fd())? else {
+                break;
+            };
             let (pid, uid, gid) =
                 os::peer_credentials(conn.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
             self.epoll.add(conn.as_fd(), conn.as_raw_fd() as u64)?;
@@ -325,18 +332,13 @@ impl RingServer {
         // Hang-up of the attached peer first, so a replacement that is already waiting is served.
         if let Some(peer) = &self.peer {
             let mut scratch = [0u8; 64];
-            let gone = loop {
-                if os::socket_hung_up(peer.socket.as_fd()) {
-                    break true;
-                }
-                // The peer must stay silent; discard anything it sends so the fd stays quiet.
-                match os::recv_message(peer.socket.as_fd(), &mut scratch, true) {
-                    Ok(Some(m)) if m.len > 0 => continue,
-                    Ok(Some(_)) => break true,
-                    Ok(None) => break false,
-                    Err(_) => break true,
-                }
-            };
+            // The peer must stay silent after the hello: a message (or an error) ends the
+            // attachment, so a chatty peer cannot keep this loop, and the owner's thread, busy.
+            let gone = os::socket_hung_up(peer.socket.as_fd())
+                || !matches!(
+                    os::recv_message(peer.socket.as_fd(), &mut scratch, true),
+                    Ok(None)
+                );
             if gone {
                 let peer = self.peer.take().expect("checked");
                 self.epoll.delete(peer.socket.as_fd());
@@ -482,6 +484,12 @@ impl RingServer {
         }
     }
 
+    /// Is there work for [`process`](RingServer::process) right now? (Never blocks.)
+    pub fn has_pending_work(&self) -> bool {
+        os::poll_fds([Some(self.epoll.as_fd())], Some(Duration::ZERO))
+            .map_or(true, |[r]| r.readable)
+    }
+
     /// Block up to `timeout` (`None`: until something happens) for work, then
     /// [`process`](RingServer::process) it. For servers without an event loop.
     pub fn serve_for(&mut self, timeout: Option<Duration>) -> Result<Vec<ServerEvent>> {
@@ -499,6 +507,13 @@ impl AsFd for RingServer {
     /// The epoll fd: readable when [`RingServer::process`] has work.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for RingServer {
+    /// The epoll fd (for `AsyncFd` and other APIs that want a raw fd).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_fd().as_raw_fd()
     }
 }
 

@@ -74,9 +74,9 @@ fn records_of_every_size_cross_the_wrap_point_intact_in_both_modes() {
         let (mut p, mut c) = pair(RingConfig::with_capacity(cap).wrap(wrap));
         let max = p.max_payload();
         assert_eq!(max, cap / 2 - 8);
-        let mut seq = 0u64;
         // Sizes that put the write position at every 8-byte offset, up to the largest record.
         for round in 0..600usize {
+            let seq = round as u64;
             let len = match round % 5 {
                 0 => max,
                 1 => round % 97,
@@ -98,7 +98,6 @@ fn records_of_every_size_cross_the_wrap_point_intact_in_both_modes() {
                 assert_eq!(*b, payload_byte(seq, i), "{wrap} len {len} byte {i}");
             }
             c.release();
-            seq += 1;
         }
         let (prod, _) = p.positions();
         assert!(prod > 10 * cap as u64, "wrapped many times");
@@ -249,4 +248,24 @@ fn an_old_ring_can_be_drained_read_only_from_its_fds() {
     assert!(drain.read().unwrap().is_none());
     drain.release();
     assert_eq!(drain.wait(None).unwrap(), edgegw_ring::Readiness::PeerGone);
+}
+
+#[test]
+fn endpoints_and_the_server_can_move_to_another_thread() {
+    fn is_send<T: Send>() {}
+    is_send::<edgegw_ring::Producer>();
+    is_send::<edgegw_ring::Consumer>();
+    is_send::<edgegw_ring::ServedRing>();
+    is_send::<edgegw_ring::RingServer>();
+    is_send::<edgegw_ring::RingFds>();
+    // And really do it: build on one thread, use on another.
+    let (p, c) = pair(RingConfig::with_capacity(4096));
+    let t = std::thread::spawn(move || {
+        let mut p = p;
+        p.send(1, 0, b"moved").unwrap();
+        p
+    });
+    let _p = t.join().unwrap();
+    let mut c = std::thread::spawn(move || c).join().unwrap();
+    assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"moved");
 }

@@ -77,7 +77,7 @@ fn an_attached_consumer_reads_what_the_owner_produces_and_the_owner_sees_it_atta
     let path = dir.join("ingress.sock");
     let mut producer = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
     let server = Running::start(&path, producer.served_ring().unwrap(), me());
-    assert_eq!(producer.peer_status().unwrap().attached, false);
+    assert!(!producer.peer_status().unwrap().attached);
     let mut consumer = Consumer::attach(&path).unwrap();
     server.wait_for("attach", |e| matches!(e, ServerEvent::Attached { .. }));
     assert!(producer.peer_status().unwrap().attached);
@@ -437,5 +437,45 @@ fn reattaching_to_the_same_ring_continues_it() {
         ),
         "{err}"
     );
+    server.stop();
+}
+
+#[test]
+fn a_peer_that_talks_after_the_hello_is_disconnected_and_the_ring_freed() {
+    use std::os::fd::AsRawFd;
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    // A raw client: hello, take the answer, then chatter.
+    use nix::sys::socket::{
+        connect, recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    let mut hello = [0u8; 32];
+    hello[..4].copy_from_slice(b"EGRH");
+    hello[4..6].copy_from_slice(&1u16.to_ne_bytes());
+    hello[6] = 1;
+    send(fd.as_raw_fd(), &hello, MsgFlags::empty()).unwrap();
+    let mut buf = [0u8; 256];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!((n, buf[6]), (128, 0), "attached");
+    server.wait_for("attach", |e| matches!(e, ServerEvent::Attached { .. }));
+    for _ in 0..100 {
+        if send(fd.as_raw_fd(), b"chatter", MsgFlags::MSG_NOSIGNAL).is_err() {
+            break;
+        }
+    }
+    server.wait_for("detach", |e| matches!(e, ServerEvent::Detached { .. }));
+    // The server closed its end; a proper consumer can attach now.
+    Consumer::attach(&path).unwrap();
+    drop(fd);
     server.stop();
 }

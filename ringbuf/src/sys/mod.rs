@@ -15,3 +15,5 @@
 pub(crate) mod capi;
 pub(crate) mod os;
 pub(crate) mod shm;
+#[cfg(feature = "tokio")]
+pub(crate) mod tokio_fd;

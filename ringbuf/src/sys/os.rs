@@ -391,25 +391,28 @@ impl AsFd for Epoll {
     }
 }
 
-/// Pin the calling thread to one CPU.
-pub fn pin_to_cpu(cpu: usize) -> Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).map_err(nix_err("CPU index"))?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .map_err(nix_err("sched_setaffinity"))
-}
-
 /// Clear close-on-exec on `fd` so a child started with exec inherits it.
-pub fn set_inheritable(fd: BorrowedFd<'_>) -> Result<()> {
+pub(crate) fn set_inheritable(fd: BorrowedFd<'_>) -> Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).map_err(nix_err("fcntl F_SETFD"))?;
     Ok(())
 }
 
-/// Take ownership of an inherited descriptor number (fork/exec hand-over).
-///
-/// # Safety
-/// `fd` must be an open descriptor that nothing else in this process owns or will close.
-pub unsafe fn owned_from_raw(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller promises exclusive ownership of an open descriptor.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Take ownership of descriptor `fd`, inherited from our parent as announced in the
+/// environment (the systemd `LISTEN_FDS` convention): it must be open; close-on-exec is set
+/// again so it does not leak further.
+pub(crate) fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd> {
+    // SAFETY: F_GETFD only inspects the descriptor table; it is our check that `fd` is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Error::Config(format!("inherited fd {fd} is not open")));
+    }
+    // SAFETY: the fd is open (checked above), and by the environment hand-over contract it was
+    // passed for us to own: RingFds::from_env removes the variable first, so this runs once per
+    // fd, and the caller checked the numbers are distinct and not stdio.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl(
+        owned.as_fd(),
+        FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(nix_err("fcntl F_SETFD"))?;
+    Ok(owned)
 }

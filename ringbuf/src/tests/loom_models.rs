@@ -13,9 +13,8 @@
 //!
 //! They run in plain `cargo test` (loom is an ordinary dev-dependency; no `--cfg loom` needed).
 
-use crate::core::{ConsumerCore, Field, ProducerCore, RingMem, Wake};
+use crate::core::{ConsumerCore, Field, Next, ProducerCore, Reserved, RingMem, Wake};
 use crate::format::WrapMode;
-use crate::Error;
 use loom::sync::atomic::{fence, AtomicU64};
 use loom::sync::{Arc, Condvar, Mutex};
 use std::sync::atomic::Ordering;
@@ -107,16 +106,16 @@ fn produce(
     for (n, &len) in lens.iter().enumerate() {
         let off = loop {
             match p.reserve(mem, len, n as u16, 0) {
-                Ok(off) => break off,
-                Err(Error::Full { needed, .. }) => {
+                Reserved::Payload(off) => break off,
+                Reserved::Full { needed } => {
                     // Publish what we have first, or the consumer could wait for it forever.
                     p.publish(mem, data_ev);
-                    if p.prepare_wait(mem, needed as u64).unwrap() {
+                    if p.prepare_wait(mem, needed).unwrap() {
                         space_ev.wait_and_drain();
                         p.finish_wait(mem);
                     }
                 }
-                Err(e) => panic!("reserve: {e}"),
+                other => panic!("reserve: {other:?}"),
             }
         };
         for i in 0..len / 8 {
@@ -146,7 +145,7 @@ fn consume(
     let mut c = ConsumerCore::resume(mem, cap, WrapMode::Pad, true).unwrap();
     let mut n = 0;
     loop {
-        while let Some(rec) = c.next(mem).unwrap() {
+        while let Next::Record(rec) = c.next(mem) {
             assert_eq!(rec.ty as usize, n, "records in order");
             assert_eq!(rec.len, lens[n]);
             for i in 0..rec.len / 8 {

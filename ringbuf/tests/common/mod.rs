@@ -14,8 +14,23 @@ pub fn pair(config: RingConfig) -> (Producer, Consumer) {
     (producer, consumer)
 }
 
-/// A fresh private directory for sockets.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh private directory for sockets, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir(tag: &str) -> TempDir {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "edgegw-ring-{tag}-{}-{}",
@@ -24,7 +39,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    TempDir(dir)
 }
 
 /// Scale a stress count by `EDGEGW_RING_TEST_SCALE` (percent; default 100). Never below 1.
@@ -58,7 +73,15 @@ pub fn child_role() -> Option<String> {
 /// A command that re-runs this test binary for one test, in child role `role`. Under qemu-user
 /// (cross tests), `EDGEGW_RING_CHILD_RUNNER` names the emulator to start it with.
 pub fn child_command(test_name: &str, role: &str) -> Command {
-    let exe = std::env::current_exe().expect("current exe");
+    child_command_of(
+        &std::env::current_exe().expect("current exe"),
+        test_name,
+        role,
+    )
+}
+
+/// Like [`child_command`], running the test binary copy at `exe`.
+pub fn child_command_of(exe: &std::path::Path, test_name: &str, role: &str) -> Command {
     let mut cmd = match std::env::var("EDGEGW_RING_CHILD_RUNNER") {
         Ok(runner) if !runner.trim().is_empty() => {
             let mut parts = runner.split_whitespace();

@@ -1,0 +1,486 @@
+//! Producer and consumer in different processes: a stress run of millions of packets with a
+//! consumer that sleeps between bursts (never a stall), a consumer killed with SIGKILL and
+//! replaced without losing a packet, and a forked child that consumes with no socket at all.
+//!
+//! Each test re-runs this test binary for its child role (see `common::child_command`).
+
+mod common;
+
+use common::{
+    child_command, child_command_of, child_role, fill_payload, payload_byte, scaled, temp_dir,
+};
+use edgegw_ring::{
+    AllowList, Consumer, Error, Producer, Readiness, RingConfig, RingFds, RingServer, ServerEvent,
+};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Longest any wait may take before we call it a stall (a lost wakeup). Generous for qemu.
+const STALL: Duration = Duration::from_secs(60);
+
+fn serve_until(server: &mut RingServer, what: &str, f: impl Fn(&ServerEvent) -> bool) {
+    let deadline = Instant::now() + STALL;
+    while Instant::now() < deadline {
+        if server
+            .serve_for(Some(Duration::from_millis(50)))
+            .unwrap()
+            .iter()
+            .any(&f)
+        {
+            return;
+        }
+    }
+    panic!("server saw no {what}");
+}
+
+/// Deterministic per-packet length: 0..=200 bytes, a few large ones.
+fn len_of(seq: u64) -> usize {
+    if seq.is_multiple_of(997) {
+        3000
+    } else {
+        (seq.wrapping_mul(2654435761) % 201) as usize
+    }
+}
+
+fn stress_consumer() {
+    let path = std::env::var("RING_PATH").unwrap();
+    let total: u64 = std::env::var("RING_TOTAL").unwrap().parse().unwrap();
+    let mut c = Consumer::attach(&path).unwrap();
+    c.set_spin(50);
+    let mut seq = 0u64;
+    let mut waits = 0u64;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut batch = 0;
+        while let Some(rec) = c.read().unwrap() {
+            assert_eq!(rec.len(), len_of(seq), "length of packet {seq}");
+            assert_eq!(rec.flags(), seq as u16);
+            let n = rec.payload().copy_to_slice(&mut buf);
+            for (i, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, payload_byte(seq, i), "packet {seq} byte {i}");
+            }
+            seq += 1;
+            batch += 1;
+            if batch == 256 {
+                break;
+            }
+        }
+        c.release();
+        if seq % 20_000 < 256 && batch > 0 {
+            // Fall behind: the producer fills the ring and must block for space.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if batch == 0 {
+            waits += 1;
+            let started = Instant::now();
+            match c.wait(Some(STALL)).unwrap() {
+                Readiness::Ready => {}
+                Readiness::Finished => break,
+                other => panic!(
+                    "consumer: {other:?} after {seq} packets, {:?}",
+                    started.elapsed()
+                ),
+            }
+        }
+    }
+    assert_eq!(seq, total, "every packet arrived");
+    println!("RESULT packets={seq} waits={waits}");
+}
+
+#[test]
+fn multi_process_stress_with_a_sleepy_consumer_never_stalls() {
+    if child_role().as_deref() == Some("stress-consumer") {
+        return stress_consumer();
+    }
+    let total = scaled(2_000_000);
+    let dir = temp_dir("mp");
+    let path = dir.join("stress.sock");
+    let mut p = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
+    let mut server =
+        RingServer::bind(&path, p.served_ring().unwrap(), AllowList::current_user()).unwrap();
+    let child = child_command(
+        "multi_process_stress_with_a_sleepy_consumer_never_stalls",
+        "stress-consumer",
+    )
+    .env("RING_PATH", &path)
+    .env("RING_TOTAL", total.to_string())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    serve_until(&mut server, "attach", |e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    p.set_spin(50);
+    let mut seq = 0u64;
+    let mut full_waits = 0u64;
+    while seq < total {
+        // Bursts of 1..300 packets, published as one batch, with pauses so the consumer sleeps.
+        let burst = (1 + seq % 300).min(total - seq);
+        for _ in 0..burst {
+            let len = len_of(seq);
+            loop {
+                match p.reserve(len, 1, seq as u16) {
+                    Ok(buf) => {
+                        fill_payload(seq, buf);
+                        break;
+                    }
+                    Err(Error::Full { .. }) => {
+                        p.publish();
+                        full_waits += 1;
+                        match p.wait_for_space(len, Some(STALL)).unwrap() {
+                            Readiness::Ready => {}
+                            other => panic!("producer: {other:?} at packet {seq}"),
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            seq += 1;
+        }
+        p.publish();
+        if seq % 50_000 < burst {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    p.finish();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "consumer failed: {stdout}");
+    assert!(
+        stdout.contains(&format!("RESULT packets={total} ")),
+        "{stdout}"
+    );
+    let waits: u64 = stdout
+        .split("waits=")
+        .nth(1)
+        .and_then(|w| w.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        waits > 0,
+        "the consumer never slept, so the wakeup path was not exercised"
+    );
+    println!("stress: {total} packets, consumer slept {waits} times, producer blocked {full_waits} times");
+}
+
+fn killed_consumer(stop_after: u64, release_upto: u64) {
+    let path = std::env::var("RING_PATH").unwrap();
+    let mut c = Consumer::attach(&path).unwrap();
+    let mut seq = 0u64;
+    while seq < stop_after {
+        match c.read().unwrap() {
+            Some(rec) => {
+                assert_eq!(rec.payload().read_u64_le(0), Some(seq));
+                seq += 1;
+                if seq == release_upto {
+                    c.release();
+                }
+            }
+            None => {
+                let _ = c.wait(Some(STALL)).unwrap();
+            }
+        }
+    }
+    println!("READY");
+    std::io::Write::flush(&mut std::io::stdout()).unwrap();
+    // Wait to be killed, holding read-but-unreleased packets.
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+fn replacement_consumer() {
+    let path = std::env::var("RING_PATH").unwrap();
+    let first: u64 = std::env::var("RING_FIRST").unwrap().parse().unwrap();
+    let end: u64 = std::env::var("RING_END").unwrap().parse().unwrap();
+    let mut c = Consumer::attach(&path).unwrap();
+    let mut seq = first;
+    while seq < end {
+        match c.read().unwrap() {
+            Some(rec) => {
+                assert_eq!(
+                    rec.payload().read_u64_le(0),
+                    Some(seq),
+                    "no loss, no gap, no reorder"
+                );
+                seq += 1;
+            }
+            None => {
+                c.release();
+                assert_eq!(c.wait(Some(STALL)).unwrap(), Readiness::Ready);
+            }
+        }
+    }
+    c.release();
+    println!("RESULT last={}", seq - 1);
+}
+
+#[test]
+fn a_consumer_killed_with_sigkill_is_replaced_and_no_packet_is_lost() {
+    match child_role().as_deref() {
+        Some("killed") => return killed_consumer(600, 500),
+        Some("replacement") => return replacement_consumer(),
+        _ => {}
+    }
+    let dir = temp_dir("mp");
+    let path = dir.join("kill.sock");
+    let mut p = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
+    let mut server =
+        RingServer::bind(&path, p.served_ring().unwrap(), AllowList::current_user()).unwrap();
+    let mut seq = 0u64;
+    for _ in 0..1000 {
+        p.send(1, 0, &seq.to_le_bytes()).unwrap();
+        seq += 1;
+    }
+    let mut first = child_command(
+        "a_consumer_killed_with_sigkill_is_replaced_and_no_packet_is_lost",
+        "killed",
+    )
+    .env("RING_PATH", &path)
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    serve_until(&mut server, "attach", |e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().contains("READY")),
+        "first consumer did not get ready"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    serve_until(&mut server, "detach", |e| {
+        matches!(e, ServerEvent::Detached { .. })
+    });
+    assert!(!p.peer_status().unwrap().attached);
+    // The producer keeps going while nobody is attached; the ring has room for all of it.
+    for _ in 0..1000 {
+        p.send(1, 0, &seq.to_le_bytes()).unwrap();
+        seq += 1;
+    }
+    let second = child_command(
+        "a_consumer_killed_with_sigkill_is_replaced_and_no_packet_is_lost",
+        "replacement",
+    )
+    .env("RING_PATH", &path)
+    .env("RING_FIRST", "500")
+    .env("RING_END", seq.to_string())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    serve_until(&mut server, "second attach", |e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let out = second.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "replacement consumer failed: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("RESULT last={}", seq - 1)),
+        "{stdout}"
+    );
+}
+
+fn inherited_consumer() {
+    let total: u64 = std::env::var("RING_TOTAL").unwrap().parse().unwrap();
+    let mut c = Consumer::from_fds(RingFds::from_env().unwrap()).unwrap();
+    let mut seq = 0;
+    let mut buf = vec![0u8; 2048];
+    loop {
+        while let Some(rec) = c.read().unwrap() {
+            let n = rec.payload().copy_to_slice(&mut buf);
+            assert_eq!(n, (seq % 2000) as usize);
+            assert!(buf[..n]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == payload_byte(seq, i)));
+            seq += 1;
+        }
+        c.release();
+        match c.wait(Some(STALL)).unwrap() {
+            Readiness::Ready => {}
+            Readiness::Finished => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seq, total);
+    println!("RESULT packets={seq}");
+}
+
+#[test]
+fn a_child_process_consumes_inherited_fds_without_any_socket() {
+    if child_role().as_deref() == Some("inherited") {
+        return inherited_consumer();
+    }
+    let total = scaled(20_000);
+    let mut p = Producer::create(RingConfig::with_capacity(16 * 1024)).unwrap();
+    let fds = p.served_ring().unwrap().into_fds();
+    let child = child_command(
+        "a_child_process_consumes_inherited_fds_without_any_socket",
+        "inherited",
+    )
+    .env(RingFds::ENV, fds.export_for_child().unwrap())
+    .env("RING_TOTAL", total.to_string())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    drop(fds);
+    for seq in 0..total {
+        let len = (seq % 2000) as usize;
+        loop {
+            match p.reserve(len, 1, 0) {
+                Ok(buf) => {
+                    fill_payload(seq, buf);
+                    break;
+                }
+                Err(Error::Full { .. }) => {
+                    p.publish();
+                    assert_eq!(
+                        p.wait_for_space(len, Some(STALL)).unwrap(),
+                        Readiness::Ready
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        p.publish();
+    }
+    p.finish();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    assert!(
+        stdout.contains(&format!("RESULT packets={total}")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn taking_ring_fds_from_a_missing_or_bad_environment_is_a_clear_error() {
+    if child_role().is_some() {
+        return;
+    }
+    // Runs in a child so the environment of the test process is untouched.
+    let out = child_command(
+        "taking_ring_fds_from_a_missing_or_bad_environment_is_a_clear_error_child",
+        "env",
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn taking_ring_fds_from_a_missing_or_bad_environment_is_a_clear_error_child() {
+    if child_role().as_deref() != Some("env") {
+        // Only meaningful in its own process (it edits the environment): the parent test above
+        // runs it there.
+        return;
+    }
+    std::env::remove_var(RingFds::ENV);
+    let e = RingFds::from_env().unwrap_err().to_string();
+    assert!(e.contains("is not set"), "{e}");
+    std::env::set_var(RingFds::ENV, "1,2,3");
+    let e = RingFds::from_env().unwrap_err().to_string();
+    assert!(e.contains("not four fd numbers"), "{e}");
+    std::env::set_var(RingFds::ENV, "100,100,101,102");
+    let e = RingFds::from_env().unwrap_err().to_string();
+    assert!(e.contains("listed twice"), "{e}");
+    std::env::set_var(RingFds::ENV, "900,901,902,903");
+    let e = RingFds::from_env().unwrap_err().to_string();
+    assert!(e.contains("not open"), "{e}");
+}
+
+fn other_user_child() {
+    let path = std::env::var("RING_PATH").unwrap();
+    let expect_allowed = std::env::var("RING_EXPECT").unwrap() == "allowed";
+    match Consumer::attach(&path) {
+        Ok(mut c) => {
+            assert!(expect_allowed, "uid {} was let in", nix::unistd::geteuid());
+            assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"for nobody");
+            println!("RESULT attached");
+        }
+        Err(e) => {
+            assert!(!expect_allowed, "refused although allowed: {e}");
+            assert!(
+                e.to_string().contains("credentials not allowed (uid 65534"),
+                "{e}"
+            );
+            println!("RESULT refused");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root: starts the peer under another uid (65534) to exercise SO_PEERCRED"]
+fn a_peer_of_another_user_is_refused_unless_its_uid_is_allowed() {
+    if child_role().as_deref() == Some("other-user") {
+        return other_user_child();
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it switches the child to uid 65534); run it as root or leave it ignored"
+    );
+    use std::os::unix::process::CommandExt;
+    let dir = temp_dir("mp");
+    // The child (uid 65534) must reach the socket and run the test binary, wherever the build
+    // directory is (it may sit under a private home): run a world-readable copy.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (allow, expect) in [
+        (AllowList::current_user(), "refused"),
+        (AllowList::current_user().uid(65534), "allowed"),
+    ] {
+        let path = dir.join(format!("{expect}.sock"));
+        let mut p = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+        p.send(1, 0, b"for nobody").unwrap();
+        let mut server = RingServer::bind(&path, p.served_ring().unwrap(), allow).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let child = child_command_of(
+            &exe,
+            "a_peer_of_another_user_is_refused_unless_its_uid_is_allowed",
+            "other-user",
+        )
+        .env("RING_PATH", &path)
+        .env("RING_EXPECT", expect)
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let want = if expect == "allowed" {
+            "attach"
+        } else {
+            "refusal"
+        };
+        serve_until(&mut server, want, |e| match e {
+            ServerEvent::Attached { uid, .. } => *uid == 65534,
+            ServerEvent::Refused { uid, .. } => *uid == 65534,
+            _ => false,
+        });
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "RESULT {}",
+                if expect == "allowed" {
+                    "attached"
+                } else {
+                    "refused"
+                }
+            )),
+            "{stdout}"
+        );
+    }
+}
