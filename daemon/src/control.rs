@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -201,7 +202,9 @@ impl Daemon {
         for (name, ring) in self.rings.iter_mut() {
             match config.ring(name) {
                 Some(new) => {
-                    // TODO(lead): allow-list updates need RingServer::set_allow.
+                    let allow = allow_list(new);
+                    ring.ingress.server.set_allow(allow.clone());
+                    ring.reply.server.set_allow(allow);
                     ring.config = new.clone();
                 }
                 None => {
@@ -415,6 +418,12 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
     .with_context(|| format!("ring `{}`: serve", ring.name))?;
     let reply_server = RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
         .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
+    // Anyone may connect to the sockets; the allow list (SO_PEERCRED) decides who attaches.
+    // Without this, consumers running as another user could not even reach the server.
+    for server in [&ingress_server, &reply_server] {
+        std::fs::set_permissions(server.path(), std::fs::Permissions::from_mode(0o666))
+            .with_context(|| format!("ring `{}`: chmod {}", ring.name, server.path().display()))?;
+    }
     crate::info!(
         "ring `{}`: {} bytes each way; consumers attach at {}",
         ring.name,

@@ -214,3 +214,75 @@ fn a_reload_that_cannot_bind_changes_nothing() {
         .unwrap();
     });
 }
+
+#[test]
+#[ignore = "needs root: runs a consumer as another user (uid 65534) to check the allow list"]
+fn reload_changes_who_may_attach_to_a_ring() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it runs the consumer as uid 65534"
+    );
+    let ca = Pki::new("CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &ca, 1);
+    let mut daemon = TestDaemon::start_in(dir, &config("")).unwrap();
+    // uid 65534 must be able to run the binary and reach the socket, wherever the build is.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("edgegw");
+    std::fs::copy(env!("CARGO_BIN_EXE_edgegw"), &bin).unwrap();
+    for d in [
+        daemon.dir.path().to_path_buf(),
+        daemon.dir.path().join("run"),
+    ] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let socket = daemon.ring_socket("app");
+    let tail_as_nobody = || {
+        std::process::Command::new(&bin)
+            .args(["ring", "tail", "--count", "1"])
+            .arg(&socket)
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let refused = tail_as_nobody().wait_with_output().unwrap();
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "uid 65534 attached before being allowed"
+    );
+    assert!(message.contains("not allowed (uid 65534"), "{message}");
+
+    let allowed = config("").replace(
+        "[[ring]]\nname = \"app\"\n",
+        "[[ring]]\nname = \"app\"\nallow_uids = [65534]\n",
+    );
+    daemon.reload(&allowed).unwrap();
+    let tail = tail_as_nobody();
+    // One connection makes one OPEN record: the tail prints it and exits.
+    block_on(async {
+        let _tls = connect(
+            daemon.addr("tls"),
+            client_config(std::slice::from_ref(&ca.ca_der), &[]),
+            "gw.example",
+        )
+        .await
+        .unwrap();
+        let output = tokio::task::spawn_blocking(move || tail.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "tail as uid 65534 after the reload: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("type=0x0001"));
+    });
+}

@@ -293,6 +293,12 @@ impl RingServer {
         &self.path
     }
 
+    /// Replaces who may attach (a config reload). An attached peer stays attached; the new list
+    /// applies from the next hello.
+    pub fn set_allow(&mut self, allow: AllowList) {
+        self.allow = allow;
+    }
+
     /// The ring being served.
     pub fn ring(&self) -> &ServedRing {
         &self.ring

@@ -256,10 +256,12 @@ pub(crate) fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
 
 /// Set the receive timeout of a blocking socket.
 pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> Result<()> {
-    let tv = nix::sys::time::TimeVal::new(
-        timeout.as_secs() as libc::time_t,
-        timeout.subsec_micros() as libc::suseconds_t,
-    );
+    // From a Duration, so the time_t/suseconds_t widths (which differ between libcs) are
+    // nix's business.
+    let tv = nix::sys::time::TimeVal::from(libc::timeval {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX as _),
+        tv_usec: timeout.subsec_micros().into(),
+    });
     socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &tv)
         .map_err(nix_err("setsockopt SO_RCVTIMEO"))
 }
