@@ -64,10 +64,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     edgegw::tls::provider()
 }
 
-/// The load generator's provider: always aws-lc-rs, so that runs with either server provider
-/// have the same client.
+/// The load generator's provider: this build's. Compare server providers by building one and
+/// measuring the other through EDGEGW_BENCH_BINARY: the client then stays the same.
 fn client_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    edgegw::tls::provider()
 }
 
 /// A load generator's verifier: it accepts the server's certificate and signature without

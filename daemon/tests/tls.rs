@@ -269,13 +269,11 @@ fn tls12_and_tls13_are_both_served_and_tls12_can_be_turned_off() {
         let mut store = rustls::RootCertStore::empty();
         store.add(roots[0].clone()).unwrap();
         Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .with_root_certificates(store)
-            .with_no_client_auth(),
+            rustls::ClientConfig::builder_with_provider(edgegw::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .with_root_certificates(store)
+                .with_no_client_auth(),
         )
     };
     block_on(async {

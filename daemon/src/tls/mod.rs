@@ -24,7 +24,11 @@ use crate::config::{
     CertificateConfig, CertificateSource, ConfigError, ListenerConfig, TlsVersion,
 };
 
-/// The crypto provider, chosen at build time (feature `aws-lc-rs`, the default, or `ring`).
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+compile_error!("edgegw needs a crypto provider: enable the `ring` (default) or `aws-lc-rs` feature");
+
+/// The crypto provider, chosen at build time: `ring` (the default), or `aws-lc-rs` when that
+/// feature is enabled.
 pub fn provider() -> Arc<CryptoProvider> {
     #[cfg(feature = "aws-lc-rs")]
     return Arc::new(rustls::crypto::aws_lc_rs::default_provider());
