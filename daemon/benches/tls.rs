@@ -7,15 +7,17 @@
 //! - handshakes: full TLS 1.3 handshakes (ECDSA P-256 certificate, X25519, no resumption) from
 //!   16 concurrent clients on CPU 1 against the server on CPU 0: edgegw (TLS thread pinned),
 //!   a minimal tokio-rustls server with the same certificate and provider, and nginx if it is
-//!   installed (one worker, pinned).
-//! - throughput: one connection sending 256 MiB through edgegw into a ring, through edgegw to a
-//!   TCP backend, and through a plain TCP relay (no TLS) to the same backend.
+//!   installed (one process, pinned). The servers take turns, 5 repetitions each; each line is
+//!   the median, with the samples.
+//! - throughput: one connection sending 128 MiB through edgegw into a ring, through edgegw to a
+//!   TCP backend, and through a plain TCP relay (no TLS) to the same backend; 5 interleaved
+//!   repetitions, medians.
 //! - memory: the daemon's idle RSS, then (after a warm-up of 20 connections per route, which
 //!   brings in the code pages of the data path) its growth over 1000 idle connections that each
 //!   exchanged a few bytes, through a ring route and through a TCP route.
 //!
-//! Environment: EDGEGW_BENCH_SECONDS (handshake run length, default 5), EDGEGW_BENCH_MIB
-//! (throughput volume, default 256), EDGEGW_BENCH_CONNECTIONS (default 1000),
+//! Environment: EDGEGW_BENCH_SECONDS (handshake time per server, default 5, split over the
+//! repetitions), EDGEGW_BENCH_MIB (throughput volume per repetition, default 128), EDGEGW_BENCH_CONNECTIONS (default 1000),
 //! EDGEGW_BENCH_ONLY (`handshake`, `throughput` or `memory`), EDGEGW_BENCH_BINARY (another
 //! edgegw binary to measure instead of this build's, e.g. one built with `--features ring`
 //! or for musl; its provider is then reported as "external").
@@ -205,7 +207,7 @@ fn daemon_provider() -> &'static str {
 fn main() {
     raise_fd_limit();
     let seconds = env_number("EDGEGW_BENCH_SECONDS", 5);
-    let mib = env_number("EDGEGW_BENCH_MIB", 256);
+    let mib = env_number("EDGEGW_BENCH_MIB", 128);
     let connections = env_number("EDGEGW_BENCH_CONNECTIONS", 1000) as usize;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
@@ -229,57 +231,83 @@ fn main() {
 
 const HANDSHAKE_CLIENTS: usize = 16;
 
+/// Repetitions of each measurement, interleaved between the servers (or paths) compared, so a
+/// noisy phase of the shared host hits all of them alike; each line reports the median.
+const REPS: usize = 5;
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[sorted.len() / 2]
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 fn handshakes(duration: Duration) {
     let port = free_port();
     let daemon = Daemon::start(&format!(
         "[[listener]]\nname = \"hs\"\nbind = [\"{port}\"]\nroute = \"r\"\nmax_handshakes = 1024\n  [[listener.certificate]]\n  self_signed = true\n[[route]]\nname = \"r\"\nring = \"r\"\n[[ring]]\nname = \"r\"\n"
     ));
     wait_for_port(port);
-    progress("handshakes: edgegw");
-    let rate = handshake_rate(port, duration);
-    emit(json!({
-        "bench": "handshake", "server": "edgegw", "provider": daemon_provider(),
-        "clients": HANDSHAKE_CLIENTS, "kx": "X25519", "cert": "ECDSA-P256", "tls": "1.3",
-        "seconds": duration.as_secs_f64(), "handshakes_per_s": rate.round(),
-    }));
     let cert_path = daemon.cert();
     let key_path = cert_path.with_extension("key");
 
-    progress("handshakes: minimal tokio-rustls server (baseline)");
     let baseline_port = free_port();
     let stop = Arc::new(AtomicBool::new(false));
-    let server = {
+    let minimal = {
         let (cert, key) = (cert_path.clone(), key_path.clone());
         let stop = stop.clone();
         std::thread::spawn(move || minimal_tokio_rustls_server(baseline_port, &cert, &key, stop))
     };
     wait_for_port(baseline_port);
-    let baseline = handshake_rate(baseline_port, duration);
-    stop.store(true, Ordering::Relaxed);
-    let _ = TcpStream::connect(baseline_port);
-    let _ = server.join();
-    emit(json!({
-        "bench": "handshake", "server": "tokio-rustls-minimal", "provider": edgegw::tls::PROVIDER_NAME,
-        "clients": HANDSHAKE_CLIENTS, "kx": "X25519", "cert": "ECDSA-P256", "tls": "1.3",
-        "seconds": duration.as_secs_f64(), "handshakes_per_s": baseline.round(),
-        "edgegw_ratio": (rate / baseline * 100.0).round() / 100.0,
-    }));
-
-    match Nginx::start(&cert_path, &key_path) {
+    let nginx = Nginx::start(&cert_path, &key_path);
+    let mut servers = vec![("edgegw", port), ("tokio-rustls-minimal", baseline_port)];
+    match &nginx {
         Some(nginx) => {
-            progress("handshakes: nginx (baseline)");
             wait_for_port(nginx.port);
-            let nginx_rate = handshake_rate(nginx.port, duration);
-            emit(json!({
-                "bench": "handshake", "server": "nginx", "workers": 1,
-                "clients": HANDSHAKE_CLIENTS, "kx": "X25519", "cert": "ECDSA-P256", "tls": "1.3",
-                "seconds": duration.as_secs_f64(), "handshakes_per_s": nginx_rate.round(),
-                "edgegw_ratio": (rate / nginx_rate * 100.0).round() / 100.0,
-            }));
+            servers.push(("nginx", nginx.port));
         }
         None => emit(
             json!({"bench": "handshake", "server": "nginx", "skipped": "nginx is not installed"}),
         ),
+    }
+
+    let slice = duration / REPS as u32;
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    for rep in 0..REPS {
+        for (i, (name, addr)) in servers.iter().enumerate() {
+            progress(&format!(
+                "handshakes: {name}, repetition {}/{REPS}",
+                rep + 1
+            ));
+            samples[i].push(handshake_rate(*addr, slice));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(baseline_port);
+    let _ = minimal.join();
+
+    let edgegw = median(&samples[0]);
+    for (i, (name, _)) in servers.iter().enumerate() {
+        let rate = median(&samples[i]);
+        let provider = match *name {
+            "edgegw" => daemon_provider(),
+            "tokio-rustls-minimal" => edgegw::tls::PROVIDER_NAME,
+            _ => "openssl",
+        };
+        let mut line = json!({
+            "bench": "handshake", "server": name, "provider": provider,
+            "clients": HANDSHAKE_CLIENTS, "kx": "X25519", "cert": "ECDSA-P256", "tls": "1.3",
+            "reps": REPS, "seconds_per_rep": slice.as_secs_f64(),
+            "handshakes_per_s": rate.round(),
+            "samples": samples[i].iter().map(|r| r.round()).collect::<Vec<_>>(),
+        });
+        if i > 0 {
+            line["edgegw_ratio"] = json!(round2(edgegw / rate));
+        }
+        emit(line);
     }
 }
 
@@ -329,7 +357,7 @@ fn handshake_rate(addr: SocketAddr, duration: Duration) -> f64 {
                     }
                 }));
             }
-            tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
+            tokio::time::sleep(Duration::from_millis(300)).await; // warm-up
             counting.store(true, Ordering::Relaxed);
             let start = Instant::now();
             tokio::time::sleep(duration).await;
@@ -466,19 +494,20 @@ fn throughput(bytes: u64) {
     std::thread::spawn(move || plain_tcp_relay(relay, sink));
     wait_for_port(relay);
 
-    progress("throughput: plain TCP relay (baseline)");
-    let relay_rate = send_plain(relay, bytes);
-    progress("throughput: edgegw TLS to a TCP backend");
-    let tcp_rate = send_tls(tls_port, bytes);
-    progress("throughput: edgegw TLS into a ring");
-    let ring_rate = send_tls(ring_port, bytes);
-    for (path, rate) in [
-        ("tcp-relay", relay_rate),
-        ("tls-tcp", tcp_rate),
-        ("tls-ring", ring_rate),
-    ] {
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    for rep in 0..REPS {
+        progress(&format!("throughput: repetition {}/{REPS}", rep + 1));
+        samples[0].push(send_plain(relay, bytes));
+        samples[1].push(send_tls(tls_port, bytes));
+        samples[2].push(send_tls(ring_port, bytes));
+    }
+    let relay_rate = median(&samples[0]);
+    for (i, path) in ["tcp-relay", "tls-tcp", "tls-ring"].into_iter().enumerate() {
+        let rate = median(&samples[i]);
         emit(json!({
-            "bench": "throughput", "path": path, "bytes": bytes, "mb_per_s": (rate / 1e6).round(),
+            "bench": "throughput", "path": path, "bytes": bytes, "reps": REPS,
+            "mb_per_s": (rate / 1e6).round(),
+            "samples_mb_per_s": samples[i].iter().map(|r| (r / 1e6).round()).collect::<Vec<_>>(),
             "ratio_to_tcp_relay": (rate / relay_rate * 1000.0).round() / 1000.0,
             "provider": daemon_provider(),
         }));

@@ -25,7 +25,9 @@ use crate::config::{
 };
 
 #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
-compile_error!("edgegw needs a crypto provider: enable the `ring` (default) or `aws-lc-rs` feature");
+compile_error!(
+    "edgegw needs a crypto provider: enable the `ring` (default) or `aws-lc-rs` feature"
+);
 
 /// The crypto provider, chosen at build time: `ring` (the default), or `aws-lc-rs` when that
 /// feature is enabled.
