@@ -43,14 +43,13 @@ impl KernelEventsBuilder {
         self
     }
 
-    /// Watches a path as a tree if it is a directory now, as a file otherwise (the CLI's `--path`).
-    pub fn watch_path(self, path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        if path.is_dir() {
-            self.watch_tree(path)
-        } else {
-            self.watch_file(path)
-        }
+    /// Watches a path as a tree while it is a directory and as a single file otherwise (the
+    /// CLI's `--path`). The choice is made afresh whenever the path appears or changes type: a
+    /// missing path that appears as a directory is watched as a tree from then on, exactly as
+    /// if it had existed at start.
+    pub fn watch_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.paths.push((path.into(), WatchKind::FileOrTree));
+        self
     }
 
     /// Debounce, hashing and missing-path behaviour of the file reader.

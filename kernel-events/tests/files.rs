@@ -368,3 +368,158 @@ fn hashing_reports_content_changes_with_the_same_size() {
         assert_eq!(entries_for(&got, &file).len(), 1);
     });
 }
+
+/// The paths of a model, sorted (to compare with [`walk`]).
+fn keys(model: &FileModel) -> Vec<std::path::PathBuf> {
+    model.entries.keys().cloned().collect()
+}
+
+#[test]
+fn missing_path_that_appears_as_a_directory_is_watched_as_a_tree() {
+    // `edgegw events --path /tmp/x` with x missing, then `mkdir x; echo hi > x/a`.
+    let dir = TempDir::new("appears-dir");
+    let x = dir.path().join("x");
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_path(&x)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel::default();
+        // Created right after the directory, before the reader could watch it: the scan that
+        // follows the new watch must find it.
+        fs::create_dir(&x).unwrap();
+        fs::write(x.join("a"), "hi").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&x), "{got:#?}");
+        // Created after the appearance was handled: the tree's own watches see it.
+        fs::write(x.join("b"), "later").unwrap();
+        fs::create_dir(x.join("sub")).unwrap();
+        fs::write(x.join("sub/c"), "deeper").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&x), "{got:#?}");
+        assert_eq!(&model.entries, events.files().unwrap());
+        assert_eq!(
+            events.file_watch_count(),
+            2,
+            "x and x/sub; the parent is released"
+        );
+        assert_well_formed(&got);
+    });
+}
+
+#[test]
+fn missing_path_that_appears_as_a_directory_several_levels_down_is_watched_as_a_tree() {
+    let dir = TempDir::new("appears-deep");
+    let x = dir.path().join("p/q/x");
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_path(&x)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel::default();
+        fs::create_dir_all(&x).unwrap();
+        fs::write(x.join("a"), "hi").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        fs::write(x.join("b"), "later").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&x), "{got:#?}");
+        assert_eq!(&model.entries, events.files().unwrap());
+    });
+}
+
+#[test]
+fn watched_directory_removed_and_recreated_is_watched_as_a_tree_again() {
+    let dir = TempDir::new("recreated-dir");
+    let x = dir.path().join("x");
+    fs::create_dir(&x).unwrap();
+    fs::write(x.join("old"), "o").unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_path(&x)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel {
+            entries: events.files().unwrap().clone(),
+        };
+        fs::remove_dir_all(&x).unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert!(model.entries.is_empty(), "{got:#?}");
+        fs::create_dir(&x).unwrap();
+        fs::write(x.join("a"), "hi").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&x), "{got:#?}");
+        fs::write(x.join("b"), "after the re-creation was handled").unwrap();
+        fs::create_dir(x.join("sub")).unwrap();
+        fs::write(x.join("sub/c"), "c").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&x), "{got:#?}");
+        assert_eq!(&model.entries, events.files().unwrap());
+        assert_eq!(events.file_watch_count(), 2, "x and x/sub");
+        // Removed and re-created faster than the reader runs: the resync finds the new tree.
+        fs::remove_dir_all(&x).unwrap();
+        fs::create_dir(&x).unwrap();
+        fs::write(x.join("quick"), "q").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        fs::write(x.join("after-quick"), "q").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&x), "{got:#?}");
+        assert_eq!(&model.entries, events.files().unwrap());
+    });
+}
+
+#[test]
+fn watched_path_follows_what_it_is_when_a_file_becomes_a_directory_and_back() {
+    let dir = TempDir::new("file-dir-file");
+    let x = dir.path().join("x");
+    fs::write(&x, "a file first").unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_path(&x)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel {
+            entries: events.files().unwrap().clone(),
+        };
+        // File -> directory: watched as a tree from then on.
+        fs::remove_file(&x).unwrap();
+        fs::create_dir(&x).unwrap();
+        fs::write(x.join("a"), "inside").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        fs::write(x.join("b"), "later").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&x), "{got:#?}");
+        // Directory -> file: the tree's entries go, the file is watched as a single file.
+        fs::remove_dir_all(&x).unwrap();
+        fs::write(&x, "a file again").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), vec![x.clone()], "{got:#?}");
+        fs::write(&x, "changed in place").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        let mine = entries_for(&got, &x);
+        assert_eq!(mine.len(), 1, "{got:#?}");
+        assert_eq!(change_of(mine[0]), Change::Changed);
+        assert_eq!(&model.entries, events.files().unwrap());
+        assert_eq!(model.entries[&x].size, "changed in place".len() as u64);
+    });
+}

@@ -38,6 +38,17 @@ pub enum WatchKind {
     /// A directory and everything below it, new subdirectories included. Symlinks inside the
     /// tree are reported as symlinks, not followed.
     Tree,
+    /// A tree while the path is a directory, a single file otherwise: decided afresh whenever
+    /// the path appears or changes type (a missing path that appears as a directory, or a
+    /// file replaced by a directory, is watched as a tree from then on, and the reverse).
+    FileOrTree,
+}
+
+/// How a spec is watched right now: `WatchKind::FileOrTree` takes either shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    File,
+    Tree,
 }
 
 /// What to do when a path to watch does not exist yet.
@@ -114,11 +125,25 @@ pub enum FileEvent {
 struct Spec {
     path: PathBuf,
     kind: WatchKind,
+    /// The shape in force (set by every `plan_and_scan`).
+    shape: Shape,
     /// Directories this spec needs watched right now.
     dirs: BTreeSet<PathBuf>,
     /// Whether the path itself is missing and we watch an ancestor for it.
     waiting_for: bool,
     degraded: bool,
+}
+
+/// The outcome of planning one spec: its shape, the directories watched for it, and where it
+/// waits for a missing path.
+struct Plan {
+    shape: Shape,
+    dirs: BTreeSet<PathBuf>,
+    exists: bool,
+    /// The nearest existing ancestor watched because the path (or its parent) is missing.
+    waiting_at: Option<PathBuf>,
+    /// An ENOSPC while adding a watch: the spec degrades to polling.
+    error: Option<io::Error>,
 }
 
 /// What one wait of the file reader brought: the inotify events read.
@@ -182,6 +207,10 @@ impl FileReader {
             specs.push(Spec {
                 path,
                 kind,
+                shape: match kind {
+                    WatchKind::Tree => Shape::Tree,
+                    WatchKind::File | WatchKind::FileOrTree => Shape::File,
+                },
                 dirs: BTreeSet::new(),
                 waiting_for: false,
                 degraded: false,
@@ -341,14 +370,14 @@ impl FileReader {
                 if !spec.dirs.contains(&dir) {
                     continue;
                 }
-                match spec.kind {
-                    WatchKind::File => {
+                match spec.shape {
+                    Shape::File => {
                         self.dirty_specs.insert(i);
                     }
-                    WatchKind::Tree if spec.waiting_for || !dir.starts_with(&spec.path) => {
+                    Shape::Tree if spec.waiting_for || !dir.starts_with(&spec.path) => {
                         self.dirty_specs.insert(i);
                     }
-                    WatchKind::Tree => {
+                    Shape::Tree => {
                         if self_gone && dir == spec.path {
                             self.resync.get_or_insert(ResyncReason::RootLost);
                         } else if self_gone {
@@ -435,9 +464,7 @@ impl FileReader {
         self.specs
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                s.kind == WatchKind::Tree && !s.waiting_for && path.starts_with(&s.path)
-            })
+            .filter(|(_, s)| s.shape == Shape::Tree && !s.waiting_for && path.starts_with(&s.path))
             .max_by_key(|(_, s)| s.path.components().count())
             .map(|(i, _)| i)
     }
@@ -537,17 +564,68 @@ impl FileReader {
     }
 
     /// Works out which directories spec `i` needs, watches them, and reads its entries.
+    ///
+    /// A missing path is waited for through a watch on its nearest existing ancestor. If a
+    /// deeper directory on the way appeared between finding that ancestor and watching it, its
+    /// creation went to no watch of ours, so the plan is made again until it holds after the
+    /// watches are in place (one more level per round). A path that keeps changing faster than
+    /// that is planned again after the debounce window.
     fn plan_and_scan(
         &mut self,
         i: usize,
         entries: &mut BTreeMap<PathBuf, Identity>,
         degraded: &mut Vec<(usize, io::Error)>,
     ) {
+        const MAX_ROUNDS: usize = 64;
         let path = self.specs[i].path.clone();
+        let mut round = 0;
+        let plan = loop {
+            round += 1;
+            let mut scanned = BTreeMap::new();
+            let plan = self.plan_once(i, &mut scanned);
+            let settled = match &plan.waiting_at {
+                None => true,
+                Some(ancestor) => {
+                    exists_as(&path, plan.shape) == plan.exists
+                        && scan::nearest_existing_ancestor(&path).as_ref() == Some(ancestor)
+                }
+            };
+            if settled || round == MAX_ROUNDS {
+                if !settled {
+                    let now = Instant::now();
+                    self.dirty_specs.insert(i);
+                    self.first_pending.get_or_insert(now);
+                    self.last_pending = Some(now);
+                }
+                entries.extend(scanned);
+                break plan;
+            }
+        };
+        let spec = &mut self.specs[i];
+        spec.shape = plan.shape;
+        spec.dirs = plan.dirs;
+        spec.waiting_for = plan.waiting_at.is_some() || !plan.exists;
+        if let Some(e) = plan.error {
+            degraded.push((i, e));
+        } else if spec.degraded {
+            degraded.push((i, io::Error::from_raw_os_error(0)));
+        }
+    }
+
+    /// One planning round of spec `i`: watches first, then reads (so nothing created in a
+    /// directory between the two is missed).
+    fn plan_once(&mut self, i: usize, entries: &mut BTreeMap<PathBuf, Identity>) -> Plan {
+        let path = self.specs[i].path.clone();
+        let shape = match self.specs[i].kind {
+            WatchKind::File => Shape::File,
+            WatchKind::Tree => Shape::Tree,
+            WatchKind::FileOrTree if is_directory(&path) => Shape::Tree,
+            WatchKind::FileOrTree => Shape::File,
+        };
         let mut dirs = BTreeSet::new();
         let mut error = None;
-        let exists = match self.specs[i].kind {
-            WatchKind::File => {
+        let exists = match shape {
+            Shape::File => {
                 for dir in scan::dependency_dirs(&path) {
                     match self.add_watch(&dir) {
                         Ok(()) => {
@@ -567,8 +645,8 @@ impl FileReader {
                     None => false,
                 }
             }
-            WatchKind::Tree => {
-                if std::fs::symlink_metadata(&path).is_ok() {
+            Shape::Tree => {
+                if exists_as(&path, Shape::Tree) {
                     if let Err(e) = self.walk_tree(&path, &mut dirs, entries) {
                         error = Some(e);
                     }
@@ -580,25 +658,28 @@ impl FileReader {
         };
         // The parent is watched too when the path is missing; keep climbing to an ancestor that
         // exists, so the path's appearance is noticed at any depth.
-        if !exists || (self.specs[i].kind == WatchKind::File && dirs.is_empty()) {
+        let mut waiting_at = None;
+        if !exists || (shape == Shape::File && dirs.is_empty()) {
             if let Some(ancestor) = scan::nearest_existing_ancestor(&path) {
                 match self.add_watch(&ancestor) {
                     Ok(()) => {
-                        dirs.insert(ancestor);
+                        dirs.insert(ancestor.clone());
                     }
+                    // Gone again already: the next round finds the new nearest ancestor.
+                    Err(e) if e.raw_os_error() != Some(libc::ENOSPC) => {}
                     Err(e) => {
                         error.get_or_insert(e);
                     }
                 }
+                waiting_at = Some(ancestor);
             }
         }
-        let spec = &mut self.specs[i];
-        spec.dirs = dirs;
-        spec.waiting_for = !exists;
-        if let Some(e) = error {
-            degraded.push((i, e));
-        } else if spec.degraded {
-            degraded.push((i, io::Error::from_raw_os_error(0)));
+        Plan {
+            shape,
+            dirs,
+            exists,
+            waiting_at,
+            error,
         }
     }
 
@@ -749,6 +830,21 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(clean)
+}
+
+/// Whether `path` exists the way a spec of this shape reads it: a single file through its
+/// symlinks, a tree root as it is (a dangling link is an entry).
+fn exists_as(path: &Path, shape: Shape) -> bool {
+    match shape {
+        Shape::File => std::fs::metadata(path).is_ok(),
+        Shape::Tree => std::fs::symlink_metadata(path).is_ok(),
+    }
+}
+
+/// Whether `path` is a directory, following symlinks (a link to a directory is watched as the
+/// tree it points to).
+fn is_directory(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
