@@ -162,6 +162,9 @@ pub fn human_line(event: &Event, network: Option<&NetworkState>) -> String {
             CgroupEvent::Removed { path } => {
                 let _ = write!(s, "{} REMOVED", path.display());
             }
+            CgroupEvent::Reappeared { path } => {
+                let _ = write!(s, "{} REAPPEARED", path.display());
+            }
             CgroupEvent::ChildAdded { child, .. } => {
                 let _ = write!(s, "+child {}", child.display());
             }
