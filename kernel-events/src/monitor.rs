@@ -153,8 +153,16 @@ pub fn human_line(event: &Event, network: Option<&NetworkState>) -> String {
             CgroupEvent::Frozen { path, frozen } => {
                 let _ = write!(s, "{} frozen={}", path.display(), u8::from(*frozen));
             }
-            CgroupEvent::Memory { path, deltas, .. } => {
+            CgroupEvent::Memory {
+                path,
+                deltas,
+                resets,
+                ..
+            } => {
                 let _ = write!(s, "{} memory.events", path.display());
+                for k in resets {
+                    let _ = write!(s, " {k}=reset");
+                }
                 for (k, v) in deltas {
                     let _ = write!(s, " {k}+={v}");
                 }

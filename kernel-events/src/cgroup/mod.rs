@@ -25,12 +25,13 @@
 //! `memory.oom_control` eventfd), and creating a cgroup is a `mkdir` the tests do directly.
 
 mod mount;
+mod reading;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::ops::Bound;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -63,14 +64,18 @@ pub enum CgroupEvent {
         /// The new value.
         frozen: bool,
     },
-    /// Counters in memory.events went up.
+    /// Counters in memory.events went up (or were reset).
     Memory {
         /// The cgroup directory.
         path: PathBuf,
-        /// How much each counter that moved went up since the last reading.
+        /// How much each counter that moved went up since the last reading (for a reset
+        /// counter: its new value, counted from zero).
         deltas: BTreeMap<String, u64>,
         /// Every counter's value now.
         totals: BTreeMap<String, u64>,
+        /// Counters found lower than in the last reading: they started again from zero (the
+        /// cgroup was created again under the same path). Usually empty.
+        resets: BTreeSet<String>,
     },
     /// The cgroup was removed (reported once).
     Removed {
@@ -166,6 +171,10 @@ pub(crate) struct CgroupReader {
     by_wd: HashMap<i32, PathBuf>,
     watches: HashMap<PathBuf, DirWatch>,
     removed: BTreeSet<PathBuf>,
+    /// Reading buffer shared by every cgroup file (grows only if a reading fills it).
+    read_buf: Vec<u8>,
+    /// Malformed lines and missing keys seen since the last `handle` (counted as skipped).
+    anomalies: u64,
 }
 
 /// Watch mask for a parent: child directories created or removed.
@@ -213,6 +222,8 @@ impl CgroupReader {
             by_wd: HashMap::new(),
             watches: HashMap::new(),
             removed: BTreeSet::new(),
+            read_buf: Vec::new(),
+            anomalies: 0,
         };
         let mut scratch = Vec::new();
         for cg in cgroups {
@@ -434,21 +445,25 @@ impl CgroupReader {
         let Some(file) = file else {
             return;
         };
-        let mut buf = [0u8; 1024];
-        let n = match file.read_at(&mut buf, 0) {
+        let n = match reading::read_snapshot(file, &mut self.read_buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.anomalies += 1; // too large to be a file we understand: skipped
+                return;
+            }
             Err(_) => {
                 // ENODEV after rmdir; any other error also means we cannot follow it.
                 self.forget(path, out);
                 return;
             }
         };
-        let values = parse_flat_keyed(&buf[..n]);
+        let parsed = reading::parse_flat_keyed(&self.read_buf[..n]);
         let state = &mut w.state;
         match which {
             Which::Events => {
-                let populated = values.get("populated").copied().unwrap_or(0) != 0;
-                let frozen = values.get("frozen").copied().unwrap_or(0) != 0;
+                let now = reading::events_reading((state.populated, state.frozen), &parsed);
+                self.anomalies += now.anomalies;
+                let (populated, frozen) = (now.populated, now.frozen);
                 if populated != state.populated {
                     state.populated = populated;
                     out.push(CgroupEvent::Populated {
@@ -465,22 +480,19 @@ impl CgroupReader {
                 }
             }
             Which::Memory => {
-                let mut deltas = BTreeMap::new();
-                for (k, v) in &values {
-                    let old = state.memory.get(k).copied().unwrap_or(0);
-                    if *v > old {
-                        deltas.insert(k.clone(), v - old);
-                    }
+                let change = reading::counter_change(&state.memory, &parsed.values);
+                self.anomalies += parsed.malformed + change.missing;
+                let is_change = change.is_change();
+                state.memory = change.totals;
+                if !is_change {
+                    return;
                 }
-                let changed = values != state.memory;
-                state.memory = values;
-                if changed && !deltas.is_empty() {
-                    out.push(CgroupEvent::Memory {
-                        path: path.to_path_buf(),
-                        deltas,
-                        totals: state.memory.clone(),
-                    });
-                }
+                out.push(CgroupEvent::Memory {
+                    path: path.to_path_buf(),
+                    deltas: change.deltas,
+                    totals: state.memory.clone(),
+                    resets: change.resets,
+                });
             }
         }
     }
@@ -524,6 +536,9 @@ impl CgroupReader {
         let result = self.handle_ready(&mut events, out);
         for e in events {
             out.emit(Source::Cgroup, EventKind::Cgroup(e));
+        }
+        for _ in 0..std::mem::take(&mut self.anomalies) {
+            out.skipped(Source::Cgroup);
         }
         result
     }
@@ -814,29 +829,4 @@ fn nearest_existing_ancestor(path: &Path) -> Option<PathBuf> {
         .skip(1)
         .find(|d| d.is_dir())
         .map(Path::to_path_buf)
-}
-
-/// Parses a "flat keyed" cgroup file ("key value" lines). Unparseable lines are skipped.
-fn parse_flat_keyed(bytes: &[u8]) -> BTreeMap<String, u64> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .filter_map(|line| {
-            let (k, v) = line.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flat_keyed_files_parse_and_skip_garbage() {
-        let m = parse_flat_keyed(b"low 0\nhigh 3\nbroken\nmax x\noom_kill 1\n");
-        assert_eq!(m.get("high"), Some(&3));
-        assert_eq!(m.get("oom_kill"), Some(&1));
-        assert_eq!(m.get("max"), None);
-        assert_eq!(m.len(), 3);
-    }
 }
