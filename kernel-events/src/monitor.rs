@@ -220,6 +220,9 @@ pub fn human_line(event: &Event, network: Option<&NetworkState>) -> String {
                         averages.full_avg10
                     );
                 }
+                PressureEvent::TargetRemoved { target: t } => {
+                    let _ = write!(s, "{} memory pressure target REMOVED", target(t));
+                }
                 PressureEvent::Relieved {
                     target: t,
                     averages,

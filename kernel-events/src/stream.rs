@@ -285,7 +285,7 @@ impl KernelEvents {
             fds.extend(c.raw_fds());
         }
         if let Some(p) = &self.pressure {
-            fds.push(p.raw_fd());
+            fds.extend(p.raw_fd());
         }
         fds
     }

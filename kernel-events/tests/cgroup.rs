@@ -571,6 +571,72 @@ fn pressure_reader_reports_trigger_or_poll_mode() {
 }
 
 #[test]
+#[ignore = "needs root: arms a PSI trigger on a cgroup it creates and removes"]
+fn pressure_target_cgroup_removed_is_reported_once_and_followed_again_when_it_returns() {
+    // systemd removes and re-creates a service's cgroup on every restart.
+    require_root("arms a PSI trigger on a cgroup it creates and removes");
+    let _serial = serial();
+    if !Path::new("/proc/pressure/memory").exists() {
+        eprintln!("SKIPPED: PSI is not enabled in this kernel (no /proc/pressure/memory)");
+        return;
+    }
+    let top = TestCgroup::new("psi-gone");
+    let cg = top.path.join("svc");
+    fs::create_dir(&cg).unwrap();
+    let target = PressureTarget::Cgroup(cg.clone());
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .pressure(PressureOptions {
+                target: target.clone(),
+                poll_interval: Duration::from_millis(200),
+                ..PressureOptions::default()
+            })
+            .build()
+            .await
+            .unwrap();
+        let first = next_within(&mut events, WAIT, "the mode").await;
+        assert!(matches!(
+            &first.kind,
+            EventKind::Pressure(PressureEvent::Mode { .. })
+        ));
+        fs::remove_dir(&cg).unwrap();
+        let gone = next_within(&mut events, WAIT, "the target's removal").await;
+        assert!(
+            matches!(&gone.kind, EventKind::Pressure(PressureEvent::TargetRemoved { target: t }) if *t == target),
+            "{gone:?}"
+        );
+        // Nothing more while it is gone: no error, no event (before, every call failed at once
+        // with ENODEV, a busy loop for a caller that goes on).
+        let quiet = collect_until_quiet(&mut events, Duration::from_millis(700)).await;
+        assert!(quiet.is_empty(), "{quiet:#?}");
+        fs::create_dir(&cg).unwrap();
+        let back = next_within(&mut events, WAIT, "the mode again").await;
+        assert!(
+            matches!(&back.kind, EventKind::Pressure(PressureEvent::Mode { target: t, .. }) if *t == target),
+            "{back:?}"
+        );
+        assert_all_nonblocking(&events);
+    });
+}
+
+#[test]
+fn pressure_poll_interval_of_zero_is_an_invalid_option() {
+    let err = block_on(
+        KernelEvents::builder()
+            .pressure(PressureOptions {
+                poll_interval: Duration::ZERO,
+                ..PressureOptions::default()
+            })
+            .build(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOption(m) if m.contains("poll_interval")),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn cgroup_outside_the_cgroup2_mount_is_a_clear_error() {
     let Ok(mount) = cgroup2_mount() else {
         eprintln!("SKIPPED: no cgroup2 mount on this machine");
