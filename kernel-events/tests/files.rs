@@ -523,3 +523,23 @@ fn watched_path_follows_what_it_is_when_a_file_becomes_a_directory_and_back() {
         assert_eq!(model.entries[&x].size, "changed in place".len() as u64);
     });
 }
+
+#[test]
+fn a_degraded_poll_of_zero_is_an_invalid_option() {
+    // It would rescan in a loop while a watch cannot be added.
+    let dir = TempDir::new("zero-poll");
+    let err = block_on(
+        KernelEvents::builder()
+            .watch_tree(dir.path())
+            .file_options(FileOptions {
+                degraded_poll: Duration::ZERO,
+                ..FileOptions::default()
+            })
+            .build(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, edgegw_kernel_events::Error::InvalidOption(m) if m.contains("degraded_poll")),
+        "{err:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The network reader against the kernel's truth, in throw-away network namespaces with a veth
 //! pair: ENOBUFS provoked with a small receive buffer and paused reading, changes during the
-//! resync, interrupted dumps. Root only (CI runs as root); needs iproute2.
+//! resync, interrupted dumps. Root only (CI runs as root), except the option check; needs
+//! iproute2.
 
 mod common;
 
@@ -22,7 +23,11 @@ struct Netns {
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("edgegw-ke-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // Left over from an earlier run, if any (quietly: usually there is none).
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
         run(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
         // No duplicate address detection: otherwise the link-local addresses' local routes
@@ -497,4 +502,40 @@ fn link_deletion_removes_its_addresses_and_silently_flushed_ipv4_routes() {
             let _ = (Family::Inet, AddressKey::clone, RouteKey::clone);
         })
     });
+}
+
+#[test]
+fn backoff_and_buffer_options_that_would_spin_are_invalid() {
+    // Checked before any socket is opened: no root needed.
+    let cases = [
+        (
+            "backoff",
+            NetOptions {
+                backoff: Duration::ZERO,
+                ..NetOptions::default()
+            },
+        ),
+        (
+            "max_backoff",
+            NetOptions {
+                backoff: Duration::from_secs(2),
+                max_backoff: Duration::from_secs(1),
+                ..NetOptions::default()
+            },
+        ),
+        (
+            "max_buffered",
+            NetOptions {
+                max_buffered: 0,
+                ..NetOptions::default()
+            },
+        ),
+    ];
+    for (name, opts) in cases {
+        let err = block_on(KernelEvents::builder().network(opts).build()).unwrap_err();
+        assert!(
+            matches!(&err, edgegw_kernel_events::Error::InvalidOption(m) if m.contains(name)),
+            "{name}: {err:?}"
+        );
+    }
 }

@@ -168,6 +168,9 @@ const DIR_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::ONLYDIR)
     .union(WatchMask::EXCL_UNLINK);
 
+/// Shortest rescan period of a degraded path: every poll rescans it whole.
+const MIN_DEGRADED_POLL: Duration = Duration::from_millis(100);
+
 /// inotify read buffer: room for ~250 events with short names per read(2).
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -197,6 +200,11 @@ impl FileReader {
             return Err(Error::InvalidOption(
                 "file max_delay must be at least the debounce window".into(),
             ));
+        }
+        if opts.degraded_poll < MIN_DEGRADED_POLL {
+            return Err(Error::InvalidOption(format!(
+                "file degraded_poll must be at least {MIN_DEGRADED_POLL:?} (each poll rescans)"
+            )));
         }
         let mut specs = Vec::new();
         for (path, kind) in paths {

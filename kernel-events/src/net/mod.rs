@@ -153,6 +153,22 @@ pub(crate) struct NetReader {
 impl NetReader {
     /// Subscribes, then takes the initial state with a dump (no gap between the two).
     pub(crate) async fn new(opts: NetOptions) -> Result<Self> {
+        if opts.backoff.is_zero() {
+            // ENOBUFS during a recovery would restart it back to back.
+            return Err(Error::InvalidOption(
+                "network backoff must be non-zero".into(),
+            ));
+        }
+        if opts.max_backoff < opts.backoff {
+            return Err(Error::InvalidOption(
+                "network max_backoff must be at least the backoff".into(),
+            ));
+        }
+        if opts.max_buffered == 0 {
+            return Err(Error::InvalidOption(
+                "network max_buffered must be non-zero".into(),
+            ));
+        }
         let events = sys::netlink_route_socket(GROUPS)
             .map_err(|e| Error::io("open rtnetlink event socket", e))?;
         let receive_buffer = sys::set_receive_buffer(&events, opts.receive_buffer)
