@@ -543,3 +543,10 @@ fn a_degraded_poll_of_zero_is_an_invalid_option() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_watched_path_that_cannot_be_resolved_is_a_clear_error() {
+    let err = block_on(KernelEvents::builder().watch_file("").build()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("resolve watched path \"\""), "{text}");
+}

@@ -205,7 +205,7 @@ impl CgroupReader {
     pub(crate) fn new(cgroups: Vec<PathBuf>, parents: Vec<PathBuf>) -> Result<Self> {
         let mount = cgroup2_mount()?;
         let poll = PriorityPoll::new().map_err(|e| Error::io("epoll_create1", e))?;
-        let inotify = Inotify::init().map_err(|e| Error::io("inotify_init1", e))?;
+        let inotify = Inotify::init().map_err(|e| Error::inotify_init("cgroup", e))?;
         poll.add_readable(inotify.as_fd(), INOTIFY_TOKEN)
             .map_err(|e| Error::io("add inotify fd to epoll", e))?;
         let mut reader = CgroupReader {

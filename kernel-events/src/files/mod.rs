@@ -224,7 +224,7 @@ impl FileReader {
                 degraded: false,
             });
         }
-        let inotify = Inotify::init().map_err(|e| Error::io("inotify_init1", e))?;
+        let inotify = Inotify::init().map_err(|e| Error::inotify_init("file", e))?;
         let inotify = crate::sys::register(inotify, tokio::io::Interest::READABLE)
             .map_err(|e| Error::io("register inotify fd", e))?;
         let mut reader = FileReader {
@@ -791,6 +791,9 @@ impl FileReader {
                 scopes.push((self.specs[i].path.clone(), true));
             }
         }
+        // Watches the new plans no longer need (e.g. the ancestor of a path that appeared)
+        // would otherwise stay until the next flush, while watches are what is short.
+        self.collect_unused_watches();
         let old = self.take_scoped(&scopes);
         self.emit_degraded(degraded, out);
         emit_diff(&old, &fresh, out);
@@ -825,7 +828,8 @@ fn emit_diff(
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(path).map_err(|e| Error::io("resolve watched path", e))?;
+    let abs = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("resolve watched path {:?}", path.display()), e))?;
     // Lexical clean-up only: symlinks in the path are part of what is watched.
     let mut clean = PathBuf::new();
     for c in abs.components() {
