@@ -539,3 +539,50 @@ fn backoff_and_buffer_options_that_would_spin_are_invalid() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs root: creates a network namespace"]
+fn a_storm_is_read_in_bounded_steps_and_nothing_is_lost() {
+    // Reading a storm to EAGAIN in one go would hold the runtime's only thread for as long as
+    // the storm lasts; each wake-up reads a bounded number of datagrams instead.
+    require_root("creates a network namespace");
+    let ns = Netns::new("budget");
+    ns.enter(|| {
+        block_on(async {
+            let mut events = KernelEvents::builder()
+                .network(NetOptions {
+                    // Room for the whole storm: this test is about reading, not overflow.
+                    receive_buffer: 32 << 20,
+                    ..NetOptions::default()
+                })
+                .build()
+                .await
+                .unwrap();
+            let mut model = NetModel(events.network().unwrap().clone());
+            // Reading is paused: 1500 addresses, each with its local route, queue up.
+            ns.batch(&address_commands("add", 1500, "ve0", 41));
+            let first = next_within(&mut events, Duration::from_secs(10), "the storm").await;
+            let mut got = vec![first];
+            while let Some(e) = events.try_next() {
+                got.push(e);
+            }
+            // One notification per datagram: one wake-up gave at most the budget.
+            assert!(
+                got.len() <= 256,
+                "one wake-up read {} notifications",
+                got.len()
+            );
+            got.extend(collect_until_settled(&mut events, Duration::from_millis(500)).await);
+            assert_well_formed(&got);
+            assert!(
+                !got.iter()
+                    .any(|e| matches!(e.kind, EventKind::Resync { .. })),
+                "no overflow expected with this buffer: {:?}",
+                events.counters().get(Source::Network)
+            );
+            got.iter().for_each(|e| model.apply(e));
+            assert_same(&truth_of(&model.0), &ns.truth(), "events");
+            assert_same(&truth_of(events.network().unwrap()), &ns.truth(), "model");
+        });
+    });
+}

@@ -174,6 +174,9 @@ const MIN_DEGRADED_POLL: Duration = Duration::from_millis(100);
 /// inotify read buffer: room for ~250 events with short names per read(2).
 const READ_BUFFER: usize = 16 * 1024;
 
+/// read(2)s of the inotify fd per wake-up (up to 1 MiB of events).
+const READS_PER_WAKE: usize = 64;
+
 pub(crate) struct FileReader {
     inotify: AsyncFd<Inotify>,
     buf: Vec<u8>,
@@ -300,7 +303,9 @@ impl FileReader {
             guard = self.inotify.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::io("wait for inotify", e))?;
                 let buf = &mut self.buf;
-                loop {
+                // Bounded, so a storm cannot hold the runtime's thread; readiness is cleared
+                // only by EAGAIN, so a wait after an early stop returns at once.
+                for _ in 0..READS_PER_WAKE {
                     match guard.try_io(|fd| {
                         let events = fd.get_mut().read_events(buf)?;
                         raw.extend(events.map(|e| RawEvent {

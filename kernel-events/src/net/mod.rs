@@ -70,6 +70,12 @@ const GROUPS: u32 = (libc::RTMGRP_LINK
     | libc::RTMGRP_IPV6_IFADDR
     | libc::RTMGRP_IPV6_ROUTE) as u32;
 
+/// Datagrams read from the event socket per wake-up. A storm can queue notifications faster
+/// than they are applied; reading it to EAGAIN in one go would hold the runtime's thread for as
+/// long as the storm lasts. After this many, `next()` returns what it has, and the next wait
+/// yields to the runtime once before reading on.
+pub(crate) const DATAGRAMS_PER_WAKE: usize = 256;
+
 /// Receive buffer for one datagram. The kernel builds notifications and dump parts in skbs of
 /// at most ~32 KiB (NLMSG_GOODSIZE is a page, dumps may use up to 32 KiB); MSG_TRUNC tells us if
 /// one is ever larger.
@@ -148,6 +154,9 @@ pub(crate) struct NetReader {
     stats: NetStats,
     parse_stats: ParseStats,
     changes: Vec<NetChange>,
+    /// The event socket was left unread after `DATAGRAMS_PER_WAKE` datagrams: its readiness
+    /// was cleared already, so the next wait must not wait for a new one.
+    events_pending: bool,
 }
 
 impl NetReader {
@@ -192,6 +201,7 @@ impl NetReader {
             stats: NetStats::default(),
             parse_stats: ParseStats::default(),
             changes: Vec::new(),
+            events_pending: false,
         };
         reader.start_dump()?;
         // Drive the initial recovery; its events are the starting state, not changes.
@@ -248,8 +258,11 @@ impl NetReader {
         let dumping = matches!(self.phase, Phase::Dumping { .. });
         // Unbiased (random) order: during a storm the event socket is ready on every pass and
         // must not starve the dump that ends the recovery.
+        let pending = self.events_pending;
         let wake = tokio::select! {
-            r = self.events.readable() => {
+            // Ready on the second poll: other tasks (and a ready dump) get a turn first.
+            () = tokio::task::yield_now(), if pending => NetWake::Events,
+            r = self.events.readable(), if !pending => {
                 // Cleared before reading until EAGAIN: anything arriving after our last EAGAIN
                 // sets it again, so no wake-up is lost.
                 r.map_err(|e| Error::io("wait for netlink", e))?.clear_ready();
@@ -280,9 +293,10 @@ impl NetReader {
         Ok(())
     }
 
-    /// Reads the event socket until EAGAIN.
+    /// Reads the event socket until EAGAIN, or `DATAGRAMS_PER_WAKE` datagrams.
     fn read_events(&mut self, out: &mut Emitter<'_>) -> Result<()> {
-        loop {
+        self.events_pending = false;
+        for _ in 0..DATAGRAMS_PER_WAKE {
             let received = sys::receive(self.events.get_ref().as_fd(), &mut self.buf)
                 .map_err(|e| Error::io("receive from rtnetlink event socket", e))?;
             match received {
@@ -320,6 +334,9 @@ impl NetReader {
                 }
             }
         }
+        // More may be queued: read on after the runtime had a turn.
+        self.events_pending = true;
+        Ok(())
     }
 
     fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) {
