@@ -37,19 +37,19 @@ impl KernelEventsBuilder {
         self
     }
 
-    /// Watches a directory tree, new subdirectories included.
+    /// Watches a directory tree, new subdirectories included (a path that is not a directory is
+    /// watched as a single file until it is one; see [`WatchKind::Tree`]).
     pub fn watch_tree(mut self, path: impl Into<PathBuf>) -> Self {
         self.paths.push((path.into(), WatchKind::Tree));
         self
     }
 
     /// Watches a path as a tree while it is a directory and as a single file otherwise (the
-    /// CLI's `--path`). The choice is made afresh whenever the path appears or changes type: a
-    /// missing path that appears as a directory is watched as a tree from then on, exactly as
-    /// if it had existed at start.
-    pub fn watch_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.paths.push((path.into(), WatchKind::FileOrTree));
-        self
+    /// CLI's `--path`): the same as [`Self::watch_tree`], which makes that choice afresh
+    /// whenever the path appears or changes type. A missing path that appears as a directory
+    /// is watched as a tree from then on, exactly as if it had existed at start.
+    pub fn watch_path(self, path: impl Into<PathBuf>) -> Self {
+        self.watch_tree(path)
     }
 
     /// Debounce, hashing and missing-path behaviour of the file reader.

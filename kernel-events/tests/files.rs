@@ -555,3 +555,93 @@ fn a_watched_path_that_cannot_be_resolved_is_a_clear_error() {
     let text = err.to_string();
     assert!(text.contains("resolve watched path \"\""), "{text}");
 }
+
+#[test]
+fn tree_whose_root_is_a_symlink_is_the_tree_it_points_to_and_follows_a_retarget() {
+    // A versioned deploy: /etc/app -> releases/v1, switched atomically to releases/v2.
+    let dir = TempDir::new("rootlink");
+    let d = dir.path();
+    for v in ["v1", "v2"] {
+        fs::create_dir_all(d.join(format!("releases/{v}/conf.d"))).unwrap();
+        fs::write(d.join(format!("releases/{v}/conf.d/{v}.toml")), v).unwrap();
+    }
+    symlink("releases/v1", d.join("app")).unwrap();
+    let app = d.join("app");
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_path(&app)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel {
+            entries: events.files().unwrap().clone(),
+        };
+        assert_eq!(
+            keys(&model),
+            walk(&app),
+            "the initial state is the target's tree"
+        );
+        fs::write(d.join("releases/v1/conf.d/new.toml"), "n").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&app), "{got:#?}");
+        // The switch: a new link renamed over the old one.
+        symlink("releases/v2", d.join("app.new")).unwrap();
+        fs::rename(d.join("app.new"), &app).unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&app), "{got:#?}");
+        assert!(model.entries.contains_key(&app.join("conf.d/v2.toml")));
+        // The old release is not watched any more; the new one is.
+        fs::write(d.join("releases/v1/conf.d/stale.toml"), "s").unwrap();
+        fs::write(d.join("releases/v2/conf.d/fresh.toml"), "f").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&app), "{got:#?}");
+        assert_eq!(&model.entries, events.files().unwrap());
+        assert!(
+            !got.iter()
+                .any(|e| matches!(e.kind, EventKind::Resync { .. })),
+            "no stale watch left to report unknown events: {got:#?}"
+        );
+    });
+}
+
+#[test]
+fn symlink_to_a_directory_inside_a_tree_is_an_entry_not_followed() {
+    let dir = TempDir::new("innerlink");
+    let root = dir.path().join("tree");
+    let outside = dir.path().join("outside");
+    fs::create_dir(&root).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("before"), "b").unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .watch_tree(&root)
+            .file_options(patient())
+            .build()
+            .await
+            .unwrap();
+        let mut model = FileModel {
+            entries: events.files().unwrap().clone(),
+        };
+        symlink(&outside, root.join("link")).unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        got.iter().for_each(|e| model.apply(e));
+        assert_eq!(keys(&model), walk(&root), "{got:#?}");
+        assert_eq!(
+            model.entries[&root.join("link")].kind,
+            edgegw_kernel_events::files::FileKind::Symlink
+        );
+        // What happens outside the tree is not the tree's.
+        fs::write(outside.join("after"), "a").unwrap();
+        let got = collect_until_quiet(&mut events, QUIET).await;
+        assert!(got.is_empty(), "{got:#?}");
+        assert_eq!(
+            events.file_watch_count(),
+            1,
+            "only the tree's own directory"
+        );
+    });
+}

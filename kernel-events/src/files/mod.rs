@@ -36,15 +36,15 @@ pub enum WatchKind {
     /// One file (or whatever the path resolves to, through symlinks).
     File,
     /// A directory and everything below it, new subdirectories included. Symlinks inside the
-    /// tree are reported as symlinks, not followed.
+    /// tree are reported as symlinks, not followed; the root is followed (a symlink to a
+    /// directory is watched as that tree, and again when it is re-pointed). While the path is
+    /// not a directory (missing, or a file) it is watched as a single file; the choice is made
+    /// afresh whenever the path appears or changes type, so a missing path that appears as a
+    /// directory is watched as a tree from then on, as if it had existed at start.
     Tree,
-    /// A tree while the path is a directory, a single file otherwise: decided afresh whenever
-    /// the path appears or changes type (a missing path that appears as a directory, or a
-    /// file replaced by a directory, is watched as a tree from then on, and the reverse).
-    FileOrTree,
 }
 
-/// How a spec is watched right now: `WatchKind::FileOrTree` takes either shape.
+/// How a spec is watched right now: a `WatchKind::Tree` takes either shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
     File,
@@ -218,10 +218,7 @@ impl FileReader {
             specs.push(Spec {
                 path,
                 kind,
-                shape: match kind {
-                    WatchKind::Tree => Shape::Tree,
-                    WatchKind::File | WatchKind::FileOrTree => Shape::File,
-                },
+                shape: Shape::File, // set by the first plan
                 dirs: BTreeSet::new(),
                 waiting_for: false,
                 degraded: false,
@@ -492,7 +489,13 @@ impl FileReader {
         fresh: &mut BTreeMap<PathBuf, Identity>,
         degraded: &mut Vec<(usize, io::Error)>,
     ) -> bool {
-        let Some(id) = scan::identity(path, &self.opts) else {
+        // Inside a tree symlinks are entries; only the root is followed (it is the tree).
+        let is_root = path == self.specs[spec].path;
+        let id = match is_root {
+            true => scan::identity(path, &self.opts),
+            false => scan::identity_nofollow(path, &self.opts),
+        };
+        let Some(id) = id else {
             return true; // gone: everything below it is gone too
         };
         let known_dir = id.kind == FileKind::Directory
@@ -506,7 +509,7 @@ impl FileReader {
             return false;
         }
         let mut dirs = BTreeSet::new();
-        let result = self.walk_tree(path, &mut dirs, fresh);
+        let result = self.walk_tree(path, is_root, &mut dirs, fresh);
         self.specs[spec].dirs.extend(dirs);
         if let Err(e) = result {
             degraded.push((spec, e));
@@ -515,16 +518,20 @@ impl FileReader {
     }
 
     /// Watches then reads a directory tree; fills `dirs` with the directories now watched.
+    /// With `follow_root`, `root` is followed if it is a symlink (it is a spec's root); every
+    /// other symlink is an entry, never followed, watched or walked.
     fn walk_tree(
         &mut self,
         root: &Path,
+        follow_root: bool,
         dirs: &mut BTreeSet<PathBuf>,
         entries: &mut BTreeMap<PathBuf, Identity>,
     ) -> io::Result<()> {
         let mut stack = vec![root.to_path_buf()];
         let mut first_error = None;
         while let Some(dir) = stack.pop() {
-            match self.add_watch(&dir) {
+            let follow = follow_root && dir == root;
+            match self.add_watch(&dir, follow) {
                 Ok(()) => {
                     dirs.insert(dir.clone());
                 }
@@ -533,7 +540,11 @@ impl FileReader {
                 }
                 Err(_) => {} // vanished or not a directory any more: the walk below decides
             }
-            let Some(id) = scan::identity_nofollow(&dir, &self.opts) else {
+            let id = match follow {
+                true => scan::identity(&dir, &self.opts),
+                false => scan::identity_nofollow(&dir, &self.opts),
+            };
+            let Some(id) = id else {
                 continue;
             };
             let is_dir = id.kind == FileKind::Directory;
@@ -563,13 +574,24 @@ impl FileReader {
         }
     }
 
-    fn add_watch(&mut self, dir: &Path) -> io::Result<()> {
-        let wd = self.inotify.get_ref().watches().add(dir, DIR_MASK)?;
+    /// Watches `dir`. Without `follow`, a symlink is refused (ENOTDIR) rather than followed:
+    /// a link inside a tree must not bring its target into the tree.
+    fn add_watch(&mut self, dir: &Path, follow: bool) -> io::Result<()> {
+        let mask = match follow {
+            true => DIR_MASK,
+            false => DIR_MASK | WatchMask::DONT_FOLLOW,
+        };
+        let wd = self.inotify.get_ref().watches().add(dir, mask)?;
         let id = wd.get_watch_descriptor_id();
         self.retired.remove(&id);
         if let Some(old) = self.by_dir.insert(dir.to_path_buf(), id) {
             if old != id {
-                self.by_wd.remove(&old);
+                // The path leads to another directory now (a symlinked root re-pointed, a
+                // directory renamed over): the old one's watch goes, its late events with it.
+                if let Some((old_wd, _)) = self.by_wd.remove(&old) {
+                    self.retired.insert(old);
+                    let _ = self.inotify.get_ref().watches().remove(old_wd);
+                }
             }
         }
         self.by_wd.insert(id, (wd, dir.to_path_buf()));
@@ -630,26 +652,14 @@ impl FileReader {
     fn plan_once(&mut self, i: usize, entries: &mut BTreeMap<PathBuf, Identity>) -> Plan {
         let path = self.specs[i].path.clone();
         let shape = match self.specs[i].kind {
-            WatchKind::File => Shape::File,
-            WatchKind::Tree => Shape::Tree,
-            WatchKind::FileOrTree if is_directory(&path) => Shape::Tree,
-            WatchKind::FileOrTree => Shape::File,
+            WatchKind::Tree if is_directory(&path) => Shape::Tree,
+            WatchKind::Tree | WatchKind::File => Shape::File,
         };
         let mut dirs = BTreeSet::new();
         let mut error = None;
         let exists = match shape {
             Shape::File => {
-                for dir in scan::dependency_dirs(&path) {
-                    match self.add_watch(&dir) {
-                        Ok(()) => {
-                            dirs.insert(dir);
-                        }
-                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                            error.get_or_insert(e);
-                        }
-                        Err(_) => {}
-                    }
-                }
+                self.watch_dependency_dirs(&path, &mut dirs, &mut error);
                 match scan::identity(&path, &self.opts) {
                     Some(id) => {
                         entries.insert(path.clone(), id);
@@ -659,14 +669,16 @@ impl FileReader {
                 }
             }
             Shape::Tree => {
-                if exists_as(&path, Shape::Tree) {
-                    if let Err(e) = self.walk_tree(&path, &mut dirs, entries) {
-                        error = Some(e);
-                    }
-                    true
-                } else {
-                    false
+                // A root reached through a symlink can be re-pointed (a versioned deploy):
+                // the directories of its link chain are watched too, and any change there
+                // re-reads the tree.
+                if is_symlink(&path) {
+                    self.watch_dependency_dirs(&path, &mut dirs, &mut error);
                 }
+                if let Err(e) = self.walk_tree(&path, true, &mut dirs, entries) {
+                    error = Some(e);
+                }
+                true
             }
         };
         // The parent is watched too when the path is missing; keep climbing to an ancestor that
@@ -674,7 +686,7 @@ impl FileReader {
         let mut waiting_at = None;
         if !exists || (shape == Shape::File && dirs.is_empty()) {
             if let Some(ancestor) = scan::nearest_existing_ancestor(&path) {
-                match self.add_watch(&ancestor) {
+                match self.add_watch(&ancestor, true) {
                     Ok(()) => {
                         dirs.insert(ancestor.clone());
                     }
@@ -693,6 +705,27 @@ impl FileReader {
             exists,
             waiting_at,
             error,
+        }
+    }
+
+    /// Watches the directories that decide what `path` resolves to (its parent, and the parent
+    /// of every symlink on the way); an ENOSPC is kept in `error` (the spec degrades).
+    fn watch_dependency_dirs(
+        &mut self,
+        path: &Path,
+        dirs: &mut BTreeSet<PathBuf>,
+        error: &mut Option<io::Error>,
+    ) {
+        for dir in scan::dependency_dirs(path) {
+            match self.add_watch(&dir, true) {
+                Ok(()) => {
+                    dirs.insert(dir);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    error.get_or_insert(e);
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -849,13 +882,17 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(clean)
 }
 
-/// Whether `path` exists the way a spec of this shape reads it: a single file through its
-/// symlinks, a tree root as it is (a dangling link is an entry).
+/// Whether `path` exists the way a spec of this shape reads it (through symlinks: a tree is
+/// what its root leads to).
 fn exists_as(path: &Path, shape: Shape) -> bool {
     match shape {
         Shape::File => std::fs::metadata(path).is_ok(),
-        Shape::Tree => std::fs::symlink_metadata(path).is_ok(),
+        Shape::Tree => is_directory(path),
     }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// Whether `path` is a directory, following symlinks (a link to a directory is watched as the
