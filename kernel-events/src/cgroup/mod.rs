@@ -170,7 +170,6 @@ pub(crate) struct CgroupReader {
     waiting: BTreeMap<PathBuf, Option<PathBuf>>,
     by_wd: HashMap<i32, PathBuf>,
     watches: HashMap<PathBuf, DirWatch>,
-    removed: BTreeSet<PathBuf>,
     /// Reading buffer shared by every cgroup file (grows only if a reading fills it).
     read_buf: Vec<u8>,
     /// Malformed lines and missing keys seen since the last `handle` (counted as skipped).
@@ -221,7 +220,6 @@ impl CgroupReader {
             waiting: BTreeMap::new(),
             by_wd: HashMap::new(),
             watches: HashMap::new(),
-            removed: BTreeSet::new(),
             read_buf: Vec::new(),
             anomalies: 0,
         };
@@ -508,11 +506,12 @@ impl CgroupReader {
         }
         self.tokens.retain(|_, (p, _)| p != path);
         self.release_parent_of(path);
-        if self.removed.insert(path.to_path_buf()) {
-            out.push(CgroupEvent::Removed {
-                path: path.to_path_buf(),
-            });
-        }
+        // Once: a cgroup no longer in `watched` never gets here again. (No set of removed
+        // paths is kept: with short-lived children, e.g. systemd's run-*.scope, it would grow
+        // for ever.)
+        out.push(CgroupEvent::Removed {
+            path: path.to_path_buf(),
+        });
         if self.explicit.contains(path) {
             self.waiting.entry(path.to_path_buf()).or_insert(None);
         }
@@ -682,7 +681,6 @@ impl CgroupReader {
                 parent: parent.to_path_buf(),
                 child: child.clone(),
             });
-            self.removed.remove(&child);
             // Gone again already: its removal is the next relist's.
             let _ = self.watch(&child, true, out);
         }
@@ -745,14 +743,11 @@ impl CgroupReader {
     fn reestablish(&mut self, path: &Path, out: &mut Vec<CgroupEvent>) -> bool {
         if self.explicit.contains(path) && !self.watched.contains_key(path) {
             let mut first = Vec::new();
-            let removed_before = self.removed.remove(path);
             if self.watch(path, true, &mut first).is_ok() {
                 out.push(CgroupEvent::Reappeared {
                     path: path.to_path_buf(),
                 });
                 out.extend(first);
-            } else if removed_before {
-                self.removed.insert(path.to_path_buf());
             }
         }
         if self.parents.get(path).is_some_and(|p| !p.present)

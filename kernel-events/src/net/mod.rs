@@ -324,7 +324,7 @@ impl NetReader {
                         }
                     } else {
                         for obj in objects {
-                            self.apply_live(obj, out);
+                            self.apply_live(obj, out)?;
                         }
                         if malformed {
                             // A notification we could not read may have changed the state.
@@ -339,7 +339,7 @@ impl NetReader {
         Ok(())
     }
 
-    fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) {
+    fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) -> Result<()> {
         // IPv4 routes vanish without notification when their link goes down or away, or when
         // their preferred source address is deleted: re-read the routes in those cases.
         let silent_flush = match &obj {
@@ -361,9 +361,11 @@ impl NetReader {
         self.state.apply(obj, &mut self.changes);
         emit_changes(&mut self.changes, out);
         if silent_flush {
-            // Cannot fail in a way worth surfacing here: start_dump reports send errors.
-            let _ = self.lost(ResyncReason::SilentRouteFlush, out);
+            // A failure to send the dump request is the reader's failure: dropping it would
+            // leave a `Resync` that never gets its `ResyncDone`.
+            self.lost(ResyncReason::SilentRouteFlush, out)?;
         }
+        Ok(())
     }
 
     /// Notifications were lost (or may have been): start, or restart, a recovery.
