@@ -42,7 +42,36 @@ impl Error {
             source,
         }
     }
+
+    /// A failed inotify_init1, naming the limit behind the usual cause (EMFILE: the per-user
+    /// number of inotify instances).
+    pub(crate) fn inotify_init(reader: &str, source: io::Error) -> Self {
+        let context = if source.raw_os_error() == Some(libc::EMFILE) {
+            format!(
+                "create the {reader} reader's inotify instance (the user's limit, \
+                 fs.inotify.max_user_instances, may be reached)"
+            )
+        } else {
+            format!("create the {reader} reader's inotify instance")
+        };
+        Error::io(context, source)
+    }
 }
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_many_inotify_instances_names_the_sysctl() {
+        let err = Error::inotify_init("file", io::Error::from_raw_os_error(libc::EMFILE));
+        let text = err.to_string();
+        assert!(text.contains("fs.inotify.max_user_instances"), "{text}");
+        assert!(text.contains("file reader"), "{text}");
+        let err = Error::inotify_init("cgroup", io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(!err.to_string().contains("max_user_instances"), "{err}");
+    }
+}

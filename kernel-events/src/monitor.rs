@@ -153,14 +153,25 @@ pub fn human_line(event: &Event, network: Option<&NetworkState>) -> String {
             CgroupEvent::Frozen { path, frozen } => {
                 let _ = write!(s, "{} frozen={}", path.display(), u8::from(*frozen));
             }
-            CgroupEvent::Memory { path, deltas, .. } => {
+            CgroupEvent::Memory {
+                path,
+                deltas,
+                resets,
+                ..
+            } => {
                 let _ = write!(s, "{} memory.events", path.display());
+                for k in resets {
+                    let _ = write!(s, " {k}=reset");
+                }
                 for (k, v) in deltas {
                     let _ = write!(s, " {k}+={v}");
                 }
             }
             CgroupEvent::Removed { path } => {
                 let _ = write!(s, "{} REMOVED", path.display());
+            }
+            CgroupEvent::Reappeared { path } => {
+                let _ = write!(s, "{} REAPPEARED", path.display());
             }
             CgroupEvent::ChildAdded { child, .. } => {
                 let _ = write!(s, "+child {}", child.display());
@@ -208,6 +219,9 @@ pub fn human_line(event: &Event, network: Option<&NetworkState>) -> String {
                         averages.some_avg10,
                         averages.full_avg10
                     );
+                }
+                PressureEvent::TargetRemoved { target: t } => {
+                    let _ = write!(s, "{} memory pressure target REMOVED", target(t));
                 }
                 PressureEvent::Relieved {
                     target: t,

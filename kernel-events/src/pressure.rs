@@ -8,11 +8,15 @@
 //! polled. The mode in force is reported as the reader's first event and by
 //! [`crate::KernelEvents::pressure_mode`]. In either mode a slow safety poll of the averages
 //! notices the end of a stall (`Relieved`), which triggers do not signal.
+//!
+//! A target cgroup that is removed (systemd does so on every restart of a service) is reported
+//! once (`TargetRemoved`) and its fd closed: the fd of a removed cgroup file reports an error
+//! forever. The poll then looks for the cgroup's return and arms it again (a new `Mode`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -142,16 +146,30 @@ pub enum PressureEvent {
         /// The averages read.
         averages: PressureAverages,
     },
+    /// The target cgroup was removed (reported once). Its return is looked for every
+    /// `poll_interval`; when it exists again it is armed again and a new `Mode` follows.
+    TargetRemoved {
+        /// Whose pressure.
+        target: PressureTarget,
+    },
 }
 
 pub(crate) struct PressureReader {
     opts: PressureOptions,
-    file: AsyncFd<File>,
+    /// The pressure file: /proc/pressure/memory or the cgroup's memory.pressure.
+    path: PathBuf,
+    /// `None` while the target cgroup is removed (the fd of a removed cgroup file reports an
+    /// error forever: keeping it registered would wake us in a loop).
+    file: Option<AsyncFd<File>>,
     mode: PressureMode,
     announced: bool,
     stalled: bool,
     next_poll: Instant,
 }
+
+/// Shortest poll period accepted: the averages change every 2 s in the kernel, and the poll
+/// also paces the check for a removed target's return.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 impl PressureReader {
     pub(crate) fn new(mut opts: PressureOptions) -> Result<Self> {
@@ -159,6 +177,11 @@ impl PressureReader {
             return Err(Error::InvalidOption(
                 "pressure stall must be non-zero and at most the window".into(),
             ));
+        }
+        if opts.poll_interval < MIN_POLL_INTERVAL {
+            return Err(Error::InvalidOption(format!(
+                "pressure poll_interval must be at least {MIN_POLL_INTERVAL:?}"
+            )));
         }
         let path = match &opts.target {
             PressureTarget::System => PathBuf::from("/proc/pressure/memory"),
@@ -169,59 +192,12 @@ impl PressureReader {
                 dir.join("memory.pressure")
             }
         };
-        let open = |write: bool| {
-            OpenOptions::new()
-                .read(true)
-                .write(write)
-                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(|e| Error::io(format!("open {}", path.display()), e))
-        };
-        let stall_us = opts.stall.as_micros() as u64;
-        let asked_us = opts.window.as_micros() as u64;
-        let two_s = 2_000_000;
-        let mut windows = vec![asked_us];
-        if !asked_us.is_multiple_of(two_s) {
-            windows.push(asked_us.div_ceil(two_s) * two_s);
-        }
-        let mut last_error = String::new();
-        let mut armed = None;
-        for window_us in windows {
-            let mut file = open(true)?;
-            let kind = match opts.kind {
-                StallKind::Some => "some",
-                StallKind::Full => "full",
-            };
-            match file.write_all(format!("{kind} {stall_us} {window_us}\0").as_bytes()) {
-                Ok(()) => {
-                    armed = Some((file, window_us));
-                    break;
-                }
-                Err(e) => last_error = format!("trigger \"{kind} {stall_us} {window_us}\": {e}"),
-            }
-        }
-        let (file, mode) = match armed {
-            Some((file, window_us)) => (
-                file,
-                PressureMode::Trigger {
-                    stall_us,
-                    window_us,
-                },
-            ),
-            None => (
-                open(false)?,
-                PressureMode::Poll {
-                    interval_ms: opts.poll_interval.as_millis() as u64,
-                    reason: last_error,
-                },
-            ),
-        };
-        let file = crate::sys::register(file, Interest::PRIORITY)
-            .map_err(|e| Error::io("register pressure fd", e))?;
+        let (file, mode) = arm(&opts, &path)?;
         Ok(PressureReader {
             next_poll: Instant::now() + opts.poll_interval,
             opts,
-            file,
+            path,
+            file: Some(file),
             mode,
             announced: false,
             stalled: false,
@@ -232,19 +208,16 @@ impl PressureReader {
         &self.mode
     }
 
-    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+    /// The pressure fd, if the target exists (a removed target's fd is closed).
+    pub(crate) fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
-        self.file.get_ref().as_raw_fd()
+        self.file.as_ref().map(|f| f.get_ref().as_raw_fd())
     }
 
     /// Reads the averages afresh.
-    pub(crate) fn averages(&self) -> Result<PressureAverages> {
+    fn averages(file: &File) -> std::io::Result<PressureAverages> {
         let mut buf = [0u8; 512];
-        let n = self
-            .file
-            .get_ref()
-            .read_at(&mut buf, 0)
-            .map_err(|e| Error::io("read memory pressure", e))?;
+        let n = file.read_at(&mut buf, 0)?;
         Ok(parse_averages(&String::from_utf8_lossy(&buf[..n])))
     }
 
@@ -265,18 +238,28 @@ impl PressureReader {
             return Ok(false);
         }
         let triggered = matches!(self.mode, PressureMode::Trigger { .. });
-        let fired = tokio::select! {
-            guard = self.file.ready(Interest::PRIORITY), if triggered => {
-                let mut guard = guard.map_err(|e| Error::io("wait for pressure trigger", e))?;
-                guard.clear_ready();
-                true
+        let fired = match &self.file {
+            Some(file) => tokio::select! {
+                guard = file.ready(Interest::PRIORITY), if triggered => {
+                    let mut guard = guard.map_err(|e| {
+                        Error::io(format!("wait for pressure trigger on {}", self.path.display()), e)
+                    })?;
+                    guard.clear_ready();
+                    true
+                }
+                _ = tokio::time::sleep_until(self.next_poll) => false,
+            },
+            // The target is gone: only the timer, to look for its return.
+            None => {
+                tokio::time::sleep_until(self.next_poll).await;
+                false
             }
-            _ = tokio::time::sleep_until(self.next_poll) => false,
         };
         Ok(fired)
     }
 
-    /// Reports the mode, a fired trigger, or what the poll found.
+    /// Reports the mode, a fired trigger, what the poll found, or the target's removal and
+    /// return.
     pub(crate) fn handle(&mut self, fired: bool, out: &mut Emitter<'_>) -> Result<()> {
         let target = self.opts.target.clone();
         if !self.announced {
@@ -290,11 +273,31 @@ impl PressureReader {
             );
             return Ok(());
         }
-        let triggered = matches!(self.mode, PressureMode::Trigger { .. });
         if !fired && Instant::now() < self.next_poll {
             return Ok(());
         }
-        let averages = self.averages()?;
+        let Some(file) = &self.file else {
+            self.next_poll = Instant::now() + self.opts.poll_interval;
+            return self.rearm_if_back(out);
+        };
+        let averages = match Self::averages(file.get_ref()) {
+            Ok(a) => a,
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                // The cgroup was removed: its trigger went with it.
+                self.file = None;
+                self.stalled = false;
+                self.next_poll = Instant::now() + self.opts.poll_interval;
+                out.emit(
+                    Source::Pressure,
+                    EventKind::Pressure(PressureEvent::TargetRemoved { target }),
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::io(format!("read {}", self.path.display()), e));
+            }
+        };
+        let triggered = matches!(self.mode, PressureMode::Trigger { .. });
         if fired {
             self.stalled = true;
             out.emit(
@@ -320,6 +323,89 @@ impl PressureReader {
         }
         Ok(())
     }
+
+    /// The target cgroup was removed: if it exists again, arms it again and reports the mode.
+    fn rearm_if_back(&mut self, out: &mut Emitter<'_>) -> Result<()> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        match arm(&self.opts, &self.path) {
+            Ok((file, mode)) => {
+                self.file = Some(file);
+                self.mode = mode.clone();
+                out.emit(
+                    Source::Pressure,
+                    EventKind::Pressure(PressureEvent::Mode {
+                        target: self.opts.target.clone(),
+                        mode,
+                    }),
+                );
+                Ok(())
+            }
+            // Gone again meanwhile: the next poll looks again.
+            Err(Error::Io { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Opens the pressure file and arms a trigger (the asked window, then rounded up to 2 s), or
+/// falls back to polling; registers the fd with tokio.
+fn arm(opts: &PressureOptions, path: &Path) -> Result<(AsyncFd<File>, PressureMode)> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))
+    };
+    let stall_us = opts.stall.as_micros() as u64;
+    let asked_us = opts.window.as_micros() as u64;
+    let two_s = 2_000_000;
+    let mut windows = vec![asked_us];
+    if !asked_us.is_multiple_of(two_s) {
+        windows.push(asked_us.div_ceil(two_s) * two_s);
+    }
+    let mut last_error = String::new();
+    let mut armed = None;
+    for window_us in windows {
+        let mut file = open(true)?;
+        let kind = match opts.kind {
+            StallKind::Some => "some",
+            StallKind::Full => "full",
+        };
+        match file.write_all(format!("{kind} {stall_us} {window_us}\0").as_bytes()) {
+            Ok(()) => {
+                armed = Some((file, window_us));
+                break;
+            }
+            Err(e) => last_error = format!("trigger \"{kind} {stall_us} {window_us}\": {e}"),
+        }
+    }
+    let (file, mode) = match armed {
+        Some((file, window_us)) => (
+            file,
+            PressureMode::Trigger {
+                stall_us,
+                window_us,
+            },
+        ),
+        None => (
+            open(false)?,
+            PressureMode::Poll {
+                interval_ms: opts.poll_interval.as_millis() as u64,
+                reason: last_error,
+            },
+        ),
+    };
+    let file = crate::sys::register(file, Interest::PRIORITY)
+        .map_err(|e| Error::io(format!("register {} with the runtime", path.display()), e))?;
+    Ok((file, mode))
 }
 
 /// Parses "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull ...".

@@ -37,20 +37,19 @@ impl KernelEventsBuilder {
         self
     }
 
-    /// Watches a directory tree, new subdirectories included.
+    /// Watches a directory tree, new subdirectories included (a path that is not a directory is
+    /// watched as a single file until it is one; see [`WatchKind::Tree`]).
     pub fn watch_tree(mut self, path: impl Into<PathBuf>) -> Self {
         self.paths.push((path.into(), WatchKind::Tree));
         self
     }
 
-    /// Watches a path as a tree if it is a directory now, as a file otherwise (the CLI's `--path`).
+    /// Watches a path as a tree while it is a directory and as a single file otherwise (the
+    /// CLI's `--path`): the same as [`Self::watch_tree`], which makes that choice afresh
+    /// whenever the path appears or changes type. A missing path that appears as a directory
+    /// is watched as a tree from then on, exactly as if it had existed at start.
     pub fn watch_path(self, path: impl Into<PathBuf>) -> Self {
-        let path = path.into();
-        if path.is_dir() {
-            self.watch_tree(path)
-        } else {
-            self.watch_file(path)
-        }
+        self.watch_tree(path)
     }
 
     /// Debounce, hashing and missing-path behaviour of the file reader.
@@ -286,7 +285,7 @@ impl KernelEvents {
             fds.extend(c.raw_fds());
         }
         if let Some(p) = &self.pressure {
-            fds.push(p.raw_fd());
+            fds.extend(p.raw_fd());
         }
         fds
     }

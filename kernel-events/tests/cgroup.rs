@@ -183,6 +183,246 @@ fn populated_frozen_and_removal_follow_the_cgroup_lifecycle() {
     });
 }
 
+fn is_removed(c: &CgroupEvent, cg: &Path) -> bool {
+    matches!(c, CgroupEvent::Removed { path } if path == cg)
+}
+
+fn is_reappeared(c: &CgroupEvent, cg: &Path) -> bool {
+    matches!(c, CgroupEvent::Reappeared { path } if path == cg)
+}
+
+fn count(events: &[Event], pred: impl Fn(&CgroupEvent) -> bool) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Cgroup(c) if pred(c)))
+        .count()
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups under the cgroup2 mount"]
+fn explicit_cgroup_removed_and_created_again_is_watched_again() {
+    require_root("creates cgroups under the cgroup2 mount");
+    let _serial = serial();
+    let parent = TestCgroup::new("again");
+    let cg = parent.path.join("svc");
+    fs::create_dir(&cg).unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder().cgroup(&cg).build().await.unwrap();
+        for round in 0..2 {
+            // Never populated before its removal: no cgroup.events notification comes, and
+            // IN_DELETE_SELF waits for our open files to close, so the parent's IN_DELETE tells.
+            fs::remove_dir(&cg).unwrap();
+            let mut seen = wait_for(&mut events, "removed", |c| is_removed(c, &cg)).await;
+            assert!(!events.cgroups().contains_key(&cg));
+            fs::create_dir(&cg).unwrap();
+            seen.extend(wait_for(&mut events, "reappeared", |c| is_reappeared(c, &cg)).await);
+            assert!(events.cgroups().contains_key(&cg), "round {round}");
+            // Watched again: its state changes are reported.
+            let mut proc = ChildGuard(spawn_in(&cg, "sleep 60"));
+            seen.extend(
+                wait_for(&mut events, "populated=1", |c| {
+                    matches!(c, CgroupEvent::Populated { path, populated: true } if *path == cg)
+                })
+                .await,
+            );
+            proc.0.kill().unwrap();
+            proc.0.wait().unwrap();
+            seen.extend(
+                wait_for(&mut events, "populated=0", |c| {
+                    matches!(c, CgroupEvent::Populated { path, populated: false } if *path == cg)
+                })
+                .await,
+            );
+            seen.extend(collect_until_quiet(&mut events, Duration::from_millis(300)).await);
+            assert_eq!(count(&seen, |c| is_removed(c, &cg)), 1, "{seen:#?}");
+            assert_eq!(count(&seen, |c| is_reappeared(c, &cg)), 1, "{seen:#?}");
+            assert_well_formed(&seen);
+        }
+        // Its parent goes too, and both come back: the wait moves up and down the tree.
+        fs::remove_dir(&cg).unwrap();
+        fs::remove_dir(&parent.path).unwrap();
+        wait_for(&mut events, "removed", |c| is_removed(c, &cg)).await;
+        fs::create_dir(&parent.path).unwrap();
+        fs::create_dir(&cg).unwrap();
+        wait_for(&mut events, "reappeared", |c| is_reappeared(c, &cg)).await;
+        fs::write(cg.join("cgroup.freeze"), "1").unwrap();
+        wait_for(
+            &mut events,
+            "frozen=1",
+            |c| matches!(c, CgroupEvent::Frozen { path, frozen: true } if *path == cg),
+        )
+        .await;
+        fs::write(cg.join("cgroup.freeze"), "0").unwrap();
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups under the cgroup2 mount"]
+fn watched_parent_removed_and_created_again_reports_its_children_again() {
+    // What `edgegw events --cgroup C` asks for: C itself and its children.
+    require_root("creates cgroups under the cgroup2 mount");
+    let _serial = serial();
+    let top = TestCgroup::new("parent-again");
+    let parent = top.path.join("slice");
+    fs::create_dir(&parent).unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .cgroup(&parent)
+            .cgroup_children(&parent)
+            .build()
+            .await
+            .unwrap();
+        fs::remove_dir(&parent).unwrap();
+        wait_for(&mut events, "removed", |c| is_removed(c, &parent)).await;
+        fs::create_dir(&parent).unwrap();
+        wait_for(&mut events, "reappeared", |c| is_reappeared(c, &parent)).await;
+        let child = parent.join("job");
+        fs::create_dir(&child).unwrap();
+        wait_for(
+            &mut events,
+            "child added",
+            |c| matches!(c, CgroupEvent::ChildAdded { child: ch, .. } if *ch == child),
+        )
+        .await;
+        let _proc = ChildGuard(spawn_in(&child, "sleep 60"));
+        wait_for(
+            &mut events,
+            "child populated",
+            |c| matches!(c, CgroupEvent::Populated { path, populated: true } if *path == child),
+        )
+        .await;
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups under the cgroup2 mount"]
+fn child_removed_and_created_again_within_one_read_is_watched_again() {
+    require_root("creates cgroups under the cgroup2 mount");
+    let _serial = serial();
+    let parent = TestCgroup::new("child-again");
+    let child = parent.path.join("job");
+    fs::create_dir(&child).unwrap();
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .cgroup_children(&parent.path)
+            .build()
+            .await
+            .unwrap();
+        // Both happen before the reader runs: the child's name is listed before and after.
+        fs::remove_dir(&child).unwrap();
+        fs::create_dir(&child).unwrap();
+        let seen = wait_for(
+            &mut events,
+            "child added",
+            |c| matches!(c, CgroupEvent::ChildAdded { child: ch, .. } if *ch == child),
+        )
+        .await;
+        assert_eq!(count(&seen, |c| is_removed(c, &child)), 1, "{seen:#?}");
+        let _proc = ChildGuard(spawn_in(&child, "sleep 60"));
+        wait_for(
+            &mut events,
+            "child populated",
+            |c| matches!(c, CgroupEvent::Populated { path, populated: true } if *path == child),
+        )
+        .await;
+        assert!(events.cgroups().contains_key(&child));
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates cgroups and lowers fs.inotify.max_queued_events"]
+fn parent_removed_and_created_again_during_an_inotify_overflow_is_watched_again() {
+    require_root("creates cgroups and lowers fs.inotify.max_queued_events");
+    let _serial = serial();
+    let top = TestCgroup::new("overflow-again");
+    let busy = top.path.join("busy");
+    let parent = top.path.join("slice");
+    fs::create_dir(&busy).unwrap();
+    fs::create_dir(&parent).unwrap();
+    fs::create_dir(parent.join("old")).unwrap();
+    block_on(async {
+        let mut events = {
+            let _small_queue = SmallInotifyQueue::set(16);
+            KernelEvents::builder()
+                .cgroup_children(&busy)
+                .cgroup_children(&parent)
+                .build()
+                .await
+                .unwrap()
+        };
+        // The queue overflows first, so the removal of `slice` (and the end of our watch on
+        // it) is among the events the kernel drops.
+        for i in 0..40 {
+            fs::create_dir(busy.join(format!("c{i:02}"))).unwrap();
+        }
+        fs::remove_dir(parent.join("old")).unwrap();
+        fs::remove_dir(&parent).unwrap();
+        fs::create_dir(&parent).unwrap();
+        fs::create_dir(parent.join("new")).unwrap();
+        let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
+        assert_well_formed(&got);
+        assert!(
+            got.iter().any(|e| matches!(
+                e.kind,
+                EventKind::Resync {
+                    reason: ResyncReason::QueueOverflow,
+                    ..
+                }
+            )),
+            "{got:#?}"
+        );
+        let children = |events: &KernelEvents| -> Vec<PathBuf> {
+            events
+                .cgroup_children(&parent)
+                .unwrap()
+                .iter()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(children(&events), vec![parent.join("new")], "{got:#?}");
+        // The watch on the new `slice` is live: a child created now is reported.
+        let later = parent.join("later");
+        fs::create_dir(&later).unwrap();
+        wait_for(
+            &mut events,
+            "child added after the resync",
+            |c| matches!(c, CgroupEvent::ChildAdded { child, .. } if *child == later),
+        )
+        .await;
+        assert_eq!(children(&events), vec![later.clone(), parent.join("new")]);
+    });
+}
+
+/// Lowers fs.inotify.max_queued_events while alive (the limit is copied into an inotify
+/// instance when it is created, so only the reader built meanwhile is affected).
+struct SmallInotifyQueue(String);
+
+impl SmallInotifyQueue {
+    const PATH: &'static str = "/proc/sys/fs/inotify/max_queued_events";
+
+    fn set(events: u32) -> SmallInotifyQueue {
+        let old = fs::read_to_string(Self::PATH).unwrap();
+        fs::write(Self::PATH, events.to_string()).unwrap();
+        SmallInotifyQueue(old)
+    }
+}
+
+impl Drop for SmallInotifyQueue {
+    fn drop(&mut self) {
+        fs::write(Self::PATH, self.0.trim()).unwrap();
+    }
+}
+
+/// Kills and reaps a spawned process when dropped (also when the test fails).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 #[ignore = "needs root: creates cgroups and lowers fs.inotify.max_queued_events"]
 fn children_created_during_an_inotify_overflow_are_found_by_the_resync() {
@@ -328,6 +568,72 @@ fn pressure_reader_reports_trigger_or_poll_mode() {
             }
         });
     }
+}
+
+#[test]
+#[ignore = "needs root: arms a PSI trigger on a cgroup it creates and removes"]
+fn pressure_target_cgroup_removed_is_reported_once_and_followed_again_when_it_returns() {
+    // systemd removes and re-creates a service's cgroup on every restart.
+    require_root("arms a PSI trigger on a cgroup it creates and removes");
+    let _serial = serial();
+    if !Path::new("/proc/pressure/memory").exists() {
+        eprintln!("SKIPPED: PSI is not enabled in this kernel (no /proc/pressure/memory)");
+        return;
+    }
+    let top = TestCgroup::new("psi-gone");
+    let cg = top.path.join("svc");
+    fs::create_dir(&cg).unwrap();
+    let target = PressureTarget::Cgroup(cg.clone());
+    block_on(async {
+        let mut events = KernelEvents::builder()
+            .pressure(PressureOptions {
+                target: target.clone(),
+                poll_interval: Duration::from_millis(200),
+                ..PressureOptions::default()
+            })
+            .build()
+            .await
+            .unwrap();
+        let first = next_within(&mut events, WAIT, "the mode").await;
+        assert!(matches!(
+            &first.kind,
+            EventKind::Pressure(PressureEvent::Mode { .. })
+        ));
+        fs::remove_dir(&cg).unwrap();
+        let gone = next_within(&mut events, WAIT, "the target's removal").await;
+        assert!(
+            matches!(&gone.kind, EventKind::Pressure(PressureEvent::TargetRemoved { target: t }) if *t == target),
+            "{gone:?}"
+        );
+        // Nothing more while it is gone: no error, no event (before, every call failed at once
+        // with ENODEV, a busy loop for a caller that goes on).
+        let quiet = collect_until_quiet(&mut events, Duration::from_millis(700)).await;
+        assert!(quiet.is_empty(), "{quiet:#?}");
+        fs::create_dir(&cg).unwrap();
+        let back = next_within(&mut events, WAIT, "the mode again").await;
+        assert!(
+            matches!(&back.kind, EventKind::Pressure(PressureEvent::Mode { target: t, .. }) if *t == target),
+            "{back:?}"
+        );
+        assert_all_nonblocking(&events);
+    });
+}
+
+#[test]
+fn pressure_poll_interval_of_zero_is_an_invalid_option() {
+    let err = block_on(
+        KernelEvents::builder()
+            .pressure(PressureOptions {
+                poll_interval: Duration::ZERO,
+                ..PressureOptions::default()
+            })
+            .build(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidOption(m) if m.contains("poll_interval")),
+        "{err:?}"
+    );
 }
 
 #[test]

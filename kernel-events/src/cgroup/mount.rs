@@ -66,7 +66,8 @@ pub(crate) fn resolve(mount: &Path, cgroup: &Path) -> Result<PathBuf> {
             Error::io(format!("resolve cgroup {}", joined.display()), e)
         }
     })?;
-    let mount = std::fs::canonicalize(mount).map_err(|e| Error::io("resolve cgroup2 mount", e))?;
+    let mount = std::fs::canonicalize(mount)
+        .map_err(|e| Error::io(format!("resolve cgroup2 mount {}", mount.display()), e))?;
     if !canonical.starts_with(&mount) || !canonical.is_dir() {
         return Err(outside());
     }

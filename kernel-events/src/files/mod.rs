@@ -36,7 +36,18 @@ pub enum WatchKind {
     /// One file (or whatever the path resolves to, through symlinks).
     File,
     /// A directory and everything below it, new subdirectories included. Symlinks inside the
-    /// tree are reported as symlinks, not followed.
+    /// tree are reported as symlinks, not followed; the root is followed (a symlink to a
+    /// directory is watched as that tree, and again when it is re-pointed). While the path is
+    /// not a directory (missing, or a file) it is watched as a single file; the choice is made
+    /// afresh whenever the path appears or changes type, so a missing path that appears as a
+    /// directory is watched as a tree from then on, as if it had existed at start.
+    Tree,
+}
+
+/// How a spec is watched right now: a `WatchKind::Tree` takes either shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    File,
     Tree,
 }
 
@@ -114,11 +125,25 @@ pub enum FileEvent {
 struct Spec {
     path: PathBuf,
     kind: WatchKind,
+    /// The shape in force (set by every `plan_and_scan`).
+    shape: Shape,
     /// Directories this spec needs watched right now.
     dirs: BTreeSet<PathBuf>,
     /// Whether the path itself is missing and we watch an ancestor for it.
     waiting_for: bool,
     degraded: bool,
+}
+
+/// The outcome of planning one spec: its shape, the directories watched for it, and where it
+/// waits for a missing path.
+struct Plan {
+    shape: Shape,
+    dirs: BTreeSet<PathBuf>,
+    exists: bool,
+    /// The nearest existing ancestor watched because the path (or its parent) is missing.
+    waiting_at: Option<PathBuf>,
+    /// An ENOSPC while adding a watch: the spec degrades to polling.
+    error: Option<io::Error>,
 }
 
 /// What one wait of the file reader brought: the inotify events read.
@@ -143,8 +168,14 @@ const DIR_MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::ONLYDIR)
     .union(WatchMask::EXCL_UNLINK);
 
+/// Shortest rescan period of a degraded path: every poll rescans it whole.
+const MIN_DEGRADED_POLL: Duration = Duration::from_millis(100);
+
 /// inotify read buffer: room for ~250 events with short names per read(2).
 const READ_BUFFER: usize = 16 * 1024;
+
+/// read(2)s of the inotify fd per wake-up (up to 1 MiB of events).
+const READS_PER_WAKE: usize = 64;
 
 pub(crate) struct FileReader {
     inotify: AsyncFd<Inotify>,
@@ -173,6 +204,11 @@ impl FileReader {
                 "file max_delay must be at least the debounce window".into(),
             ));
         }
+        if opts.degraded_poll < MIN_DEGRADED_POLL {
+            return Err(Error::InvalidOption(format!(
+                "file degraded_poll must be at least {MIN_DEGRADED_POLL:?} (each poll rescans)"
+            )));
+        }
         let mut specs = Vec::new();
         for (path, kind) in paths {
             let path = absolute(&path)?;
@@ -182,12 +218,13 @@ impl FileReader {
             specs.push(Spec {
                 path,
                 kind,
+                shape: Shape::File, // set by the first plan
                 dirs: BTreeSet::new(),
                 waiting_for: false,
                 degraded: false,
             });
         }
-        let inotify = Inotify::init().map_err(|e| Error::io("inotify_init1", e))?;
+        let inotify = Inotify::init().map_err(|e| Error::inotify_init("file", e))?;
         let inotify = crate::sys::register(inotify, tokio::io::Interest::READABLE)
             .map_err(|e| Error::io("register inotify fd", e))?;
         let mut reader = FileReader {
@@ -263,7 +300,9 @@ impl FileReader {
             guard = self.inotify.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::io("wait for inotify", e))?;
                 let buf = &mut self.buf;
-                loop {
+                // Bounded, so a storm cannot hold the runtime's thread; readiness is cleared
+                // only by EAGAIN, so a wait after an early stop returns at once.
+                for _ in 0..READS_PER_WAKE {
                     match guard.try_io(|fd| {
                         let events = fd.get_mut().read_events(buf)?;
                         raw.extend(events.map(|e| RawEvent {
@@ -341,14 +380,14 @@ impl FileReader {
                 if !spec.dirs.contains(&dir) {
                     continue;
                 }
-                match spec.kind {
-                    WatchKind::File => {
+                match spec.shape {
+                    Shape::File => {
                         self.dirty_specs.insert(i);
                     }
-                    WatchKind::Tree if spec.waiting_for || !dir.starts_with(&spec.path) => {
+                    Shape::Tree if spec.waiting_for || !dir.starts_with(&spec.path) => {
                         self.dirty_specs.insert(i);
                     }
-                    WatchKind::Tree => {
+                    Shape::Tree => {
                         if self_gone && dir == spec.path {
                             self.resync.get_or_insert(ResyncReason::RootLost);
                         } else if self_gone {
@@ -435,9 +474,7 @@ impl FileReader {
         self.specs
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                s.kind == WatchKind::Tree && !s.waiting_for && path.starts_with(&s.path)
-            })
+            .filter(|(_, s)| s.shape == Shape::Tree && !s.waiting_for && path.starts_with(&s.path))
             .max_by_key(|(_, s)| s.path.components().count())
             .map(|(i, _)| i)
     }
@@ -452,7 +489,13 @@ impl FileReader {
         fresh: &mut BTreeMap<PathBuf, Identity>,
         degraded: &mut Vec<(usize, io::Error)>,
     ) -> bool {
-        let Some(id) = scan::identity(path, &self.opts) else {
+        // Inside a tree symlinks are entries; only the root is followed (it is the tree).
+        let is_root = path == self.specs[spec].path;
+        let id = match is_root {
+            true => scan::identity(path, &self.opts),
+            false => scan::identity_nofollow(path, &self.opts),
+        };
+        let Some(id) = id else {
             return true; // gone: everything below it is gone too
         };
         let known_dir = id.kind == FileKind::Directory
@@ -466,7 +509,7 @@ impl FileReader {
             return false;
         }
         let mut dirs = BTreeSet::new();
-        let result = self.walk_tree(path, &mut dirs, fresh);
+        let result = self.walk_tree(path, is_root, &mut dirs, fresh);
         self.specs[spec].dirs.extend(dirs);
         if let Err(e) = result {
             degraded.push((spec, e));
@@ -475,16 +518,20 @@ impl FileReader {
     }
 
     /// Watches then reads a directory tree; fills `dirs` with the directories now watched.
+    /// With `follow_root`, `root` is followed if it is a symlink (it is a spec's root); every
+    /// other symlink is an entry, never followed, watched or walked.
     fn walk_tree(
         &mut self,
         root: &Path,
+        follow_root: bool,
         dirs: &mut BTreeSet<PathBuf>,
         entries: &mut BTreeMap<PathBuf, Identity>,
     ) -> io::Result<()> {
         let mut stack = vec![root.to_path_buf()];
         let mut first_error = None;
         while let Some(dir) = stack.pop() {
-            match self.add_watch(&dir) {
+            let follow = follow_root && dir == root;
+            match self.add_watch(&dir, follow) {
                 Ok(()) => {
                     dirs.insert(dir.clone());
                 }
@@ -493,7 +540,11 @@ impl FileReader {
                 }
                 Err(_) => {} // vanished or not a directory any more: the walk below decides
             }
-            let Some(id) = scan::identity_nofollow(&dir, &self.opts) else {
+            let id = match follow {
+                true => scan::identity(&dir, &self.opts),
+                false => scan::identity_nofollow(&dir, &self.opts),
+            };
+            let Some(id) = id else {
                 continue;
             };
             let is_dir = id.kind == FileKind::Directory;
@@ -523,13 +574,24 @@ impl FileReader {
         }
     }
 
-    fn add_watch(&mut self, dir: &Path) -> io::Result<()> {
-        let wd = self.inotify.get_ref().watches().add(dir, DIR_MASK)?;
+    /// Watches `dir`. Without `follow`, a symlink is refused (ENOTDIR) rather than followed:
+    /// a link inside a tree must not bring its target into the tree.
+    fn add_watch(&mut self, dir: &Path, follow: bool) -> io::Result<()> {
+        let mask = match follow {
+            true => DIR_MASK,
+            false => DIR_MASK | WatchMask::DONT_FOLLOW,
+        };
+        let wd = self.inotify.get_ref().watches().add(dir, mask)?;
         let id = wd.get_watch_descriptor_id();
         self.retired.remove(&id);
         if let Some(old) = self.by_dir.insert(dir.to_path_buf(), id) {
             if old != id {
-                self.by_wd.remove(&old);
+                // The path leads to another directory now (a symlinked root re-pointed, a
+                // directory renamed over): the old one's watch goes, its late events with it.
+                if let Some((old_wd, _)) = self.by_wd.remove(&old) {
+                    self.retired.insert(old);
+                    let _ = self.inotify.get_ref().watches().remove(old_wd);
+                }
             }
         }
         self.by_wd.insert(id, (wd, dir.to_path_buf()));
@@ -537,28 +599,67 @@ impl FileReader {
     }
 
     /// Works out which directories spec `i` needs, watches them, and reads its entries.
+    ///
+    /// A missing path is waited for through a watch on its nearest existing ancestor. If a
+    /// deeper directory on the way appeared between finding that ancestor and watching it, its
+    /// creation went to no watch of ours, so the plan is made again until it holds after the
+    /// watches are in place (one more level per round). A path that keeps changing faster than
+    /// that is planned again after the debounce window.
     fn plan_and_scan(
         &mut self,
         i: usize,
         entries: &mut BTreeMap<PathBuf, Identity>,
         degraded: &mut Vec<(usize, io::Error)>,
     ) {
+        const MAX_ROUNDS: usize = 64;
         let path = self.specs[i].path.clone();
+        let mut round = 0;
+        let plan = loop {
+            round += 1;
+            let mut scanned = BTreeMap::new();
+            let plan = self.plan_once(i, &mut scanned);
+            let settled = match &plan.waiting_at {
+                None => true,
+                Some(ancestor) => {
+                    exists_as(&path, plan.shape) == plan.exists
+                        && scan::nearest_existing_ancestor(&path).as_ref() == Some(ancestor)
+                }
+            };
+            if settled || round == MAX_ROUNDS {
+                if !settled {
+                    let now = Instant::now();
+                    self.dirty_specs.insert(i);
+                    self.first_pending.get_or_insert(now);
+                    self.last_pending = Some(now);
+                }
+                entries.extend(scanned);
+                break plan;
+            }
+        };
+        let spec = &mut self.specs[i];
+        spec.shape = plan.shape;
+        spec.dirs = plan.dirs;
+        spec.waiting_for = plan.waiting_at.is_some() || !plan.exists;
+        if let Some(e) = plan.error {
+            degraded.push((i, e));
+        } else if spec.degraded {
+            degraded.push((i, io::Error::from_raw_os_error(0)));
+        }
+    }
+
+    /// One planning round of spec `i`: watches first, then reads (so nothing created in a
+    /// directory between the two is missed).
+    fn plan_once(&mut self, i: usize, entries: &mut BTreeMap<PathBuf, Identity>) -> Plan {
+        let path = self.specs[i].path.clone();
+        let shape = match self.specs[i].kind {
+            WatchKind::Tree if is_directory(&path) => Shape::Tree,
+            WatchKind::Tree | WatchKind::File => Shape::File,
+        };
         let mut dirs = BTreeSet::new();
         let mut error = None;
-        let exists = match self.specs[i].kind {
-            WatchKind::File => {
-                for dir in scan::dependency_dirs(&path) {
-                    match self.add_watch(&dir) {
-                        Ok(()) => {
-                            dirs.insert(dir);
-                        }
-                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                            error.get_or_insert(e);
-                        }
-                        Err(_) => {}
-                    }
-                }
+        let exists = match shape {
+            Shape::File => {
+                self.watch_dependency_dirs(&path, &mut dirs, &mut error);
                 match scan::identity(&path, &self.opts) {
                     Some(id) => {
                         entries.insert(path.clone(), id);
@@ -567,38 +668,64 @@ impl FileReader {
                     None => false,
                 }
             }
-            WatchKind::Tree => {
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    if let Err(e) = self.walk_tree(&path, &mut dirs, entries) {
-                        error = Some(e);
-                    }
-                    true
-                } else {
-                    false
+            Shape::Tree => {
+                // A root reached through a symlink can be re-pointed (a versioned deploy):
+                // the directories of its link chain are watched too, and any change there
+                // re-reads the tree.
+                if is_symlink(&path) {
+                    self.watch_dependency_dirs(&path, &mut dirs, &mut error);
                 }
+                if let Err(e) = self.walk_tree(&path, true, &mut dirs, entries) {
+                    error = Some(e);
+                }
+                true
             }
         };
         // The parent is watched too when the path is missing; keep climbing to an ancestor that
         // exists, so the path's appearance is noticed at any depth.
-        if !exists || (self.specs[i].kind == WatchKind::File && dirs.is_empty()) {
+        let mut waiting_at = None;
+        if !exists || (shape == Shape::File && dirs.is_empty()) {
             if let Some(ancestor) = scan::nearest_existing_ancestor(&path) {
-                match self.add_watch(&ancestor) {
+                match self.add_watch(&ancestor, true) {
                     Ok(()) => {
-                        dirs.insert(ancestor);
+                        dirs.insert(ancestor.clone());
                     }
+                    // Gone again already: the next round finds the new nearest ancestor.
+                    Err(e) if e.raw_os_error() != Some(libc::ENOSPC) => {}
                     Err(e) => {
                         error.get_or_insert(e);
                     }
                 }
+                waiting_at = Some(ancestor);
             }
         }
-        let spec = &mut self.specs[i];
-        spec.dirs = dirs;
-        spec.waiting_for = !exists;
-        if let Some(e) = error {
-            degraded.push((i, e));
-        } else if spec.degraded {
-            degraded.push((i, io::Error::from_raw_os_error(0)));
+        Plan {
+            shape,
+            dirs,
+            exists,
+            waiting_at,
+            error,
+        }
+    }
+
+    /// Watches the directories that decide what `path` resolves to (its parent, and the parent
+    /// of every symlink on the way); an ENOSPC is kept in `error` (the spec degrades).
+    fn watch_dependency_dirs(
+        &mut self,
+        path: &Path,
+        dirs: &mut BTreeSet<PathBuf>,
+        error: &mut Option<io::Error>,
+    ) {
+        for dir in scan::dependency_dirs(path) {
+            match self.add_watch(&dir, true) {
+                Ok(()) => {
+                    dirs.insert(dir);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    error.get_or_insert(e);
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -702,6 +829,9 @@ impl FileReader {
                 scopes.push((self.specs[i].path.clone(), true));
             }
         }
+        // Watches the new plans no longer need (e.g. the ancestor of a path that appeared)
+        // would otherwise stay until the next flush, while watches are what is short.
+        self.collect_unused_watches();
         let old = self.take_scoped(&scopes);
         self.emit_degraded(degraded, out);
         emit_diff(&old, &fresh, out);
@@ -736,7 +866,8 @@ fn emit_diff(
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(path).map_err(|e| Error::io("resolve watched path", e))?;
+    let abs = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("resolve watched path {:?}", path.display()), e))?;
     // Lexical clean-up only: symlinks in the path are part of what is watched.
     let mut clean = PathBuf::new();
     for c in abs.components() {
@@ -749,6 +880,25 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(clean)
+}
+
+/// Whether `path` exists the way a spec of this shape reads it (through symlinks: a tree is
+/// what its root leads to).
+fn exists_as(path: &Path, shape: Shape) -> bool {
+    match shape {
+        Shape::File => std::fs::metadata(path).is_ok(),
+        Shape::Tree => is_directory(path),
+    }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Whether `path` is a directory, following symlinks (a link to a directory is watched as the
+/// tree it points to).
+fn is_directory(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -70,6 +70,12 @@ const GROUPS: u32 = (libc::RTMGRP_LINK
     | libc::RTMGRP_IPV6_IFADDR
     | libc::RTMGRP_IPV6_ROUTE) as u32;
 
+/// Datagrams read from the event socket per wake-up. A storm can queue notifications faster
+/// than they are applied; reading it to EAGAIN in one go would hold the runtime's thread for as
+/// long as the storm lasts. After this many, `next()` returns what it has, and the next wait
+/// yields to the runtime once before reading on.
+pub(crate) const DATAGRAMS_PER_WAKE: usize = 256;
+
 /// Receive buffer for one datagram. The kernel builds notifications and dump parts in skbs of
 /// at most ~32 KiB (NLMSG_GOODSIZE is a page, dumps may use up to 32 KiB); MSG_TRUNC tells us if
 /// one is ever larger.
@@ -148,11 +154,30 @@ pub(crate) struct NetReader {
     stats: NetStats,
     parse_stats: ParseStats,
     changes: Vec<NetChange>,
+    /// The event socket was left unread after `DATAGRAMS_PER_WAKE` datagrams: its readiness
+    /// was cleared already, so the next wait must not wait for a new one.
+    events_pending: bool,
 }
 
 impl NetReader {
     /// Subscribes, then takes the initial state with a dump (no gap between the two).
     pub(crate) async fn new(opts: NetOptions) -> Result<Self> {
+        if opts.backoff.is_zero() {
+            // ENOBUFS during a recovery would restart it back to back.
+            return Err(Error::InvalidOption(
+                "network backoff must be non-zero".into(),
+            ));
+        }
+        if opts.max_backoff < opts.backoff {
+            return Err(Error::InvalidOption(
+                "network max_backoff must be at least the backoff".into(),
+            ));
+        }
+        if opts.max_buffered == 0 {
+            return Err(Error::InvalidOption(
+                "network max_buffered must be non-zero".into(),
+            ));
+        }
         let events = sys::netlink_route_socket(GROUPS)
             .map_err(|e| Error::io("open rtnetlink event socket", e))?;
         let receive_buffer = sys::set_receive_buffer(&events, opts.receive_buffer)
@@ -176,6 +201,7 @@ impl NetReader {
             stats: NetStats::default(),
             parse_stats: ParseStats::default(),
             changes: Vec::new(),
+            events_pending: false,
         };
         reader.start_dump()?;
         // Drive the initial recovery; its events are the starting state, not changes.
@@ -232,8 +258,11 @@ impl NetReader {
         let dumping = matches!(self.phase, Phase::Dumping { .. });
         // Unbiased (random) order: during a storm the event socket is ready on every pass and
         // must not starve the dump that ends the recovery.
+        let pending = self.events_pending;
         let wake = tokio::select! {
-            r = self.events.readable() => {
+            // Ready on the second poll: other tasks (and a ready dump) get a turn first.
+            () = tokio::task::yield_now(), if pending => NetWake::Events,
+            r = self.events.readable(), if !pending => {
                 // Cleared before reading until EAGAIN: anything arriving after our last EAGAIN
                 // sets it again, so no wake-up is lost.
                 r.map_err(|e| Error::io("wait for netlink", e))?.clear_ready();
@@ -264,9 +293,10 @@ impl NetReader {
         Ok(())
     }
 
-    /// Reads the event socket until EAGAIN.
+    /// Reads the event socket until EAGAIN, or `DATAGRAMS_PER_WAKE` datagrams.
     fn read_events(&mut self, out: &mut Emitter<'_>) -> Result<()> {
-        loop {
+        self.events_pending = false;
+        for _ in 0..DATAGRAMS_PER_WAKE {
             let received = sys::receive(self.events.get_ref().as_fd(), &mut self.buf)
                 .map_err(|e| Error::io("receive from rtnetlink event socket", e))?;
             match received {
@@ -294,7 +324,7 @@ impl NetReader {
                         }
                     } else {
                         for obj in objects {
-                            self.apply_live(obj, out);
+                            self.apply_live(obj, out)?;
                         }
                         if malformed {
                             // A notification we could not read may have changed the state.
@@ -304,9 +334,12 @@ impl NetReader {
                 }
             }
         }
+        // More may be queued: read on after the runtime had a turn.
+        self.events_pending = true;
+        Ok(())
     }
 
-    fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) {
+    fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) -> Result<()> {
         // IPv4 routes vanish without notification when their link goes down or away, or when
         // their preferred source address is deleted: re-read the routes in those cases.
         let silent_flush = match &obj {
@@ -328,9 +361,11 @@ impl NetReader {
         self.state.apply(obj, &mut self.changes);
         emit_changes(&mut self.changes, out);
         if silent_flush {
-            // Cannot fail in a way worth surfacing here: start_dump reports send errors.
-            let _ = self.lost(ResyncReason::SilentRouteFlush, out);
+            // A failure to send the dump request is the reader's failure: dropping it would
+            // leave a `Resync` that never gets its `ResyncDone`.
+            self.lost(ResyncReason::SilentRouteFlush, out)?;
         }
+        Ok(())
     }
 
     /// Notifications were lost (or may have been): start, or restart, a recovery.
