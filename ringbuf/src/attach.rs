@@ -270,6 +270,24 @@ pub(crate) fn connect(path: &Path, role: Role) -> Result<Attachment> {
 }
 
 /// The mapped header must say what the server's answer said.
+/// Everything an attaching endpoint does before it exists: connect and say hello, check the
+/// answer, the fds and the header against the answer, and map. Shared by `Consumer::attach`
+/// and `Producer::attach`.
+pub(crate) fn open_attached(
+    path: &Path,
+    role: Role,
+) -> Result<(crate::sys::shm::MappedRing, StaticHeader, RingFds, crate::endpoint::Link)> {
+    let att = connect(path, role)?;
+    let (mem, header) = crate::ring::open(&att.fds, role)
+        .and_then(|(m, h)| check_matches(&att.reply, &h).map(|_| (m, h)))
+        .map_err(|e| wrap_err(path, e))?;
+    let link = crate::endpoint::Link::Attached {
+        socket: att.socket,
+        path: path.to_owned(),
+    };
+    Ok((mem, header, att.fds, link))
+}
+
 pub(crate) fn check_matches(reply: &Reply, h: &StaticHeader) -> Result<()> {
     if reply.capacity != h.capacity as u64
         || reply.generation != h.generation

@@ -121,20 +121,8 @@ impl Consumer {
     /// memfds' seals and sizes, the header's magic and version, then maps; reading continues
     /// from the ring's released position.
     pub fn attach(path: impl AsRef<Path>) -> Result<Consumer> {
-        let path = path.as_ref();
-        let att = attach::connect(path, Role::Consumer)?;
-        let (mem, header) = ring::open(&att.fds, Role::Consumer)
-            .and_then(|(m, h)| attach::check_matches(&att.reply, &h).map(|_| (m, h)))
-            .map_err(|e| attach::wrap_err(path, e))?;
-        Self::from_parts(
-            mem,
-            header,
-            att.fds,
-            Link::Attached {
-                socket: att.socket,
-                path: path.to_owned(),
-            },
-        )
+        let (mem, header, fds, link) = attach::open_attached(path.as_ref(), Role::Consumer)?;
+        Self::from_parts(mem, header, fds, link)
     }
 
     /// Consume a ring whose fds were inherited (fork, or exec with the fds kept open).

@@ -75,20 +75,8 @@ impl Producer {
     /// Attach as the producer of a ring served at `path` (a consumer process answering on the
     /// daemon's reply ring).
     pub fn attach(path: impl AsRef<Path>) -> Result<Producer> {
-        let path = path.as_ref();
-        let att = attach::connect(path, Role::Producer)?;
-        let (mem, header) = ring::open(&att.fds, Role::Producer)
-            .and_then(|(m, h)| attach::check_matches(&att.reply, &h).map(|_| (m, h)))
-            .map_err(|e| attach::wrap_err(path, e))?;
-        Self::from_parts(
-            mem,
-            header,
-            att.fds,
-            Link::Attached {
-                socket: att.socket,
-                path: path.to_owned(),
-            },
-        )
+        let (mem, header, fds, link) = attach::open_attached(path.as_ref(), Role::Producer)?;
+        Self::from_parts(mem, header, fds, link)
     }
 
     /// Produce into a ring whose fds were inherited (fork, or exec with the fds kept open).
