@@ -11,22 +11,7 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(limits: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "tls"
-bind = ["127.0.0.1:0"]
-route = "app"
-{limits}
-  [[listener.certificate]]
-  self_signed = true
-[[route]]
-name = "app"
-ring = "app"
-[[ring]]
-name = "app"
-"#
-    )
+    ring_config(limits, SELF_SIGNED, "", "")
 }
 
 /// An established, echoing connection that must survive the abuse next to it.

@@ -10,23 +10,7 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 
 fn config(framing: &str, ring: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "tls"
-bind = ["127.0.0.1:0"]
-route = "app"
-  [[listener.certificate]]
-  self_signed = true
-[[route]]
-name = "app"
-ring = "app"
-{framing}
-[[ring]]
-name = "app"
-{ring}
-"#
-    )
+    ring_config("", SELF_SIGNED, framing, ring)
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {

@@ -7,28 +7,18 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const RING_CONFIG: &str = r#"
-[[listener]]
-name = "tls"
-bind = ["127.0.0.1:0"]
-route = "app"
-alpn = ["edge/1", "http/1.1"]
-  [[listener.certificate]]
-  self_signed = true
-  server_names = ["localhost"]
-
-[[route]]
-name = "app"
-ring = "app"
-
-[[ring]]
-name = "app"
-capacity = "64KiB"
-"#;
+fn ring_route() -> String {
+    ring_config(
+        "alpn = [\"edge/1\", \"http/1.1\"]",
+        "self_signed = true\nserver_names = [\"localhost\"]",
+        "",
+        "capacity = \"64KiB\"",
+    )
+}
 
 #[test]
 fn ring_route_echoes_bytes_through_an_attached_consumer() {
-    let daemon = TestDaemon::start(RING_CONFIG);
+    let daemon = TestDaemon::start(&ring_route());
     let consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
     let roots = vec![self_signed_cert(&daemon, "localhost")];
     let addr = daemon.addr("tls");
@@ -60,7 +50,7 @@ fn ring_route_echoes_bytes_through_an_attached_consumer() {
 
 #[test]
 fn many_connections_share_a_ring_and_each_gets_its_own_replies() {
-    let daemon = TestDaemon::start(RING_CONFIG);
+    let daemon = TestDaemon::start(&ring_route());
     let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
     let roots = vec![self_signed_cert(&daemon, "localhost")];
     let addr = daemon.addr("tls");
@@ -90,7 +80,7 @@ fn many_connections_share_a_ring_and_each_gets_its_own_replies() {
 
 #[test]
 fn a_consumer_close_record_closes_the_client_connection() {
-    let daemon = TestDaemon::start(RING_CONFIG);
+    let daemon = TestDaemon::start(&ring_route());
     let _consumer = TestConsumer::attach(&daemon, "app", Reply::EchoThenClose, Duration::ZERO);
     let roots = vec![self_signed_cert(&daemon, "localhost")];
     block_on(async {
@@ -110,7 +100,7 @@ fn a_consumer_close_record_closes_the_client_connection() {
 #[test]
 fn replies_for_unknown_connections_are_counted_and_dropped() {
     use edgegw::gateway::wire;
-    let daemon = TestDaemon::start(RING_CONFIG);
+    let daemon = TestDaemon::start(&ring_route());
     // Attach the reply side only, as a consumer would after a restart with stale ids.
     let mut producer = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
     let mut bogus = 999u64.to_le_bytes().to_vec();
@@ -222,7 +212,7 @@ fn an_unreachable_backend_is_counted_and_the_client_gets_close_notify() {
 fn openssl_s_client_gets_its_bytes_echoed() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    let daemon = TestDaemon::start(RING_CONFIG);
+    let daemon = TestDaemon::start(&ring_route());
     let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
     let addr = daemon.addr("tls");
     let mut client = Command::new("openssl")

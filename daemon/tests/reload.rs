@@ -9,23 +9,8 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(extra_listener: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "tls"
-bind = ["127.0.0.1:0"]
-route = "app"
-  [[listener.certificate]]
-  cert = "{{dir}}/server.pem"
-  key = "{{dir}}/server.key"
-{extra_listener}
-[[route]]
-name = "app"
-ring = "app"
-[[ring]]
-name = "app"
-"#
-    )
+    let certificate = "cert = \"{dir}/server.pem\"\nkey = \"{dir}/server.key\"";
+    format!("{}{extra_listener}", ring_config("", certificate, "", ""))
 }
 
 fn install(dir: &std::path::Path, pki: &Pki, serial: u64) {

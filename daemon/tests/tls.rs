@@ -218,25 +218,18 @@ fn optional_client_auth_accepts_clients_without_certificates() {
     assert_eq!(seen.opens[0].1.client_subject, "");
 }
 
-const SELF_SIGNED: &str = r#"
-[[listener]]
-name = "tls"
-bind = ["127.0.0.1:0"]
-route = "app"
-alpn = ["h2", "http/1.1"]
-tls_versions = ["1.3", "1.2"]
-  [[listener.certificate]]
-  self_signed = true
-[[route]]
-name = "app"
-ring = "app"
-[[ring]]
-name = "app"
-"#;
+fn alpn_and_both_versions() -> String {
+    ring_config(
+        "alpn = [\"h2\", \"http/1.1\"]\ntls_versions = [\"1.3\", \"1.2\"]",
+        SELF_SIGNED,
+        "",
+        "",
+    )
+}
 
 #[test]
 fn alpn_is_negotiated_in_server_preference_and_a_mismatch_is_refused() {
-    let daemon = TestDaemon::start(SELF_SIGNED);
+    let daemon = TestDaemon::start(&alpn_and_both_versions());
     let roots = [self_signed_cert(&daemon, "localhost")];
     block_on(async {
         let tls = connect(
@@ -263,7 +256,7 @@ fn alpn_is_negotiated_in_server_preference_and_a_mismatch_is_refused() {
 
 #[test]
 fn tls12_and_tls13_are_both_served_and_tls12_can_be_turned_off() {
-    let daemon = TestDaemon::start(SELF_SIGNED);
+    let daemon = TestDaemon::start(&alpn_and_both_versions());
     let roots = [self_signed_cert(&daemon, "localhost")];
     let tls12_only = |roots: &[rustls::pki_types::CertificateDer<'static>]| {
         let mut store = rustls::RootCertStore::empty();
@@ -292,7 +285,7 @@ fn tls12_and_tls13_are_both_served_and_tls12_can_be_turned_off() {
             Some(rustls::ProtocolVersion::TLSv1_3)
         );
     });
-    let daemon13 = TestDaemon::start(&SELF_SIGNED.replace(
+    let daemon13 = TestDaemon::start(&alpn_and_both_versions().replace(
         "tls_versions = [\"1.3\", \"1.2\"]",
         "tls_versions = [\"1.3\"]",
     ));
@@ -307,7 +300,7 @@ fn tls12_and_tls13_are_both_served_and_tls12_can_be_turned_off() {
 
 #[test]
 fn sessions_resume_with_tickets() {
-    let daemon = TestDaemon::start(SELF_SIGNED);
+    let daemon = TestDaemon::start(&alpn_and_both_versions());
     let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
     let roots = [self_signed_cert(&daemon, "localhost")];
     let config = client_config(&roots, &[]);

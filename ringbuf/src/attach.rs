@@ -276,7 +276,12 @@ pub(crate) fn connect(path: &Path, role: Role) -> Result<Attachment> {
 pub(crate) fn open_attached(
     path: &Path,
     role: Role,
-) -> Result<(crate::sys::shm::MappedRing, StaticHeader, RingFds, crate::endpoint::Link)> {
+) -> Result<(
+    crate::sys::shm::MappedRing,
+    StaticHeader,
+    RingFds,
+    crate::endpoint::Link,
+)> {
     let att = connect(path, role)?;
     let (mem, header) = crate::ring::open(&att.fds, role)
         .and_then(|(m, h)| check_matches(&att.reply, &h).map(|_| (m, h)))

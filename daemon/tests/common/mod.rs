@@ -178,6 +178,21 @@ impl Drop for TestDaemon {
     }
 }
 
+/// The certificate lines of a listener that serves a self-signed certificate.
+pub const SELF_SIGNED: &str = "self_signed = true";
+
+/// The usual test config: one listener `tls` on any free port, routed to the ring `app`.
+/// `listener`, `route` and `ring` are extra lines for those tables; `certificate` the lines of
+/// its one certificate ([`SELF_SIGNED`], or `cert`/`key`).
+pub fn ring_config(listener: &str, certificate: &str, route: &str, ring: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"tls\"\nbind = [\"127.0.0.1:0\"]\nroute = \"app\"\n{listener}\n\
+         [[listener.certificate]]\n{certificate}\n\
+         [[route]]\nname = \"app\"\nring = \"app\"\n{route}\n\
+         [[ring]]\nname = \"app\"\n{ring}\n"
+    )
+}
+
 /// Puts the state and runtime directories under `dir` and expands `{dir}`.
 fn with_dirs(config: &str, dir: &Path) -> String {
     let dirs = format!(
