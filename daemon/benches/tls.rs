@@ -127,6 +127,14 @@ fn client_config() -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// A current-thread runtime, as every server and client here uses (one thread, pinned).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -316,10 +324,7 @@ fn handshake_rate(addr: SocketAddr, duration: Duration) -> f64 {
     let config = client_config();
     std::thread::spawn(move || {
         pin(CLIENT_CPU);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         runtime.block_on(async move {
             let count = Arc::new(AtomicU64::new(0));
             let counting = Arc::new(AtomicBool::new(false));
@@ -387,10 +392,7 @@ fn minimal_tokio_rustls_server(addr: SocketAddr, cert: &Path, key: &Path, stop: 
         .with_single_cert(chain, key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         while !stop.load(Ordering::Relaxed) {
@@ -519,10 +521,7 @@ fn send_tls(addr: SocketAddr, bytes: u64) -> f64 {
     let config = client_config();
     std::thread::spawn(move || {
         pin(CLIENT_CPU);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         runtime.block_on(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
@@ -627,10 +626,7 @@ fn ring_sink(ingress: &Path, reply: &Path, bytes: u64) {
 /// The plain relay baseline: what a TCP proxy without TLS does, on the server CPU.
 fn plain_tcp_relay(listen: SocketAddr, backend: SocketAddr) {
     pin(SERVER_CPU);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
         loop {
@@ -710,10 +706,7 @@ fn memory(connections: usize) {
         "file_kib": idle.file, "shmem_kib": idle.shmem, "provider": daemon_provider(),
     }));
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let open = |port: SocketAddr, n: usize| {
         let config = client_config();
         runtime.block_on(async {
@@ -771,10 +764,7 @@ fn memory(connections: usize) {
 
 fn tcp_echo(addr: SocketAddr) {
     pin(CLIENT_CPU);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         loop {
