@@ -8,7 +8,8 @@
 //!   16 concurrent clients on CPU 1 against the server on CPU 0: edgegw (TLS thread pinned),
 //!   a minimal tokio-rustls server with the same certificate and provider, and nginx if it is
 //!   installed (one process, pinned). The servers take turns, 5 repetitions each; each line is
-//!   the median, with the samples.
+//!   the median, with the samples, and the server's CPU time per handshake (from /proc): the
+//!   client core saturates too, so the CPU cost is the steadier comparison.
 //! - throughput: one connection sending 128 MiB through edgegw into a ring, through edgegw to a
 //!   TCP backend, and through a plain TCP relay (no TLS) to the same backend; 5 interleaved
 //!   repetitions, medians.
@@ -239,6 +240,41 @@ fn main() {
 
 const HANDSHAKE_CLIENTS: usize = 16;
 
+/// CPU time used by a server: a process (all its threads) or one thread of this process.
+#[derive(Debug, Clone)]
+enum CpuMeter {
+    Process(u32),
+    Thread(Arc<std::sync::atomic::AtomicI32>),
+}
+
+impl CpuMeter {
+    /// User + system CPU seconds so far, from /proc (clock-tick resolution).
+    fn seconds(&self) -> f64 {
+        let path = match self {
+            CpuMeter::Process(pid) => format!("/proc/{pid}/stat"),
+            CpuMeter::Thread(tid) => {
+                format!("/proc/self/task/{}/stat", tid.load(Ordering::Relaxed))
+            }
+        };
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        ticks as f64 / hz
+    }
+}
+
 /// Repetitions of each measurement, interleaved between the servers (or paths) compared, so a
 /// noisy phase of the shared host hits all of them alike; each line reports the median.
 const REPS: usize = 5;
@@ -264,18 +300,28 @@ fn handshakes(duration: Duration) {
 
     let baseline_port = free_port();
     let stop = Arc::new(AtomicBool::new(false));
+    let minimal_tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
     let minimal = {
         let (cert, key) = (cert_path.clone(), key_path.clone());
-        let stop = stop.clone();
-        std::thread::spawn(move || minimal_tokio_rustls_server(baseline_port, &cert, &key, stop))
+        let (stop, tid) = (stop.clone(), minimal_tid.clone());
+        std::thread::spawn(move || {
+            minimal_tokio_rustls_server(baseline_port, &cert, &key, stop, tid)
+        })
     };
     wait_for_port(baseline_port);
     let nginx = Nginx::start(&cert_path, &key_path);
-    let mut servers = vec![("edgegw", port), ("tokio-rustls-minimal", baseline_port)];
+    let mut servers = vec![
+        ("edgegw", port, CpuMeter::Process(daemon.pid())),
+        (
+            "tokio-rustls-minimal",
+            baseline_port,
+            CpuMeter::Thread(minimal_tid),
+        ),
+    ];
     match &nginx {
         Some(nginx) => {
             wait_for_port(nginx.port);
-            servers.push(("nginx", nginx.port));
+            servers.push(("nginx", nginx.port, CpuMeter::Process(nginx.child.id())));
         }
         None => emit(
             json!({"bench": "handshake", "server": "nginx", "skipped": "nginx is not installed"}),
@@ -284,13 +330,16 @@ fn handshakes(duration: Duration) {
 
     let slice = duration / REPS as u32;
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
     for rep in 0..REPS {
-        for (i, (name, addr)) in servers.iter().enumerate() {
+        for (i, (name, addr, meter)) in servers.iter().enumerate() {
             progress(&format!(
                 "handshakes: {name}, repetition {}/{REPS}",
                 rep + 1
             ));
-            samples[i].push(handshake_rate(*addr, slice));
+            let (rate, cpu_per_handshake) = handshake_rate(*addr, slice, meter);
+            samples[i].push(rate);
+            cpu[i].push(cpu_per_handshake * 1e6);
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -298,8 +347,10 @@ fn handshakes(duration: Duration) {
     let _ = minimal.join();
 
     let edgegw = median(&samples[0]);
-    for (i, (name, _)) in servers.iter().enumerate() {
+    let edgegw_cpu = median(&cpu[0]);
+    for (i, (name, _, _)) in servers.iter().enumerate() {
         let rate = median(&samples[i]);
+        let cpu_us = median(&cpu[i]);
         let provider = match *name {
             "edgegw" => daemon_provider(),
             "tokio-rustls-minimal" => edgegw::tls::PROVIDER_NAME,
@@ -311,17 +362,22 @@ fn handshakes(duration: Duration) {
             "reps": REPS, "seconds_per_rep": slice.as_secs_f64(),
             "handshakes_per_s": rate.round(),
             "samples": samples[i].iter().map(|r| r.round()).collect::<Vec<_>>(),
+            "server_cpu_us_per_handshake": cpu_us.round(),
         });
         if i > 0 {
             line["edgegw_ratio"] = json!(round2(edgegw / rate));
+            // Both cores are saturated (the clients' share is as heavy as the server's), so the
+            // rate ratio understates the difference; CPU per handshake does not depend on it.
+            line["edgegw_cpu_ratio"] = json!(round2(cpu_us / edgegw_cpu));
         }
         emit(line);
     }
 }
 
 /// Full handshakes per second from 16 concurrent clients on the client CPU.
-fn handshake_rate(addr: SocketAddr, duration: Duration) -> f64 {
+fn handshake_rate(addr: SocketAddr, duration: Duration, server_cpu: &CpuMeter) -> (f64, f64) {
     let config = client_config();
+    let server_cpu = server_cpu.clone();
     std::thread::spawn(move || {
         pin(CLIENT_CPU);
         let runtime = runtime();
@@ -365,14 +421,19 @@ fn handshake_rate(addr: SocketAddr, duration: Duration) -> f64 {
             tokio::time::sleep(Duration::from_millis(300)).await; // warm-up
             counting.store(true, Ordering::Relaxed);
             let start = Instant::now();
+            let cpu_before = server_cpu.seconds();
             tokio::time::sleep(duration).await;
             let done = count.load(Ordering::Relaxed);
+            let cpu = server_cpu.seconds() - cpu_before;
             let elapsed = start.elapsed();
             stop.store(true, Ordering::Relaxed);
             for t in tasks {
                 let _ = t.await;
             }
-            done as f64 / elapsed.as_secs_f64()
+            (
+                done as f64 / elapsed.as_secs_f64(),
+                cpu / done.max(1) as f64,
+            )
         })
     })
     .join()
@@ -380,9 +441,16 @@ fn handshake_rate(addr: SocketAddr, duration: Duration) -> f64 {
 }
 
 /// The baseline: the least a tokio-rustls server does per handshake.
-fn minimal_tokio_rustls_server(addr: SocketAddr, cert: &Path, key: &Path, stop: Arc<AtomicBool>) {
+fn minimal_tokio_rustls_server(
+    addr: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    stop: Arc<AtomicBool>,
+    tid: Arc<std::sync::atomic::AtomicI32>,
+) {
     use rustls::pki_types::pem::PemObject;
     pin(SERVER_CPU);
+    tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
     let chain = vec![CertificateDer::from_pem_file(cert).unwrap()];
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(provider())
