@@ -43,7 +43,8 @@ use parse::{ParseStats, Parsed};
 pub struct NetOptions {
     /// Receive buffer to ask for on the event socket (default 1 MiB; the kernel doubles it).
     pub receive_buffer: usize,
-    /// First backoff after ENOBUFS during a recovery; doubles up to `max_backoff`.
+    /// First backoff after ENOBUFS during a recovery, or after dumps that a change kept
+    /// interrupting; doubles up to `max_backoff`.
     pub backoff: Duration,
     /// Longest backoff.
     pub max_backoff: Duration,
@@ -69,6 +70,15 @@ const GROUPS: u32 = (libc::RTMGRP_LINK
     | libc::RTMGRP_IPV4_ROUTE
     | libc::RTMGRP_IPV6_IFADDR
     | libc::RTMGRP_IPV6_ROUTE) as u32;
+
+/// Interrupted dump parts redone at once; after that many in a row, the recovery backs off.
+/// A dump of a few thousand addresses takes milliseconds: a burst of changes is usually over
+/// after a redo or two, while a change that goes on for seconds would otherwise keep a core
+/// busy re-reading the same tables.
+const IMMEDIATE_REDOS: u32 = 3;
+
+/// RTPROT_KERNEL: a route the kernel installed for an address or a link.
+const RTPROT_KERNEL: u8 = 2;
 
 /// Datagrams read from the event socket per wake-up. A storm can queue notifications faster
 /// than they are applied; reading it to EAGAIN in one go would hold the runtime's thread for as
@@ -150,6 +160,8 @@ pub(crate) struct NetReader {
     /// Why the recovery runs (None: the initial state, which emits nothing).
     recovering: Option<ResyncReason>,
     attempts: u32,
+    /// Dump parts interrupted one after the other (see `IMMEDIATE_REDOS`).
+    interrupted_in_row: u32,
     next_seq: u32,
     stats: NetStats,
     parse_stats: ParseStats,
@@ -197,6 +209,7 @@ impl NetReader {
             buffered: Vec::new(),
             recovering: None,
             attempts: 0,
+            interrupted_in_row: 0,
             next_seq: 1,
             stats: NetStats::default(),
             parse_stats: ParseStats::default(),
@@ -340,9 +353,28 @@ impl NetReader {
     }
 
     fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) -> Result<()> {
-        // IPv4 routes vanish without notification when their link goes down or away, or when
-        // their preferred source address is deleted: re-read the routes in those cases.
-        let silent_flush = match &obj {
+        let silent_flush = self.silently_flushes(&obj);
+        self.state.apply(obj, &mut self.changes);
+        emit_changes(&mut self.changes, out);
+        if silent_flush {
+            // A failure to send the dump request is the reader's failure: dropping it would
+            // leave a `Resync` that never gets its `ResyncDone`.
+            self.lost(ResyncReason::SilentRouteFlush, out)?;
+        }
+        Ok(())
+    }
+
+    /// Whether applying `obj` makes the kernel drop IPv4 routes without telling anyone.
+    ///
+    /// The kernel flushes IPv4 routes silently when their link goes down or away, and when the
+    /// address they name as preferred source disappears (`fib_sync_down_addr` + `fib_flush`).
+    /// The routes the kernel made for an address itself (protocol `kernel`: its local,
+    /// broadcast and prefix routes) are different: `fib_del_ifaddr` deletes them one by one,
+    /// each with an RTM_DELROUTE that follows the RTM_DELADDR. Counting those would turn every
+    /// IPv4 address deletion into a full resync, so only routes of other protocols (boot,
+    /// static, dhcp, ...) that name the address decide.
+    fn silently_flushes(&self, obj: &NetObject) -> bool {
+        match obj {
             NetObject::NewLink(l) => self
                 .state
                 .links
@@ -354,18 +386,10 @@ impl NetReader {
                         .state
                         .routes
                         .values()
-                        .any(|r| r.prefsrc == Some(a.address))
+                        .any(|r| r.prefsrc == Some(a.address) && r.protocol != RTPROT_KERNEL)
             }
             _ => false,
-        };
-        self.state.apply(obj, &mut self.changes);
-        emit_changes(&mut self.changes, out);
-        if silent_flush {
-            // A failure to send the dump request is the reader's failure: dropping it would
-            // leave a `Resync` that never gets its `ResyncDone`.
-            self.lost(ResyncReason::SilentRouteFlush, out)?;
         }
-        Ok(())
     }
 
     /// Notifications were lost (or may have been): start, or restart, a recovery.
@@ -409,6 +433,12 @@ impl NetReader {
     /// ENOBUFS (or too much buffered) during a recovery: drop what we have, back off, redo.
     fn restart_recovery(&mut self) -> Result<()> {
         self.stats.restarted_recoveries += 1;
+        self.back_off()
+    }
+
+    /// Drops the recovery's progress and schedules a new one after an exponential backoff.
+    fn back_off(&mut self) -> Result<()> {
+        self.interrupted_in_row = 0;
         self.buffered.clear();
         self.discard_queued_events()?;
         self.attempts = self.attempts.saturating_add(1);
@@ -519,8 +549,16 @@ impl NetReader {
                 return Ok(());
             }
             if interrupted {
-                // The dump raced with a change: its parts may disagree. Redo this part.
+                // The dump raced with a change: it may have skipped objects that never
+                // changed (the kernel's cursor is an index), which no notification would
+                // bring back. Redo this part; under a change that never pauses, stop
+                // spinning and redo the whole recovery after a backoff instead (the resync
+                // stays open meanwhile: the state is known to be uncertain).
                 self.stats.interrupted_dumps += 1;
+                self.interrupted_in_row += 1;
+                if self.interrupted_in_row > IMMEDIATE_REDOS {
+                    return self.back_off();
+                }
                 let mut fresh = fresh;
                 match kind {
                     DumpKind::Links => fresh.links.clear(),
@@ -530,22 +568,27 @@ impl NetReader {
                 self.send_dump(kind, fresh)?;
                 continue;
             }
+            self.interrupted_in_row = 0;
             match kind {
                 DumpKind::Links => self.send_dump(DumpKind::Addresses, fresh)?,
                 DumpKind::Addresses => self.send_dump(DumpKind::Routes, fresh)?,
                 DumpKind::Routes => {
-                    self.finish_recovery(fresh, out);
-                    return Ok(());
+                    return self.finish_recovery(fresh, out);
                 }
             }
         }
     }
 
     /// Mark and sweep against the dump, then replay what arrived meanwhile.
-    fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Emitter<'_>) {
+    ///
+    /// A replayed notification can imply a silent flush the dump did not see (the route part
+    /// was read before the address went away): then a new recovery follows this one at once.
+    fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Emitter<'_>) -> Result<()> {
         self.phase = Phase::Live;
         self.state.replace_with(fresh, &mut self.changes);
+        let mut silent_flush = false;
         for obj in std::mem::take(&mut self.buffered) {
+            silent_flush |= self.silently_flushes(&obj);
             self.state.apply(obj, &mut self.changes);
         }
         emit_changes(&mut self.changes, out);
@@ -553,6 +596,10 @@ impl NetReader {
             out.resync_done(Source::Network);
         }
         self.attempts = 0;
+        if silent_flush {
+            self.lost(ResyncReason::SilentRouteFlush, out)?;
+        }
+        Ok(())
     }
 }
 
