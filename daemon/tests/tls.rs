@@ -322,3 +322,102 @@ fn sessions_resume_with_tickets() {
         }
     });
 }
+
+#[test]
+fn the_server_picks_the_cipher_suite_for_its_cpu_and_follows_chacha_clients() {
+    use rustls::CipherSuite as S;
+    let daemon = TestDaemon::start(&alpn_and_both_versions());
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    // A client offering exactly these suites, in this order.
+    let offering = |version: &'static rustls::SupportedProtocolVersion, suites: &[S]| {
+        let mut provider = (*edgegw::tls::provider()).clone();
+        provider.cipher_suites = suites
+            .iter()
+            .map(|want| {
+                *provider
+                    .cipher_suites
+                    .iter()
+                    .find(|s| s.suite() == *want)
+                    .unwrap()
+            })
+            .collect();
+        let mut store = rustls::RootCertStore::empty();
+        store.add(roots[0].clone()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(store)
+                .with_no_client_auth(),
+        )
+    };
+    let fast = if edgegw::tls::aes_in_hardware() {
+        eprintln!("this CPU has AES hardware: AES-128-GCM is the server's first choice");
+        [
+            S::TLS13_AES_128_GCM_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ]
+    } else {
+        eprintln!("this CPU has no AES hardware: ChaCha20-Poly1305 is the server's first choice");
+        [
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]
+    };
+    let v13 = &rustls::version::TLS13;
+    let v12 = &rustls::version::TLS12;
+    let cases = [
+        // OpenSSL's, curl's and rustls's order: AES-256 first. The server decides.
+        (
+            v13,
+            vec![
+                S::TLS13_AES_256_GCM_SHA384,
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                S::TLS13_AES_128_GCM_SHA256,
+            ],
+            fast[0],
+        ),
+        (
+            v12,
+            vec![
+                S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            ],
+            fast[1],
+        ),
+        // A client without AES hardware lists ChaCha20 first: it gets ChaCha20.
+        (
+            v13,
+            vec![
+                S::TLS13_CHACHA20_POLY1305_SHA256,
+                S::TLS13_AES_128_GCM_SHA256,
+                S::TLS13_AES_256_GCM_SHA384,
+            ],
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (
+            v12,
+            vec![
+                S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+        // What the client offers alone is still served.
+        (
+            v13,
+            vec![S::TLS13_AES_256_GCM_SHA384],
+            S::TLS13_AES_256_GCM_SHA384,
+        ),
+    ];
+    block_on(async {
+        for (version, suites, want) in cases {
+            let tls = connect(daemon.addr("tls"), offering(version, &suites), "localhost")
+                .await
+                .unwrap_or_else(|e| panic!("{suites:?}: {e}"));
+            let got = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+            assert_eq!(got, want, "client offering {suites:?}");
+        }
+    });
+}

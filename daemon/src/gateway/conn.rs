@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
@@ -167,7 +168,15 @@ async fn handshake(
             match clienthello::peek(session.incoming()) {
                 Peek::Incomplete => continue,
                 Peek::NotUnderstood => server_name = Some(None),
-                Peek::ServerName(name) => {
+                Peek::Hello(hello) => {
+                    let config = settings.tls.config_for(&hello);
+                    if !Arc::ptr_eq(config, &settings.tls.config) {
+                        // rustls has not seen a byte yet: start it over with this config.
+                        session
+                            .restart(config.clone())
+                            .map_err(HandshakeError::Tls)?;
+                    }
+                    let name = hello.server_name;
                     if settings.tls.resolver.lookup(name.as_deref()).is_none() {
                         Stats::bump(&stats.unknown_sni);
                         session.queue_raw(&clienthello::ALERT_UNRECOGNIZED_NAME);

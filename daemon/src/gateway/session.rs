@@ -167,6 +167,17 @@ impl Session {
         })
     }
 
+    /// Replaces the rustls connection with a fresh one on `config`. Only before the first
+    /// [`Session::process`]: the bytes received so far stay and go to the new connection.
+    pub fn restart(
+        &mut self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<(), rustls::Error> {
+        debug_assert!(self.outbox.is_empty() && self.pending.is_empty());
+        *self.conn = UnbufferedServerConnection::new(config)?;
+        Ok(())
+    }
+
     /// The rustls connection, for ALPN, client certificates and the like.
     pub fn conn(&self) -> &UnbufferedServerConnection {
         &self.conn

@@ -6,6 +6,9 @@
 //! and refuses unknown names itself, before any handshake work. Anything this parser does not
 //! understand is left to rustls, which produces the right error for malformed input.
 //!
+//! The same read tells which bulk cipher the client prefers (see [`Hello::prefers_chacha`]), so
+//! the server can follow a client without AES hardware.
+//!
 //! The input is untrusted bytes from the network: every length is checked, nothing panics.
 
 /// What the bytes so far say about the ClientHello.
@@ -13,10 +16,20 @@
 pub enum Peek {
     /// Not all of the ClientHello has arrived yet.
     Incomplete,
-    /// The whole ClientHello is here; this is its server name, if it sent one.
-    ServerName(Option<String>),
+    /// The whole ClientHello is here.
+    Hello(Hello),
     /// Not a ClientHello we can read: let rustls deal with it.
     NotUnderstood,
+}
+
+/// What the gateway reads out of a complete ClientHello.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Hello {
+    /// The server name (SNI), lowercased, if the client sent one.
+    pub server_name: Option<String>,
+    /// The client lists ChaCha20-Poly1305 before any AES-GCM suite: the usual sign of a client
+    /// without AES hardware, for which ChaCha20 is several times faster.
+    pub prefers_chacha: bool,
 }
 
 /// Largest ClientHello we wait for (TLS allows 16 MiB; real ones are under 2 KiB, a few KiB
@@ -83,8 +96,8 @@ pub fn peek(buf: &[u8]) -> Peek {
                 return Peek::NotUnderstood;
             }
             if message.len() >= body_len + 4 {
-                return match server_name(&message[4..4 + body_len]) {
-                    Some(name) => Peek::ServerName(name),
+                return match hello(&message[4..4 + body_len]) {
+                    Some(hello) => Peek::Hello(hello),
                     None => Peek::NotUnderstood,
                 };
             }
@@ -123,15 +136,22 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// `Some(None)`: a well-formed ClientHello without SNI; `None`: malformed.
-fn server_name(body: &[u8]) -> Option<Option<String>> {
+/// The server name and cipher preference of a ClientHello body; `None`: malformed.
+fn hello(body: &[u8]) -> Option<Hello> {
     let mut r = Reader(body);
     r.take(2 + 32)?; // legacy_version, random
     r.vec8()?; // legacy_session_id
-    r.vec16()?; // cipher_suites
+    let suites = r.vec16()?;
+    if suites.len() % 2 != 0 {
+        return None;
+    }
     r.vec8()?; // legacy_compression_methods
+    let mut hello = Hello {
+        server_name: None,
+        prefers_chacha: prefers_chacha(suites),
+    };
     if r.0.is_empty() {
-        return Some(None); // no extensions at all (old clients)
+        return Some(hello); // no extensions at all (old clients)
     }
     let mut extensions = Reader(r.vec16()?);
     while !extensions.0.is_empty() {
@@ -146,12 +166,28 @@ fn server_name(body: &[u8]) -> Option<Option<String>> {
             let name = list.vec16()?;
             if name_type == NAME_TYPE_HOST_NAME {
                 let name = std::str::from_utf8(name).ok()?;
-                return Some(Some(name.to_ascii_lowercase()));
+                hello.server_name = Some(name.to_ascii_lowercase());
+                return Some(hello);
             }
         }
-        return Some(None);
+        return Some(hello);
     }
-    Some(None)
+    Some(hello)
+}
+
+/// Whether the first AEAD suite in the client's list (TLS 1.3 or ECDHE with TLS 1.2) is a
+/// ChaCha20-Poly1305 one rather than AES-GCM.
+fn prefers_chacha(suites: &[u8]) -> bool {
+    for pair in suites.chunks_exact(2) {
+        match u16::from_be_bytes([pair[0], pair[1]]) {
+            // TLS_CHACHA20_POLY1305_SHA256, ECDHE_RSA and ECDHE_ECDSA with CHACHA20_POLY1305.
+            0x1303 | 0xcca8 | 0xcca9 => return true,
+            // TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, ECDHE_{ECDSA,RSA} with AES-GCM.
+            0x1301 | 0x1302 | 0xc02b | 0xc02c | 0xc02f | 0xc030 => return false,
+            _ => {} // GREASE, signalling values, suites we do not serve
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -159,10 +195,17 @@ mod tests {
     use super::*;
 
     fn client_hello(sni: Option<&str>) -> Vec<u8> {
+        client_hello_with_suites(sni, &[0x1301])
+    }
+
+    fn client_hello_with_suites(sni: Option<&str>, suites: &[u16]) -> Vec<u8> {
         let mut body = vec![3, 3];
         body.extend([7u8; 32]);
         body.push(0); // session id
-        body.extend([0, 2, 0x13, 0x01]); // one cipher suite
+        body.extend((suites.len() as u16 * 2).to_be_bytes());
+        for suite in suites {
+            body.extend(suite.to_be_bytes());
+        }
         body.extend([1, 0]); // null compression
         let mut exts = Vec::new();
         exts.extend([0x00, 0x2b, 0, 3, 2, 3, 4]); // supported_versions
@@ -200,21 +243,55 @@ mod tests {
         for cut in 0..wire.len() {
             assert_eq!(peek(&wire[..cut]), Peek::Incomplete, "cut at {cut}");
         }
-        assert_eq!(peek(&wire), Peek::ServerName(Some("gw.example.com".into())));
+        assert_eq!(peek(&wire), named("gw.example.com"));
     }
 
     #[test]
     fn joins_a_hello_fragmented_over_records() {
         let wire = records(&client_hello(Some("a.example")), 7);
-        assert_eq!(peek(&wire), Peek::ServerName(Some("a.example".into())));
+        assert_eq!(peek(&wire), named("a.example"));
     }
 
     #[test]
     fn a_hello_without_sni_has_no_name() {
         assert_eq!(
             peek(&records(&client_hello(None), 1 << 14)),
-            Peek::ServerName(None)
+            Peek::Hello(Hello::default())
         );
+    }
+
+    fn named(name: &str) -> Peek {
+        Peek::Hello(Hello {
+            server_name: Some(name.into()),
+            prefers_chacha: false,
+        })
+    }
+
+    #[test]
+    fn the_first_aead_suite_tells_the_clients_preference() {
+        let cases: [(&[u16], bool); 6] = [
+            // Chrome and Firefox with AES hardware, OpenSSL's default, rustls's default.
+            (&[0x0a0a, 0x1301, 0x1302, 0x1303], false),
+            (&[0x1302, 0x1303, 0x1301], false),
+            // A phone without AES instructions (BoringSSL puts ChaCha20 first), after GREASE.
+            (&[0x2a2a, 0x1303, 0x1301, 0x1302], true),
+            // TLS 1.2 only.
+            (&[0xcca9, 0xc02b], true),
+            (&[0xc02f, 0xcca8], false),
+            // Nothing we serve, or nothing at all.
+            (&[0x009c, 0x00ff], false),
+        ];
+        for (suites, chacha) in cases {
+            let wire = records(&client_hello_with_suites(Some("x"), suites), 1 << 14);
+            let Peek::Hello(hello) = peek(&wire) else {
+                panic!("{suites:x?}: not read");
+            };
+            assert_eq!(hello.prefers_chacha, chacha, "{suites:x?}");
+        }
+        // An odd-length suite list is malformed: rustls gets to say so.
+        let mut body = client_hello_with_suites(None, &[0x1301]);
+        body[4 + 2 + 32 + 1 + 1] = 3;
+        assert_eq!(peek(&records(&body, 1 << 14)), Peek::NotUnderstood);
     }
 
     #[test]
