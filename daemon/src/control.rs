@@ -123,10 +123,15 @@ impl Daemon {
         )?;
         drop_startup_pages();
         crate::info!(
-            "edgegw {} running with {} ({} crypto); state in {}, rings in {}",
+            "edgegw {} running with {} ({} crypto, {} first); state in {}, rings in {}",
             env!("CARGO_PKG_VERSION"),
             config.file.display(),
             crate::tls::PROVIDER_NAME,
+            if crate::tls::aes_in_hardware() {
+                "AES-128-GCM"
+            } else {
+                "ChaCha20-Poly1305"
+            },
             dirs.state.display(),
             dirs.rings().display()
         );
