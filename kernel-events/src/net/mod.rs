@@ -18,7 +18,9 @@
 mod model;
 mod parse;
 
+use std::collections::HashMap;
 use std::io::Cursor;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
@@ -30,7 +32,7 @@ use neli::ToBytes;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
-use crate::event::{Emitter, EventKind, ResyncReason, Source};
+use crate::event::{Change, Emitter, EventKind, ResyncReason, Source};
 use crate::sys::{self, ReceiveBuffer, Received};
 use crate::{Error, Result};
 
@@ -162,6 +164,8 @@ pub(crate) struct NetReader {
     attempts: u32,
     /// Dump parts interrupted one after the other (see `IMMEDIATE_REDOS`).
     interrupted_in_row: u32,
+    /// The model's routes that a deleted address would take with it silently.
+    sourced: SourcedRoutes,
     next_seq: u32,
     stats: NetStats,
     parse_stats: ParseStats,
@@ -210,6 +214,7 @@ impl NetReader {
             recovering: None,
             attempts: 0,
             interrupted_in_row: 0,
+            sourced: SourcedRoutes::default(),
             next_seq: 1,
             stats: NetStats::default(),
             parse_stats: ParseStats::default(),
@@ -354,7 +359,7 @@ impl NetReader {
 
     fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) -> Result<()> {
         let silent_flush = self.silently_flushes(&obj);
-        self.state.apply(obj, &mut self.changes);
+        self.apply(obj);
         emit_changes(&mut self.changes, out);
         if silent_flush {
             // A failure to send the dump request is the reader's failure: dropping it would
@@ -362,6 +367,13 @@ impl NetReader {
             self.lost(ResyncReason::SilentRouteFlush, out)?;
         }
         Ok(())
+    }
+
+    /// Applies a notification to the model, changes into `self.changes`.
+    fn apply(&mut self, obj: NetObject) {
+        let from = self.changes.len();
+        self.state.apply(obj, &mut self.changes);
+        self.sourced.track(&self.changes[from..]);
     }
 
     /// Whether applying `obj` makes the kernel drop IPv4 routes without telling anyone.
@@ -380,14 +392,7 @@ impl NetReader {
                 .links
                 .get(&l.index)
                 .is_some_and(|old| old.is_up() && !l.is_up()),
-            NetObject::DelAddress(a) => {
-                a.family == Family::Inet
-                    && self
-                        .state
-                        .routes
-                        .values()
-                        .any(|r| r.prefsrc == Some(a.address) && r.protocol != RTPROT_KERNEL)
-            }
+            NetObject::DelAddress(a) => a.family == Family::Inet && self.sourced.names(a.address),
             _ => false,
         }
     }
@@ -586,10 +591,11 @@ impl NetReader {
     fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Emitter<'_>) -> Result<()> {
         self.phase = Phase::Live;
         self.state.replace_with(fresh, &mut self.changes);
+        self.sourced.track(&self.changes);
         let mut silent_flush = false;
         for obj in std::mem::take(&mut self.buffered) {
             silent_flush |= self.silently_flushes(&obj);
-            self.state.apply(obj, &mut self.changes);
+            self.apply(obj);
         }
         emit_changes(&mut self.changes, out);
         if self.recovering.take().is_some() {
@@ -600,6 +606,48 @@ impl NetReader {
             self.lost(ResyncReason::SilentRouteFlush, out)?;
         }
         Ok(())
+    }
+}
+
+/// The model's routes of protocols other than `kernel` that name a preferred source, counted
+/// per address, kept up to date from the model's changes. With it, whether an address deletion
+/// flushes routes silently is a lookup: a walk over every route for each deletion would make
+/// deleting N addresses among M routes cost N x M (each address has its own local route, so
+/// both grow together).
+#[derive(Debug, Default)]
+struct SourcedRoutes {
+    source_of: HashMap<RouteKey, IpAddr>,
+    routes_per_source: HashMap<IpAddr, u32>,
+}
+
+impl SourcedRoutes {
+    fn track(&mut self, changes: &[NetChange]) {
+        for change in changes {
+            let NetChange::Route(change, route) = change else {
+                continue;
+            };
+            let key = route.key();
+            if let Some(old) = self.source_of.remove(&key) {
+                if let Some(n) = self.routes_per_source.get_mut(&old) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.routes_per_source.remove(&old);
+                    }
+                }
+            }
+            if *change == Change::Removed || route.protocol == RTPROT_KERNEL {
+                continue;
+            }
+            if let Some(source) = route.prefsrc {
+                self.source_of.insert(key, source);
+                *self.routes_per_source.entry(source).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether some route names `address` as its preferred source.
+    fn names(&self, address: IpAddr) -> bool {
+        self.routes_per_source.contains_key(&address)
     }
 }
 
@@ -643,5 +691,60 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(dst: &str, protocol: u8, prefsrc: Option<&str>) -> Route {
+        Route {
+            family: Family::Inet,
+            table: 254,
+            dst: Some(dst.parse().unwrap()),
+            dst_len: 24,
+            src: None,
+            src_len: 0,
+            tos: 0,
+            priority: 0,
+            route_type: 1,
+            protocol,
+            scope: 0,
+            prefsrc: prefsrc.map(|p| p.parse().unwrap()),
+            next_hops: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sourced_routes_follow_the_models_changes() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut sourced = SourcedRoutes::default();
+        let r1 = route("198.51.100.0", 4, Some("192.0.2.1"));
+        let r2 = route("203.0.113.0", 3, Some("192.0.2.1"));
+        // The kernel's own routes are deleted with notifications: they do not count.
+        let kernel = route("192.0.2.0", RTPROT_KERNEL, Some("192.0.2.2"));
+        sourced.track(&[
+            NetChange::Route(Change::Added, r1.clone()),
+            NetChange::Route(Change::Added, r2.clone()),
+            NetChange::Route(Change::Added, kernel),
+        ]);
+        assert!(sourced.names(a));
+        assert!(!sourced.names(b));
+        sourced.track(&[NetChange::Route(Change::Removed, r1)]);
+        assert!(sourced.names(a), "r2 still names it");
+        // The same route, changed to name another source.
+        let mut moved = r2.clone();
+        moved.prefsrc = Some(b);
+        sourced.track(&[NetChange::Route(Change::Changed, moved.clone())]);
+        assert!(!sourced.names(a));
+        assert!(sourced.names(b));
+        // Changed to name none.
+        moved.prefsrc = None;
+        sourced.track(&[NetChange::Route(Change::Changed, moved.clone())]);
+        assert!(!sourced.names(b));
+        sourced.track(&[NetChange::Route(Change::Removed, moved)]);
+        assert!(sourced.source_of.is_empty() && sourced.routes_per_source.is_empty());
     }
 }
