@@ -485,11 +485,14 @@ fn oom_kill_in_a_small_memory_max_gives_an_oom_kill_delta_of_one() {
     let mount = cgroup2_mount().unwrap();
     let controllers = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
     if !controllers.split_whitespace().any(|c| c == "memory") {
-        eprintln!(
-            "SKIPPED the OOM part: the memory controller is not available in cgroup v2 on this \
-             machine ({}/cgroup.controllers = {:?}; it is probably bound to cgroup v1)",
-            mount.display(),
-            controllers.trim()
+        report(
+            "oom_kill_in_a_small_memory_max_gives_an_oom_kill_delta_of_one",
+            &format!(
+                "SKIPPED the OOM part: the memory controller is not available in cgroup v2 on \
+                 this machine ({}/cgroup.controllers = {:?}; it is probably bound to cgroup v1)",
+                mount.display(),
+                controllers.trim()
+            ),
         );
         return;
     }
@@ -526,10 +529,14 @@ fn oom_kill_in_a_small_memory_max_gives_an_oom_kill_delta_of_one() {
 #[test]
 #[ignore = "needs root: arms PSI triggers and creates a cgroup"]
 fn pressure_reader_reports_trigger_or_poll_mode() {
+    const TEST: &str = "pressure_reader_reports_trigger_or_poll_mode";
     require_root("arms PSI triggers and creates a cgroup");
     let _serial = serial();
     if !Path::new("/proc/pressure/memory").exists() {
-        eprintln!("SKIPPED: PSI is not enabled in this kernel (no /proc/pressure/memory)");
+        report(
+            TEST,
+            "SKIPPED: PSI is not enabled in this kernel (no /proc/pressure/memory)",
+        );
         return;
     }
     let cg = TestCgroup::new("psi");
@@ -558,11 +565,19 @@ fn pressure_reader_reports_trigger_or_poll_mode() {
             assert_eq!(Some(mode), events.pressure_mode());
             match mode {
                 PressureMode::Trigger { window_us, .. } => {
-                    eprintln!("PSI {target:?}: trigger armed with a {window_us} us window");
+                    let how = if *window_us == 1_000_000 {
+                        "the 1 s window asked for"
+                    } else {
+                        "a 2 s window, after the 1 s one was refused (no CAP_SYS_RESOURCE)"
+                    };
+                    report(TEST, &format!("PSI {target:?}: trigger armed with {how}"));
                     assert!(*window_us == 1_000_000 || *window_us == 2_000_000);
                 }
                 PressureMode::Poll { reason, .. } => {
-                    eprintln!("PSI {target:?}: trigger refused, polling ({reason})");
+                    report(
+                        TEST,
+                        &format!("PSI {target:?}: trigger refused, polling ({reason})"),
+                    );
                     assert!(!reason.is_empty());
                 }
             }
@@ -577,7 +592,10 @@ fn pressure_target_cgroup_removed_is_reported_once_and_followed_again_when_it_re
     require_root("arms a PSI trigger on a cgroup it creates and removes");
     let _serial = serial();
     if !Path::new("/proc/pressure/memory").exists() {
-        eprintln!("SKIPPED: PSI is not enabled in this kernel (no /proc/pressure/memory)");
+        report(
+            "pressure_target_cgroup_removed_is_reported_once_and_followed_again_when_it_returns",
+            "SKIPPED: PSI is not enabled in this kernel (no /proc/pressure/memory)",
+        );
         return;
     }
     let top = TestCgroup::new("psi-gone");
@@ -639,7 +657,10 @@ fn pressure_poll_interval_of_zero_is_an_invalid_option() {
 #[test]
 fn cgroup_outside_the_cgroup2_mount_is_a_clear_error() {
     let Ok(mount) = cgroup2_mount() else {
-        eprintln!("SKIPPED: no cgroup2 mount on this machine");
+        report(
+            "cgroup_outside_the_cgroup2_mount_is_a_clear_error",
+            "SKIPPED: no cgroup2 mount on this machine",
+        );
         return;
     };
     let err = block_on(KernelEvents::builder().cgroup("/tmp").build()).unwrap_err();

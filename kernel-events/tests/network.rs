@@ -352,7 +352,10 @@ fn enobufs_then_resync_matches_ip_addr_and_ip_route() {
                 .unwrap();
             assert_all_nonblocking(&events);
             let rb = events.network_receive_buffer().unwrap();
-            eprintln!("receive buffer: {rb:?}");
+            report(
+                "enobufs_then_resync_matches_ip_addr_and_ip_route",
+                &format!("receive buffer {rb:?} (forced: SO_RCVBUFFORCE; else SO_RCVBUF)"),
+            );
             assert!(rb.granted >= rb.requested, "{rb:?}");
             assert_eq!(
                 truth_of(events.network().unwrap()),
