@@ -299,6 +299,24 @@ impl RingServer {
         self.allow = allow;
     }
 
+    /// Serves `ring` from now on, in place of the current one, on the same socket. The attached
+    /// peer, if any, is disconnected: it sees its link hang up (as when the owner goes away) and
+    /// attaches again to get the new ring. Connections still in their hello get the new ring.
+    ///
+    /// This is how an owner recovers from a peer that broke the ring's contract (a reply ring it
+    /// wrote impossible positions or records into): the broken ring is given up, with whatever
+    /// was in it, and a fresh one takes its place. Returns the peer's `Detached` event.
+    pub fn replace_ring(&mut self, ring: ServedRing) -> Option<ServerEvent> {
+        let detached = self.peer.take().map(|peer| {
+            self.epoll.delete(peer.socket.as_fd());
+            self.ring.state.detached();
+            ServerEvent::Detached { pid: peer.pid }
+            // `peer` is dropped here: its socket closes and the peer sees the hang-up.
+        });
+        self.ring = ring;
+        detached
+    }
+
     /// The ring being served.
     pub fn ring(&self) -> &ServedRing {
         &self.ring

@@ -479,3 +479,54 @@ fn a_peer_that_talks_after_the_hello_is_disconnected_and_the_ring_freed() {
     drop(fd);
     server.stop();
 }
+
+#[test]
+fn a_replaced_ring_disconnects_the_peer_and_the_next_attach_gets_the_new_ring() {
+    let dir = temp_dir("srv");
+    let path = dir.join("reply.sock");
+    let mut broken = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, broken.served_ring().unwrap(), me()).unwrap();
+    // Serves until `f` is seen among the events (the peer attaches from another thread).
+    let serve_until = |server: &mut RingServer, what: &str, f: &dyn Fn(&ServerEvent) -> bool| {
+        for _ in 0..500 {
+            let events = server.serve_for(Some(Duration::from_millis(10))).unwrap();
+            if events.iter().any(f) {
+                return;
+            }
+        }
+        panic!("no {what}");
+    };
+    let attach = |path: PathBuf| std::thread::spawn(move || Producer::attach(&path).unwrap());
+    let peer = attach(path.clone());
+    serve_until(&mut server, "attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let mut peer = peer.join().unwrap();
+    peer.send(1, 0, b"into the old ring").unwrap();
+    assert!(!peer.peer_gone());
+
+    let mut unused = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
+    let event = server.replace_ring(unused.served_ring().unwrap());
+    assert!(matches!(event, Some(ServerEvent::Detached { .. })), "{event:?}");
+    assert!(!server.peer_attached());
+    assert!(peer.peer_gone(), "the disconnected peer sees its link hang up");
+    // Nothing attached now: replacing again reports no detach.
+    let mut fresh = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
+    assert_eq!(server.replace_ring(fresh.served_ring().unwrap()), None);
+
+    let peer = attach(path.clone());
+    serve_until(&mut server, "second attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let mut peer = peer.join().unwrap();
+    peer.send(2, 0, b"into the new ring").unwrap();
+    let rec = fresh.read().unwrap().expect("the new ring has the record");
+    assert_eq!(rec.payload().to_vec(), b"into the new ring");
+    fresh.release();
+    // The old rings have only what was written before the swap.
+    let rec = broken.read().unwrap().unwrap();
+    assert_eq!(rec.payload().to_vec(), b"into the old ring");
+    broken.release();
+    assert!(broken.read().unwrap().is_none());
+    assert!(unused.read().unwrap().is_none());
+}
