@@ -21,8 +21,8 @@ use tokio::io::unix::AsyncFd;
 
 use crate::config::{Bind, Config, ConfigError, RingConfig, RouteTarget};
 use crate::gateway::{
-    Gateway, Limits, ListenSocket, ListenerPlan, Plan, RingEndpoints, RingPlan, RoutePlan,
-    RouteTargetPlan, ThreadSettings,
+    Gateway, GatewayEvent, Limits, ListenSocket, ListenerPlan, Plan, RingEndpoints, RingPlan,
+    RoutePlan, RouteTargetPlan, ThreadSettings,
 };
 use crate::paths::Dirs;
 use crate::sys::SystemdSockets;
@@ -85,6 +85,8 @@ pub struct Daemon {
     listening: Vec<(String, SocketAddr, SocketAddr)>,
     rings: HashMap<String, RingState>,
     systemd: SystemdSockets,
+    /// Events from the TLS thread, taken while waiting, handled by `process_attach`.
+    gateway_events: Vec<GatewayEvent>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -143,6 +145,7 @@ impl Daemon {
             listening: prepared.listening,
             rings: prepared.new_rings.into_iter().collect(),
             systemd,
+            gateway_events: Vec::new(),
         })
     }
 
@@ -223,13 +226,18 @@ impl Daemon {
         Ok(())
     }
 
-    /// Waits until an attach server has work (a connection, a hello, a hang-up).
+    /// Waits until an attach server has work (a connection, a hello, a hang-up), or the TLS
+    /// thread has told us something (a corrupt reply ring).
     pub async fn attach_ready(&mut self) {
         if self.rings.is_empty() {
             return std::future::pending().await;
         }
         std::future::poll_fn(|cx| {
             let mut any = false;
+            while let std::task::Poll::Ready(Some(event)) = self.gateway.poll_event(cx) {
+                self.gateway_events.push(event);
+                any = true;
+            }
             for ring in self.rings.values_mut() {
                 for server in [&mut ring.ingress, &mut ring.reply] {
                     if let std::task::Poll::Ready(Ok(mut guard)) = server.ready.poll_read_ready(cx)
@@ -253,6 +261,22 @@ impl Daemon {
     /// Does whatever work the attach servers have now; also expires silent connections, so
     /// call it periodically too.
     pub fn process_attach(&mut self) {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        while let std::task::Poll::Ready(Some(event)) = self.gateway.poll_event(&mut cx) {
+            self.gateway_events.push(event);
+        }
+        for event in std::mem::take(&mut self.gateway_events) {
+            match event {
+                GatewayEvent::ReplyRingCorrupt { ring } => {
+                    if let Err(e) = self.renew_reply(&ring) {
+                        crate::error!(
+                            "ring `{ring}`: cannot replace the corrupt reply ring: {e:#}"
+                        );
+                    }
+                }
+            }
+        }
         for (name, ring) in self.rings.iter_mut() {
             for (direction, server) in [("ingress", &mut ring.ingress), ("reply", &mut ring.reply)]
             {
@@ -266,6 +290,27 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+impl Daemon {
+    /// Replaces a ring's corrupt reply ring with a fresh one: served on the same socket (its
+    /// consumer is disconnected and attaches again) and handed to the TLS thread.
+    fn renew_reply(&mut self, name: &str) -> Result<()> {
+        let state = self
+            .rings
+            .get_mut(name)
+            .with_context(|| format!("no ring `{name}`"))?;
+        let reply = Consumer::create(RingLayout::with_capacity(state.config.capacity))
+            .context("create a reply ring")?;
+        if let Some(ServerEvent::Detached { pid }) =
+            state.reply.server.replace_ring(reply.served_ring()?)
+        {
+            crate::warn!("ring `{name}` reply: pid {pid} disconnected; it may attach again");
+        }
+        self.gateway
+            .renew_reply(name, reply)
+            .map_err(|e| anyhow::anyhow!(e))
     }
 }
 

@@ -77,7 +77,7 @@ fn echo(name: &str, ingress_path: &std::path::Path, reply_path: &std::path::Path
             "edgegw ring echo: attached to `{name}` (generation {}); echoing",
             consumer.generation()
         );
-        match echo_attached(&mut consumer, &mut producer)? {
+        match echo_attached(&mut consumer, &mut producer, reply_path)? {
             Readiness::PeerGone | Readiness::Finished => {
                 eprintln!("edgegw ring echo: the daemon went away; waiting for it to come back");
             }
@@ -96,8 +96,26 @@ fn is_retryable(e: &edgegw_ring::Error) -> bool {
 
 /// Echoes until the daemon goes away. Each batch of ingress records is released with one store,
 /// and the replies written for it are published with one store.
-fn echo_attached(consumer: &mut Consumer, producer: &mut Producer) -> Result<Readiness> {
+fn echo_attached(
+    consumer: &mut Consumer,
+    producer: &mut Producer,
+    reply_path: &std::path::Path,
+) -> Result<Readiness> {
     loop {
+        if producer.peer_gone() {
+            // The daemon gave up our reply ring (it found it corrupt) or is going away: attach
+            // to the reply socket again; if the daemon is gone, so is the ingress ring.
+            match Producer::attach(reply_path) {
+                Ok(fresh) => {
+                    eprintln!(
+                        "edgegw ring echo: the daemon replaced the reply ring; attached again"
+                    );
+                    *producer = fresh;
+                }
+                Err(e) if is_retryable(&e) => return Ok(Readiness::PeerGone),
+                Err(e) => return Err(e).context("attach to the reply ring again"),
+            }
+        }
         while let Some(record) = consumer.read()? {
             let payload = record.payload();
             let answered = match record.record_type() {

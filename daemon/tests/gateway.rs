@@ -114,6 +114,108 @@ fn replies_for_unknown_connections_are_counted_and_dropped() {
     assert_eq!(stats.handshakes, 0);
 }
 
+/// The next record of a ring, waiting up to 10 s: (type, payload).
+fn next_record(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
+    loop {
+        if let Some(record) = ring.read().unwrap() {
+            let got = (record.record_type(), record.payload().to_vec());
+            ring.release();
+            return got;
+        }
+        let ready = ring.wait(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(ready, edgegw_ring::Readiness::Ready, "no record came");
+    }
+}
+
+#[test]
+fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connection() {
+    use edgegw::gateway::wire;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let daemon = TestDaemon::start(&ring_route());
+    let roots = vec![self_signed_cert(&daemon, "localhost")];
+    let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
+    let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
+    let answer = |reply: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]| {
+        let mut payload = id.to_le_bytes().to_vec();
+        payload.extend_from_slice(bytes);
+        reply.send(wire::DATA, 0, &payload).unwrap();
+    };
+    block_on(async {
+        let mut tls = connect(daemon.addr("tls"), client_config(&roots, &[]), "localhost")
+            .await
+            .unwrap();
+        tls.write_all(b"one").await.unwrap();
+        assert_eq!(next_record(&mut ingress).0, wire::OPEN);
+        let (kind, data) = next_record(&mut ingress);
+        assert_eq!((kind, &data[8..]), (wire::DATA, &b"one"[..]));
+        let id = u64::from_le_bytes(data[..8].try_into().unwrap());
+        answer(&mut reply, id, b"one");
+        let mut got = [0u8; 3];
+        tls.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one");
+
+        // Now a buggy consumer (as a C one might be) takes the reply side: it writes an
+        // impossible position (not a multiple of 8) into the ring and signals the daemon.
+        drop(reply);
+        let buggy = loop {
+            // The daemon notices the detach on its next attach-server pass: Busy until then.
+            match edgegw_ring::tools::attach_raw(
+                daemon.reply_socket("app"),
+                edgegw_ring::Role::Producer,
+            ) {
+                Ok(raw) => break raw,
+                Err(edgegw_ring::Error::Refused { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let region = std::fs::File::from(buggy.fds.region.try_clone().unwrap());
+        let mut word = [0u8; 8];
+        region.read_at(&mut word, 128).unwrap();
+        let pos = u64::from_ne_bytes(word);
+        region.write_at(&(pos + 4).to_ne_bytes(), 128).unwrap();
+        std::fs::File::from(buggy.fds.data_event.try_clone().unwrap())
+            .write_all(&1u64.to_ne_bytes())
+            .unwrap();
+        daemon.wait_for("the corrupt reply ring counted", |s| {
+            s.corrupt_reply_rings == 1
+        });
+        // The daemon gives that ring up: the buggy consumer is disconnected (its link reads EOF)...
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut byte = [0u8; 1];
+            match nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&buggy.link),
+                &mut byte,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => break,
+                Err(nix::errno::Errno::EAGAIN) => {}
+                other => panic!("the link said {other:?}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "never disconnected");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...and a consumer that attaches now gets a fresh ring: the same connection gets its
+        // replies again.
+        let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
+        tls.write_all(b"two").await.unwrap();
+        let (kind, data) = next_record(&mut ingress);
+        assert_eq!((kind, &data[8..]), (wire::DATA, &b"two"[..]));
+        answer(&mut reply, id, b"two");
+        tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut got))
+            .await
+            .expect("the reply comes through the fresh ring")
+            .unwrap();
+        assert_eq!(&got, b"two");
+    });
+    let stats = daemon.stats();
+    assert_eq!(stats.corrupt_reply_rings, 1);
+    assert_eq!(stats.handshakes, 1);
+}
+
 const TCP_CONFIG: &str = r#"
 [[listener]]
 name = "tls"

@@ -259,3 +259,26 @@ mod tests {
         );
     }
 }
+
+/// A raw attachment: the ring's four fds as the server sent them, and the connection that keeps
+/// the peer attached (close it to detach; it hangs up when the owner goes away or replaces the
+/// ring).
+#[derive(Debug)]
+pub struct RawAttachment {
+    /// The fds, in protocol order. Unchecked: nothing is mapped or verified.
+    pub fds: crate::RingFds,
+    /// The attach connection.
+    pub link: std::os::fd::OwnedFd,
+}
+
+/// Performs only the attach handshake for `role` and returns the fds, unchecked and unmapped.
+/// For tools and tests that look at a ring's memory through the file interface, and for
+/// bindings that map it their own way: they must do FORMAT.md section 6's checks themselves.
+/// [`Consumer::attach`] and [`crate::Producer::attach`] are the checked way.
+pub fn attach_raw(path: impl AsRef<Path>, role: Role) -> Result<RawAttachment> {
+    let attachment = crate::attach::connect(path.as_ref(), role)?;
+    Ok(RawAttachment {
+        fds: attachment.fds,
+        link: attachment.socket,
+    })
+}

@@ -507,9 +507,15 @@ fn a_replaced_ring_disconnects_the_peer_and_the_next_attach_gets_the_new_ring() 
 
     let mut unused = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
     let event = server.replace_ring(unused.served_ring().unwrap());
-    assert!(matches!(event, Some(ServerEvent::Detached { .. })), "{event:?}");
+    assert!(
+        matches!(event, Some(ServerEvent::Detached { .. })),
+        "{event:?}"
+    );
     assert!(!server.peer_attached());
-    assert!(peer.peer_gone(), "the disconnected peer sees its link hang up");
+    assert!(
+        peer.peer_gone(),
+        "the disconnected peer sees its link hang up"
+    );
     // Nothing attached now: replacing again reports no detach.
     let mut fresh = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
     assert_eq!(server.replace_ring(fresh.served_ring().unwrap()), None);

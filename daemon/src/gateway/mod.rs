@@ -125,13 +125,29 @@ pub struct RingPlan {
 
 enum Command {
     Apply(Plan, oneshot::Sender<Result<(), String>>),
+    /// A fresh reply ring for a ring whose reply ring was found corrupt (boxed: rare, large).
+    RenewReply(String, Box<edgegw_ring::Consumer>),
     Shutdown,
+}
+
+/// What the TLS thread tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayEvent {
+    /// A ring's reply ring is corrupt (its consumer wrote impossible positions or records):
+    /// replies on it have stopped. The control plane creates a fresh one, serves it on the same
+    /// socket (the consumer is disconnected and attaches again) and hands it over with
+    /// [`Gateway::renew_reply`].
+    ReplyRingCorrupt {
+        /// The ring's name.
+        ring: String,
+    },
 }
 
 /// The control plane's handle on the TLS thread.
 #[derive(Debug)]
 pub struct Gateway {
     commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<GatewayEvent>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<Stats>,
 }
@@ -140,6 +156,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Apply(..) => "Apply",
+            Command::RenewReply(..) => "RenewReply",
             Command::Shutdown => "Shutdown",
         })
     }
@@ -150,16 +167,18 @@ impl Gateway {
     pub fn start(settings: &ThreadSettings, plan: Plan) -> anyhow::Result<Gateway> {
         let stats = Arc::new(Stats::default());
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_stats = stats.clone();
         let cpu = settings.cpu;
         let thread = std::thread::Builder::new()
             .name("edgegw-tls".into())
             .stack_size(settings.stack_size)
-            .spawn(move || tls_thread(cpu, plan, receiver, thread_stats, ready_tx))?;
+            .spawn(move || tls_thread(cpu, plan, receiver, events_tx, thread_stats, ready_tx))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Gateway {
                 commands,
+                events,
                 thread: Some(thread),
                 stats,
             }),
@@ -182,6 +201,22 @@ impl Gateway {
             .map_err(|_| "the TLS thread has stopped".to_string())?;
         rx.await
             .map_err(|_| "the TLS thread has stopped".to_string())?
+    }
+
+    /// The next event from the TLS thread, if one is waiting (registers `cx` otherwise).
+    pub fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<GatewayEvent>> {
+        self.events.poll_recv(cx)
+    }
+
+    /// Hands the TLS thread a fresh reply ring for `ring` (see
+    /// [`GatewayEvent::ReplyRingCorrupt`]).
+    pub fn renew_reply(&self, ring: &str, reply: edgegw_ring::Consumer) -> Result<(), String> {
+        self.commands
+            .send(Command::RenewReply(ring.to_string(), Box::new(reply)))
+            .map_err(|_| "the TLS thread has stopped".to_string())
     }
 
     /// The counters now.
@@ -217,6 +252,7 @@ fn tls_thread(
     cpu: Option<usize>,
     plan: Plan,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<GatewayEvent>,
     stats: Arc<Stats>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
@@ -246,6 +282,7 @@ fn tls_thread(
             .map_or(1, |d| d.as_micros() as u64);
         let shared = Rc::new(Shared {
             stats,
+            events,
             next_id: Cell::new(first_id),
             listeners: RefCell::default(),
             sockets: RefCell::default(),
@@ -263,6 +300,7 @@ fn tls_thread(
                 Command::Apply(plan, reply) => {
                     let _ = reply.send(shared.apply(plan));
                 }
+                Command::RenewReply(name, reply) => shared.renew_reply(&name, *reply),
                 Command::Shutdown => break,
             }
         }
@@ -294,6 +332,8 @@ async fn heartbeat(shared: Rc<Shared>) {
 /// The TLS thread's state.
 struct Shared {
     stats: Arc<Stats>,
+    /// To the control plane.
+    events: mpsc::UnboundedSender<GatewayEvent>,
     next_id: Cell<u64>,
     /// Listeners by name.
     listeners: RefCell<HashMap<String, Rc<Listener>>>,
@@ -338,6 +378,18 @@ enum Route {
 }
 
 impl Shared {
+    /// Starts reading a ring's fresh reply ring (the old one was corrupt).
+    fn renew_reply(&self, name: &str, reply: edgegw_ring::Consumer) {
+        let ring = self.rings.borrow().get(name).cloned();
+        match ring {
+            Some(ring) => match ring.restart_replies(reply) {
+                Ok(()) => crate::info!("ring `{name}`: replies flow again on a fresh reply ring"),
+                Err(e) => crate::error!("ring `{name}`: cannot use the fresh reply ring: {e}"),
+            },
+            None => crate::warn!("ring `{name}`: a fresh reply ring for a ring we do not have"),
+        }
+    }
+
     /// Swaps in a plan. Checks everything before changing anything, so a failure leaves the
     /// running state as it was.
     fn apply(self: &Rc<Self>, plan: Plan) -> Result<(), String> {
@@ -353,6 +405,7 @@ impl Shared {
                         endpoints,
                         ring.when_full,
                         self.stats.clone(),
+                        self.events.clone(),
                     )
                     .map_err(|e| format!("ring `{}`: {e}", ring.name))?,
                 )),

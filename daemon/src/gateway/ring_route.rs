@@ -74,6 +74,8 @@ pub struct RingRoute {
     /// Woken when `reply_bytes` shrinks (the reply task may wait on it).
     drained: Notify,
     stats: Arc<Stats>,
+    /// To the control plane (a corrupt reply ring).
+    events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
     tasks: RefCell<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -115,6 +117,7 @@ impl RingRoute {
         endpoints: RingEndpoints,
         when_full: WhenFull,
         stats: Arc<Stats>,
+        events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
     ) -> io::Result<Rc<RingRoute>> {
         let space_fd = crate::sys::async_fd(dup(endpoints.ingress.space_fd())?)?;
         let data_fd = crate::sys::async_fd(dup(endpoints.reply.data_fd())?)?;
@@ -129,6 +132,7 @@ impl RingRoute {
             reply_bytes: Cell::new(0),
             drained: Notify::new(),
             stats,
+            events,
             tasks: RefCell::default(),
         });
         let space_task = tokio::task::spawn_local(watch_space(route.clone(), space_fd));
@@ -136,6 +140,17 @@ impl RingRoute {
             tokio::task::spawn_local(dispatch_replies(route.clone(), endpoints.reply, data_fd));
         route.tasks.borrow_mut().extend([space_task, reply_task]);
         Ok(route)
+    }
+
+    /// Reads replies from `reply` from now on: a fresh reply ring in place of one found corrupt
+    /// (whose task has ended).
+    pub fn restart_replies(self: &Rc<Self>, reply: Consumer) -> io::Result<()> {
+        let data_fd = crate::sys::async_fd(dup(reply.data_fd())?)?;
+        let task = tokio::task::spawn_local(dispatch_replies(self.clone(), reply, data_fd));
+        let mut tasks = self.tasks.borrow_mut();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        Ok(())
     }
 
     /// Changes the full-ring policy (a reload).
@@ -462,13 +477,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
             let record = match reply.read() {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
-                Err(e) => {
-                    crate::error!(
-                        "ring `{}`: reply ring unusable: {e}; replies stop until the daemon restarts",
-                        route.name
-                    );
-                    return;
-                }
+                Err(e) => return reply_ring_corrupt(&route, &e),
             };
             let payload = record.payload();
             let kind = record.record_type();
@@ -550,10 +559,21 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 reply.finish_wait();
             }
             Ok(false) => {}
-            Err(e) => {
-                crate::error!("ring `{}`: reply ring unusable: {e}", route.name);
-                return;
-            }
+            Err(e) => return reply_ring_corrupt(&route, &e),
         }
     }
+}
+
+/// The consumer broke the reply ring's contract: stop reading it and ask the control plane for
+/// a fresh one. Connections stay; what the corrupt ring held is lost with it.
+fn reply_ring_corrupt(route: &RingRoute, error: &edgegw_ring::Error) {
+    Stats::bump(&route.stats.corrupt_reply_rings);
+    crate::error!(
+        "ring `{}`: reply ring corrupt ({error}); its consumer is disconnected and a fresh \
+         reply ring takes its place",
+        route.name
+    );
+    let _ = route.events.send(super::GatewayEvent::ReplyRingCorrupt {
+        ring: route.name.clone(),
+    });
 }

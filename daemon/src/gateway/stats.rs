@@ -64,6 +64,8 @@ counters! {
     replies_for_unknown_connections,
     /// Malformed reply records (too short, unknown type): counted and skipped.
     malformed_replies,
+    /// Reply rings found corrupt (a consumer broke the ring's contract) and replaced.
+    corrupt_reply_rings,
     /// Connections to a socket route's backend that failed.
     backend_errors,
     /// Ticks of the TLS thread's heartbeat (the control plane checks it moves).
