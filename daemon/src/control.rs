@@ -291,9 +291,7 @@ impl Daemon {
             }
         }
     }
-}
 
-impl Daemon {
     /// Replaces a ring's corrupt reply ring with a fresh one: served on the same socket (its
     /// consumer is disconnected and attaches again) and handed to the TLS thread.
     fn renew_reply(&mut self, name: &str) -> Result<()> {
