@@ -85,6 +85,9 @@ pub enum ResyncReason {
     /// The kernel flushed IPv4 routes without notification (a link went down or was deleted,
     /// or a preferred-source address was removed): the routes are re-read.
     SilentRouteFlush,
+    /// A route notification the model could not place for sure (a replace or a deletion among
+    /// several routes that share a key): the routes are re-read.
+    AmbiguousRoute,
 }
 
 /// How an object in a model changed.

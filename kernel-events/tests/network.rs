@@ -126,15 +126,43 @@ impl Netns {
                 addresses.insert((index, ip, a["prefixlen"].as_u64().unwrap() as u8));
             }
         }
-        let mut routes = BTreeSet::new();
+        let links: serde_json::Value =
+            serde_json::from_str(&self.ip(&["-j", "link", "show"])).unwrap();
+        let index_of = |name: &serde_json::Value| {
+            links
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["ifname"] == *name)
+                .map_or(0, |l| l["ifindex"].as_u64().unwrap() as u32)
+        };
+        // `ip` lists each kernel route; several may share a key (IPv4 `append`): merge them.
+        let mut routes: std::collections::BTreeMap<RouteId, BTreeSet<Hop>> = Default::default();
         for fam in ["-4", "-6"] {
             let v: serde_json::Value =
                 serde_json::from_str(&self.ip(&["-j", fam, "route", "show", "table", "all"]))
                     .unwrap();
             for r in v.as_array().unwrap() {
-                routes.insert(route_key_of_ip_json(r, fam == "-6"));
+                let hops = routes
+                    .entry(route_key_of_ip_json(r, fam == "-6"))
+                    .or_default();
+                let hop = |h: &serde_json::Value| {
+                    let gateway = h["gateway"].as_str().map(|g| g.parse().unwrap());
+                    (gateway, index_of(&h["dev"]))
+                };
+                match r["nexthops"].as_array() {
+                    Some(list) => hops.extend(list.iter().map(hop)),
+                    None if !r["dev"].is_null() => {
+                        hops.insert(hop(r));
+                    }
+                    None => {}
+                }
             }
         }
+        let routes = routes
+            .into_iter()
+            .map(|(id, hops)| (id, hops.into_iter().collect()))
+            .collect();
         Truth { addresses, routes }
     }
 }
@@ -190,9 +218,13 @@ fn run(args: &[&str]) -> String {
 #[derive(PartialEq)]
 struct Truth {
     addresses: BTreeSet<(u32, IpAddr, u8)>,
-    /// (table, dst, dst_len, metric)
-    routes: BTreeSet<(u32, Option<IpAddr>, u8, u32)>,
+    /// (table, dst, dst_len, metric) and the next hops (gateway, interface index) of every
+    /// route under that key.
+    routes: BTreeSet<(RouteId, Vec<Hop>)>,
 }
+
+type RouteId = (u32, Option<IpAddr>, u8, u32);
+type Hop = (Option<IpAddr>, u32);
 
 /// Prints only the differences, so a failure is readable.
 impl std::fmt::Debug for Truth {
@@ -255,7 +287,13 @@ fn truth_of(state: &NetworkState) -> Truth {
                 let dst = r
                     .dst
                     .filter(|_| r.dst_len != 0 || r.dst.is_some_and(|d| !d.is_unspecified()));
-                (r.table, dst, r.dst_len, r.priority)
+                let mut hops: Vec<Hop> = r
+                    .next_hops
+                    .iter()
+                    .map(|h| (h.gateway, h.oif.unwrap_or(0)))
+                    .collect();
+                hops.sort();
+                ((r.table, dst, r.dst_len, r.priority), hops)
             })
             .collect(),
     }
@@ -568,7 +606,7 @@ fn only_an_address_named_as_route_source_makes_its_deletion_a_resync() {
             assert!(!truth
                 .routes
                 .iter()
-                .any(|r| r.1 == Some("198.51.100.0".parse().unwrap())));
+                .any(|r| r.0 .1 == Some("198.51.100.0".parse().unwrap())));
             assert_same(&truth_of(&model.0), &truth, "after the silent flush");
         })
     });
@@ -641,6 +679,132 @@ fn a_dump_interrupted_by_a_change_is_redone() {
                 &ns.truth(),
                 "reader's own model",
             );
+        })
+    });
+}
+
+#[test]
+#[ignore = "needs root: creates a network namespace"]
+fn routes_that_share_a_key_are_followed_through_append_replace_and_delete() {
+    require_root("creates a network namespace");
+    let ns = Netns::new("shared");
+    ns.ip(&["address", "add", "10.9.0.1/24", "dev", "ve0"]);
+    ns.ip(&["address", "add", "10.8.0.1/24", "dev", "ve1"]);
+    ns.enter(|| {
+        block_on(async {
+            let mut events = KernelEvents::builder()
+                .network(NetOptions::default())
+                .build()
+                .await
+                .unwrap();
+            let mut model = NetModel(events.network().unwrap().clone());
+            let steps: &[&[&str]] = &[
+                // IPv4: a second route under the same key, deleted, replaced, prepended.
+                &["route", "add", "198.51.100.0/24", "via", "10.9.0.2"],
+                &["route", "append", "198.51.100.0/24", "via", "10.9.0.3"],
+                &["route", "append", "198.51.100.0/24", "via", "10.8.0.2"],
+                &["route", "del", "198.51.100.0/24", "via", "10.9.0.2"],
+                &["route", "replace", "198.51.100.0/24", "via", "10.9.0.4"],
+                &["route", "prepend", "198.51.100.0/24", "via", "10.9.0.5"],
+                // IPv4 multipath: one route with two next hops.
+                &[
+                    "route",
+                    "add",
+                    "203.0.113.0/24",
+                    "nexthop",
+                    "via",
+                    "10.9.0.2",
+                    "nexthop",
+                    "via",
+                    "10.8.0.2",
+                ],
+                &["route", "replace", "203.0.113.0/24", "via", "10.9.0.6"],
+                &["route", "del", "203.0.113.0/24"],
+                // IPv6: ECMP siblings notified as a group, one deleted, the group replaced.
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "2001:db8:1::/64",
+                    "via",
+                    "fe80::2",
+                    "dev",
+                    "ve0",
+                ],
+                &[
+                    "-6",
+                    "route",
+                    "append",
+                    "2001:db8:1::/64",
+                    "via",
+                    "fe80::3",
+                    "dev",
+                    "ve0",
+                ],
+                &[
+                    "-6",
+                    "route",
+                    "append",
+                    "2001:db8:1::/64",
+                    "via",
+                    "fe80::4",
+                    "dev",
+                    "ve1",
+                ],
+                &[
+                    "-6",
+                    "route",
+                    "del",
+                    "2001:db8:1::/64",
+                    "via",
+                    "fe80::2",
+                    "dev",
+                    "ve0",
+                ],
+                &[
+                    "-6",
+                    "route",
+                    "replace",
+                    "2001:db8:1::/64",
+                    "via",
+                    "fe80::9",
+                    "dev",
+                    "ve0",
+                ],
+            ];
+            let mut got = Vec::new();
+            for step in steps {
+                ns.ip(step);
+                let now = collect_until_settled(&mut events, Duration::from_millis(300)).await;
+                now.iter().for_each(|e| model.apply(e));
+                got.extend(now);
+                let truth = ns.truth();
+                assert_same(
+                    &truth_of(&model.0),
+                    &truth,
+                    &format!("after `ip {}`", step.join(" ")),
+                );
+                assert_same(
+                    &truth_of(events.network().unwrap()),
+                    &truth,
+                    &format!("reader's own model after `ip {}`", step.join(" ")),
+                );
+            }
+            assert_well_formed(&got);
+            // The replaces over several routes were re-read, and said so.
+            let ambiguous = got
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        EventKind::Resync {
+                            reason: ResyncReason::AmbiguousRoute,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert!(ambiguous >= 2, "{ambiguous} re-reads for ambiguous routes");
         })
     });
 }

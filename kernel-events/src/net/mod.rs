@@ -359,9 +359,11 @@ impl NetReader {
 
     fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) -> Result<()> {
         let silent_flush = self.silently_flushes(&obj);
-        self.apply(obj);
+        let placed = self.apply(obj);
         emit_changes(&mut self.changes, out);
-        if silent_flush {
+        if !placed {
+            self.lost(ResyncReason::AmbiguousRoute, out)?;
+        } else if silent_flush {
             // A failure to send the dump request is the reader's failure: dropping it would
             // leave a `Resync` that never gets its `ResyncDone`.
             self.lost(ResyncReason::SilentRouteFlush, out)?;
@@ -369,11 +371,13 @@ impl NetReader {
         Ok(())
     }
 
-    /// Applies a notification to the model, changes into `self.changes`.
-    fn apply(&mut self, obj: NetObject) {
+    /// Applies a notification to the model, changes into `self.changes`. `false`: the model
+    /// could not place it for sure and the routes must be re-read.
+    fn apply(&mut self, obj: NetObject) -> bool {
         let from = self.changes.len();
-        self.state.apply(obj, &mut self.changes);
+        let placed = self.state.apply(obj, &mut self.changes);
         self.sourced.track(&self.changes[from..]);
+        placed
     }
 
     /// Whether applying `obj` makes the kernel drop IPv4 routes without telling anyone.
@@ -403,7 +407,10 @@ impl NetReader {
             out.overflowed(Source::Network);
         }
         if self.is_recovering() {
-            if reason == ResyncReason::SilentRouteFlush {
+            if matches!(
+                reason,
+                ResyncReason::SilentRouteFlush | ResyncReason::AmbiguousRoute
+            ) {
                 return Ok(()); // the running dump reads the routes anyway
             }
             return self.restart_recovery();
@@ -529,7 +536,9 @@ impl NetReader {
                 match parse::parse(&msg, &mut self.parse_stats) {
                     Ok(Parsed::Object(obj)) => {
                         let mut ignored = Vec::new();
-                        fresh.apply(obj, &mut ignored);
+                        // A dump only adds: routes that share a key join it, nothing is
+                        // replaced or deleted, so everything is placed.
+                        let _ = fresh.apply(obj, &mut ignored);
                     }
                     Ok(Parsed::Done) => finished = Some(Ok(())),
                     Ok(Parsed::Error(0)) | Ok(Parsed::Ignored) => {}
@@ -587,22 +596,25 @@ impl NetReader {
     /// Mark and sweep against the dump, then replay what arrived meanwhile.
     ///
     /// A replayed notification can imply a silent flush the dump did not see (the route part
-    /// was read before the address went away): then a new recovery follows this one at once.
+    /// was read before the address went away), or be one the model cannot place: then a new
+    /// recovery follows this one at once.
     fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Emitter<'_>) -> Result<()> {
         self.phase = Phase::Live;
         self.state.replace_with(fresh, &mut self.changes);
         self.sourced.track(&self.changes);
-        let mut silent_flush = false;
+        let (mut silent_flush, mut unplaced) = (false, false);
         for obj in std::mem::take(&mut self.buffered) {
             silent_flush |= self.silently_flushes(&obj);
-            self.apply(obj);
+            unplaced |= !self.apply(obj);
         }
         emit_changes(&mut self.changes, out);
         if self.recovering.take().is_some() {
             out.resync_done(Source::Network);
         }
         self.attempts = 0;
-        if silent_flush {
+        if unplaced {
+            self.lost(ResyncReason::AmbiguousRoute, out)?;
+        } else if silent_flush {
             self.lost(ResyncReason::SilentRouteFlush, out)?;
         }
         Ok(())
@@ -714,6 +726,108 @@ mod tests {
             prefsrc: prefsrc.map(|p| p.parse().unwrap()),
             next_hops: Vec::new(),
         }
+    }
+
+    fn via(dst: &str, hops: &[(&str, u32)]) -> Route {
+        let mut r = route(dst, 3, None);
+        r.next_hops = hops
+            .iter()
+            .map(|(gw, oif)| NextHop {
+                gateway: Some(gw.parse().unwrap()),
+                oif: Some(*oif),
+            })
+            .collect();
+        r
+    }
+
+    fn hops(state: &NetworkState, r: &Route) -> Vec<String> {
+        state.routes[&r.key()]
+            .next_hops
+            .iter()
+            .map(|h| format!("{}@{}", h.gateway.unwrap(), h.oif.unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn routes_that_share_a_key_keep_all_their_next_hops() {
+        let mut state = NetworkState::default();
+        let mut out = Vec::new();
+        let a = via("198.51.100.0", &[("10.0.0.2", 2)]);
+        let b = via("198.51.100.0", &[("10.0.0.3", 2)]);
+        let new = |route: &Route, replace| NetObject::NewRoute {
+            route: route.clone(),
+            replace,
+        };
+        // `ip route add` then `ip route append`: two kernel routes, one entry with both hops.
+        assert!(state.apply(new(&a, false), &mut out));
+        assert!(state.apply(new(&b, false), &mut out));
+        assert_eq!(hops(&state, &a), ["10.0.0.2@2", "10.0.0.3@2"]);
+        // A repeat changes nothing.
+        out.clear();
+        assert!(state.apply(new(&b, false), &mut out));
+        assert!(out.is_empty());
+        // Deleting one leaves the other.
+        assert!(state.apply(NetObject::DelRoute(a.clone()), &mut out));
+        assert_eq!(hops(&state, &a), ["10.0.0.3@2"]);
+        assert!(matches!(
+            out.last(),
+            Some(NetChange::Route(Change::Changed, _))
+        ));
+        // A replace of a single route takes its place.
+        let c = via("198.51.100.0", &[("10.0.0.4", 2)]);
+        assert!(state.apply(new(&c, true), &mut out));
+        assert_eq!(hops(&state, &a), ["10.0.0.4@2"]);
+        // Over several routes, which one a replace (or a deletion of a hop the model does not
+        // have) took is not known: re-read.
+        assert!(state.apply(new(&b, false), &mut out));
+        assert!(!state.apply(new(&a, true), &mut out));
+        assert!(!state.apply(NetObject::DelRoute(a.clone()), &mut out));
+        // An IPv6-style group notified whole, then one sibling deleted.
+        let group = via("203.0.113.0", &[("10.0.0.2", 2), ("10.0.0.3", 4)]);
+        assert!(state.apply(new(&group, false), &mut out));
+        let one = via("203.0.113.0", &[("10.0.0.2", 2)]);
+        assert!(state.apply(NetObject::DelRoute(one), &mut out));
+        assert_eq!(hops(&state, &group), ["10.0.0.3@4"]);
+        // The last hop's deletion removes the entry.
+        let last = via("203.0.113.0", &[("10.0.0.3", 4)]);
+        assert!(state.apply(NetObject::DelRoute(last), &mut out));
+        assert!(!state.routes.contains_key(&group.key()));
+        assert!(matches!(
+            out.last(),
+            Some(NetChange::Route(Change::Removed, _))
+        ));
+    }
+
+    #[test]
+    fn a_deleted_link_takes_its_routes_and_leaves_shared_ones_to_a_re_read() {
+        let mut state = NetworkState::default();
+        let mut out = Vec::new();
+        let link = |index| Link {
+            index,
+            name: format!("eth{index}"),
+            kind: None,
+            flags: 0,
+            mtu: None,
+            mac: None,
+            oper_state: None,
+            master: None,
+        };
+        let only_2 = via("198.51.100.0", &[("10.0.0.2", 2)]);
+        let both = via("203.0.113.0", &[("10.0.0.2", 2), ("10.0.1.2", 3)]);
+        for r in [&only_2, &both] {
+            let obj = NetObject::NewRoute {
+                route: r.clone(),
+                replace: false,
+            };
+            assert!(state.apply(obj, &mut out));
+        }
+        assert!(state.apply(NetObject::NewLink(link(2)), &mut out));
+        assert!(!state.apply(NetObject::DelLink(link(2)), &mut out));
+        assert!(!state.routes.contains_key(&only_2.key()));
+        assert!(
+            state.routes.contains_key(&both.key()),
+            "left for the re-read"
+        );
     }
 
     #[test]

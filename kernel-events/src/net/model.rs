@@ -196,7 +196,12 @@ pub(crate) enum NetObject {
     DelLink(Link),
     NewAddress(Address),
     DelAddress(Address),
-    NewRoute(Route),
+    /// A route; `replace`: the notification carried NLM_F_REPLACE (`ip route replace` and
+    /// `change`), so it takes the place of the route under its key rather than joining it.
+    NewRoute {
+        route: Route,
+        replace: bool,
+    },
     DelRoute(Route),
 }
 
@@ -219,8 +224,11 @@ impl NetworkState {
         self.links.values().find(|l| l.name == name)
     }
 
-    /// Applies one notification; returns what changed (nothing for a repeat of the same state).
-    pub(crate) fn apply(&mut self, obj: NetObject, out: &mut Vec<NetChange>) {
+    /// Applies one notification; pushes what changed (nothing for a repeat of the same state).
+    /// Returns `false` when the model cannot place the change for sure (see `new_route`,
+    /// `del_route` and `DelLink`): the caller re-reads the routes.
+    #[must_use]
+    pub(crate) fn apply(&mut self, obj: NetObject, out: &mut Vec<NetChange>) -> bool {
         match obj {
             NetObject::NewLink(link) => match self.links.insert(link.index, link.clone()) {
                 None => out.push(NetChange::Link(Change::Added, link)),
@@ -248,7 +256,19 @@ impl NetworkState {
                     .filter(|(_, r)| r.uses_link(index))
                     .map(|(k, _)| k.clone())
                     .collect();
+                let mut placed = true;
                 for k in routes {
+                    // An entry with next hops on other links too is a multipath route (gone
+                    // with the link) or several routes under one key (the others stay): which
+                    // one, the model cannot tell.
+                    if self.routes[&k]
+                        .next_hops
+                        .iter()
+                        .any(|h| h.oif.is_some_and(|oif| oif != index))
+                    {
+                        placed = false;
+                        continue;
+                    }
                     if let Some(r) = self.routes.remove(&k) {
                         out.push(NetChange::Route(Change::Removed, r));
                     }
@@ -256,6 +276,7 @@ impl NetworkState {
                 if let Some(old) = self.links.remove(&index) {
                     out.push(NetChange::Link(Change::Removed, old));
                 }
+                return placed;
             }
             NetObject::NewAddress(addr) => match self.addresses.insert(addr.key(), addr.clone()) {
                 None => out.push(NetChange::Address(Change::Added, addr)),
@@ -267,17 +288,84 @@ impl NetworkState {
                     out.push(NetChange::Address(Change::Removed, old));
                 }
             }
-            NetObject::NewRoute(route) => match self.routes.insert(route.key(), route.clone()) {
-                None => out.push(NetChange::Route(Change::Added, route)),
-                Some(old) if old != route => out.push(NetChange::Route(Change::Changed, route)),
-                Some(_) => {}
-            },
-            NetObject::DelRoute(route) => {
-                if let Some(old) = self.routes.remove(&route.key()) {
-                    out.push(NetChange::Route(Change::Removed, old));
+            NetObject::NewRoute { route, replace } => return self.new_route(route, replace, out),
+            NetObject::DelRoute(route) => return self.del_route(route, out),
+        }
+        true
+    }
+
+    /// A new route, or a new state of one.
+    ///
+    /// Several kernel routes can share a model key: IPv4 routes added with `append` or
+    /// `prepend`, IPv6 routes from two routers (not ECMP siblings), and IPv6 ECMP siblings, which
+    /// the kernel notifies one group at a time. The entry holds the union of their next hops, as
+    /// `ip route` shows a multipath route; a notification without NLM_F_REPLACE joins it. One
+    /// with NLM_F_REPLACE takes the entry's place when the entry is a single next hop; over
+    /// several, the kernel replaced one route among them (IPv4: the first in its list) or the
+    /// whole group (IPv6), which the model cannot tell apart: `false`, re-read.
+    fn new_route(&mut self, route: Route, replace: bool, out: &mut Vec<NetChange>) -> bool {
+        let Some(old) = self.routes.get_mut(&route.key()) else {
+            self.routes.insert(route.key(), route.clone());
+            out.push(NetChange::Route(Change::Added, route));
+            return true;
+        };
+        let new = if replace {
+            if old.next_hops.len() > 1 && old.next_hops != route.next_hops {
+                return false;
+            }
+            route
+        } else {
+            let mut hops = old.next_hops.clone();
+            for hop in &route.next_hops {
+                if !hops.contains(hop) {
+                    hops.push(hop.clone());
                 }
             }
+            Route {
+                next_hops: hops,
+                ..route
+            }
+        };
+        if *old != new {
+            *old = new.clone();
+            out.push(NetChange::Route(Change::Changed, new));
         }
+        true
+    }
+
+    /// A route went away: the next hops it names leave the entry under its key, and the entry
+    /// goes when none is left (see `new_route`). A deletion that names none of the entry's next
+    /// hops means the model and the kernel disagree: `false`, re-read.
+    fn del_route(&mut self, route: Route, out: &mut Vec<NetChange>) -> bool {
+        let key = route.key();
+        let Some(old) = self.routes.get_mut(&key) else {
+            return true; // already gone (a repeat, or a route we never had reason to keep)
+        };
+        if route.next_hops.is_empty() || old.next_hops.is_empty() {
+            // Blackhole, unreachable and the like: one route per key.
+            if let Some(old) = self.routes.remove(&key) {
+                out.push(NetChange::Route(Change::Removed, old));
+            }
+            return true;
+        }
+        let remaining: Vec<NextHop> = old
+            .next_hops
+            .iter()
+            .filter(|h| !route.next_hops.contains(h))
+            .cloned()
+            .collect();
+        if remaining.len() == old.next_hops.len() {
+            return false;
+        }
+        if remaining.is_empty() {
+            if let Some(old) = self.routes.remove(&key) {
+                out.push(NetChange::Route(Change::Removed, old));
+            }
+        } else {
+            old.next_hops = remaining;
+            out.push(NetChange::Route(Change::Changed, old.clone()));
+        }
+        true
     }
 
     /// Replaces this state with `fresh` (a dump), reporting the difference: mark and sweep.

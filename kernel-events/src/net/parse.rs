@@ -103,7 +103,10 @@ pub(crate) fn parse(msg: &Message<'_>, stats: &mut ParseStats) -> Result<Parsed,
         },
         libc::RTM_NEWROUTE | libc::RTM_DELROUTE => match parse_route(msg.body, stats)? {
             Some(route) if msg.msg_type == libc::RTM_NEWROUTE => {
-                Ok(Parsed::Object(NetObject::NewRoute(route)))
+                Ok(Parsed::Object(NetObject::NewRoute {
+                    route,
+                    replace: msg.flags & libc::NLM_F_REPLACE as u16 != 0,
+                }))
             }
             Some(route) => Ok(Parsed::Object(NetObject::DelRoute(route))),
             None => Ok(Parsed::Ignored),
@@ -436,7 +439,8 @@ mod tests {
             }
         }
         let msg = split(&buf).next().unwrap().unwrap();
-        let Ok(Parsed::Object(NetObject::NewRoute(r))) = parse(&msg, &mut ParseStats::default())
+        let Ok(Parsed::Object(NetObject::NewRoute { route: r, .. })) =
+            parse(&msg, &mut ParseStats::default())
         else {
             panic!("the whole message must parse");
         };
