@@ -258,14 +258,10 @@ impl Daemon {
         .await
     }
 
-    /// Does whatever work the attach servers have now; also expires silent connections, so
-    /// call it periodically too.
+    /// Does whatever work the attach servers have now, and what the TLS thread asked for (a
+    /// fresh reply ring); also expires silent connections, so call it periodically too.
     pub fn process_attach(&mut self) {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        while let std::task::Poll::Ready(Some(event)) = self.gateway.poll_event(&mut cx) {
-            self.gateway_events.push(event);
-        }
+        // Taken by `attach_ready`, which an event wakes.
         for event in std::mem::take(&mut self.gateway_events) {
             match event {
                 GatewayEvent::ReplyRingCorrupt { ring } => {
