@@ -299,6 +299,13 @@ fn truth_of(state: &NetworkState) -> Truth {
     }
 }
 
+/// A network reader with these options, and a consumer's model that starts from its state.
+async fn subscribe(opts: NetOptions) -> (KernelEvents, NetModel) {
+    let events = KernelEvents::builder().network(opts).build().await.unwrap();
+    let model = NetModel(events.network().unwrap().clone());
+    (events, model)
+}
+
 /// A consumer's model, built only from events.
 #[derive(Default, Debug)]
 struct NetModel(NetworkState);
@@ -447,12 +454,7 @@ fn changes_during_the_resync_are_not_lost() {
     let ns = Netns::new("during");
     ns.enter(|| {
         block_on(async {
-            let mut events = KernelEvents::builder()
-                .network(small_buffer())
-                .build()
-                .await
-                .unwrap();
-            let mut model = NetModel(events.network().unwrap().clone());
+            let (mut events, mut model) = subscribe(small_buffer()).await;
             ns.batch(&address_commands("add", 1000, "ve0", 2));
             // While the reader recovers, a second storm goes on.
             let mut second = address_commands("add", 1000, "ve1", 3);
@@ -564,12 +566,7 @@ fn only_an_address_named_as_route_source_makes_its_deletion_a_resync() {
     ns.ip(&["address", "add", "10.9.0.1/24", "dev", "ve0"]);
     ns.enter(|| {
         block_on(async {
-            let mut events = KernelEvents::builder()
-                .network(NetOptions::default())
-                .build()
-                .await
-                .unwrap();
-            let mut model = NetModel(events.network().unwrap().clone());
+            let (mut events, mut model) = subscribe(NetOptions::default()).await;
             // Its local, broadcast and prefix routes go with notifications: no resync.
             ns.ip(&["address", "del", "10.9.0.1/24", "dev", "ve0"]);
             let got = collect_until_quiet(&mut events, Duration::from_millis(500)).await;
@@ -630,8 +627,7 @@ fn a_dump_interrupted_by_a_change_is_redone() {
                 max_buffered: 1 << 20,
                 ..NetOptions::default()
             };
-            let mut events = KernelEvents::builder().network(opts).build().await.unwrap();
-            let mut model = NetModel(events.network().unwrap().clone());
+            let (mut events, mut model) = subscribe(opts).await;
             let mut got = Vec::new();
             let churn = Churn::start(&ns);
             // A recovery started the one sure way (a silent route flush) while the churn
@@ -692,12 +688,7 @@ fn routes_that_share_a_key_are_followed_through_append_replace_and_delete() {
     ns.ip(&["address", "add", "10.8.0.1/24", "dev", "ve1"]);
     ns.enter(|| {
         block_on(async {
-            let mut events = KernelEvents::builder()
-                .network(NetOptions::default())
-                .build()
-                .await
-                .unwrap();
-            let mut model = NetModel(events.network().unwrap().clone());
+            let (mut events, mut model) = subscribe(NetOptions::default()).await;
             let steps: &[&[&str]] = &[
                 // IPv4: a second route under the same key, deleted, replaced, prepended.
                 &["route", "add", "198.51.100.0/24", "via", "10.9.0.2"],
@@ -826,12 +817,7 @@ fn link_deletion_removes_its_addresses_and_silently_flushed_ipv4_routes() {
     ]);
     ns.enter(|| {
         block_on(async {
-            let mut events = KernelEvents::builder()
-                .network(NetOptions::default())
-                .build()
-                .await
-                .unwrap();
-            let mut model = NetModel(events.network().unwrap().clone());
+            let (mut events, mut model) = subscribe(NetOptions::default()).await;
             assert!(model
                 .0
                 .routes
@@ -900,16 +886,12 @@ fn a_storm_is_read_in_bounded_steps_and_nothing_is_lost() {
     let ns = Netns::new("budget");
     ns.enter(|| {
         block_on(async {
-            let mut events = KernelEvents::builder()
-                .network(NetOptions {
-                    // Room for the whole storm: this test is about reading, not overflow.
-                    receive_buffer: 32 << 20,
-                    ..NetOptions::default()
-                })
-                .build()
-                .await
-                .unwrap();
-            let mut model = NetModel(events.network().unwrap().clone());
+            let (mut events, mut model) = subscribe(NetOptions {
+                // Room for the whole storm: this test is about reading, not overflow.
+                receive_buffer: 32 << 20,
+                ..NetOptions::default()
+            })
+            .await;
             // Reading is paused: 1500 addresses, each with its local route, queue up.
             ns.batch(&address_commands("add", 1500, "ve0", 41));
             let first = next_within(&mut events, Duration::from_secs(10), "the storm").await;
