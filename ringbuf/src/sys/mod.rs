@@ -4,7 +4,10 @@
 //!
 //! The safety argument, once: a ring mapping is created here from a memfd whose size we checked
 //! (`fstat`) and which is sealed against shrinking, so every address inside the mapping stays
-//! valid for the mapping's lifetime and no access can fault. All accesses to memory the peer may
+//! valid for the mapping's lifetime and no access can fault. Mappings are memmap2's `MmapRaw`,
+//! which yields raw pointers only; the mirror mode's second view of the data area is mapped by
+//! hand over the end of such a mapping, before it is used, because memmap2 cannot choose an
+//! address. All accesses to memory the peer may
 //! write are atomic (`AtomicU64` loads and stores through raw pointers, 8-aligned), so a peer that
 //! writes concurrently cannot cause a data race in the Rust sense; we never create `&` or `&mut`
 //! references to such memory. Memory only we can write (the producer's reserved, unpublished
