@@ -1,8 +1,8 @@
 /*
  * edgegw_ring.h: C ABI of the edgegw shared-memory packet ring (format version 1).
  *
- * Link with libedgegw_ring.a (built by `cargo build -p edgegw-ring`, crate type staticlib) and
- * -lpthread -ldl -lm. The ring's format and protocol are in FORMAT.md; this API wraps the Rust
+ * Link with libedgegw_ring.a and -lpthread -ldl -lm, or with libedgegw_ring.so: both are built by
+ * `cargo build --release -p edgegw-ring-ffi` into target/release/. The ring's format and protocol are in FORMAT.md; this API wraps the Rust
  * implementation, so C programs get the same checks (seals, sizes, magic, version, every
  * position and record header written by the peer).
  *

@@ -1,6 +1,6 @@
 //! Everything that touches the OS or raw memory, and nothing else: mappings of the ring's memfds
-//! and the atomic accesses to them ([`shm`]), memfds, seals, eventfds and unix-socket fd passing
-//! ([`os`]), and the C ABI ([`capi`]).
+//! and the atomic accesses to them ([`shm`]), and memfds, seals, eventfds and unix-socket fd
+//! passing ([`os`]). (The C ABI is a face, not OS glue: it is the `edgegw-ring-ffi` crate.)
 //!
 //! The safety argument, once: a ring mapping is created here from a memfd whose size we checked
 //! (`fstat`) and which is sealed against shrinking, so every address inside the mapping stays
@@ -15,7 +15,6 @@
 //! from the endpoint so it cannot outlive the mapping or alias another reservation.
 #![allow(unsafe_code)]
 
-pub(crate) mod capi;
 pub(crate) mod os;
 pub(crate) mod shm;
 #[cfg(feature = "tokio")]
