@@ -12,6 +12,10 @@
 //! - `abi`: the exported functions, the crate's only unsafe code: each one trusts the pointers C
 //!   passes it as far as the header's contract allows, and no further.
 //!
+//! The header is generated from these sources by cbindgen (the doc comments become its
+//! comments) and checked in; `tests/header.rs` fails when it is stale and regenerates it with
+//! `EDGEGW_BLESS=1 cargo test -p edgegw-ring-ffi --test header`.
+//!
 //! This crate is a separate package so that the C libraries are built only when asked for
 //! (`cargo build -p edgegw-ring-ffi`), not with every build of the daemon.
 #![deny(unsafe_code)]
