@@ -21,8 +21,8 @@ fn nix_err(what: &'static str) -> impl FnOnce(nix::Error) -> Error {
 }
 
 /// The result of a libc call that nix does not wrap, as mio's `syscall!` makes it: `-1` becomes
-/// errno. The one place in the crate that reads errno by hand; the caller writes the `unsafe`
-/// block around the call, with its safety argument.
+/// the errno it left. Every raw call goes through here, so no call site checks errno by hand; the
+/// caller writes the `unsafe` block around the call, with its safety argument.
 fn syscall(ret: libc::c_int) -> nix::Result<libc::c_int> {
     nix::errno::Errno::result(ret)
 }
