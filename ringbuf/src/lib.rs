@@ -9,7 +9,8 @@
 //! views and releases a whole batch with one store. Neither side makes a system call while the
 //! other is awake: a side about to sleep says so in shared memory, and only then does the other
 //! write its eventfd. `FORMAT.md` is the contract, precise enough for a consumer in another
-//! language; `include/edgegw_ring.h` is the C ABI.
+//! language; `include/edgegw_ring.h` is the C ABI, which the `edgegw-ring-ffi` crate (`ffi/`)
+//! builds on this one.
 //!
 //! The pieces:
 //! - `format`: the layout and the record header (no memory access).
@@ -23,7 +24,7 @@
 //! - [`tools`]: `stat` and `tail`, for the daemon's CLI.
 //! - With the `tokio` feature: `AsyncRingServer`, `DataReadiness`, `SpaceReadiness`, the same
 //!   fds in tokio's `AsyncFd`. The core crate never depends on tokio.
-//! - `sys`: the only module with `unsafe`: mappings, atomics over shared memory, fds, the C ABI.
+//! - `sys`: the only module with `unsafe`: mappings, atomics over shared memory, fds.
 //!
 //! Everything the peer writes is untrusted: positions and record headers are checked before use,
 //! and a violation is [`Error::Corrupt`], never a panic or an out-of-bounds access.

@@ -8,6 +8,11 @@
  * Pattern of packet `seq`: length seq % 1500, type 1, flags seq & 0xffff,
  * byte i = (uint8_t)(seq * 131 + i * 7 + (i >> 8)).
  * Exit status 0 when everything matched; 1 with a message on stderr otherwise.
+ *
+ * Build (from the repository root; tests/c_consumer.rs in ringbuf/ffi does this and runs it):
+ *   cargo build --release -p edgegw-ring-ffi
+ *   cc -std=c11 -I ringbuf/include ringbuf/examples/c/ring_consumer.c \
+ *      target/release/libedgegw_ring.a -lpthread -ldl -lm -o ring_consumer
  */
 #include <inttypes.h>
 #include <stdio.h>

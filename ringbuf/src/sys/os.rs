@@ -1,8 +1,11 @@
 //! OS glue: memfds and seals, eventfds, `SOCK_SEQPACKET` unix sockets with `SCM_RIGHTS` and
-//! `SO_PEERCRED`, `poll`, CPU affinity. One `sys_err!`-style helper turns nix errors into ours.
+//! `SO_PEERCRED`, `poll`, CPU affinity. Calls go through nix; the two it cannot make (`poll`
+//! with `POLLRDHUP`, `fcntl` on a raw fd) go through [`syscall`]. `nix_err` turns nix errors
+//! into ours.
 
 use crate::{Error, Result};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::socket::{
     self, AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
@@ -17,14 +20,18 @@ fn nix_err(what: &'static str) -> impl FnOnce(nix::Error) -> Error {
     move |e| Error::io(what, io::Error::from(e))
 }
 
+/// The result of a libc call that nix does not wrap, as mio's `syscall!` makes it: `-1` becomes
+/// the errno it left. Every raw call goes through here, so no call site checks errno by hand; the
+/// caller writes the `unsafe` block around the call, with its safety argument.
+fn syscall(ret: libc::c_int) -> nix::Result<libc::c_int> {
+    nix::errno::Errno::result(ret)
+}
+
 /// The system page size.
 pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if v > 0 {
-        v as usize
-    } else {
-        4096
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(v)) if v > 0 => v as usize,
+        _ => 4096,
     }
 }
 
@@ -119,14 +126,9 @@ pub(crate) fn pwrite_all(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<
 
 /// A non-blocking, close-on-exec eventfd in counter mode.
 pub(crate) fn create_eventfd() -> Result<OwnedFd> {
-    // SAFETY: eventfd has no memory-safety preconditions; the result is checked below and
-    // owned at once.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(Error::io("eventfd", io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map(OwnedFd::from)
+        .map_err(nix_err("eventfd"))
 }
 
 /// Check that `fd` is an eventfd, and make it non-blocking (a peer may pass a blocking one).
@@ -169,6 +171,11 @@ pub(crate) struct Ready {
 
 /// Wait until one of `fds` is readable or hung up, or the timeout passes (`None`: forever).
 /// Returns one `Ready` per fd; all false on timeout. EINTR counts as a timeout-free wakeup.
+///
+/// A raw call, not nix's `poll`: a peer that shuts down its end of the attach socket without
+/// closing it shows only as `POLLRDHUP`, which nix's `PollFlags` does not have (and its
+/// `PollFd::revents` returns `None` when the kernel reports it), so through nix a waiting
+/// endpoint would see the socket readable forever and spin instead of reporting the peer gone.
 pub(crate) fn poll_fds<const N: usize>(
     fds: [Option<BorrowedFd<'_>>; N],
     timeout: Option<Duration>,
@@ -184,16 +191,13 @@ pub(crate) fn poll_fds<const N: usize>(
         // Round up so a short timeout does not become a busy loop of zero-timeout polls.
         Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
     };
+    let mut out = [Ready::default(); N];
     // SAFETY: pfds is a valid, exclusively borrowed array of N pollfd structs for the call's
     // duration; the fds are borrowed, so they stay open.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, t) };
-    let mut out = [Ready::default(); N];
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EINTR) {
-            return Ok(out);
-        }
-        return Err(Error::io("poll", e));
+    match syscall(unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, t) }) {
+        Ok(_) => {}
+        Err(nix::Error::EINTR) => return Ok(out),
+        Err(e) => return Err(Error::io("poll", e)),
     }
     for (o, p) in out.iter_mut().zip(pfds.iter()) {
         o.readable = p.revents & libc::POLLIN != 0;
@@ -403,10 +407,11 @@ pub(crate) fn set_inheritable(fd: BorrowedFd<'_>) -> Result<()> {
 /// environment (the systemd `LISTEN_FDS` convention): it must be open; close-on-exec is set
 /// again so it does not leak further.
 pub(crate) fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd> {
-    // SAFETY: F_GETFD only inspects the descriptor table; it is our check that `fd` is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::Config(format!("inherited fd {fd} is not open")));
-    }
+    // nix's fcntl takes a borrowed fd, and borrowing one that may be closed is what this check
+    // is for: so this is a raw call.
+    // SAFETY: F_GETFD only inspects the descriptor table; any int is a valid argument.
+    syscall(unsafe { libc::fcntl(fd, libc::F_GETFD) })
+        .map_err(|_| Error::Config(format!("inherited fd {fd} is not open")))?;
     // SAFETY: the fd is open (checked above), and by the environment hand-over contract it was
     // passed for us to own: RingFds::from_env removes the variable first, so this runs once per
     // fd, and the caller checked the numbers are distinct and not stdio.
@@ -417,4 +422,28 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> Result<OwnedFd> {
     )
     .map_err(nix_err("fcntl F_SETFD"))?;
     Ok(owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Why `poll_fds` is a raw call: a peer that only shuts down its side of the socket
+    /// (no close) is reported as hung up, through `POLLRDHUP`.
+    #[test]
+    fn poll_reports_a_peer_that_shut_down_its_side_as_hung_up() {
+        let (ours, theirs) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let [before] = poll_fds([Some(ours.as_fd())], Some(Duration::ZERO)).unwrap();
+        assert_eq!(before, Ready::default());
+        socket::shutdown(theirs.as_raw_fd(), socket::Shutdown::Write).unwrap();
+        let [after] = poll_fds([Some(ours.as_fd())], Some(Duration::ZERO)).unwrap();
+        assert!(after.hangup, "{after:?}");
+        assert!(socket_hung_up(ours.as_fd()));
+    }
 }

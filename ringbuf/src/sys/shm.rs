@@ -6,9 +6,12 @@ use crate::format::{
     OFF_PRODUCER_POS, OFF_PRODUCER_SLEEP,
 };
 use crate::{Error, Result};
+use memmap2::{MmapOptions, MmapRaw};
+use nix::sys::mman::{self, MapFlags, ProtFlags};
+use std::cell::Cell;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr::NonNull;
+use std::num::NonZeroUsize;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 /// Read-only or writable.
@@ -19,169 +22,130 @@ pub(crate) enum Access {
 }
 
 /// One `MAP_SHARED` mapping of a memfd, unmapped on drop.
+///
+/// The mapping is memmap2's `MmapRaw`: it hands out raw pointers only, never a slice, so no
+/// Rust reference ever covers memory the peer may write. memmap2 cannot place a mapping at a
+/// chosen address, which the mirror mode needs; see [`Mapping::mirrored`] for the one call made
+/// by hand.
 #[derive(Debug)]
 pub(crate) struct Mapping {
-    ptr: NonNull<u8>,
-    /// Length of the whole reservation (for mirror mappings, header + twice the data).
-    len: usize,
+    /// The whole range (for mirror mappings, header + twice the data).
+    map: MmapRaw,
     access: Access,
+    /// Send but not Sync, as before memmap2 (whose `MmapRaw` is both): the endpoints that own
+    /// mappings promise `Send` only.
+    _not_sync: PhantomData<Cell<()>>,
 }
-
-// SAFETY: a Mapping is an owned region of address space; moving it to another thread moves the
-// ownership. Concurrent access is governed by the ring protocol (atomics), not by this type.
-unsafe impl Send for Mapping {}
 
 impl Mapping {
     /// Map `len` bytes of `fd` from offset 0.
+    ///
+    /// The caller checked that `fd` is a memfd of at least `len` bytes, sealed against
+    /// shrinking, so the whole mapping stays backed (the safety argument of `sys`).
     pub(crate) fn plain(fd: BorrowedFd<'_>, len: usize, access: Access) -> Result<Mapping> {
-        let prot = match access {
-            Access::ReadOnly => libc::PROT_READ,
-            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        Mapping::map_fd(fd, len, access).map_err(|e| Error::io("mmap ring memfd", e))
+    }
+
+    fn map_fd(fd: BorrowedFd<'_>, len: usize, access: Access) -> std::io::Result<Mapping> {
+        let mut options = MmapOptions::new();
+        options.len(len);
+        let map = match access {
+            Access::ReadOnly => options.map_raw_read_only(&fd)?,
+            Access::ReadWrite => options.map_raw(&fd)?,
         };
-        // SAFETY: a fresh mapping at an address the kernel chooses; it overlaps nothing we own.
-        // The caller checked that fd is a memfd of at least `len` bytes, sealed against
-        // shrinking, so the whole mapping stays backed.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::io(
-                "mmap ring memfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
         Ok(Mapping {
-            ptr: NonNull::new(p.cast()).expect("mmap never returns NULL on success"),
-            len,
+            map,
             access,
+            _not_sync: PhantomData,
         })
     }
 
     /// Map header page + data, then the data a second time right after it, so a record that
     /// crosses the end of the data area is contiguous (FORMAT.md section 3, mirror mode).
+    ///
+    /// memmap2 maps the memfd over the whole range, `page_size + 2 * capacity` bytes: its first
+    /// `page_size + capacity` bytes are the memfd itself, the rest lies past the memfd's end
+    /// (an access there would fault). One `mmap(MAP_FIXED)` then replaces that rest with the
+    /// second view of the data area. That call is the one memmap2 cannot make (it has no way to
+    /// choose the address), so it is made here, through nix, inside the range memmap2 owns and
+    /// unmaps on drop, before anyone can touch it. Mapping past the end instead of reserving
+    /// anonymous memory first keeps the range a shared file mapping throughout: nothing is
+    /// charged against the commit limit, even with strict overcommit.
     pub(crate) fn mirrored(
         fd: BorrowedFd<'_>,
         page_size: usize,
         capacity: usize,
         access: Access,
     ) -> Result<Mapping> {
-        let prot = match access {
-            Access::ReadOnly => libc::PROT_READ,
-            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
-        };
         let total = page_size + 2 * capacity;
-        // SAFETY: reserves fresh address space (no access, no memory) that overlaps nothing.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                total,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
+        let mapping =
+            Mapping::map_fd(fd, total, access).map_err(|e| Error::io("mmap ring memfd", e))?;
+        let prot = match access {
+            Access::ReadOnly => ProtFlags::PROT_READ,
+            Access::ReadWrite => ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
         };
-        if base == libc::MAP_FAILED {
-            return Err(Error::io(
-                "reserve address space for a mirrored ring",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        let mapping = Mapping {
-            ptr: NonNull::new(base.cast()).expect("mmap never returns NULL on success"),
-            len: total,
-            access,
+        let second = mapping.as_ptr().wrapping_add(page_size + capacity);
+        let (Some(addr), Some(len)) = (
+            NonZeroUsize::new(second as usize),
+            NonZeroUsize::new(capacity),
+        ) else {
+            unreachable!("a mapping never starts at address 0 and capacity is at least one page");
         };
-        // SAFETY: MAP_FIXED replaces part of the reservation we just made and own (`mapping`
-        // unmaps all of it on drop, also on the error paths below); the memfd was checked to be
-        // page_size + capacity bytes and sealed against shrinking.
-        let first = unsafe {
-            libc::mmap(
-                base,
-                page_size + capacity,
+        // SAFETY: MAP_FIXED replaces `capacity` bytes at the end of the range `mapping` owns
+        // (and unmaps on drop, also if this fails): the part past the memfd's end, which nothing
+        // has read or borrowed. The memfd was checked to be page_size + capacity bytes and is
+        // sealed against shrinking, so the second view of its data area stays backed.
+        unsafe {
+            mman::mmap(
+                Some(addr),
+                len,
                 prot,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if first == libc::MAP_FAILED {
-            return Err(Error::io(
-                "mmap ring memfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: as above; the second view of the data area fills the rest of the reservation.
-        let second = unsafe {
-            libc::mmap(
-                base.cast::<u8>().wrapping_add(page_size + capacity).cast(),
-                capacity,
-                prot,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd.as_raw_fd(),
+                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                fd,
                 page_size as libc::off_t,
             )
-        };
-        if second == libc::MAP_FAILED {
-            return Err(Error::io(
-                "mmap ring data mirror",
-                std::io::Error::last_os_error(),
-            ));
         }
+        .map_err(|e| Error::io("mmap ring data mirror", e))?;
         Ok(mapping)
     }
 
+    #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_mut_ptr()
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
+    #[inline]
     pub(crate) fn writable(&self) -> bool {
         self.access == Access::ReadWrite
     }
 
-    /// Relaxed atomic load of the u64 at `offset` (8-aligned, inside the mapping).
+    /// Atomic load of the u64 at `offset` (8-aligned, inside the mapping).
     pub(crate) fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
         assert!(
-            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            offset.is_multiple_of(8) && offset + 8 <= self.len(),
             "word offset {offset} outside mapping"
         );
         // SAFETY: in bounds and 8-aligned (mmap returns page-aligned addresses) by the assert;
         // an atomic access is allowed to race with the peer's writes.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().wrapping_add(offset).cast()).load(order) }
+        unsafe { AtomicU64::from_ptr(self.as_ptr().wrapping_add(offset).cast()).load(order) }
     }
 
     /// Atomic store of the u64 at `offset`; the mapping must be writable.
     pub(crate) fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
         assert!(
-            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            offset.is_multiple_of(8) && offset + 8 <= self.len(),
             "word offset {offset} outside mapping"
         );
         assert!(self.writable(), "store to a read-only ring mapping");
         // SAFETY: in bounds, aligned and writable by the asserts; atomic, so racing peers are
         // fine.
         unsafe {
-            AtomicU64::from_ptr(self.ptr.as_ptr().wrapping_add(offset).cast()).store(value, order)
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: we own this range of address space (all of it, mirror views included) and no
-        // borrow of it outlives the Mapping (Payload and &mut [u8] borrow their endpoint).
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            AtomicU64::from_ptr(self.as_ptr().wrapping_add(offset).cast()).store(value, order)
         }
     }
 }
