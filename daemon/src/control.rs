@@ -264,11 +264,10 @@ impl Daemon {
         // Taken by `attach_ready`, which an event wakes.
         for event in std::mem::take(&mut self.gateway_events) {
             match event {
-                GatewayEvent::ReplyRingCorrupt { ring } => {
+                GatewayEvent::ReplyRingCorrupt { ring }
+                | GatewayEvent::ReplyRingFinished { ring } => {
                     if let Err(e) = self.renew_reply(&ring) {
-                        crate::error!(
-                            "ring `{ring}`: cannot replace the corrupt reply ring: {e:#}"
-                        );
+                        crate::error!("ring `{ring}`: cannot serve a fresh reply ring: {e:#}");
                     }
                 }
             }
@@ -288,15 +287,19 @@ impl Daemon {
         }
     }
 
-    /// Replaces a ring's corrupt reply ring with a fresh one: served on the same socket (its
-    /// consumer is disconnected and attaches again) and handed to the TLS thread.
+    /// Replaces a ring's reply ring (corrupt, or finished by its producer) with a fresh one of
+    /// the next generation: served on the same socket (its producer is disconnected and
+    /// attaches again) and handed to the TLS thread.
     fn renew_reply(&mut self, name: &str) -> Result<()> {
         let state = self
             .rings
             .get_mut(name)
             .with_context(|| format!("no ring `{name}`"))?;
-        let reply = Consumer::create(RingLayout::with_capacity(state.config.capacity))
-            .context("create a reply ring")?;
+        let generation = state.reply.server.ring().generation() + 1;
+        let reply = Consumer::create(
+            RingLayout::with_capacity(state.config.capacity).generation(generation),
+        )
+        .context("create a reply ring")?;
         if let Some(ServerEvent::Detached { pid }) =
             state.reply.server.replace_ring(reply.served_ring()?)
         {

@@ -236,10 +236,15 @@ impl Consumer {
         self.data_event.as_fd()
     }
 
-    /// Arm the wait for data, then recheck. `Ok(false)`: data (or the end of a finished ring)
-    /// is there, do not sleep (the wait is disarmed). `Ok(true)`: wait for
-    /// [`data_fd`](Consumer::data_fd) to become readable, then call
-    /// [`finish_wait`](Consumer::finish_wait).
+    /// Arm the wait for data, then recheck. `Ok(false)`: a record is there, do not sleep (the
+    /// wait is disarmed). `Ok(true)`: wait for [`data_fd`](Consumer::data_fd) to become
+    /// readable, then call [`finish_wait`](Consumer::finish_wait).
+    ///
+    /// A ring that will never have more data ends the wait with an error, so an event loop
+    /// cannot spin on it: [`Error::Finished`] when the producer finished the ring and every
+    /// record was read (re-attach for the next generation, or treat the producer as gone), and
+    /// [`Error::PeerGone`] for a read-only drain ([`drain_from_fds`](Consumer::drain_from_fds))
+    /// with nothing left to read.
     pub fn prepare_wait(&mut self) -> Result<bool> {
         self.core.prepare_wait(&self.mem)
     }
@@ -262,8 +267,12 @@ impl Consumer {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if !self.core.prepare_wait(&self.mem)? {
-                return self.settled();
+            match self.core.prepare_wait(&self.mem) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Readiness::Ready),
+                Err(Error::Finished) => return Ok(Readiness::Finished),
+                Err(Error::PeerGone) => return Ok(Readiness::PeerGone),
+                Err(e) => return Err(e),
             }
             // Reset the eventfd before sleeping rather than after waking, which keeps that
             // system call off the wake-up path. A signal drained here may be for this very sleep:
@@ -296,15 +305,9 @@ impl Consumer {
     }
 
     fn settled(&mut self) -> Result<Readiness> {
-        if self.core.has_data(&self.mem)? {
-            Ok(Readiness::Ready)
-        } else if self.core.is_finished(&self.mem)? {
+        if !self.core.has_data(&self.mem)? && self.core.is_finished(&self.mem)? {
             Ok(Readiness::Finished)
-        } else if !self.core.writes_page() {
-            // A read-only drain: its producer is gone and nothing more is readable.
-            Ok(Readiness::PeerGone)
         } else {
-            // Raced with the producer; the caller's next read sorts it out.
             Ok(Readiness::Ready)
         }
     }

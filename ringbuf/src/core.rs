@@ -609,25 +609,41 @@ impl ConsumerCore {
         Ok(finished && !self.has_data(mem)?)
     }
 
-    /// Announce that we will sleep until data arrives. `Ok(false)`: data (or the end) is already
-    /// there, do not sleep. `Ok(true)`: wait on the data eventfd, then call `finish_wait`.
+    /// Announce that we will sleep until data arrives. `Ok(false)`: a record is there, do not
+    /// sleep. `Ok(true)`: wait on the data eventfd, then call `finish_wait`.
+    ///
+    /// A ring that can never give more data is an error, so that no waiting loop can spin on it:
+    /// [`Error::Finished`] once the producer finished it and every record was read, and
+    /// [`Error::PeerGone`] for a read-only drain with nothing left to read (no producer signals
+    /// it).
     pub(crate) fn prepare_wait(&mut self, mem: &impl RingMem) -> Result<bool> {
         self.check_usable()?;
         if !self.writes_page {
-            // A read-only drain never sleeps: no producer will signal it.
-            return Ok(false);
+            if self.has_data(mem)? {
+                return Ok(false);
+            }
+            return Err(if self.is_finished(mem)? {
+                Error::Finished
+            } else {
+                Error::PeerGone
+            });
         }
         if self.sleep_seq & 1 == 0 {
             self.sleep_seq += 1;
             mem.store(Field::ConsumerSleep, self.sleep_seq, Ordering::Relaxed);
         }
         mem.fence();
+        // Flags first: the producer stores its last position before the flag.
         let finished = mem.load(Field::ProducerFlags, Ordering::Acquire) & FLAG_FINISHED != 0;
-        if finished || self.has_data(mem)? {
+        let has_data = self.has_data(mem);
+        if finished || !matches!(has_data, Ok(false)) {
             self.finish_wait(mem);
-            return Ok(false);
         }
-        Ok(true)
+        match has_data? {
+            true => Ok(false),
+            false if finished => Err(Error::Finished),
+            false => Ok(true),
+        }
     }
 
     pub(crate) fn finish_wait(&mut self, mem: &impl RingMem) {
@@ -640,10 +656,6 @@ impl ConsumerCore {
     /// `(released, read, producer)` positions as this side knows them.
     pub(crate) fn positions(&self) -> (u64, u64, u64) {
         (self.released, self.read_pos, self.producer_cache)
-    }
-
-    pub(crate) fn writes_page(&self) -> bool {
-        self.writes_page
     }
 
     pub(crate) fn corruption(&self) -> Option<&str> {

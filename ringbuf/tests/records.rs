@@ -232,6 +232,28 @@ fn a_finished_ring_is_drained_to_the_end_then_reports_finished() {
 }
 
 #[test]
+fn an_event_loop_cannot_spin_on_a_finished_ring_prepare_wait_reports_the_end() {
+    // An event loop reads until empty, then arms the wait: on a finished ring the arming must
+    // not say "data is there" forever (a loop that trusts it would spin at 100 %).
+    let (mut p, mut c) = pair(RingConfig::with_capacity(4096));
+    p.send(1, 0, b"last").unwrap();
+    p.finish();
+    assert!(
+        !c.prepare_wait().unwrap(),
+        "a record is still there: do not sleep"
+    );
+    assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"last");
+    assert!(c.read().unwrap().is_none());
+    c.release();
+    for _ in 0..3 {
+        assert!(
+            matches!(c.prepare_wait(), Err(Error::Finished)),
+            "drained and finished: the end, every time"
+        );
+    }
+}
+
+#[test]
 fn an_old_ring_can_be_drained_read_only_from_its_fds() {
     // A restarted owner that consumed a reply ring gets its fds back and drains them.
     let mut owner = edgegw_ring::Consumer::create(RingConfig::with_capacity(4096)).unwrap();
@@ -248,6 +270,8 @@ fn an_old_ring_can_be_drained_read_only_from_its_fds() {
     assert!(drain.read().unwrap().is_none());
     drain.release();
     assert_eq!(drain.wait(None).unwrap(), edgegw_ring::Readiness::PeerGone);
+    // Nothing will ever signal a read-only drain: arming its wait reports that, not "data".
+    assert!(matches!(drain.prepare_wait(), Err(Error::PeerGone)));
 }
 
 #[test]

@@ -141,6 +141,13 @@ pub enum GatewayEvent {
         /// The ring's name.
         ring: String,
     },
+    /// A ring's reply ring was finished by its producer (FORMAT.md section 7) and drained: its
+    /// consumer is done replying. The control plane serves a fresh one for the next producer,
+    /// as for a corrupt one.
+    ReplyRingFinished {
+        /// The ring's name.
+        ring: String,
+    },
 }
 
 /// The control plane's handle on the TLS thread.

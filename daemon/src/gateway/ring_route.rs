@@ -559,9 +559,25 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 reply.finish_wait();
             }
             Ok(false) => {}
+            Err(edgegw_ring::Error::Finished) => return reply_ring_finished(&route),
             Err(e) => return reply_ring_corrupt(&route, &e),
         }
     }
+}
+
+/// The consumer finished its reply ring (FORMAT.md section 7) and everything it committed has
+/// been delivered: it is done replying, as if it had detached. Connections keep their ingress;
+/// the control plane serves a fresh reply ring for the next producer.
+fn reply_ring_finished(route: &RingRoute) {
+    Stats::bump(&route.stats.finished_reply_rings);
+    crate::info!(
+        "ring `{}`: the consumer finished its reply ring; its replies are delivered and a fresh \
+         reply ring is served for the next producer",
+        route.name
+    );
+    let _ = route.events.send(super::GatewayEvent::ReplyRingFinished {
+        ring: route.name.clone(),
+    });
 }
 
 /// The consumer broke the reply ring's contract: stop reading it and ask the control plane for

@@ -66,6 +66,9 @@ counters! {
     malformed_replies,
     /// Reply rings found corrupt (a consumer broke the ring's contract) and replaced.
     corrupt_reply_rings,
+    /// Reply rings their producer finished (FINISHED flag): drained, then replaced by a fresh
+    /// one for the next producer.
+    finished_reply_rings,
     /// Connections to a socket route's backend that failed.
     backend_errors,
     /// Ticks of the TLS thread's heartbeat (the control plane checks it moves).
