@@ -22,7 +22,7 @@ use tokio::io::unix::AsyncFd;
 use crate::config::{Bind, Config, ConfigError, RingConfig, RouteTarget};
 use crate::gateway::{
     Gateway, GatewayEvent, Limits, ListenSocket, ListenerPlan, Plan, RingEndpoints, RingPlan,
-    RoutePlan, RouteTargetPlan, ThreadSettings,
+    RoutePlan, RouteTargetPlan, Stats, ThreadSettings,
 };
 use crate::paths::Dirs;
 use crate::sys::SystemdSockets;
@@ -259,59 +259,139 @@ impl Daemon {
     }
 
     /// Does whatever work the attach servers have now, and what the TLS thread asked for (a
-    /// fresh reply ring); also expires silent connections, so call it periodically too.
+    /// fresh ring); also expires silent connections, so call it periodically too.
     pub fn process_attach(&mut self) {
         // Taken by `attach_ready`, which an event wakes.
         for event in std::mem::take(&mut self.gateway_events) {
-            match event {
-                GatewayEvent::ReplyRingCorrupt { ring }
-                | GatewayEvent::ReplyRingFinished { ring } => {
-                    if let Err(e) = self.renew_reply(&ring) {
-                        crate::error!("ring `{ring}`: cannot serve a fresh reply ring: {e:#}");
-                    }
+            let (ring, direction, generation, why) = match event {
+                GatewayEvent::IngressRingBroken {
+                    ring,
+                    generation,
+                    reason,
+                } => (ring, Direction::Ingress, generation, Some(reason)),
+                GatewayEvent::ReplyRingBroken {
+                    ring,
+                    generation,
+                    reason,
+                } => (ring, Direction::Reply, generation, Some(reason)),
+                GatewayEvent::ReplyRingFinished { ring, generation } => {
+                    (ring, Direction::Reply, generation, None)
                 }
-            }
+            };
+            self.replace_ring(&ring, direction, generation, why);
         }
+        let mut broken = Vec::new();
         for (name, ring) in self.rings.iter_mut() {
-            for (direction, server) in [("ingress", &mut ring.ingress), ("reply", &mut ring.reply)]
-            {
+            for (direction, server) in [
+                (Direction::Ingress, &mut ring.ingress),
+                (Direction::Reply, &mut ring.reply),
+            ] {
                 match server.server.process() {
                     Ok(events) => {
                         for event in events {
-                            log_attach_event(name, direction, &event);
+                            if let ServerEvent::RingBroken { generation, reason } = &event {
+                                broken.push((name.clone(), direction, *generation, reason.clone()));
+                            } else {
+                                log_attach_event(name, direction, &event);
+                            }
                         }
                     }
-                    Err(e) => crate::warn!("ring `{name}` ({direction}) attach server: {e}"),
+                    Err(e) => crate::warn!("ring `{name}` {direction} attach server: {e}"),
                 }
             }
         }
+        for (ring, direction, generation, reason) in broken {
+            self.replace_ring(&ring, direction, generation, Some(reason));
+        }
     }
 
-    /// Replaces a ring's reply ring (corrupt, or finished by its producer) with a fresh one of
-    /// the next generation: served on the same socket (its producer is disconnected and
-    /// attaches again) and handed to the TLS thread.
-    fn renew_reply(&mut self, name: &str) -> Result<()> {
-        let state = self
-            .rings
-            .get_mut(name)
-            .with_context(|| format!("no ring `{name}`"))?;
-        let generation = state.reply.server.ring().generation() + 1;
-        let reply = Consumer::create(
-            RingLayout::with_capacity(state.config.capacity).generation(generation),
-        )
-        .context("create a reply ring")?;
-        if let Some(ServerEvent::Detached { pid }) =
-            state.reply.server.replace_ring(reply.served_ring()?)
-        {
-            crate::warn!("ring `{name}` reply: pid {pid} disconnected; it may attach again");
+    /// Replaces a ring's ingress or reply ring of `generation` (broken by its consumer:
+    /// `broken` says how; or a reply ring its producer finished) with a fresh one of the next
+    /// generation: served on the same socket (the consumer is disconnected and attaches again)
+    /// and handed to the TLS thread, which moves an ingress ring's unreleased records over. A
+    /// ring already replaced is left alone (the TLS thread and the attach server may both
+    /// report the same one).
+    fn replace_ring(
+        &mut self,
+        name: &str,
+        direction: Direction,
+        generation: u64,
+        broken: Option<String>,
+    ) {
+        let Some(state) = self.rings.get_mut(name) else {
+            return;
+        };
+        let server = match direction {
+            Direction::Ingress => &mut state.ingress.server,
+            Direction::Reply => &mut state.reply.server,
+        };
+        if server.ring().generation() != generation {
+            return;
         }
-        self.gateway
-            .renew_reply(name, reply)
-            .map_err(|e| anyhow::anyhow!(e))
+        let stats = self.gateway.stats_handle();
+        if let Some(reason) = &broken {
+            let (counter, lost) = match direction {
+                Direction::Ingress => (
+                    &stats.corrupt_ingress_rings,
+                    "the records it had not released are delivered again in the fresh ring",
+                ),
+                Direction::Reply => (
+                    &stats.corrupt_reply_rings,
+                    "the replies it had written there are lost",
+                ),
+            };
+            Stats::bump(counter);
+            crate::error!(
+                "ring `{name}` {direction}: the consumer broke the ring ({reason}); it is \
+                 disconnected and a fresh ring takes its place; {lost}"
+            );
+        }
+        let layout = RingLayout::with_capacity(state.config.capacity).generation(generation + 1);
+        let renewed = match direction {
+            Direction::Ingress => Producer::create(layout)
+                .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
+                .map(|(served, fresh)| {
+                    log_replaced(name, direction, server.replace_ring(served));
+                    self.gateway.renew_ingress(name, fresh)
+                }),
+            Direction::Reply => Consumer::create(layout)
+                .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
+                .map(|(served, fresh)| {
+                    log_replaced(name, direction, server.replace_ring(served));
+                    self.gateway.renew_reply(name, fresh)
+                }),
+        };
+        match renewed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => crate::error!("ring `{name}` {direction}: {e}"),
+            Err(e) => crate::error!("ring `{name}` {direction}: cannot create a fresh ring: {e}"),
+        }
     }
 }
 
-fn log_attach_event(ring: &str, direction: &str, event: &ServerEvent) {
+/// A ring's two directions, as the logs name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Reply,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Ingress => "ingress",
+            Direction::Reply => "reply",
+        })
+    }
+}
+
+fn log_replaced(ring: &str, direction: Direction, detached: Option<ServerEvent>) {
+    if let Some(ServerEvent::Detached { pid }) = detached {
+        crate::info!("ring `{ring}` {direction}: pid {pid} disconnected; it may attach again");
+    }
+}
+
+fn log_attach_event(ring: &str, direction: Direction, event: &ServerEvent) {
     match event {
         ServerEvent::Attached { pid, uid, gid } => {
             crate::info!("ring `{ring}` {direction}: pid {pid} (uid {uid}, gid {gid}) attached")

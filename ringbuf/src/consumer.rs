@@ -60,6 +60,15 @@ pub enum Reattached {
         /// The new one.
         new: u64,
     },
+    /// The owner replaced the old ring (it found it broken: FORMAT.md section 6, "Replacement").
+    /// The new ring starts with every record the owner had not seen released, so some of them
+    /// may have been read (even released) here already.
+    Replaced {
+        /// The old generation.
+        old: u64,
+        /// The new one.
+        new: u64,
+    },
 }
 
 /// Reads records from a ring, in place.
@@ -372,7 +381,8 @@ impl Consumer {
     /// [`Readiness::Finished`]). If the server serves the same ring, reading continues from the
     /// released position. If it serves a new generation, the old ring must have been read to its
     /// end first (otherwise an error says how much is unread, and nothing changes); then this
-    /// consumer switches to the new ring.
+    /// consumer switches to the new ring. An old ring its owner marked replaced is not drained:
+    /// its unreleased records are in the new one ([`Reattached::Replaced`]).
     pub fn reattach(&mut self) -> Result<Reattached> {
         let path = match &self.link {
             Link::Attached { path, .. } => path.clone(),
@@ -389,7 +399,8 @@ impl Consumer {
             .map_err(|e| attach::wrap_err(&path, e))?;
         let region_id = os::file_identity(att.fds.region.as_fd())?;
         let same = region_id == same_ring_check && header.generation == self.header.generation;
-        if !same && (self.core.has_data(&self.mem)? || self.core.unreleased()) {
+        let replaced = !same && self.core.is_replaced(&self.mem);
+        if !same && !replaced && (self.core.has_data(&self.mem)? || self.core.unreleased()) {
             let (released, _, producer) = self.core.positions();
             return Err(Error::Attach {
                     path,
@@ -413,6 +424,11 @@ impl Consumer {
         )?;
         Ok(if same {
             Reattached::SameRing
+        } else if replaced {
+            Reattached::Replaced {
+                old,
+                new: self.header.generation,
+            }
         } else {
             Reattached::NewGeneration {
                 old,

@@ -8,7 +8,7 @@
 
 use crate::format::{
     decode_record_header, encode_record_header, max_payload, record_total, WrapMode,
-    FIRST_RESERVED_TYPE, FLAG_FINISHED, RECORD_ALIGN, RECORD_HEADER_LEN, TYPE_PAD,
+    FIRST_RESERVED_TYPE, FLAG_FINISHED, FLAG_REPLACED, RECORD_ALIGN, RECORD_HEADER_LEN, TYPE_PAD,
 };
 use crate::{Error, Result};
 use std::sync::atomic::Ordering;
@@ -36,6 +36,94 @@ pub(crate) trait RingMem {
     fn load_data(&self, offset: usize) -> u64;
     /// Relaxed atomic store of the data word at `offset` (8-aligned, below the capacity).
     fn store_data(&self, offset: usize, value: u64);
+    /// The highest consumer position known to be a checked release (a record boundary the
+    /// consumer released), as the owner's ring server last saw it; 0 if nobody checks. Only a
+    /// producer that owns its ring has one (see `producer::OwnerMem`).
+    fn checked_release(&self) -> u64 {
+        0
+    }
+    /// Tell the owner's ring server that `pos` is a checked release. Called before the producer
+    /// writes over the space it frees.
+    fn set_checked_release(&self, _pos: u64) {}
+}
+
+/// What one check of a consumer's release by the owner's ring server found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReleaseCheck {
+    /// `consumer_pos` is a release on a record boundary: it becomes the checked release.
+    Checked(u64),
+    /// The consumer broke the ring: why.
+    Broken(String),
+    /// The producer moved the checked release during the walk (and may have written over the
+    /// headers read): try again.
+    Moving,
+}
+
+/// One check of `consumer_pos = c` against the producer's records, by a party other than the
+/// producer (the owner's ring server): `checked` is the checked release read first, `p` the
+/// producer position, `header_at` reads a record header, `checked_again` reads the checked
+/// release after an acquire fence. The reader half of a sequence lock: the producer raises the
+/// checked release (and fences) before it writes over freed space, so an unchanged value means
+/// the headers read were intact.
+pub(crate) fn check_release(
+    capacity: u64,
+    wrap: WrapMode,
+    (checked, c, p): (u64, u64, u64),
+    header_at: impl FnMut(u64) -> Option<u64>,
+    checked_again: impl FnOnce() -> u64,
+) -> ReleaseCheck {
+    // Read in the order checked, `c`, `p`, and all three only grow: `c < checked` and `c > p`
+    // are definite. (`p - c <= capacity` is not checked here: with `c` read before `p`, a
+    // moving consumer makes it fail falsely; the walk bounds `c` instead, and `p` is within
+    // `checked + capacity` whenever `checked` did not move.)
+    if !c.is_multiple_of(RECORD_ALIGN as u64) || c > p || c < checked {
+        return ReleaseCheck::Broken(format!(
+            "consumer position {c} is impossible (producer at {p}, last checked release {checked}, capacity {capacity})"
+        ));
+    }
+    let lands = lands_on_boundary(capacity, wrap, checked, c, header_at);
+    if checked_again() != checked {
+        return ReleaseCheck::Moving;
+    }
+    if lands {
+        ReleaseCheck::Checked(c)
+    } else {
+        ReleaseCheck::Broken(format!(
+            "consumer position {c} is not on a record boundary (producer at {p})"
+        ))
+    }
+}
+
+/// Walks the records from `from`, a record boundary, towards `to`, reading each record header
+/// with `header_at(position)`: true if a record ends exactly at `to` (or `from == to`). The
+/// headers must be the producer's own (the producer, or its owner's ring server reading the
+/// region the peer cannot write), between a release it checked and what it published, which
+/// it has not overwritten since. Costs one header load per record.
+pub(crate) fn lands_on_boundary(
+    capacity: u64,
+    wrap: WrapMode,
+    from: u64,
+    to: u64,
+    mut header_at: impl FnMut(u64) -> Option<u64>,
+) -> bool {
+    let mut pos = from;
+    while pos < to {
+        let Some(word) = header_at(pos) else {
+            return false;
+        };
+        let (len, ty, _) = decode_record_header(word);
+        let total = if ty == TYPE_PAD && wrap == WrapMode::Pad {
+            capacity - (pos & (capacity - 1))
+        } else {
+            record_total(len as usize) as u64
+        };
+        // Our own headers are well formed; a bound keeps a bug from looping forever.
+        if total > capacity {
+            return false;
+        }
+        pos += total;
+    }
+    pos == to
 }
 
 /// Signals the peer's eventfd.
@@ -141,23 +229,88 @@ impl ProducerCore {
         }
     }
 
-    /// Reload and check `consumer_pos`.
+    /// Reload and check `consumer_pos`: in range, not backwards, and on a record boundary (we
+    /// walk our own record headers from the last checked release to it; amortised, one load
+    /// per released record, and only on this slow path).
     fn refresh_consumer(&mut self, mem: &impl RingMem) -> Result<()> {
+        // A release the owner's server checked since is as good as one we checked.
+        let checked = mem.checked_release();
+        let floor = if checked > self.consumer_cache && checked <= self.published {
+            checked
+        } else {
+            self.consumer_cache
+        };
         let c = mem.load(Field::ConsumerPos, Ordering::Acquire);
-        if !c.is_multiple_of(RECORD_ALIGN as u64)
-            || c > self.published
-            || self.published - c > self.capacity
-            || c < self.consumer_cache
-        {
-            let msg = format!(
-                "consumer position {c} is impossible (producer at {}, previous consumer position {}, capacity {})",
-                self.published, self.consumer_cache, self.capacity
-            );
-            self.corrupt = Some(msg.clone());
-            return Err(corrupt(msg));
+        let in_range = c.is_multiple_of(RECORD_ALIGN as u64)
+            && c <= self.published
+            && self.published - c <= self.capacity
+            && c >= floor;
+        if !in_range {
+            return Err(self.bad_consumer_position(c, floor, "is impossible"));
         }
-        self.consumer_cache = c;
+        if !self.lands_on_boundary(mem, floor, c) {
+            return Err(self.bad_consumer_position(c, floor, "is not on a record boundary"));
+        }
+        if c != self.consumer_cache {
+            self.consumer_cache = c;
+            mem.set_checked_release(c);
+        }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bad_consumer_position(&mut self, c: u64, floor: u64, what: &str) -> Error {
+        let msg = format!(
+            "consumer position {c} {what} (producer at {}, last checked consumer position {floor}, capacity {})",
+            self.published, self.capacity
+        );
+        self.corrupt = Some(msg.clone());
+        corrupt(msg)
+    }
+
+    fn lands_on_boundary(&self, mem: &impl RingMem, from: u64, to: u64) -> bool {
+        let mask = self.capacity - 1;
+        lands_on_boundary(self.capacity, self.wrap, from, to, |pos| {
+            Some(mem.load_data((pos & mask) as usize))
+        })
+    }
+
+    /// Check `consumer_pos` now (an owner whose consumer detached, say).
+    pub(crate) fn check_consumer(&mut self, mem: &impl RingMem) -> Result<()> {
+        self.check_usable()?;
+        self.refresh_consumer(mem)
+    }
+
+    /// The records between the last checked release and the published position, in order, as
+    /// `(payload offset, len, type, flags)`: what a consumer has not (verifiably) released.
+    /// Padding is skipped. Valid even after the consumer broke the ring: we never overwrote
+    /// them.
+    pub(crate) fn unreleased(&self, mem: &impl RingMem) -> Vec<RecordLoc> {
+        let checked = mem.checked_release();
+        let mut pos = if checked > self.consumer_cache && checked <= self.published {
+            checked
+        } else {
+            self.consumer_cache
+        };
+        let mask = self.capacity - 1;
+        let mut out = Vec::new();
+        while pos < self.published {
+            let offset = (pos & mask) as usize;
+            let (len, ty, flags) = decode_record_header(mem.load_data(offset));
+            if ty == TYPE_PAD && self.wrap == WrapMode::Pad {
+                pos += self.capacity - offset as u64;
+                continue;
+            }
+            out.push(RecordLoc {
+                payload_offset: offset + RECORD_HEADER_LEN,
+                len: len as usize,
+                ty,
+                flags,
+            });
+            pos += record_total(len as usize) as u64;
+        }
+        out
     }
 
     pub(crate) fn free(&self) -> u64 {
@@ -278,6 +431,19 @@ impl ProducerCore {
     pub(crate) fn finish(&mut self, mem: &impl RingMem, wake: &impl Wake) {
         self.publish(mem, wake);
         mem.store(Field::ProducerFlags, FLAG_FINISHED, Ordering::Release);
+        mem.fence();
+        wake.wake();
+    }
+
+    /// Mark the ring replaced (FORMAT.md section 6) and wake the consumer, so a waiting one looks
+    /// at it and finds its link gone.
+    pub(crate) fn mark_replaced(&mut self, mem: &impl RingMem, wake: &impl Wake) {
+        let flags = mem.load(Field::ProducerFlags, Ordering::Relaxed);
+        mem.store(
+            Field::ProducerFlags,
+            flags | FLAG_REPLACED,
+            Ordering::Release,
+        );
         mem.fence();
         wake.wake();
     }
@@ -600,6 +766,12 @@ impl ConsumerCore {
         }
         self.refresh_producer_checked(mem)?;
         Ok(self.read_pos != self.producer_cache)
+    }
+
+    /// The owner replaced this ring (FORMAT.md section 6): what was not released is in the new
+    /// one.
+    pub(crate) fn is_replaced(&self, mem: &impl RingMem) -> bool {
+        mem.load(Field::ProducerFlags, Ordering::Acquire) & FLAG_REPLACED != 0
     }
 
     /// The producer marked the ring finished and everything has been read.

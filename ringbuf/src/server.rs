@@ -4,9 +4,12 @@ use crate::attach::{
     decode_hello, Reply, Request, HELLO_LEN, STATE_ATTACHED, STATE_FINISHED, STATUS_BUSY,
     STATUS_NOT_ALLOWED, STATUS_OK, STATUS_WRONG_ROLE,
 };
-use crate::core::Field;
+use crate::core::{check_release, Field, ReleaseCheck};
 use crate::endpoint::{PeerState, PeerStatus};
-use crate::format::{Role, StaticHeader, FLAG_FINISHED, FORMAT_VERSION};
+use crate::format::{
+    check_consumer_page_prefix, Role, StaticHeader, FLAG_FINISHED, FORMAT_VERSION, RECORD_ALIGN,
+    STATIC_HEADER_LEN,
+};
 use crate::sys::os::{self, Epoll};
 use crate::sys::shm::HeaderView;
 use crate::{ring, Error, Refusal, Result, RingFds};
@@ -22,6 +25,8 @@ const MAX_PENDING: usize = 16;
 const MAX_ACCEPTS_PER_CALL: usize = 32;
 /// How long a connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Walks of the record headers tried while the producer keeps moving the checked release.
+const CHECK_ATTEMPTS: usize = 8;
 
 /// Who may attach: a peer is allowed if its uid or its primary gid (as `SO_PEERCRED` reports
 /// them) is listed. An empty list allows no one; root is not special.
@@ -151,6 +156,79 @@ impl ServedRing {
         }
     }
 
+    /// The owner's check of the part of the ring its peer writes (FORMAT.md section 6,
+    /// "Replacement"), made when a peer detached and before the ring goes to a new one.
+    fn check_peer_part(&self) -> std::result::Result<(), Unfit> {
+        match self.peer_role {
+            Role::Consumer => self.check_consumer_page(),
+            Role::Producer => self.check_producer_part(),
+        }
+    }
+
+    /// A consumer wrote the consumer page: magic, version, and a position that is a release on
+    /// a record boundary the producer wrote (we walk the producer's record headers, which the
+    /// peer cannot write, from the last checked release).
+    fn check_consumer_page(&self) -> std::result::Result<(), Unfit> {
+        let mut prefix = [0u8; 12];
+        os::pread_exact(self.fds.consumer_page.as_fd(), &mut prefix, 0)
+            .and_then(|()| check_consumer_page_prefix(&prefix))
+            .map_err(|e| Unfit::Broken(e.to_string()))?;
+        let cap = self.header.capacity as u64;
+        for _ in 0..CHECK_ATTEMPTS {
+            let checked = self.state.checked_release();
+            let c = self.view.load(Field::ConsumerPos);
+            let p = self.view.load(Field::ProducerPos);
+            let mut region = RegionReader::new(&self.fds.region, self.header.page_size, cap);
+            let found = check_release(
+                cap,
+                self.header.wrap,
+                (checked, c, p),
+                |pos| region.header(pos),
+                || {
+                    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                    self.state.checked_release()
+                },
+            );
+            match found {
+                ReleaseCheck::Checked(c) => {
+                    self.state.set_checked_release(c);
+                    return Ok(());
+                }
+                ReleaseCheck::Broken(why) => return Err(Unfit::Broken(why)),
+                ReleaseCheck::Moving => continue,
+            }
+        }
+        Err(Unfit::Busy)
+    }
+
+    /// A producer wrote the region: its static header must be intact and its position possible.
+    /// A finished ring waits for its owner to drain and replace it.
+    fn check_producer_part(&self) -> std::result::Result<(), Unfit> {
+        let mut raw = [0u8; STATIC_HEADER_LEN];
+        let header = os::pread_exact(self.fds.region.as_fd(), &mut raw, 0)
+            .and_then(|()| StaticHeader::decode(&raw, self.header.page_size))
+            .map_err(|e| Unfit::Broken(e.to_string()))?;
+        if header != self.header {
+            return Err(Unfit::Broken(format!(
+                "the header was rewritten: {header:?}, created as {:?}",
+                self.header
+            )));
+        }
+        let s = self.snapshot();
+        let (p, c, cap) = (s.producer_pos, s.consumer_pos, self.header.capacity as u64);
+        if !p.is_multiple_of(RECORD_ALIGN as u64) || p < c || p - c > cap {
+            return Err(Unfit::Broken(format!(
+                "producer position {p} is impossible (consumer at {c}, capacity {cap})"
+            )));
+        }
+        if s.finished {
+            // Wake the owner in case the producer set the flag without a signal.
+            os::signal_eventfd(self.fds.data_event.as_fd());
+            return Err(Unfit::Busy);
+        }
+        Ok(())
+    }
+
     fn reply(&self, status: u8) -> Reply {
         let s = self.snapshot();
         let mut state = 0;
@@ -173,6 +251,51 @@ impl ServedRing {
             state,
             page_size: self.header.page_size as u32,
         }
+    }
+}
+
+/// Why a served ring does not go to a new peer now.
+#[derive(Debug)]
+enum Unfit {
+    /// The peer broke its part: the owner must replace the ring.
+    Broken(String),
+    /// Not now (the owner is catching up): answer busy.
+    Busy,
+}
+
+/// Reads the producer's record headers from the region memfd with `pread`, a page at a time
+/// (the server has no mapping of the data area, and needs none for a walk at attach time).
+struct RegionReader<'a> {
+    fd: &'a OwnedFd,
+    base: u64,
+    capacity: u64,
+    buf: Vec<u8>,
+    /// Data offset of `buf[0]`.
+    start: u64,
+}
+
+impl<'a> RegionReader<'a> {
+    fn new(fd: &'a OwnedFd, page_size: usize, capacity: u64) -> Self {
+        RegionReader {
+            fd,
+            base: page_size as u64,
+            capacity,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    fn header(&mut self, pos: u64) -> Option<u64> {
+        let offset = pos & (self.capacity - 1);
+        let held = offset >= self.start && offset + 8 <= self.start + self.buf.len() as u64;
+        if !held {
+            let len = (self.capacity - offset).min(4096) as usize;
+            self.buf.resize(len, 0);
+            os::pread_exact(self.fd.as_fd(), &mut self.buf, self.base + offset).ok()?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Some(u64::from_ne_bytes(self.buf[at..at + 8].try_into().ok()?))
     }
 }
 
@@ -214,6 +337,18 @@ pub enum ServerEvent {
         /// Its pid.
         pid: i32,
     },
+    /// The part of the ring the peer writes is broken (FORMAT.md section 6, "Replacement"),
+    /// found when a peer detached or before the ring went to a new one: a bad consumer page
+    /// magic or version, a consumer position off the producer's record boundaries or moved
+    /// backwards, a rewritten header, an impossible producer position. Reported once per ring.
+    /// The owner replaces the ring ([`RingServer::replace_ring`]); until then every attach is
+    /// answered busy.
+    RingBroken {
+        /// The broken ring's generation.
+        generation: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -241,6 +376,8 @@ pub struct RingServer {
     peer: Option<Conn>,
     pending: Vec<Conn>,
     socket_id: (u64, u64),
+    /// The ring was found broken (and reported): no attach until it is replaced.
+    broken: bool,
 }
 
 impl RingServer {
@@ -285,6 +422,7 @@ impl RingServer {
             peer: None,
             pending: Vec::new(),
             socket_id,
+            broken: false,
         })
     }
 
@@ -314,7 +452,28 @@ impl RingServer {
             // `peer` is dropped here: its socket closes and the peer sees the hang-up.
         });
         self.ring = ring;
+        self.broken = false;
         detached
+    }
+
+    /// Is the ring fit for a new peer? Checks the part the peer writes; a broken ring is
+    /// reported once (`RingBroken`) and stays unfit until replaced.
+    fn ring_fit(&mut self, events: &mut Vec<ServerEvent>) -> bool {
+        if self.broken {
+            return false;
+        }
+        match self.ring.check_peer_part() {
+            Ok(()) => true,
+            Err(Unfit::Busy) => false,
+            Err(Unfit::Broken(reason)) => {
+                self.broken = true;
+                events.push(ServerEvent::RingBroken {
+                    generation: self.ring.header.generation,
+                    reason,
+                });
+                false
+            }
+        }
     }
 
     /// The ring being served.
@@ -368,6 +527,14 @@ impl RingServer {
                 self.epoll.delete(peer.socket.as_fd());
                 self.ring.state.detached();
                 events.push(ServerEvent::Detached { pid: peer.pid });
+                if self.ring.peer_role == Role::Producer {
+                    // Let the owner look at the ring once more: a producer may have published,
+                    // or finished, without a signal before it left.
+                    os::signal_eventfd(self.ring.fds.data_event.as_fd());
+                }
+                // What the peer left must be fit for the next one (and the owner learns now,
+                // not when the next peer trips over it).
+                self.ring_fit(&mut events);
             }
         }
         let mut i = 0;
@@ -472,7 +639,7 @@ impl RingServer {
                 events,
             );
         }
-        if self.peer.is_some() {
+        if self.peer.is_some() || !self.ring_fit(events) {
             return refuse(STATUS_BUSY, Refusal::Busy, self, events);
         }
         // Mark attached before the fds leave, so the owner never sees a peer it does not know of.

@@ -536,3 +536,154 @@ fn a_replaced_ring_disconnects_the_peer_and_the_next_attach_gets_the_new_ring() 
     assert!(broken.read().unwrap().is_none());
     assert!(unused.read().unwrap().is_none());
 }
+
+/// Serves `server` from this thread until an event matching `f` comes; returns all events.
+fn serve_until(
+    server: &mut RingServer,
+    what: &str,
+    f: &dyn Fn(&ServerEvent) -> bool,
+) -> Vec<ServerEvent> {
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        let events = server.serve_for(Some(Duration::from_millis(10))).unwrap();
+        let done = events.iter().any(f);
+        seen.extend(events);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no {what}; events: {seen:?}");
+}
+
+#[test]
+fn a_consumer_page_broken_by_a_departed_consumer_is_reported_once_and_its_records_move_to_a_fresh_ring(
+) {
+    use std::os::unix::fs::FileExt;
+    let dir = temp_dir("srv");
+    let path = dir.join("ingress.sock");
+    let mut owner = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, owner.served_ring().unwrap(), me()).unwrap();
+    owner.send(1, 0, b"first").unwrap();
+    owner.send(2, 7, b"second").unwrap();
+    // A consumer reads the first record and releases it properly, then writes a position
+    // inside the second record and leaves.
+    let reader = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let mut c = Consumer::attach(&path).unwrap();
+            assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"first");
+            c.release();
+            let raw = edgegw_ring::tools::attach_raw(&path, Role::Consumer);
+            assert!(raw.is_err(), "busy while one is attached");
+            c
+        }
+    });
+    serve_until(&mut server, "attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let consumer = reader.join().unwrap();
+    drop(consumer);
+    serve_until(&mut server, "detach", &|e| {
+        matches!(e, ServerEvent::Detached { .. })
+    });
+    let hostile = std::thread::spawn({
+        let path = path.clone();
+        move || edgegw_ring::tools::attach_raw(&path, Role::Consumer).unwrap()
+    });
+    serve_until(&mut server, "raw attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let hostile = hostile.join().unwrap();
+    let page = std::fs::File::from(hostile.fds.consumer_page.try_clone().unwrap());
+    let mut word = [0u8; 8];
+    page.read_at(&mut word, 128).unwrap();
+    let released = u64::from_ne_bytes(word);
+    assert_eq!(released, 16, "the first record was released");
+    page.write_at(&(released + 8).to_ne_bytes(), 128).unwrap();
+    drop(hostile);
+    let events = serve_until(&mut server, "the broken ring", &|e| {
+        matches!(e, ServerEvent::RingBroken { .. })
+    });
+    let broken: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::RingBroken { generation, reason } => Some((*generation, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(broken.len(), 1, "{events:?}");
+    assert_eq!(broken[0].0, 1);
+    assert!(
+        broken[0].1.contains("not on a record boundary"),
+        "{broken:?}"
+    );
+    // Until it is replaced, nobody gets the broken ring, and it is reported only once.
+    let refused = std::thread::spawn({
+        let path = path.clone();
+        move || Consumer::attach(&path).unwrap_err()
+    });
+    let events = serve_until(&mut server, "a refusal", &|e| {
+        matches!(e, ServerEvent::Refused { .. })
+    });
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::RingBroken { .. })));
+    assert!(matches!(
+        refused.join().unwrap(),
+        Error::Refused {
+            reason: Refusal::Busy,
+            ..
+        }
+    ));
+    // The owner agrees, and moves what was not released into a fresh ring.
+    assert!(owner.check_consumer().is_err());
+    let mut fresh = Producer::create(RingConfig::with_capacity(4096).generation(2)).unwrap();
+    let moved = owner.move_unreleased_to(&mut fresh).unwrap();
+    assert_eq!((moved.records, moved.bytes), (1, 6));
+    assert_eq!(server.replace_ring(fresh.served_ring().unwrap()), None);
+    let next = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let mut c = Consumer::attach(&path).unwrap();
+            let generation = c.generation();
+            let r = c.read().unwrap().unwrap();
+            (generation, r.record_type(), r.flags(), r.payload().to_vec())
+        }
+    });
+    serve_until(&mut server, "attach to the fresh ring", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    assert_eq!(next.join().unwrap(), (2, 2, 7, b"second".to_vec()));
+}
+
+#[test]
+fn a_reply_ring_header_rewritten_by_its_producer_is_reported_when_it_leaves() {
+    use std::os::unix::fs::FileExt;
+    let dir = temp_dir("srv");
+    let path = dir.join("reply.sock");
+    let owner = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, owner.served_ring().unwrap(), me()).unwrap();
+    let hostile = std::thread::spawn({
+        let path = path.clone();
+        move || edgegw_ring::tools::attach_raw(&path, Role::Producer).unwrap()
+    });
+    serve_until(&mut server, "attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let hostile = hostile.join().unwrap();
+    // The producer may write the region: it overwrites the header's magic, then leaves. The
+    // next producer would refuse the ring forever.
+    std::fs::File::from(hostile.fds.region.try_clone().unwrap())
+        .write_at(b"XXXXXXXX", 0)
+        .unwrap();
+    drop(hostile);
+    let events = serve_until(&mut server, "the broken ring", &|e| {
+        matches!(e, ServerEvent::RingBroken { .. })
+    });
+    assert!(
+        events.iter().any(
+            |e| matches!(e, ServerEvent::RingBroken { reason, .. } if reason.contains("magic"))
+        ),
+        "{events:?}"
+    );
+}

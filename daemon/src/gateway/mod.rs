@@ -125,28 +125,46 @@ pub struct RingPlan {
 
 enum Command {
     Apply(Plan, oneshot::Sender<Result<(), String>>),
-    /// A fresh reply ring for a ring whose reply ring was found corrupt (boxed: rare, large).
+    /// A fresh reply ring for a ring whose reply ring was replaced (boxed: rare, large).
     RenewReply(String, Box<edgegw_ring::Consumer>),
+    /// A fresh ingress ring for a ring whose ingress ring was replaced.
+    RenewIngress(String, Box<edgegw_ring::Producer>),
     Shutdown,
 }
 
 /// What the TLS thread tells the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayEvent {
-    /// A ring's reply ring is corrupt (its consumer wrote impossible positions or records):
-    /// replies on it have stopped. The control plane creates a fresh one, serves it on the same
-    /// socket (the consumer is disconnected and attaches again) and hands it over with
-    /// [`Gateway::renew_reply`].
-    ReplyRingCorrupt {
+    /// A ring's ingress ring is broken: its consumer wrote an impossible position. Nothing is
+    /// written to it any more; connections wait. The control plane creates a fresh one, serves
+    /// it on the same socket (the consumer is disconnected and attaches again) and hands it over
+    /// with [`Gateway::renew_ingress`]; the unreleased records move to it.
+    IngressRingBroken {
         /// The ring's name.
         ring: String,
+        /// The broken ring's generation.
+        generation: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A ring's reply ring is broken (its consumer wrote impossible positions or records):
+    /// replies on it have stopped. The control plane creates a fresh one, serves it on the same
+    /// socket and hands it over with [`Gateway::renew_reply`].
+    ReplyRingBroken {
+        /// The ring's name.
+        ring: String,
+        /// The broken ring's generation.
+        generation: u64,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A ring's reply ring was finished by its producer (FORMAT.md section 7) and drained: its
-    /// consumer is done replying. The control plane serves a fresh one for the next producer,
-    /// as for a corrupt one.
+    /// consumer is done replying. The control plane serves a fresh one for the next producer.
     ReplyRingFinished {
         /// The ring's name.
         ring: String,
+        /// The finished ring's generation.
+        generation: u64,
     },
 }
 
@@ -164,6 +182,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Apply(..) => "Apply",
             Command::RenewReply(..) => "RenewReply",
+            Command::RenewIngress(..) => "RenewIngress",
             Command::Shutdown => "Shutdown",
         })
     }
@@ -219,10 +238,18 @@ impl Gateway {
     }
 
     /// Hands the TLS thread a fresh reply ring for `ring` (see
-    /// [`GatewayEvent::ReplyRingCorrupt`]).
+    /// [`GatewayEvent::ReplyRingBroken`]).
     pub fn renew_reply(&self, ring: &str, reply: edgegw_ring::Consumer) -> Result<(), String> {
         self.commands
             .send(Command::RenewReply(ring.to_string(), Box::new(reply)))
+            .map_err(|_| "the TLS thread has stopped".to_string())
+    }
+
+    /// Hands the TLS thread a fresh ingress ring for `ring` (see
+    /// [`GatewayEvent::IngressRingBroken`]).
+    pub fn renew_ingress(&self, ring: &str, ingress: edgegw_ring::Producer) -> Result<(), String> {
+        self.commands
+            .send(Command::RenewIngress(ring.to_string(), Box::new(ingress)))
             .map_err(|_| "the TLS thread has stopped".to_string())
     }
 
@@ -308,6 +335,7 @@ fn tls_thread(
                     let _ = reply.send(shared.apply(plan));
                 }
                 Command::RenewReply(name, reply) => shared.renew_reply(&name, *reply),
+                Command::RenewIngress(name, ingress) => shared.renew_ingress(&name, *ingress),
                 Command::Shutdown => break,
             }
         }
@@ -385,7 +413,7 @@ enum Route {
 }
 
 impl Shared {
-    /// Starts reading a ring's fresh reply ring (the old one was corrupt).
+    /// Starts reading a ring's fresh reply ring (the old one was replaced).
     fn renew_reply(&self, name: &str, reply: edgegw_ring::Consumer) {
         let ring = self.rings.borrow().get(name).cloned();
         match ring {
@@ -394,6 +422,24 @@ impl Shared {
                 Err(e) => crate::error!("ring `{name}`: cannot use the fresh reply ring: {e}"),
             },
             None => crate::warn!("ring `{name}`: a fresh reply ring for a ring we do not have"),
+        }
+    }
+
+    /// Starts producing into a ring's fresh ingress ring, with the records the old one's
+    /// consumer had not released moved over first.
+    fn renew_ingress(&self, name: &str, ingress: edgegw_ring::Producer) {
+        let ring = self.rings.borrow().get(name).cloned();
+        match ring {
+            Some(ring) => match ring.restart_ingress(ingress) {
+                Ok(moved) => crate::info!(
+                    "ring `{name}`: a fresh ingress ring is in use; the {} record(s) ({} bytes) \
+                     its consumer had not released are delivered again",
+                    moved.records,
+                    moved.bytes
+                ),
+                Err(e) => crate::error!("ring `{name}`: cannot use the fresh ingress ring: {e}"),
+            },
+            None => crate::warn!("ring `{name}`: a fresh ingress ring for a ring we do not have"),
         }
     }
 

@@ -74,9 +74,25 @@ pub struct RingRoute {
     /// Woken when `reply_bytes` shrinks (the reply task may wait on it).
     drained: Notify,
     stats: Arc<Stats>,
-    /// To the control plane (a corrupt reply ring).
+    /// To the control plane (a ring to replace).
     events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
-    tasks: RefCell<Vec<tokio::task::JoinHandle<()>>>,
+    /// The consumer broke the ingress ring (an impossible position): nothing is written until
+    /// the control plane hands over a fresh one ([`RingRoute::restart_ingress`]).
+    ingress_broken: Cell<bool>,
+    /// Wakes connections waiting for ingress space.
+    space_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+    /// Reads the reply ring.
+    reply_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What became of a record offered to the ingress ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offered {
+    Written,
+    /// No room now (the drop policy may drop it).
+    Full,
+    /// The ring is being replaced: wait for the fresh one, whatever the policy.
+    Broken,
 }
 
 /// What the reply task needs of a connection.
@@ -133,24 +149,57 @@ impl RingRoute {
             drained: Notify::new(),
             stats,
             events,
-            tasks: RefCell::default(),
+            ingress_broken: Cell::new(false),
+            space_task: RefCell::default(),
+            reply_task: RefCell::default(),
         });
-        let space_task = tokio::task::spawn_local(watch_space(route.clone(), space_fd));
-        let reply_task =
-            tokio::task::spawn_local(dispatch_replies(route.clone(), endpoints.reply, data_fd));
-        route.tasks.borrow_mut().extend([space_task, reply_task]);
+        *route.space_task.borrow_mut() = Some(tokio::task::spawn_local(watch_space(
+            route.clone(),
+            space_fd,
+        )));
+        *route.reply_task.borrow_mut() = Some(tokio::task::spawn_local(dispatch_replies(
+            route.clone(),
+            endpoints.reply,
+            data_fd,
+        )));
         Ok(route)
     }
 
-    /// Reads replies from `reply` from now on: a fresh reply ring in place of one found corrupt
-    /// (whose task has ended).
+    /// Reads replies from `reply` from now on, in place of the reply ring the control plane
+    /// replaced (found broken, or finished by its producer).
     pub fn restart_replies(self: &Rc<Self>, reply: Consumer) -> io::Result<()> {
         let data_fd = crate::sys::async_fd(dup(reply.data_fd())?)?;
         let task = tokio::task::spawn_local(dispatch_replies(self.clone(), reply, data_fd));
-        let mut tasks = self.tasks.borrow_mut();
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        if let Some(old) = self.reply_task.borrow_mut().replace(task) {
+            old.abort();
+        }
         Ok(())
+    }
+
+    /// Produces into `fresh` from now on, in place of the ingress ring the control plane
+    /// replaced (its consumer broke it): every record the consumer had not released moves to
+    /// the fresh ring first, so nothing accepted is lost. Returns what moved.
+    pub fn restart_ingress(
+        self: &Rc<Self>,
+        mut fresh: Producer,
+    ) -> Result<edgegw_ring::Moved, edgegw_ring::Error> {
+        let space_fd = dup(fresh.space_fd())
+            .and_then(crate::sys::async_fd)
+            .map_err(|e| edgegw_ring::Error::Io {
+                what: "register the space eventfd",
+                source: e,
+            })?;
+        let moved = self.ingress.borrow_mut().move_unreleased_to(&mut fresh)?;
+        *self.ingress.borrow_mut() = fresh;
+        self.ingress_broken.set(false);
+        let task = tokio::task::spawn_local(watch_space(self.clone(), space_fd));
+        if let Some(old) = self.space_task.borrow_mut().replace(task) {
+            old.abort();
+        }
+        // Whoever waited for room in the broken ring tries the fresh one.
+        self.flush_closes();
+        self.space.notify_waiters();
+        Ok(moved)
     }
 
     /// Changes the full-ring policy (a reload).
@@ -160,31 +209,51 @@ impl RingRoute {
 
     /// Stops the ring's tasks (the TLS thread is shutting down).
     pub fn stop(&self) {
-        for task in self.tasks.borrow_mut().drain(..) {
-            task.abort();
+        for task in [&self.space_task, &self.reply_task] {
+            if let Some(task) = task.borrow_mut().take() {
+                task.abort();
+            }
         }
         self.conns.borrow_mut().clear();
     }
 
-    /// Writes one record; `false` if the ring is full (nothing written).
-    fn try_record(&self, kind: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+    /// Writes one record, or says why not (nothing written).
+    fn try_record(&self, kind: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> Offered {
+        if self.ingress_broken.get() {
+            return Offered::Broken;
+        }
         let mut producer = self.ingress.borrow_mut();
         match producer.reserve(len, kind, 0) {
             Ok(buf) => {
                 fill(buf);
-                true
+                Offered::Written
             }
             Err(edgegw_ring::Error::Full { .. }) => {
                 self.refused_len.set(len);
-                false
+                Offered::Full
             }
             Err(e) => {
                 // TooLarge cannot happen (config validation and chunking keep records within
                 // max_payload); Corrupt means the consumer wrote an impossible position.
-                crate::error!("ring `{}`: cannot write: {e}", self.name);
-                false
+                let generation = producer.generation();
+                drop(producer);
+                self.ingress_ring_corrupt(generation, &e);
+                Offered::Broken
             }
         }
+    }
+
+    /// The consumer broke the ingress ring: stop writing and ask the control plane for a fresh
+    /// one. Records wait (as under backpressure) until it comes.
+    #[cold]
+    fn ingress_ring_corrupt(&self, generation: u64, error: &edgegw_ring::Error) {
+        self.ingress_broken.set(true);
+        self.refused_len.set(0);
+        let _ = self.events.send(super::GatewayEvent::IngressRingBroken {
+            ring: self.name.clone(),
+            generation,
+            reason: error.to_string(),
+        });
     }
 
     fn publish(&self) {
@@ -193,10 +262,16 @@ impl RingRoute {
 
     /// Whether a record with `len` payload bytes fits now, arming the space wakeup if not.
     fn prepare_wait_for_space(&self, len: usize) -> bool {
-        match self.ingress.borrow_mut().prepare_wait_for_space(len) {
+        if self.ingress_broken.get() {
+            return true;
+        }
+        let mut producer = self.ingress.borrow_mut();
+        match producer.prepare_wait_for_space(len) {
             Ok(wait) => wait,
             Err(e) => {
-                crate::error!("ring `{}`: {e}", self.name);
+                let generation = producer.generation();
+                drop(producer);
+                self.ingress_ring_corrupt(generation, &e);
                 true
             }
         }
@@ -220,7 +295,8 @@ impl RingRoute {
         let mut closes = self.pending_closes.borrow_mut();
         let mut wrote = false;
         while let Some(&(id, reason)) = closes.front() {
-            if !self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason)) {
+            if self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason)) != Offered::Written
+            {
                 break;
             }
             closes.pop_front();
@@ -235,7 +311,7 @@ impl RingRoute {
     /// Writes a connection's CLOSE record (queued if the ring is full: it is never dropped).
     fn close(&self, id: u64, reason: CloseReason) {
         if !self.flush_closes()
-            || !self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason))
+            || self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason)) != Offered::Written
         {
             self.pending_closes.borrow_mut().push_back((id, reason));
             return;
@@ -263,21 +339,26 @@ impl RingRoute {
         if !self.pending_closes.borrow().is_empty() && !self.flush_closes() {
             return self.full();
         }
-        let written = self.try_record(wire::DATA, DATA_HEADER_LEN + frame.len(), |b| {
+        let offered = self.try_record(wire::DATA, DATA_HEADER_LEN + frame.len(), |b| {
             b[..8].copy_from_slice(&id.to_le_bytes());
             b[8..].copy_from_slice(frame);
         });
-        if written {
-            Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
-            true
-        } else {
-            self.full()
+        match offered {
+            Offered::Written => {
+                Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
+                true
+            }
+            Offered::Full => self.full(),
+            Offered::Broken => false,
         }
     }
 
     /// The ring is full: `false` under backpressure (offer it again later), `true` under the
     /// drop policy (counted in the ring's header and in the stats).
     fn full(&self) -> bool {
+        if self.ingress_broken.get() {
+            return false;
+        }
         match self.when_full.get() {
             WhenFull::Backpressure => false,
             WhenFull::Drop => {
@@ -328,7 +409,7 @@ pub async fn serve(
 ) {
     // OPEN is never dropped: wait for room.
     let open_len = info.encoded_len();
-    while !route.try_record(wire::OPEN, open_len, |b| info.encode(id, b)) {
+    while route.try_record(wire::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
         let waited =
             tokio::time::timeout(limits.idle_timeout, route.wait_for_space(open_len)).await;
         if waited.is_err() {
@@ -477,7 +558,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
             let record = match reply.read() {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
-                Err(e) => return reply_ring_corrupt(&route, &e),
+                Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
             };
             let payload = record.payload();
             let kind = record.record_type();
@@ -559,8 +640,10 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 reply.finish_wait();
             }
             Ok(false) => {}
-            Err(edgegw_ring::Error::Finished) => return reply_ring_finished(&route),
-            Err(e) => return reply_ring_corrupt(&route, &e),
+            Err(edgegw_ring::Error::Finished) => {
+                return reply_ring_finished(&route, reply.generation())
+            }
+            Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
         }
     }
 }
@@ -568,7 +651,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
 /// The consumer finished its reply ring (FORMAT.md section 7) and everything it committed has
 /// been delivered: it is done replying, as if it had detached. Connections keep their ingress;
 /// the control plane serves a fresh reply ring for the next producer.
-fn reply_ring_finished(route: &RingRoute) {
+fn reply_ring_finished(route: &RingRoute, generation: u64) {
     Stats::bump(&route.stats.finished_reply_rings);
     crate::info!(
         "ring `{}`: the consumer finished its reply ring; its replies are delivered and a fresh \
@@ -577,19 +660,17 @@ fn reply_ring_finished(route: &RingRoute) {
     );
     let _ = route.events.send(super::GatewayEvent::ReplyRingFinished {
         ring: route.name.clone(),
+        generation,
     });
 }
 
 /// The consumer broke the reply ring's contract: stop reading it and ask the control plane for
-/// a fresh one. Connections stay; what the corrupt ring held is lost with it.
-fn reply_ring_corrupt(route: &RingRoute, error: &edgegw_ring::Error) {
-    Stats::bump(&route.stats.corrupt_reply_rings);
-    crate::error!(
-        "ring `{}`: reply ring corrupt ({error}); its consumer is disconnected and a fresh \
-         reply ring takes its place",
-        route.name
-    );
-    let _ = route.events.send(super::GatewayEvent::ReplyRingCorrupt {
+/// a fresh one (it logs and counts the replacement). Connections stay; what the corrupt ring
+/// held is lost with it.
+fn reply_ring_corrupt(route: &RingRoute, generation: u64, error: &edgegw_ring::Error) {
+    let _ = route.events.send(super::GatewayEvent::ReplyRingBroken {
         ring: route.name.clone(),
+        generation,
+        reason: error.to_string(),
     });
 }

@@ -66,6 +66,10 @@ counters! {
     malformed_replies,
     /// Reply rings found corrupt (a consumer broke the ring's contract) and replaced.
     corrupt_reply_rings,
+    /// Ingress rings whose consumer page was found broken (an impossible or backwards position,
+    /// one off the record boundaries, a bad magic or version) and replaced, with the records it
+    /// had not released delivered again in the fresh ring.
+    corrupt_ingress_rings,
     /// Reply rings their producer finished (FINISHED flag): drained, then replaced by a fresh
     /// one for the next producer.
     finished_reply_rings,
