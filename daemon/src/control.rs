@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use edgegw_ring::{
-    AllowList, Consumer, Producer, RingConfig as RingLayout, RingServer, ServerEvent,
+    AllowList, Consumer, Producer, Refusal, RingConfig as RingLayout, RingServer, ServerEvent,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -124,7 +124,7 @@ impl Daemon {
             prepared.plan,
         )?;
         drop_startup_pages();
-        crate::info!(
+        log::info!(
             "edgegw {} running with {} ({} crypto, {} first); state in {}, rings in {}",
             env!("CARGO_PKG_VERSION"),
             config.file.display(),
@@ -175,7 +175,7 @@ impl Daemon {
     /// untouched either way; new handshakes use the new certificates.
     pub async fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
         if config.daemon != self.config.daemon {
-            crate::warn!("reload: [daemon] settings changed; they take effect at the next restart");
+            log::warn!("reload: [daemon] settings changed; they take effect at the next restart");
         }
         for (name, running) in &self.rings {
             if let Some(new) = config.ring(name) {
@@ -213,10 +213,15 @@ impl Daemon {
                     let allow = allow_list(new);
                     ring.ingress.server.set_allow(allow.clone());
                     ring.reply.server.set_allow(allow);
+                    for server in [&ring.ingress.server, &ring.reply.server] {
+                        if let Err(e) = restrict_socket(server.path(), new) {
+                            log::error!("{e:#}");
+                        }
+                    }
                     ring.config = new.clone();
                 }
                 None => {
-                    crate::info!("ring `{name}` is no longer configured; it stays until restart")
+                    log::info!("ring `{name}` is no longer configured; it stays until restart")
                 }
             }
         }
@@ -296,7 +301,7 @@ impl Daemon {
                             }
                         }
                     }
-                    Err(e) => crate::warn!("ring `{name}` {direction} attach server: {e}"),
+                    Err(e) => log::warn!("ring `{name}` {direction} attach server: {e}"),
                 }
             }
         }
@@ -341,7 +346,7 @@ impl Daemon {
                 ),
             };
             Stats::bump(counter);
-            crate::error!(
+            log::error!(
                 "ring `{name}` {direction}: the consumer broke the ring ({reason}); it is \
                  disconnected and a fresh ring takes its place; {lost}"
             );
@@ -363,8 +368,8 @@ impl Daemon {
         };
         match renewed {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => crate::error!("ring `{name}` {direction}: {e}"),
-            Err(e) => crate::error!("ring `{name}` {direction}: cannot create a fresh ring: {e}"),
+            Ok(Err(e)) => log::error!("ring `{name}` {direction}: {e}"),
+            Err(e) => log::error!("ring `{name}` {direction}: cannot create a fresh ring: {e}"),
         }
     }
 }
@@ -387,23 +392,80 @@ impl std::fmt::Display for Direction {
 
 fn log_replaced(ring: &str, direction: Direction, detached: Option<ServerEvent>) {
     if let Some(ServerEvent::Detached { pid }) = detached {
-        crate::info!("ring `{ring}` {direction}: pid {pid} disconnected; it may attach again");
+        log::info!("ring `{ring}` {direction}: pid {pid} disconnected; it may attach again");
     }
 }
 
 fn log_attach_event(ring: &str, direction: Direction, event: &ServerEvent) {
     match event {
         ServerEvent::Attached { pid, uid, gid } => {
-            crate::info!("ring `{ring}` {direction}: pid {pid} (uid {uid}, gid {gid}) attached")
+            log::info!("ring `{ring}` {direction}: pid {pid} (uid {uid}, gid {gid}) attached")
         }
         ServerEvent::Detached { pid } => {
-            crate::info!("ring `{ring}` {direction}: pid {pid} detached; unread records are kept")
+            log::info!("ring `{ring}` {direction}: pid {pid} detached; unread records are kept")
         }
         ServerEvent::Refused { pid, uid, reason } => {
-            crate::warn!("ring `{ring}` {direction}: refused pid {pid} (uid {uid}): {reason}")
+            let (kind, level, why) = refusal(reason);
+            log::log!(target: kind, level, "ring `{ring}` {direction}: refused pid {pid} (uid {uid}): {why}")
         }
-        other => crate::debug!("ring `{ring}` {direction}: {other:?}"),
+        other => log::debug!("ring `{ring}` {direction}: {other:?}"),
     }
+}
+
+/// How the daemon words an attach it refused, at which level, and under which rate-limit key (a
+/// flood of one kind must not hide the others).
+fn refusal(reason: &Refusal) -> (&'static str, log::Level, String) {
+    use log::Level::{Info, Warn};
+    match reason {
+        Refusal::Malformed => (
+            "edgegw::attach::malformed",
+            Warn,
+            "its hello is malformed (not an edgegw ring hello)".into(),
+        ),
+        Refusal::VersionMismatch { server, client } => (
+            "edgegw::attach::version",
+            Warn,
+            format!("it speaks attach protocol version {client}, this daemon speaks {server}"),
+        ),
+        Refusal::NotAllowed { uid, gid } => (
+            "edgegw::attach::not-allowed",
+            Warn,
+            format!("neither uid {uid} nor gid {gid} is on the ring's allow list"),
+        ),
+        Refusal::WrongRole { offered, requested } => (
+            "edgegw::attach::role",
+            Warn,
+            format!("it asked to attach as the {requested}; this socket serves the {offered}"),
+        ),
+        Refusal::Busy => (
+            "edgegw::attach::busy",
+            Info,
+            "another peer is attached, or the ring is being replaced; it may try again".into(),
+        ),
+        other => ("edgegw::attach::refused", Warn, other.to_string()),
+    }
+}
+
+/// Who may connect to a ring socket: the daemon's user and group, and the ring's allow list
+/// (mode 0660 and a POSIX ACL entry for each listed user and group), so a stranger cannot even
+/// say hello; the allow list is checked again on the hello (SO_PEERCRED). On a filesystem
+/// without ACLs, a ring that lists other users keeps its sockets open to everyone (0666) so they
+/// can connect, and the log says so once.
+fn restrict_socket(path: &Path, ring: &RingConfig) -> Result<()> {
+    let listed = crate::sys::restrict_to(path, &ring.allow_uids, &ring.allow_gids)
+        .with_context(|| format!("ring `{}`: permissions of {}", ring.name, path.display()))?;
+    if !listed {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .with_context(|| format!("ring `{}`: chmod {}", ring.name, path.display()))?;
+        log::warn!(
+            "ring `{}`: the filesystem of {} has no POSIX ACLs, so the socket is open to every \
+             local user (0666) for allow_uids/allow_gids to connect; the allow list still \
+             decides who attaches",
+            ring.name,
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn allow_list(ring: &RingConfig) -> AllowList {
@@ -545,13 +607,10 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
     .with_context(|| format!("ring `{}`: serve", ring.name))?;
     let reply_server = RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
         .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
-    // Anyone may connect to the sockets; the allow list (SO_PEERCRED) decides who attaches.
-    // Without this, consumers running as another user could not even reach the server.
     for server in [&ingress_server, &reply_server] {
-        std::fs::set_permissions(server.path(), std::fs::Permissions::from_mode(0o666))
-            .with_context(|| format!("ring `{}`: chmod {}", ring.name, server.path().display()))?;
+        restrict_socket(server.path(), ring)?;
     }
-    crate::info!(
+    log::info!(
         "ring `{}`: {} bytes each way; consumers attach at {}",
         ring.name,
         ring.capacity,
@@ -574,10 +633,10 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
 fn drop_startup_pages() {
     match crate::sys::page_out_executable() {
         Ok(bytes) => {
-            crate::debug!("asked the kernel to reclaim {bytes} bytes of executable mappings")
+            log::debug!("asked the kernel to reclaim {bytes} bytes of executable mappings")
         }
         // Kernels before 5.4 have no MADV_PAGEOUT: the pages stay, nothing else changes.
-        Err(e) => crate::debug!("cannot page out start-up code: {e}"),
+        Err(e) => log::debug!("cannot page out start-up code: {e}"),
     }
 }
 
@@ -615,7 +674,7 @@ fn raise_fd_limit() {
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         if soft < hard {
             if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                crate::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
+                log::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
             }
         }
     }

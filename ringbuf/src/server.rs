@@ -2,7 +2,7 @@
 
 use crate::attach::{
     decode_hello, Reply, Request, HELLO_LEN, STATE_ATTACHED, STATE_FINISHED, STATUS_BUSY,
-    STATUS_NOT_ALLOWED, STATUS_OK, STATUS_WRONG_ROLE,
+    STATUS_MALFORMED, STATUS_NOT_ALLOWED, STATUS_OK, STATUS_VERSION, STATUS_WRONG_ROLE,
 };
 use crate::core::{check_release, Field, ReleaseCheck};
 use crate::endpoint::{PeerState, PeerStatus};
@@ -584,13 +584,34 @@ impl RingServer {
 
     fn answer(&mut self, conn: Conn, hello: &[u8], events: &mut Vec<ServerEvent>) {
         let refuse = |status: u8, reason: Refusal, this: &Self, events: &mut Vec<ServerEvent>| {
-            let _ = os::send_message(conn.socket.as_fd(), &this.ring.reply(status).encode(), &[]);
+            // Only a peer that is allowed and speaks our hello learns anything about the ring.
+            let reply = match status {
+                STATUS_NOT_ALLOWED | STATUS_MALFORMED | STATUS_VERSION => Reply {
+                    status,
+                    ..Reply::default()
+                },
+                _ => this.ring.reply(status),
+            };
+            let _ = os::send_message(conn.socket.as_fd(), &reply.encode(), &[]);
             events.push(ServerEvent::Refused {
                 pid: conn.pid,
                 uid: conn.uid,
                 reason,
             });
         };
+        // Credentials first: a peer that is not allowed gets nothing parsed, and nothing but
+        // its refusal (FORMAT.md section 6).
+        if !self.allow.allows(conn.uid, conn.gid) {
+            return refuse(
+                STATUS_NOT_ALLOWED,
+                Refusal::NotAllowed {
+                    uid: conn.uid,
+                    gid: conn.gid,
+                },
+                self,
+                events,
+            );
+        }
         let req = match decode_hello(hello) {
             Ok(r) => r,
             Err((status, version)) => {
@@ -605,17 +626,6 @@ impl RingServer {
                 return refuse(status, reason, self, events);
             }
         };
-        if !self.allow.allows(conn.uid, conn.gid) {
-            return refuse(
-                STATUS_NOT_ALLOWED,
-                Refusal::NotAllowed {
-                    uid: conn.uid,
-                    gid: conn.gid,
-                },
-                self,
-                events,
-            );
-        }
         let role = match req {
             Request::Stat => {
                 let _ = os::send_message(

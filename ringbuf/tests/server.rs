@@ -687,3 +687,41 @@ fn a_reply_ring_header_rewritten_by_its_producer_is_reported_when_it_leaves() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_peer_not_on_the_allow_list_is_refused_before_its_hello_is_parsed_and_learns_nothing() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    producer.send(1, 0, b"private").unwrap();
+    // Nobody is allowed, not even us.
+    let server = Running::start(&path, producer.served_ring().unwrap(), AllowList::new());
+    for hello in [&b"GET / HTTP/1.0\r\n\r\n"[..], &[0u8; 32][..]] {
+        let answer = raw_exchange(&path, hello);
+        assert_eq!(answer.len(), 128);
+        assert_eq!(&answer[..4], b"EGRR");
+        assert_eq!(answer[6], 2, "status 2 (credentials), not 5 (malformed)");
+        assert!(
+            answer[7..].iter().all(|&b| b == 0),
+            "nothing about the ring: {:?}",
+            &answer[7..]
+        );
+    }
+    server.wait_for("a credentials refusal", |e| {
+        matches!(
+            e,
+            ServerEvent::Refused {
+                reason: Refusal::NotAllowed { .. },
+                ..
+            }
+        )
+    });
+    assert!(!server.events().iter().any(|e| matches!(
+        e,
+        ServerEvent::Refused {
+            reason: Refusal::Malformed,
+            ..
+        }
+    )));
+    server.stop();
+}

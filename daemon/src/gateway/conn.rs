@@ -78,7 +78,7 @@ pub async fn run(
     let mut session = match Session::new(settings.tls.config.clone()) {
         Ok(s) => s,
         Err(e) => {
-            crate::warn!("connection {id} from {peer}: cannot start TLS: {e}");
+            log::warn!("connection {id} from {peer}: cannot start TLS: {e}");
             return;
         }
     };
@@ -92,11 +92,11 @@ pub async fn run(
         Ok(Ok(sni)) => sni,
         Err(_elapsed) => {
             Stats::bump(&stats.handshake_timeouts);
-            crate::debug!("connection {id} from {peer}: handshake timeout");
+            log::debug!("connection {id} from {peer}: handshake timeout");
             return;
         }
         Ok(Err(e)) => {
-            crate::debug!("connection {id} from {peer}: handshake failed: {e}");
+            log::debug!("connection {id} from {peer}: handshake failed: {e}");
             return;
         }
     };

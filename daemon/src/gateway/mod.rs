@@ -350,8 +350,8 @@ fn pin_to_cpu(cpu: usize) {
         .set(cpu)
         .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
     match pinned {
-        Ok(()) => crate::info!("TLS thread pinned to CPU {cpu}"),
-        Err(e) => crate::warn!("TLS thread not pinned to CPU {cpu} ({e}): running unpinned"),
+        Ok(()) => log::info!("TLS thread pinned to CPU {cpu}"),
+        Err(e) => log::warn!("TLS thread not pinned to CPU {cpu} ({e}): running unpinned"),
     }
 }
 
@@ -418,10 +418,10 @@ impl Shared {
         let ring = self.rings.borrow().get(name).cloned();
         match ring {
             Some(ring) => match ring.restart_replies(reply) {
-                Ok(()) => crate::info!("ring `{name}`: replies flow again on a fresh reply ring"),
-                Err(e) => crate::error!("ring `{name}`: cannot use the fresh reply ring: {e}"),
+                Ok(()) => log::info!("ring `{name}`: replies flow again on a fresh reply ring"),
+                Err(e) => log::error!("ring `{name}`: cannot use the fresh reply ring: {e}"),
             },
-            None => crate::warn!("ring `{name}`: a fresh reply ring for a ring we do not have"),
+            None => log::warn!("ring `{name}`: a fresh reply ring for a ring we do not have"),
         }
     }
 
@@ -431,15 +431,15 @@ impl Shared {
         let ring = self.rings.borrow().get(name).cloned();
         match ring {
             Some(ring) => match ring.restart_ingress(ingress) {
-                Ok(moved) => crate::info!(
+                Ok(moved) => log::info!(
                     "ring `{name}`: a fresh ingress ring is in use; the {} record(s) ({} bytes) \
                      its consumer had not released are delivered again",
                     moved.records,
                     moved.bytes
                 ),
-                Err(e) => crate::error!("ring `{name}`: cannot use the fresh ingress ring: {e}"),
+                Err(e) => log::error!("ring `{name}`: cannot use the fresh ingress ring: {e}"),
             },
-            None => crate::warn!("ring `{name}`: a fresh ingress ring for a ring we do not have"),
+            None => log::warn!("ring `{name}`: a fresh ingress ring for a ring we do not have"),
         }
     }
 
@@ -587,7 +587,7 @@ impl Shared {
         // Addresses no longer configured: stop accepting and close the socket.
         for (addr, old) in by_addr.drain() {
             old.task.abort();
-            crate::info!("closed listening socket {addr}");
+            log::info!("closed listening socket {addr}");
         }
         *by_addr = kept;
         Ok(())
@@ -616,7 +616,7 @@ async fn accept_loop(
     socket: Rc<tokio::net::TcpListener>,
 ) {
     if let Ok(addr) = socket.local_addr() {
-        crate::info!("listener `{}` accepting on {addr}", listener.name);
+        log::info!("listener `{}` accepting on {addr}", listener.name);
     }
     loop {
         let (stream, peer) = match socket.accept().await {
@@ -624,7 +624,7 @@ async fn accept_loop(
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning; the backlog holds the
                 // clients meanwhile.
-                crate::warn!("listener `{}`: accept failed: {e}", listener.name);
+                log::warn!("listener `{}`: accept failed: {e}", listener.name);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

@@ -385,7 +385,7 @@ async fn watch_space(route: Rc<RingRoute>, space_fd: AsyncFd<OwnedFd>) {
         match space_fd.readable().await {
             Ok(mut guard) => guard.clear_ready(),
             Err(e) => {
-                crate::error!("ring `{}`: space eventfd: {e}", route.name);
+                log::error!("ring `{}`: space eventfd: {e}", route.name);
                 return;
             }
         }
@@ -492,7 +492,7 @@ async fn relay(
             route.publish();
             if let Some(e) = bad_frame {
                 Stats::bump(&stats.oversized_frames);
-                crate::debug!("connection {id}: {e}");
+                log::debug!("connection {id}: {e}");
                 return (CloseReason::ProtocolError, false);
             }
             match progress {
@@ -633,7 +633,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 match data_fd.readable().await {
                     Ok(mut guard) => guard.clear_ready(),
                     Err(e) => {
-                        crate::error!("ring `{}`: reply eventfd: {e}", route.name);
+                        log::error!("ring `{}`: reply eventfd: {e}", route.name);
                         return;
                     }
                 }
@@ -653,7 +653,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
 /// the control plane serves a fresh reply ring for the next producer.
 fn reply_ring_finished(route: &RingRoute, generation: u64) {
     Stats::bump(&route.stats.finished_reply_rings);
-    crate::info!(
+    log::info!(
         "ring `{}`: the consumer finished its reply ring; its replies are delivered and a fresh \
          reply ring is served for the next producer",
         route.name

@@ -281,7 +281,7 @@ impl TlsBuilder {
                     .ensure(&cert.server_names)
                     .map_err(|e| fail(&cert.location, e))?
                 {
-                    crate::info!(
+                    log::info!(
                         "generated a self-signed ECDSA P-256 certificate for {:?}: {}",
                         cert.server_names,
                         files.cert.display()
