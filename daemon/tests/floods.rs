@@ -59,3 +59,95 @@ fn a_flood_of_malformed_hellos_logs_a_few_lines_not_one_per_hello() {
     // The ring still serves a real consumer.
     edgegw_ring::Consumer::attach(ring_socket(&dir)).expect("a consumer attaches after the flood");
 }
+
+/// Connects to `path` and closes at once, over and over, from `threads` threads, until `stop`;
+/// one more thread keeps 32 connections open that never say anything, renewing them. Returns
+/// the threads (each says how many connections it made).
+fn connect_flood(
+    path: &std::path::Path,
+    threads: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::sync::atomic::Ordering;
+    let connect = |path: &std::path::Path| {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let _ = socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap());
+        fd
+    };
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let (path, stop) = (path.to_owned(), stop.clone());
+        handles.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                drop(connect(&path));
+                n += 1;
+            }
+            n
+        }));
+    }
+    let (path, stop) = (path.to_owned(), stop.clone());
+    handles.push(std::thread::spawn(move || {
+        let mut silent = std::collections::VecDeque::new();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            silent.push_back(connect(&path));
+            if silent.len() > 32 {
+                silent.pop_front();
+            }
+            n += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        n
+    }));
+    handles
+}
+
+#[test]
+fn consumers_and_stat_requests_get_through_a_connect_flood() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (dir, _daemon) = spawn_daemon(CONFIG, "accepting on");
+    let path = ring_socket(&dir);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flood = connect_flood(&path, 2, &stop);
+    let (mut attaches, mut stats, mut failures) = (0, 0, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match edgegw_ring::tools::stat(&path) {
+            Ok(_) => stats += 1,
+            Err(e) => failures.push(format!("stat: {e}")),
+        }
+        match edgegw_ring::Consumer::attach(&path) {
+            Ok(consumer) => {
+                attaches += 1;
+                drop(consumer);
+            }
+            // The daemon has not yet seen the previous consumer go: not the flood's doing.
+            Err(edgegw_ring::Error::Refused {
+                reason: edgegw_ring::Refusal::Busy,
+                ..
+            }) => {}
+            Err(e) => failures.push(format!("attach: {e}")),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flooded: u64 = flood.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(
+        failures.is_empty(),
+        "{} of {} legitimate requests failed during a flood of {flooded} connections: {:?}",
+        failures.len(),
+        attaches + stats + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        attaches > 0 && stats > 0,
+        "{attaches} attaches, {stats} stats"
+    );
+}

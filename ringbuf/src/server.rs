@@ -254,6 +254,26 @@ impl ServedRing {
     }
 }
 
+/// What a connection in its hello phase has sent.
+enum Hello {
+    /// A message (at most `HELLO_LEN + 1` bytes are kept: a longer one is malformed anyway).
+    Got([u8; HELLO_LEN + 1], usize),
+    /// It closed, or its socket failed.
+    Gone,
+    /// Nothing yet.
+    NotYet,
+}
+
+fn read_hello(conn: &Conn) -> Hello {
+    let mut buf = [0u8; HELLO_LEN + 1];
+    match os::recv_message(conn.socket.as_fd(), &mut buf, true) {
+        Ok(None) => Hello::NotYet,
+        Ok(Some(m)) if m.len == 0 => Hello::Gone,
+        Ok(Some(m)) => Hello::Got(buf, if m.truncated { buf.len() } else { m.len }),
+        Err(_) => Hello::Gone,
+    }
+}
+
 /// Why a served ring does not go to a new peer now.
 #[derive(Debug)]
 enum Unfit {
@@ -490,96 +510,97 @@ impl RingServer {
     /// hang-up, expire silent connections. Returns what happened.
     pub fn process(&mut self) -> Result<Vec<ServerEvent>> {
         let mut events = Vec::new();
+        // Hang-up of the attached peer first, so a replacement that is already waiting is served.
+        self.check_peer(&mut events);
         // Bounded, so a flood of connections cannot hold the owner's thread; the rest wait in
         // the backlog for the next call (the epoll fd stays readable).
         for _ in 0..MAX_ACCEPTS_PER_CALL {
-            let Some(conn) = os::accept(self.listener.as_fd())? else {
+            let Some(socket) = os::accept(self.listener.as_fd())? else {
                 break;
             };
             let (pid, uid, gid) =
-                os::peer_credentials(conn.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
-            self.epoll.add(conn.as_fd(), conn.as_raw_fd() as u64)?;
-            self.pending.push(Conn {
-                socket: conn,
+                os::peer_credentials(socket.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
+            let conn = Conn {
+                socket,
                 pid,
                 uid,
                 gid,
                 since: Instant::now(),
-            });
-            if self.pending.len() > MAX_PENDING {
-                let old = self.pending.remove(0);
-                self.epoll.delete(old.socket.as_fd());
-                events.push(ServerEvent::Dropped { pid: old.pid });
-            }
-        }
-        // Hang-up of the attached peer first, so a replacement that is already waiting is served.
-        if let Some(peer) = &self.peer {
-            let mut scratch = [0u8; 64];
-            // The peer must stay silent after the hello: a message (or an error) ends the
-            // attachment, so a chatty peer cannot keep this loop, and the owner's thread, busy.
-            let gone = os::socket_hung_up(peer.socket.as_fd())
-                || !matches!(
-                    os::recv_message(peer.socket.as_fd(), &mut scratch, true),
-                    Ok(None)
-                );
-            if gone {
-                let peer = self.peer.take().expect("checked");
-                self.epoll.delete(peer.socket.as_fd());
-                self.ring.state.detached();
-                events.push(ServerEvent::Detached { pid: peer.pid });
-                if self.ring.peer_role == Role::Producer {
-                    // Let the owner look at the ring once more: a producer may have published,
-                    // or finished, without a signal before it left.
-                    os::signal_eventfd(self.ring.fds.data_event.as_fd());
-                }
-                // What the peer left must be fit for the next one (and the owner learns now,
-                // not when the next peer trips over it).
-                self.ring_fit(&mut events);
-            }
-        }
-        let mut i = 0;
-        while i < self.pending.len() {
-            let mut buf = [0u8; HELLO_LEN + 1];
-            let got = os::recv_message(self.pending[i].socket.as_fd(), &mut buf, true);
-            let conn_done = match got {
-                Ok(None) => {
-                    if self.pending[i].since.elapsed() > HELLO_TIMEOUT {
-                        events.push(ServerEvent::Dropped {
-                            pid: self.pending[i].pid,
-                        });
-                        true
-                    } else {
-                        false
-                    }
-                }
-                Ok(Some(m)) if m.len == 0 => {
-                    events.push(ServerEvent::Dropped {
-                        pid: self.pending[i].pid,
-                    });
-                    true
-                }
-                Err(_) => {
-                    events.push(ServerEvent::Dropped {
-                        pid: self.pending[i].pid,
-                    });
-                    true
-                }
-                Ok(Some(m)) => {
-                    let len = if m.truncated { buf.len() } else { m.len };
-                    let conn = self.pending.remove(i);
-                    self.epoll.delete(conn.socket.as_fd());
-                    self.answer(conn, &buf[..len], &mut events);
-                    continue;
-                }
             };
-            if conn_done {
-                let conn = self.pending.remove(i);
-                self.epoll.delete(conn.socket.as_fd());
-            } else {
-                i += 1;
+            // A real peer sends its hello right after connecting, and a flood's connections are
+            // often closed already: read what is there now, so neither takes a pending slot
+            // (nor two epoll calls).
+            match read_hello(&conn) {
+                Hello::Got(buf, len) => self.answer(conn, &buf[..len], &mut events),
+                Hello::Gone => events.push(ServerEvent::Dropped { pid: conn.pid }),
+                Hello::NotYet => {
+                    self.epoll
+                        .add(conn.socket.as_fd(), conn.socket.as_raw_fd() as u64)?;
+                    self.pending.push(conn);
+                }
             }
+        }
+        self.read_pending(&mut events);
+        // Too many connections that said nothing: the oldest silent ones go. Every connection
+        // that sent a hello has been answered above, so only silent ones are pending here, and
+        // the newest (a peer whose hello is on its way) stay.
+        while self.pending.len() > MAX_PENDING {
+            let old = self.pending.remove(0);
+            self.epoll.delete(old.socket.as_fd());
+            events.push(ServerEvent::Dropped { pid: old.pid });
         }
         Ok(events)
+    }
+
+    /// Notices the attached peer's hang-up (or a message after its hello, which ends the
+    /// attachment too).
+    fn check_peer(&mut self, events: &mut Vec<ServerEvent>) {
+        let Some(peer) = &self.peer else {
+            return;
+        };
+        let mut scratch = [0u8; 64];
+        // The peer must stay silent after the hello: a message (or an error) ends the
+        // attachment, so a chatty peer cannot keep this loop, and the owner's thread, busy.
+        let gone = os::socket_hung_up(peer.socket.as_fd())
+            || !matches!(
+                os::recv_message(peer.socket.as_fd(), &mut scratch, true),
+                Ok(None)
+            );
+        if !gone {
+            return;
+        }
+        let peer = self.peer.take().expect("checked");
+        self.epoll.delete(peer.socket.as_fd());
+        self.ring.state.detached();
+        events.push(ServerEvent::Detached { pid: peer.pid });
+        if self.ring.peer_role == Role::Producer {
+            // Let the owner look at the ring once more: a producer may have published, or
+            // finished, without a signal before it left.
+            os::signal_eventfd(self.ring.fds.data_event.as_fd());
+        }
+        // What the peer left must be fit for the next one (and the owner learns now, not when
+        // the next peer trips over it).
+        self.ring_fit(events);
+    }
+
+    /// Answers the pending connections whose hello came, drops those that closed or timed out.
+    fn read_pending(&mut self, events: &mut Vec<ServerEvent>) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let hello = read_hello(&self.pending[i]);
+            if let Hello::NotYet = hello {
+                if self.pending[i].since.elapsed() <= HELLO_TIMEOUT {
+                    i += 1;
+                    continue;
+                }
+            }
+            let conn = self.pending.remove(i);
+            self.epoll.delete(conn.socket.as_fd());
+            match hello {
+                Hello::Got(buf, len) => self.answer(conn, &buf[..len], events),
+                Hello::Gone | Hello::NotYet => events.push(ServerEvent::Dropped { pid: conn.pid }),
+            }
+        }
     }
 
     fn answer(&mut self, conn: Conn, hello: &[u8], events: &mut Vec<ServerEvent>) {
@@ -648,6 +669,11 @@ impl RingServer {
                 self,
                 events,
             );
+        }
+        if self.peer.is_some() {
+            // It may have gone since the last look: a peer that re-attaches right after it
+            // detached must not be told "busy" by its own ghost.
+            self.check_peer(events);
         }
         if self.peer.is_some() || !self.ring_fit(events) {
             return refuse(STATUS_BUSY, Refusal::Busy, self, events);
