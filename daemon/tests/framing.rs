@@ -251,3 +251,79 @@ fn a_client_that_does_not_read_its_replies_is_dropped_and_the_others_go_on() {
         flood.abort();
     });
 }
+
+#[test]
+fn closed_slow_clients_give_their_reply_budget_back_at_once() {
+    // Clients that never read their replies, one after the other: each is closed (reason 6)
+    // once 256 KiB of replies wait for it. What it held must stop counting against the ring's
+    // 4 MiB then, not at the flush timeout (10 s): 16 of them would otherwise hold the whole
+    // budget, the daemon would stop reading the reply ring, and every connection on the ring
+    // would wait.
+    // The final flush of a closed connection waits up to the handshake timeout: a long one
+    // makes a held budget show.
+    let daemon = TestDaemon::start(&ring_config(
+        "handshake_timeout = \"60s\"",
+        SELF_SIGNED,
+        "",
+        "capacity = \"256KiB\"",
+    ));
+    let consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    let slow_closes = |consumer: &TestConsumer| {
+        consumer
+            .seen()
+            .closes
+            .iter()
+            .filter(|(_, r)| *r == 6)
+            .count()
+    };
+    block_on(async {
+        let config = client_config(&roots, &[]);
+        let mut slow = Vec::new();
+        for i in 0..20 {
+            // A small receive window, so the replies pile up in the daemon, not in the kernel.
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let tcp = socket.connect(daemon.addr("tls")).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            let (reader, mut writer) = tokio::io::split(tls);
+            slow.push(reader);
+            tokio::spawn(async move {
+                let chunk = vec![7u8; 16 * 1024];
+                for _ in 0..256 {
+                    if writer.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await;
+            });
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while slow_closes(&consumer) <= i {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "slow client {i} was not closed: the reply ring is held up by the {i} \
+                     closed before it; {:?}",
+                    daemon.stats()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let mut good = connect(daemon.addr("tls"), config, "localhost")
+            .await
+            .unwrap();
+        good.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::io::AsyncReadExt::read_exact(&mut good, &mut back),
+        )
+        .await
+        .expect("a new client's reply is not held up by closed slow clients")
+        .unwrap();
+        assert_eq!(&back, b"ping");
+        drop(slow);
+    });
+}

@@ -433,7 +433,14 @@ pub async fn serve(
     if !close_sent {
         route.close(id, reason);
     }
-
+    if reason == CloseReason::SlowClient {
+        // It did not read 256 KiB of replies: the rest would not go out either. Drop them now,
+        // so they stop counting against the ring's budget (and free their memory) at once,
+        // rather than after the final flush's timeout.
+        conn.session.borrow_mut().discard_outbox();
+        conn.set_accounted(route, 0);
+        return;
+    }
     conn.session.borrow_mut().close();
     let _ = tokio::time::timeout(limits.handshake_timeout, flush_conn(&conn)).await;
     conn.set_accounted(route, 0);

@@ -208,6 +208,12 @@ impl Session {
         !self.pending.is_empty()
     }
 
+    /// Drops the ciphertext waiting to be written (a client that does not read it is closed
+    /// without it), and gives its buffer back.
+    pub fn discard_outbox(&mut self) {
+        self.outbox.consume(self.outbox.len());
+    }
+
     /// Appends raw bytes to the outbox, unencrypted: only for the alert sent before any
     /// handshake (see `clienthello`).
     pub fn queue_raw(&mut self, bytes: &[u8]) {
