@@ -558,6 +558,7 @@ fn prepare(
                 idle_timeout: listener.idle_timeout,
                 max_connections: listener.max_connections,
                 max_handshakes: listener.max_handshakes,
+                max_handshakes_per_source: listener.max_handshakes_per_source,
             },
         });
     }

@@ -88,6 +88,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent handshakes beyond this are refused.
     pub max_handshakes: usize,
+    /// Concurrent handshakes from one source (IPv4 address, IPv6 /64) beyond this are refused.
+    pub max_handshakes_per_source: usize,
 }
 
 /// A route in a plan.
@@ -390,6 +392,8 @@ struct Listener {
     settings: RefCell<Rc<ListenerSettings>>,
     active: Cell<usize>,
     handshaking: Cell<usize>,
+    /// Handshakes in progress by source; only sources with one are kept.
+    sources: RefCell<HashMap<conn::Source, usize>>,
 }
 
 /// What a connection runs with, fixed for its lifetime.
@@ -546,6 +550,7 @@ impl Shared {
                     settings: RefCell::new(settings),
                     active: Cell::new(0),
                     handshaking: Cell::new(0),
+                    sources: RefCell::default(),
                 }),
             };
             next.insert(name, listener);
@@ -631,25 +636,70 @@ async fn accept_loop(
         };
         Stats::bump(&shared.stats.accepted);
         let settings = listener.settings.borrow().clone();
-        if listener.active.get() >= settings.limits.max_connections {
-            Stats::bump(&shared.stats.refused_connection_limit);
-            drop(stream);
-            continue;
-        }
-        if listener.handshaking.get() >= settings.limits.max_handshakes {
-            Stats::bump(&shared.stats.refused_handshake_limit);
-            drop(stream);
-            continue;
-        }
+        let source = conn::Source::of(peer.ip());
+        let admission =
+            match conn::Admission::take(&listener, &settings.limits, source, &shared.stats) {
+                Ok(admission) => admission,
+                Err(refused) => {
+                    refuse(
+                        &shared.stats,
+                        &listener.name,
+                        &settings.limits,
+                        peer,
+                        source,
+                        refused,
+                    );
+                    continue;
+                }
+            };
         let _ = stream.set_nodelay(true);
         let id = shared.next_connection_id();
         tokio::task::spawn_local(conn::run(
             shared.clone(),
-            listener.clone(),
+            admission,
             settings,
             stream,
             peer,
             id,
         ));
+    }
+}
+
+/// Counts and logs (rate-limited, one key per limit) a connection refused at once; the socket
+/// is closed by the caller dropping it.
+fn refuse(
+    stats: &Stats,
+    listener: &str,
+    limits: &Limits,
+    peer: SocketAddr,
+    source: conn::Source,
+    refused: conn::Refused,
+) {
+    match refused {
+        conn::Refused::Connections => {
+            Stats::bump(&stats.refused_connection_limit);
+            log::info!(
+                target: "edgegw::listener::max-connections",
+                "listener `{listener}`: refused {peer}: {} connections open (max_connections)",
+                limits.max_connections
+            );
+        }
+        conn::Refused::Handshakes => {
+            Stats::bump(&stats.refused_handshake_limit);
+            log::info!(
+                target: "edgegw::listener::max-handshakes",
+                "listener `{listener}`: refused {peer}: {} handshakes in progress (max_handshakes)",
+                limits.max_handshakes
+            );
+        }
+        conn::Refused::Source => {
+            Stats::bump(&stats.refused_source_limit);
+            log::info!(
+                target: "edgegw::listener::max-handshakes-per-source",
+                "listener `{listener}`: refused {peer}: {} handshakes from {source} in progress \
+                 (max_handshakes_per_source)",
+                limits.max_handshakes_per_source
+            );
+        }
     }
 }

@@ -34,6 +34,9 @@ counters! {
     refused_connection_limit,
     /// Refused at once: the listener's max_handshakes was reached.
     refused_handshake_limit,
+    /// Refused at once: the client's address (IPv6: its /64) had max_handshakes_per_source
+    /// handshakes in progress.
+    refused_source_limit,
     /// Handshakes completed.
     handshakes,
     /// Dropped at the handshake timeout (silent or stalled clients).
