@@ -264,9 +264,9 @@ enum Hello {
     NotYet,
 }
 
-fn read_hello(conn: &Conn) -> Hello {
+fn read_hello(socket: BorrowedFd<'_>) -> Hello {
     let mut buf = [0u8; HELLO_LEN + 1];
-    match os::recv_message(conn.socket.as_fd(), &mut buf, true) {
+    match os::recv_message(socket, &mut buf, true) {
         Ok(None) => Hello::NotYet,
         Ok(Some(m)) if m.len == 0 => Hello::Gone,
         Ok(Some(m)) => Hello::Got(buf, if m.truncated { buf.len() } else { m.len }),
@@ -352,9 +352,10 @@ pub enum ServerEvent {
         /// Its pid.
         pid: i32,
     },
-    /// A connection closed or timed out before a valid hello.
+    /// A connection closed or timed out before a valid hello, or was closed to make room for
+    /// newer ones (it had said nothing).
     Dropped {
-        /// Its pid.
+        /// Its pid (0 if it had closed before the server looked at it).
         pid: i32,
     },
     /// The part of the ring the peer writes is broken (FORMAT.md section 6, "Replacement"),
@@ -518,6 +519,14 @@ impl RingServer {
             let Some(socket) = os::accept(self.listener.as_fd())? else {
                 break;
             };
+            // A real peer sends its hello right after connecting, and a flood's connections are
+            // often closed already: read what is there now, so neither takes a pending slot
+            // (nor two epoll calls), and one that is gone costs no more system calls.
+            let hello = read_hello(socket.as_fd());
+            if let Hello::Gone = hello {
+                events.push(ServerEvent::Dropped { pid: 0 });
+                continue;
+            }
             let (pid, uid, gid) =
                 os::peer_credentials(socket.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
             let conn = Conn {
@@ -527,12 +536,9 @@ impl RingServer {
                 gid,
                 since: Instant::now(),
             };
-            // A real peer sends its hello right after connecting, and a flood's connections are
-            // often closed already: read what is there now, so neither takes a pending slot
-            // (nor two epoll calls).
-            match read_hello(&conn) {
+            match hello {
                 Hello::Got(buf, len) => self.answer(conn, &buf[..len], &mut events),
-                Hello::Gone => events.push(ServerEvent::Dropped { pid: conn.pid }),
+                Hello::Gone => {}
                 Hello::NotYet => {
                     self.epoll
                         .add(conn.socket.as_fd(), conn.socket.as_raw_fd() as u64)?;
@@ -587,7 +593,7 @@ impl RingServer {
     fn read_pending(&mut self, events: &mut Vec<ServerEvent>) {
         let mut i = 0;
         while i < self.pending.len() {
-            let hello = read_hello(&self.pending[i]);
+            let hello = read_hello(self.pending[i].socket.as_fd());
             if let Hello::NotYet = hello {
                 if self.pending[i].since.elapsed() <= HELLO_TIMEOUT {
                     i += 1;
