@@ -639,6 +639,8 @@ fn drop_startup_pages() {
         // Kernels before 5.4 have no MADV_PAGEOUT: the pages stay, nothing else changes.
         Err(e) => log::debug!("cannot page out start-up code: {e}"),
     }
+    // And the heap it freed (parsed configs, certificate generation, rustls builders).
+    crate::sys::trim_heap();
 }
 
 /// A listening TCP socket: SO_REUSEADDR (restarts do not wait for TIME_WAIT), IPv6 sockets

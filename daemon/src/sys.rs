@@ -1,6 +1,7 @@
 //! The daemon's only unsafe code: taking ownership of the listening sockets systemd passed
 //! (socket activation, `sd_listen_fds(3)`), registering owned fds with tokio, advising the
-//! kernel about the executable's own mappings, and setting the POSIX ACL of a ring socket.
+//! kernel about the executable's own mappings, setting the POSIX ACL of a ring socket, and
+//! asking glibc's allocator to give free memory back.
 //!
 //! Safety argument for the sockets: systemd starts us with fds 3..3+$LISTEN_FDS open and owned
 //! by no one else in this process, and says so by setting $LISTEN_PID to our pid. We read the
@@ -169,6 +170,29 @@ pub fn page_out_executable() -> io::Result<usize> {
         advised += end - start;
     }
     Ok(advised)
+}
+
+/// Gives the allocator's free memory back to the kernel. glibc keeps what was freed in its
+/// arenas: after a burst of connections, megabytes of free chunks stay resident in the TLS
+/// thread's arena, spread through it, where `M_TRIM_THRESHOLD` (which only trims the top of a
+/// heap) never reaches. `malloc_trim(0)` walks every arena and releases the free pages inside
+/// them too (`MADV_DONTNEED`); measured after 1024 connections, 6.1 of 6.6 MiB of that arena
+/// went back. Returns whether anything was released.
+///
+/// musl has no `malloc_trim`: its allocator (mallocng, since musl 1.2.1) returns freed groups of
+/// slots to the kernel itself (`munmap`, or `madvise(MADV_FREE)` for groups inside a larger
+/// mapping), so there this does nothing.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn trim_heap() -> bool {
+    // SAFETY: malloc_trim only walks and releases the allocator's own free memory, under the
+    // allocator's locks; it never touches memory in use and has no preconditions.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// See the glibc version: nothing to do here.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn trim_heap() -> bool {
+    false
 }
 
 /// `system.posix_acl_access` (acl(5)): the access ACL of a file, as the kernel stores it.

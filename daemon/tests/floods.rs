@@ -151,3 +151,88 @@ fn consumers_and_stat_requests_get_through_a_connect_flood() {
         "{attaches} attaches, {stats} stats"
     );
 }
+
+/// Resident memory of a process, from /proc/PID/status, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Opens `n` TLS connections to `addr` at once (each says a few bytes and gets them back
+/// through the echo consumer), holds them all, then closes them all.
+fn burst(
+    addr: std::net::SocketAddr,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    n: usize,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    block_on(async {
+        let config = client_config(roots, &[]);
+        let mut open = Vec::new();
+        // In waves of 64 handshakes, to stay within the per-source limit.
+        for wave in (0..n).collect::<Vec<_>>().chunks(64) {
+            let mut tasks = Vec::new();
+            for _ in wave {
+                let config = config.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut tls = connect(addr, config, "localhost").await.unwrap();
+                    tls.write_all(b"burst").await.unwrap();
+                    let mut back = [0u8; 5];
+                    tls.read_exact(&mut back).await.unwrap();
+                    tls
+                }));
+            }
+            for t in tasks {
+                open.push(t.await.unwrap());
+            }
+        }
+        drop(open);
+    });
+}
+
+#[test]
+fn memory_comes_back_after_a_burst_of_connections() {
+    let config = CONFIG.replace(
+        "route = \"app\"\n  [[",
+        "route = \"app\"\nmax_handshakes_per_source = 128\n  [[",
+    );
+    let (dir, daemon) = spawn_daemon(&config, "accepting on");
+    let addr = accepting_on(&daemon);
+    let mut echo = edgegw();
+    echo.args(["ring", "echo"]).arg(ring_socket(&dir));
+    let echo = Process::spawn(echo, dir.path(), "echo");
+    echo.wait_for_log("echoing");
+    let roots = [{
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(
+            dir.path().join("state/edgegw/self-signed/localhost.crt"),
+        )
+        .unwrap()
+    }];
+    // Idle: after a first connection, so the data path's code pages are in (they are the
+    // binary's, not the burst's).
+    burst(addr, &roots, 1);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = rss_kib(daemon.pid());
+    burst(addr, &roots, 1024);
+    let after = rss_kib(daemon.pid());
+    let ended = Instant::now();
+    let deadline = ended + Duration::from_secs(30);
+    let mut now = rss_kib(daemon.pid());
+    while now > idle + 1024 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        now = rss_kib(daemon.pid());
+    }
+    eprintln!(
+        "RSS idle {idle} KiB, after 1024 connections {after} KiB, {now} KiB {:.1} s later",
+        ended.elapsed().as_secs_f64()
+    );
+    assert!(
+        now <= idle + 1024,
+        "RSS {now} KiB 30 s after the burst (idle {idle} KiB, right after {after} KiB)"
+    );
+}

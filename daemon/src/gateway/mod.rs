@@ -357,12 +357,53 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// Proof of life for the control plane's stall detection (the systemd watchdog follows it).
+/// Proof of life for the control plane's stall detection (the systemd watchdog follows it);
+/// and, after a burst of connections, memory given back.
 async fn heartbeat(shared: Rc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut burst = BurstWatch::default();
     loop {
         tick.tick().await;
         Stats::bump(&shared.stats.heartbeat);
+        let active = shared
+            .stats
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if burst.ended(active) {
+            let trimmed = crate::sys::trim_heap();
+            Stats::bump(&shared.stats.heap_trims);
+            log::debug!(
+                "a burst of connections ended ({active} open now): heap trimmed: {trimmed}"
+            );
+        }
+    }
+}
+
+/// Notices the end of a burst of connections: once at least [`BurstWatch::CLOSED`] have closed
+/// since the most open (and it has been a while since the last time), the memory they used is
+/// free but the allocator keeps it resident (glibc leaves it in its arenas, fragmented, where
+/// trimming the top of the heap never reaches). A steady load never triggers it.
+#[derive(Debug, Default)]
+struct BurstWatch {
+    peak: u64,
+    ticks_since: u32,
+}
+
+impl BurstWatch {
+    /// Connections closed since the peak that make a burst.
+    const CLOSED: u64 = 64;
+    /// Heartbeats (500 ms) between two trims at most.
+    const MIN_TICKS: u32 = 4;
+
+    fn ended(&mut self, active: u64) -> bool {
+        self.peak = self.peak.max(active);
+        self.ticks_since = self.ticks_since.saturating_add(1);
+        if self.peak < active + Self::CLOSED || self.ticks_since < Self::MIN_TICKS {
+            return false;
+        }
+        self.peak = active;
+        self.ticks_since = 0;
+        true
     }
 }
 
@@ -701,5 +742,29 @@ fn refuse(
                 limits.max_handshakes_per_source
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BurstWatch;
+
+    #[test]
+    fn a_burst_is_over_when_many_connections_closed_since_the_peak_and_not_more_often() {
+        let mut watch = BurstWatch::default();
+        // Steady load, up and down a little: never.
+        for active in [10, 40, 20, 60, 30, 50].repeat(5) {
+            assert!(!watch.ended(active));
+        }
+        // 1024 open, then closed.
+        assert!(!watch.ended(1024));
+        assert!(watch.ended(0));
+        // Not again at once, even after another burst...
+        assert!(!watch.ended(500));
+        assert!(!watch.ended(0));
+        assert!(!watch.ended(0));
+        // ...but two seconds after the last one.
+        assert!(watch.ended(0));
+        assert!(!watch.ended(0));
     }
 }

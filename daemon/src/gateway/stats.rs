@@ -80,6 +80,8 @@ counters! {
     backend_errors,
     /// Ticks of the TLS thread's heartbeat (the control plane checks it moves).
     heartbeat,
+    /// Times the heap's free memory was given back after a burst of connections ended.
+    heap_trims,
 }
 
 impl Stats {

@@ -537,9 +537,13 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
     );
 }
 
-/// The `edgegw` binary, with a clean environment for the variables it reads.
+/// The `edgegw` binary (this build's, or `$EDGEGW_TEST_BINARY`: a release or musl build to
+/// measure, say), with a clean environment for the variables it reads.
 pub fn edgegw() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgegw"));
+    let binary = std::env::var_os("EDGEGW_TEST_BINARY")
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_edgegw").into());
+    let mut command = std::process::Command::new(binary);
     command
         .env_remove("EDGEGW_CONFIG")
         .env("EDGEGW_LOG", "info");
