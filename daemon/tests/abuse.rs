@@ -253,3 +253,54 @@ fn one_source_cannot_take_every_handshake_slot_of_a_listener() {
     assert_eq!(stats.refused_source_limit, 128 - 16);
     drop(silent);
 }
+
+#[test]
+fn an_oversized_record_after_the_handshake_gets_record_overflow() {
+    // RFC 8446 section 5.2: a TLSCiphertext longer than 2^14 + 256 bytes ends the connection
+    // with record_overflow, not decode_error, even when it is too long for the library's own
+    // buffer.
+    let daemon = TestDaemon::start(&config(""));
+    let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    let tls12 = {
+        let mut store = rustls::RootCertStore::empty();
+        store.add(roots[0].clone()).unwrap();
+        std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(edgegw::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .with_root_certificates(store)
+                .with_no_client_auth(),
+        )
+    };
+    // TLS 1.3 allows 2^14 + 256 bytes, TLS 1.2 2^14 + 2048 (RFC 5246 section 6.2.3).
+    let cases = [
+        (client_config(&roots, &[]), 16_641usize),
+        (client_config(&roots, &[]), 18_944),
+        (tls12.clone(), 18_433),
+        (tls12, 18_944),
+    ];
+    for (client, len) in cases {
+        let alert = block_on(async {
+            let tls = connect(daemon.addr("tls"), client, "localhost")
+                .await
+                .unwrap();
+            let (mut tcp, mut conn) = tls.into_inner();
+            let mut record = vec![23, 3, 3];
+            record.extend_from_slice(&(len as u16).to_be_bytes());
+            record.resize(5 + len, 0);
+            tcp.write_all(&record).await.unwrap();
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+            conn.read_tls(&mut &answer[..]).unwrap();
+            conn.process_new_packets().unwrap_err()
+        });
+        assert_eq!(
+            alert,
+            rustls::Error::AlertReceived(rustls::AlertDescription::RecordOverflow),
+            "a {len}-byte record"
+        );
+    }
+    daemon.wait_for("each counted", |s| s.oversized_records == 4);
+}

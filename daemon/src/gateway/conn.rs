@@ -296,6 +296,9 @@ pub async fn flush(stream: &TcpStream, session: &mut Session) -> io::Result<()> 
 /// Ends a connection after a TLS error: the alert rustls queued goes out, best effort.
 pub fn send_alert(stream: &TcpStream, session: &mut Session, stats: &Stats, error: &rustls::Error) {
     stats.count_tls_error(error);
+    if let Ok(peer) = stream.peer_addr() {
+        log::debug!("client {peer}: TLS error after the handshake, closed with an alert: {error}");
+    }
     session.queue_alert_after_error();
     let _ = session.flush_to(|b| stream.try_write(b));
 }
