@@ -306,6 +306,9 @@ fn run(file: Option<PathBuf>) -> Result<()> {
                             Err(e) => log::error!("reload failed, still running the previous config: {e}"),
                         }
                     }
+                    crate::signals::Signal::DumpCounters => {
+                        log::info!("counters: {}", daemon.counters());
+                    }
                     crate::signals::Signal::Stop => {
                         log::info!("stopping");
                         break;

@@ -12,17 +12,19 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use edgegw_ring::{
-    AllowList, Consumer, Producer, Refusal, RingConfig as RingLayout, RingServer, ServerEvent,
+    AllowList, Consumer, OwnerCounters, Producer, Refusal, RingConfig as RingLayout, RingServer,
+    ServerEvent,
 };
 use tokio::io::unix::AsyncFd;
 
 use crate::config::{Bind, Config, ConfigError, RingConfig, RouteTarget};
 use crate::gateway::{
-    Gateway, GatewayEvent, Limits, ListenSocket, ListenerPlan, Plan, RingEndpoints, RingPlan,
-    RoutePlan, RouteTargetPlan, Stats, ThreadSettings,
+    Gateway, GatewayEvent, Limits, ListenSocket, ListenerPlan, Plan, RingCounter, RingEndpoints,
+    RingPlan, RoutePlan, RouteTargetPlan, Stats, ThreadSettings,
 };
 use crate::paths::Dirs;
 use crate::sys::SystemdSockets;
@@ -53,6 +55,9 @@ struct RingState {
     config: RingConfig,
     ingress: AttachServer,
     reply: AttachServer,
+    /// The ring's counters (`gateway::RingCounter`), shared with the TLS thread and served by
+    /// both attach servers.
+    counters: Arc<OwnerCounters>,
 }
 
 /// A ring attach server and the readiness of its epoll fd.
@@ -168,6 +173,20 @@ impl Daemon {
     /// The gateway's counters.
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
+    }
+
+    /// Every counter the daemon keeps, as one JSON object: the gateway's, and each ring's by
+    /// name (what `edgegw ring stat --json` shows of one ring).
+    pub fn counters(&self) -> serde_json::Value {
+        let rings: serde_json::Map<String, serde_json::Value> = self
+            .rings
+            .iter()
+            .map(|(name, ring)| {
+                let named = RingCounter::named(&ring.counters.snapshot());
+                (name.clone(), named.into())
+            })
+            .collect();
+        serde_json::json!({ "gateway": self.gateway.stats(), "rings": rings })
     }
 
     /// Replaces the running config with `config`: everything is built and checked first; on any
@@ -335,17 +354,20 @@ impl Daemon {
         }
         let stats = self.gateway.stats_handle();
         if let Some(reason) = &broken {
-            let (counter, lost) = match direction {
+            let (counter, ring_counter, lost) = match direction {
                 Direction::Ingress => (
                     &stats.corrupt_ingress_rings,
+                    RingCounter::ReplacedIngressRings,
                     "the records it had not released are delivered again in the fresh ring",
                 ),
                 Direction::Reply => (
                     &stats.corrupt_reply_rings,
+                    RingCounter::ReplacedReplyRings,
                     "the replies it had written there are lost",
                 ),
             };
             Stats::bump(counter);
+            ring_counter.add(&state.counters, 1);
             log::error!(
                 "ring `{name}` {direction}: the consumer broke the ring ({reason}); it is \
                  disconnected and a fresh ring takes its place; {lost}"
@@ -600,16 +622,19 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
     let reply = Consumer::create(layout)
         .with_context(|| format!("ring `{}`: create reply ring", ring.name))?;
     let allow = allow_list(ring);
-    let ingress_server = RingServer::bind(
+    let mut ingress_server = RingServer::bind(
         dirs.ring_socket(&ring.name),
         ingress.served_ring()?,
         allow.clone(),
     )
     .with_context(|| format!("ring `{}`: serve", ring.name))?;
-    let reply_server = RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
-        .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
-    for server in [&ingress_server, &reply_server] {
+    let mut reply_server =
+        RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
+            .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
+    let counters = Arc::new(OwnerCounters::default());
+    for server in [&mut ingress_server, &mut reply_server] {
         restrict_socket(server.path(), ring)?;
+        server.set_owner_counters(counters.clone());
     }
     log::info!(
         "ring `{}`: {} bytes each way; consumers attach at {}",
@@ -618,11 +643,16 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
         ingress_server.path().display()
     );
     Ok((
-        RingEndpoints { ingress, reply },
+        RingEndpoints {
+            ingress,
+            reply,
+            counters: counters.clone(),
+        },
         RingState {
             config: ring.clone(),
             ingress: AttachServer::new(ingress_server)?,
             reply: AttachServer::new(reply_server)?,
+            counters,
         },
     ))
 }

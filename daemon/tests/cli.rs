@@ -265,3 +265,32 @@ fn systemd_socket_activation_hands_over_the_listening_socket() {
             .expect("handshake on the activated socket");
     });
 }
+
+#[test]
+fn sigusr1_writes_every_counter_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "edgegw.toml",
+        "[[listener]]\nname = \"tls\"\nbind = [\"127.0.0.1:0\"]\nroute = \"r\"\n  [[listener.certificate]]\n  self_signed = true\n[[route]]\nname = \"r\"\nring = \"r\"\n[[ring]]\nname = \"r\"\n",
+    );
+    let mut command = edgegw();
+    command.args(["run", "--config", config.to_str().unwrap()]);
+    let daemon = Process::spawn(command, dir.path(), "daemon");
+    daemon.wait_for_log("accepting on");
+    // One connection that never says anything, so a counter moves.
+    let _silent = std::net::TcpStream::connect(accepting_on(&daemon)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    daemon.signal(nix::sys::signal::Signal::SIGUSR1);
+    daemon.wait_for_log("counters: ");
+    let log = daemon.log();
+    let line = log.lines().find(|l| l.contains("counters: ")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&line[line.find("counters: ").unwrap() + 10..]).unwrap();
+    assert_eq!(json["gateway"]["accepted"], 1, "{json}");
+    assert!(
+        json["gateway"].get("refused_source_limit").is_some(),
+        "{json}"
+    );
+    assert_eq!(json["rings"]["r"]["connections"], 0, "{json}");
+}

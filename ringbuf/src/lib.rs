@@ -57,7 +57,7 @@ pub use format::{
 };
 pub use producer::{Moved, Producer};
 pub use ring::RingFds;
-pub use server::{AllowList, RingServer, ServedRing, ServerEvent};
+pub use server::{AllowList, OwnerCounters, RingServer, ServedRing, ServerEvent};
 pub use sys::shm::Payload;
 #[cfg(feature = "tokio")]
 pub use tokio_support::{AsyncRingServer, DataReadiness, SpaceReadiness};

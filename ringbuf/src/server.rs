@@ -16,6 +16,7 @@ use crate::{ring, Error, Refusal, Result, RingFds};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,35 @@ const MAX_ACCEPTS_PER_CALL: usize = 32;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Walks of the record headers tried while the producer keeps moving the checked release.
 const CHECK_ATTEMPTS: usize = 8;
+
+/// Eight counters an owner publishes in its ring's stat answers (FORMAT.md section 6, bytes
+/// 64..128), for `stat` tools: what each counts is the owner's to say (the edgegw daemon lists
+/// its own in its README). Shared between the owner's threads and its ring servers, as relaxed
+/// atomics; they belong to the socket, so they survive [`RingServer::replace_ring`].
+#[derive(Debug, Default)]
+pub struct OwnerCounters([AtomicU64; OwnerCounters::LEN]);
+
+impl OwnerCounters {
+    /// How many there are.
+    pub const LEN: usize = crate::attach::OWNER_COUNTERS;
+
+    /// Adds `n` to counter `index` (below [`LEN`](Self::LEN); others are ignored).
+    pub fn add(&self, index: usize, n: u64) {
+        if let Some(c) = self.0.get(index) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counter `index` now (0 beyond [`LEN`](Self::LEN)).
+    pub fn get(&self, index: usize) -> u64 {
+        self.0.get(index).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// All of them now.
+    pub fn snapshot(&self) -> [u64; Self::LEN] {
+        std::array::from_fn(|i| self.get(i))
+    }
+}
 
 /// Who may attach: a peer is allowed if its uid or its primary gid (as `SO_PEERCRED` reports
 /// them) is listed. An empty list allows no one; root is not special.
@@ -250,6 +280,7 @@ impl ServedRing {
             drops: s.drops,
             state,
             page_size: self.header.page_size as u32,
+            owner_counters: [0; OwnerCounters::LEN],
         }
     }
 }
@@ -399,6 +430,8 @@ pub struct RingServer {
     socket_id: (u64, u64),
     /// The ring was found broken (and reported): no attach until it is replaced.
     broken: bool,
+    /// The owner's counters, for stat answers.
+    counters: Option<Arc<OwnerCounters>>,
 }
 
 impl RingServer {
@@ -444,12 +477,18 @@ impl RingServer {
             pending: Vec::new(),
             socket_id,
             broken: false,
+            counters: None,
         })
     }
 
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Publishes `counters` in this server's stat answers (FORMAT.md section 6).
+    pub fn set_owner_counters(&mut self, counters: Arc<OwnerCounters>) {
+        self.counters = Some(counters);
     }
 
     /// Replaces who may attach (a config reload). An attached peer stays attached; the new list
@@ -655,11 +694,11 @@ impl RingServer {
         };
         let role = match req {
             Request::Stat => {
-                let _ = os::send_message(
-                    conn.socket.as_fd(),
-                    &self.ring.reply(STATUS_OK).encode(),
-                    &[],
-                );
+                let mut reply = self.ring.reply(STATUS_OK);
+                if let Some(counters) = &self.counters {
+                    reply.owner_counters = counters.snapshot();
+                }
+                let _ = os::send_message(conn.socket.as_fd(), &reply.encode(), &[]);
                 events.push(ServerEvent::Stat { pid: conn.pid });
                 return;
             }

@@ -725,3 +725,25 @@ fn a_peer_not_on_the_allow_list_is_refused_before_its_hello_is_parsed_and_learns
     )));
     server.stop();
 }
+
+#[test]
+fn a_stat_answer_carries_the_owners_counters() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, producer.served_ring().unwrap(), me()).unwrap();
+    let counters = Arc::new(edgegw_ring::OwnerCounters::default());
+    server.set_owner_counters(counters.clone());
+    counters.add(0, 3);
+    counters.add(7, 1 << 40);
+    counters.add(8, 99); // beyond the eight: ignored
+    let stat = std::thread::spawn({
+        let path = path.clone();
+        move || edgegw_ring::tools::stat(&path).unwrap()
+    });
+    serve_until(&mut server, "a stat", &|e| {
+        matches!(e, ServerEvent::Stat { .. })
+    });
+    let stat = stat.join().unwrap();
+    assert_eq!(stat.owner_counters, [3, 0, 0, 0, 0, 0, 0, 1 << 40]);
+}

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Framing, WhenFull};
 use crate::tls::ListenerTls;
 pub use ring_route::RingEndpoints;
-pub use stats::{Snapshot, Stats};
+pub use stats::{RingCounter, Snapshot, Stats};
 
 /// How the TLS thread is started.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use edgegw_ring::{Consumer, Producer};
+use edgegw_ring::{Consumer, OwnerCounters, Producer};
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use super::conn::{send_alert, with_scratch, SCRATCH_LEN};
 use super::framing::Framer;
 use super::session::{Progress, Session};
-use super::stats::Stats;
+use super::stats::{RingCounter, Stats};
 use super::wire::{self, CloseReason, OpenInfo, DATA_HEADER_LEN};
 use super::Limits;
 use crate::config::{Framing, WhenFull};
@@ -53,6 +53,8 @@ pub struct RingEndpoints {
     pub ingress: Producer,
     /// The consumer process produces into it; we read.
     pub reply: Consumer,
+    /// The ring's counters (see [`RingCounter`]), also served by its attach servers.
+    pub counters: Arc<OwnerCounters>,
 }
 
 /// A ring pair on the TLS thread.
@@ -71,6 +73,8 @@ pub struct RingRoute {
     conns: RefCell<HashMap<u64, Rc<RingConn>>>,
     /// Unsent reply bytes held by all connections (sum of their `accounted`).
     reply_bytes: Cell<usize>,
+    /// This ring's counters, beside the gateway's `stats`.
+    counters: Arc<OwnerCounters>,
     /// Woken when `reply_bytes` shrinks (the reply task may wait on it).
     drained: Notify,
     stats: Arc<Stats>,
@@ -146,6 +150,7 @@ impl RingRoute {
             refused_len: Cell::new(0),
             conns: RefCell::default(),
             reply_bytes: Cell::new(0),
+            counters: endpoints.counters,
             drained: Notify::new(),
             stats,
             events,
@@ -346,6 +351,7 @@ impl RingRoute {
         match offered {
             Offered::Written => {
                 Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
+                RingCounter::BytesIn.add(&self.counters, frame.len() as u64);
                 true
             }
             Offered::Full => self.full(),
@@ -418,6 +424,7 @@ pub async fn serve(
         }
     }
     route.publish();
+    RingCounter::Connections.add(&route.counters, 1);
     drop(info);
 
     let conn = Rc::new(RingConn {
@@ -571,6 +578,12 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
             let kind = record.record_type();
             if payload.len() < DATA_HEADER_LEN || !(kind == wire::DATA || kind == wire::CLOSE) {
                 Stats::bump(&route.stats.malformed_replies);
+                RingCounter::MalformedReplies.add(&route.counters, 1);
+                log::debug!(
+                    "ring `{}`: skipped a malformed reply record (type {kind}, {} bytes)",
+                    route.name,
+                    payload.len()
+                );
                 continue;
             }
             let id = payload.read_u64_le(0).unwrap_or(0);
@@ -580,6 +593,12 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 // daemon's CLOSE: not worth counting.
                 if kind == wire::DATA {
                     Stats::bump(&route.stats.replies_for_unknown_connections);
+                    RingCounter::RepliesForUnknownConnections.add(&route.counters, 1);
+                    log::debug!(
+                        "ring `{}`: dropped a reply for connection {id}, which is closed or \
+                         never existed",
+                        route.name
+                    );
                 }
                 continue;
             };
@@ -608,6 +627,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 continue;
             }
             Stats::add(&route.stats.bytes_to_clients, len as u64);
+            RingCounter::BytesOut.add(&route.counters, len as u64);
             let _ = conn
                 .session
                 .borrow_mut()
@@ -660,6 +680,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
 /// the control plane serves a fresh reply ring for the next producer.
 fn reply_ring_finished(route: &RingRoute, generation: u64) {
     Stats::bump(&route.stats.finished_reply_rings);
+    RingCounter::FinishedReplyRings.add(&route.counters, 1);
     log::info!(
         "ring `{}`: the consumer finished its reply ring; its replies are delivered and a fresh \
          reply ring is served for the next producer",
