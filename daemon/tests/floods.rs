@@ -14,9 +14,10 @@ fn ring_socket(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("run/edgegw/rings/app.sock")
 }
 
-/// Connects to a ring socket, sends `hello` and waits for the answer (or the close).
-fn send_hello(path: &std::path::Path, hello: &[u8]) {
-    use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
+/// A `SOCK_SEQPACKET` connection to a ring socket (a failed connect is left to the caller's
+/// next call to notice).
+fn connect_seqpacket(path: &std::path::Path) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
     let fd = socket::socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -24,7 +25,14 @@ fn send_hello(path: &std::path::Path, hello: &[u8]) {
         None,
     )
     .unwrap();
-    socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+    let _ = socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap());
+    fd
+}
+
+/// Connects to a ring socket, sends `hello` and waits for the answer (or the close).
+fn send_hello(path: &std::path::Path, hello: &[u8]) {
+    use nix::sys::socket::{self, MsgFlags};
+    let fd = connect_seqpacket(path);
     socket::send(fd.as_raw_fd(), hello, MsgFlags::empty()).unwrap();
     let mut answer = [0u8; 256];
     let _ = socket::recv(fd.as_raw_fd(), &mut answer, MsgFlags::empty());
@@ -68,19 +76,8 @@ fn connect_flood(
     threads: usize,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<u64>> {
-    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
     use std::sync::atomic::Ordering;
-    let connect = |path: &std::path::Path| {
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        let _ = socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap());
-        fd
-    };
+    let connect = connect_seqpacket;
     let mut handles = Vec::new();
     for _ in 0..threads {
         let (path, stop) = (path.to_owned(), stop.clone());
@@ -206,13 +203,7 @@ fn memory_comes_back_after_a_burst_of_connections() {
     echo.args(["ring", "echo"]).arg(ring_socket(&dir));
     let echo = Process::spawn(echo, dir.path(), "echo");
     echo.wait_for_log("echoing");
-    let roots = [{
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_file(
-            dir.path().join("state/edgegw/self-signed/localhost.crt"),
-        )
-        .unwrap()
-    }];
+    let roots = [process_cert(dir.path())];
     // Idle: after a first connection, so the data path's code pages are in (they are the
     // binary's, not the burst's).
     burst(addr, &roots, 1);

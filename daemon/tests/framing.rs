@@ -338,3 +338,33 @@ fn closed_slow_clients_give_their_reply_budget_back_at_once() {
         drop(slow);
     });
 }
+
+#[test]
+fn a_close_that_found_the_ring_full_reaches_the_consumer_once_it_reads() {
+    // The drop policy: nobody ever waits for room, so nobody else would wake the daemon when
+    // the consumer frees some. The connection ends at its idle timeout with the ring full; its
+    // CLOSE must still come once a consumer reads.
+    let daemon = TestDaemon::start(&ring_config(
+        "idle_timeout = \"300ms\"",
+        SELF_SIGNED,
+        "",
+        "capacity = \"4KiB\"\nwhen_full = \"drop\"",
+    ));
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    block_on(async {
+        let mut tls = connect(daemon.addr("tls"), client_config(&roots, &[]), "localhost")
+            .await
+            .unwrap();
+        // One-byte records (24 bytes each in the ring) fill it to less than a CLOSE record's 24.
+        for _ in 0..300 {
+            tls.write_all(&[7u8]).await.unwrap();
+            tls.flush().await.unwrap();
+        }
+        daemon.wait_for("the idle timeout", |s| s.idle_timeouts == 1);
+        assert!(daemon.stats().ring_drops > 0, "the ring was filled");
+        let consumer = TestConsumer::attach(&daemon, "app", Reply::Silent, Duration::ZERO);
+        let seen = consumer.wait_for("the CLOSE record", |s| !s.closes.is_empty());
+        assert_eq!(seen.closes[0].1, 2, "reason: idle");
+        drop(tls);
+    });
+}

@@ -134,19 +134,6 @@ fn replies_for_unknown_connections_are_counted_and_dropped() {
     }
 }
 
-/// The next record of a ring, waiting up to 10 s: (type, payload).
-fn next_record(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
-    loop {
-        if let Some(record) = ring.read().unwrap() {
-            let got = (record.record_type(), record.payload().to_vec());
-            ring.release();
-            return got;
-        }
-        let ready = ring.wait(Some(Duration::from_secs(10))).unwrap();
-        assert_eq!(ready, edgegw_ring::Readiness::Ready, "no record came");
-    }
-}
-
 #[test]
 fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connection() {
     use edgegw::gateway::wire;
@@ -156,11 +143,6 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
     let roots = vec![self_signed_cert(&daemon, "localhost")];
     let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
     let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
-    let answer = |reply: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]| {
-        let mut payload = id.to_le_bytes().to_vec();
-        payload.extend_from_slice(bytes);
-        reply.send(wire::DATA, 0, &payload).unwrap();
-    };
     block_on(async {
         let mut tls = connect(daemon.addr("tls"), client_config(&roots, &[]), "localhost")
             .await
@@ -170,7 +152,7 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
         let (kind, data) = next_record(&mut ingress);
         assert_eq!((kind, &data[8..]), (wire::DATA, &b"one"[..]));
         let id = u64::from_le_bytes(data[..8].try_into().unwrap());
-        answer(&mut reply, id, b"one");
+        reply_data(&mut reply, id, b"one");
         let mut got = [0u8; 3];
         tls.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"one");
@@ -224,7 +206,7 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
         tls.write_all(b"two").await.unwrap();
         let (kind, data) = next_record(&mut ingress);
         assert_eq!((kind, &data[8..]), (wire::DATA, &b"two"[..]));
-        answer(&mut reply, id, b"two");
+        reply_data(&mut reply, id, b"two");
         tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut got))
             .await
             .expect("the reply comes through the fresh ring")

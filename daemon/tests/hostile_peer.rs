@@ -126,19 +126,8 @@ struct Hostile {
 }
 
 fn attach_raw(path: &Path, role: edgegw_ring::Role) -> edgegw_ring::tools::RawAttachment {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match edgegw_ring::tools::attach_raw(path, role) {
-            Ok(raw) => return raw,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the hostile peer cannot attach: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
+    attach_with_retry(|| edgegw_ring::tools::attach_raw(path, role))
+        .expect("the hostile peer attaches")
 }
 
 fn file(fd: &std::os::fd::OwnedFd) -> File {
@@ -299,14 +288,7 @@ impl Harness {
         echo.args(["ring", "echo"]).arg(rings.join("b.sock"));
         let echo_b = Process::spawn(echo, dir.path(), "echo-b");
         echo_b.wait_for_log("echoing");
-        let roots = [{
-            use rustls::pki_types::pem::PemObject;
-            rustls::pki_types::CertificateDer::from_pem_file(
-                dir.path().join("state/edgegw/self-signed/localhost.crt"),
-            )
-            .unwrap()
-        }];
-        let client = client_config(&roots, &[]);
+        let client = client_config(&[process_cert(dir.path())], &[]);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -454,18 +436,6 @@ impl Harness {
         // This round's connection ends; the consumer answers its CLOSE if it sees it in time.
         let _ = self.runtime.block_on(tls.shutdown());
         Ok(())
-    }
-}
-
-/// Attaches with `f`, retrying for up to 10 s while the daemon is busy replacing a ring.
-fn attach_with_retry<T>(f: impl Fn() -> edgegw_ring::Result<T>) -> edgegw_ring::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match f() {
-            Ok(t) => return Ok(t),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use edgegw::gateway::wire;
@@ -14,40 +14,10 @@ fn config() -> String {
     ring_config("", SELF_SIGNED, "", "capacity = \"64KiB\"")
 }
 
-/// The next record of a ring, waiting up to 10 s: (type, payload).
-fn next_record(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(record) = ring.read().unwrap() {
-            let got = (record.record_type(), record.payload().to_vec());
-            ring.release();
-            return got;
-        }
-        assert!(Instant::now() < deadline, "no record came");
-        let _ = ring.wait(Some(Duration::from_millis(100))).unwrap();
-    }
-}
-
-/// A reply DATA record for connection `id`.
-fn reply(producer: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]) {
-    let mut payload = id.to_le_bytes().to_vec();
-    payload.extend_from_slice(bytes);
-    producer.send(wire::DATA, 0, &payload).unwrap();
-}
-
 /// Attaches to `path` as the producer, retrying while the daemon still counts the previous
 /// peer as attached (it notices a detach on its next attach-server pass).
 fn attach_producer(path: &std::path::Path) -> edgegw_ring::Producer {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match edgegw_ring::Producer::attach(path) {
-            Ok(p) => return p,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "cannot attach again: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    attach_with_retry(|| edgegw_ring::Producer::attach(path)).expect("attach as the producer")
 }
 
 async fn read_exactly(
@@ -79,7 +49,7 @@ fn a_finished_reply_ring_is_drained_and_a_new_producer_continues_while_the_gatew
 
         // The consumer answers, then stops replying the way FORMAT.md section 7 says a
         // producer stops: FINISHED after its last record, and a signal.
-        reply(&mut replies, id, b"last");
+        reply_data(&mut replies, id, b"last");
         replies.finish();
         assert_eq!(
             read_exactly(&mut tls, 4).await,
@@ -109,7 +79,7 @@ fn a_finished_reply_ring_is_drained_and_a_new_producer_continues_while_the_gatew
         // ...and a new producer attaches to the reply socket and answers the same connection.
         drop(replies);
         let mut replies = attach_producer(&daemon.reply_socket("app"));
-        reply(&mut replies, id, b"again");
+        reply_data(&mut replies, id, b"again");
         assert_eq!(read_exactly(&mut tls, 5).await, b"again");
     });
     let stats = daemon.wait_for("the finished reply ring counted", |s| {
@@ -118,22 +88,11 @@ fn a_finished_reply_ring_is_drained_and_a_new_producer_continues_while_the_gatew
     assert_eq!(stats.corrupt_reply_rings, 0);
 }
 
-/// Attaches a conforming consumer to `path`, retrying (up to 10 s) while the daemon refuses or
-/// the ring is being replaced.
+/// Attaches a conforming consumer to `path`, retrying while the daemon refuses or the ring is
+/// being replaced.
 fn attach_consumer(path: &std::path::Path) -> edgegw_ring::Consumer {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match edgegw_ring::Consumer::attach(path) {
-            Ok(c) => return c,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "a conforming consumer cannot attach: {e}"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    attach_with_retry(|| edgegw_ring::Consumer::attach(path))
+        .expect("a conforming consumer attaches")
 }
 
 /// A hostile consumer takes the ingress ring, writes `bytes` at `offset` of the consumer page
@@ -192,7 +151,7 @@ fn a_broken_consumer_page_is_replaced_and_nothing_accepted_is_lost(
             (kind, &data[..]),
             (wire::DATA, &[&id.to_le_bytes()[..], b"after"].concat()[..])
         );
-        reply(&mut replies, id, b"still");
+        reply_data(&mut replies, id, b"still");
         assert_eq!(read_exactly(&mut tls, 5).await, b"still");
     });
     let stats = daemon.wait_for("the replaced ingress ring counted", |s| {

@@ -716,33 +716,28 @@ fn refuse(
     source: conn::Source,
     refused: conn::Refused,
 ) {
-    match refused {
-        conn::Refused::Connections => {
-            Stats::bump(&stats.refused_connection_limit);
-            log::info!(
-                target: "edgegw::listener::max-connections",
-                "listener `{listener}`: refused {peer}: {} connections open (max_connections)",
-                limits.max_connections
-            );
-        }
-        conn::Refused::Handshakes => {
-            Stats::bump(&stats.refused_handshake_limit);
-            log::info!(
-                target: "edgegw::listener::max-handshakes",
-                "listener `{listener}`: refused {peer}: {} handshakes in progress (max_handshakes)",
-                limits.max_handshakes
-            );
-        }
-        conn::Refused::Source => {
-            Stats::bump(&stats.refused_source_limit);
-            log::info!(
-                target: "edgegw::listener::max-handshakes-per-source",
-                "listener `{listener}`: refused {peer}: {} handshakes from {source} in progress \
-                 (max_handshakes_per_source)",
-                limits.max_handshakes_per_source
-            );
-        }
-    }
+    let (counter, key, limit, what) = match refused {
+        conn::Refused::Connections => (
+            &stats.refused_connection_limit,
+            "edgegw::listener::max-connections",
+            limits.max_connections,
+            "connections open (max_connections)".to_string(),
+        ),
+        conn::Refused::Handshakes => (
+            &stats.refused_handshake_limit,
+            "edgegw::listener::max-handshakes",
+            limits.max_handshakes,
+            "handshakes in progress (max_handshakes)".to_string(),
+        ),
+        conn::Refused::Source => (
+            &stats.refused_source_limit,
+            "edgegw::listener::max-handshakes-per-source",
+            limits.max_handshakes_per_source,
+            format!("handshakes from {source} in progress (max_handshakes_per_source)"),
+        ),
+    };
+    Stats::bump(counter);
+    log::info!(target: key, "listener `{listener}`: refused {peer}: {limit} {what}");
 }
 
 #[cfg(test)]

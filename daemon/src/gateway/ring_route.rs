@@ -41,6 +41,8 @@ use super::wire::{self, CloseReason, OpenInfo, DATA_HEADER_LEN};
 use super::Limits;
 use crate::config::{Framing, WhenFull};
 
+/// Payload of a CLOSE record: the connection id and the reason.
+const CLOSE_LEN: usize = 12;
 /// Unsent reply bytes one connection may hold; beyond, the client is too slow and is closed.
 const CONN_REPLY_CAP: usize = 256 * 1024;
 /// Unsent reply bytes all connections of a ring may hold before the reply task waits.
@@ -202,7 +204,7 @@ impl RingRoute {
             old.abort();
         }
         // Whoever waited for room in the broken ring tries the fresh one.
-        self.flush_closes();
+        self.keep_closes_moving();
         self.space.notify_waiters();
         Ok(moved)
     }
@@ -300,8 +302,8 @@ impl RingRoute {
         let mut closes = self.pending_closes.borrow_mut();
         let mut wrote = false;
         while let Some(&(id, reason)) = closes.front() {
-            if self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason)) != Offered::Written
-            {
+            let written = self.try_record(wire::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason));
+            if written != Offered::Written {
                 break;
             }
             closes.pop_front();
@@ -313,12 +315,27 @@ impl RingRoute {
         closes.is_empty()
     }
 
+    /// Writes the CLOSE records that wait for room; if some still do not fit, arms the space
+    /// wakeup, so the space watcher writes them when the consumer frees room. Nobody else may be
+    /// waiting for room (under the drop policy nobody ever does), and a consumer signals only a
+    /// producer that armed its wait.
+    fn keep_closes_moving(&self) {
+        while !self.flush_closes() {
+            if self.prepare_wait_for_space(CLOSE_LEN) {
+                return;
+            }
+            // Room came between the two: write them now.
+        }
+    }
+
     /// Writes a connection's CLOSE record (queued if the ring is full: it is never dropped).
     fn close(&self, id: u64, reason: CloseReason) {
         if !self.flush_closes()
-            || self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason)) != Offered::Written
+            || self.try_record(wire::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason))
+                != Offered::Written
         {
             self.pending_closes.borrow_mut().push_back((id, reason));
+            self.keep_closes_moving();
             return;
         }
         self.publish();
@@ -396,7 +413,7 @@ async fn watch_space(route: Rc<RingRoute>, space_fd: AsyncFd<OwnedFd>) {
             }
         }
         route.ingress.borrow_mut().finish_wait_for_space();
-        route.flush_closes();
+        route.keep_closes_moving();
         route.space.notify_waiters();
     }
 }

@@ -622,3 +622,45 @@ pub fn accepting_on(daemon: &Process) -> SocketAddr {
     let end = log[at..].find(char::is_whitespace).unwrap() + at;
     log[at..end].parse().unwrap()
 }
+
+/// Calls `attach` until it succeeds, for up to 10 s: a peer that attaches right after another
+/// left, or while the daemon replaces a ring, is told "busy" until the daemon caught up.
+pub fn attach_with_retry<T>(attach: impl Fn() -> edgegw_ring::Result<T>) -> edgegw_ring::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match attach() {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// The next record of a ring, waiting up to 10 s, released at once: (type, payload).
+pub fn next_record(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(record) = ring.read().unwrap() {
+            let got = (record.record_type(), record.payload().to_vec());
+            ring.release();
+            return got;
+        }
+        assert!(Instant::now() < deadline, "no record came");
+        let _ = ring.wait(Some(Duration::from_millis(100))).unwrap();
+    }
+}
+
+/// The self-signed certificate of a daemon process started in `dir` (XDG directories).
+pub fn process_cert(dir: &Path) -> CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(dir.join("state/edgegw/self-signed/localhost.crt")).unwrap()
+}
+
+/// Writes a reply DATA record for connection `id` and publishes it.
+pub fn reply_data(producer: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]) {
+    let mut payload = id.to_le_bytes().to_vec();
+    payload.extend_from_slice(bytes);
+    producer
+        .send(edgegw::gateway::wire::DATA, 0, &payload)
+        .unwrap();
+}
