@@ -723,6 +723,11 @@ impl RingServer {
         if self.peer.is_some() || !self.ring_fit(events) {
             return refuse(STATUS_BUSY, Refusal::Busy, self, events);
         }
+        self.hand_over(conn, events);
+    }
+
+    /// Sends the fds to a peer that passed every check, and watches its connection.
+    fn hand_over(&mut self, conn: Conn, events: &mut Vec<ServerEvent>) {
         // Mark attached before the fds leave, so the owner never sees a peer it does not know of.
         self.ring.state.attached();
         let fds = self.ring.fds.as_array();

@@ -591,72 +591,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 Ok(None) => break,
                 Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
             };
-            let payload = record.payload();
-            let kind = record.record_type();
-            if payload.len() < DATA_HEADER_LEN || !(kind == wire::DATA || kind == wire::CLOSE) {
-                Stats::bump(&route.stats.malformed_replies);
-                RingCounter::MalformedReplies.add(&route.counters, 1);
-                log::debug!(
-                    "ring `{}`: skipped a malformed reply record (type {kind}, {} bytes)",
-                    route.name,
-                    payload.len()
-                );
-                continue;
-            }
-            let id = payload.read_u64_le(0).unwrap_or(0);
-            let conn = route.conns.borrow().get(&id).cloned();
-            let Some(conn) = conn.filter(|c| c.close_requested.get().is_none()) else {
-                // A CLOSE for a connection that already ended is how consumers answer the
-                // daemon's CLOSE: not worth counting.
-                if kind == wire::DATA {
-                    Stats::bump(&route.stats.replies_for_unknown_connections);
-                    RingCounter::RepliesForUnknownConnections.add(&route.counters, 1);
-                    log::debug!(
-                        "ring `{}`: dropped a reply for connection {id}, which is closed or \
-                         never existed",
-                        route.name
-                    );
-                }
-                continue;
-            };
-            if kind == wire::CLOSE {
-                conn.close_requested.set(Some(CloseReason::ConsumerClosed));
-                conn.wake.notify_one();
-                continue;
-            }
-            // Copy out of the peer's memory, one TLS record's worth at a time, and encrypt.
-            let len = payload.len() - DATA_HEADER_LEN;
-            let mut at = DATA_HEADER_LEN;
-            let mut failed = false;
-            while at < payload.len() && !failed {
-                let n = (payload.len() - at).min(SCRATCH_LEN);
-                with_scratch(|buf| {
-                    let copied = payload
-                        .slice(at, n)
-                        .map_or(0, |part| part.copy_to_slice(&mut buf[..n]));
-                    failed = copied != n || conn.session.borrow_mut().write(&buf[..n]).is_err();
-                });
-                at += n;
-            }
-            if failed {
-                conn.close_requested.set(Some(CloseReason::ProtocolError));
-                conn.wake.notify_one();
-                continue;
-            }
-            Stats::add(&route.stats.bytes_to_clients, len as u64);
-            RingCounter::BytesOut.add(&route.counters, len as u64);
-            let _ = conn
-                .session
-                .borrow_mut()
-                .flush_to(|b| conn.stream.try_write(b));
-            conn.account(&route);
-            if conn.accounted.get() > CONN_REPLY_CAP {
-                // Not reading its replies: drop it rather than hold the ring for it.
-                conn.close_requested.set(Some(CloseReason::SlowClient));
-            }
-            if conn.accounted.get() > 0 || conn.close_requested.get().is_some() {
-                conn.wake.notify_one();
-            }
+            deliver_reply(&route, record.record_type(), record.payload());
         }
         reply.release();
 
@@ -689,6 +624,75 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
             }
             Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
         }
+    }
+}
+
+/// Hands one reply record to its connection: DATA is copied out of the peer's memory (never
+/// referenced in place), encrypted and written if the socket takes it; CLOSE asks the connection
+/// to end. Malformed records and replies for unknown connections are counted and skipped.
+fn deliver_reply(route: &RingRoute, kind: u16, payload: edgegw_ring::Payload<'_>) {
+    if payload.len() < DATA_HEADER_LEN || !(kind == wire::DATA || kind == wire::CLOSE) {
+        Stats::bump(&route.stats.malformed_replies);
+        RingCounter::MalformedReplies.add(&route.counters, 1);
+        log::debug!(
+            "ring `{}`: skipped a malformed reply record (type {kind}, {} bytes)",
+            route.name,
+            payload.len()
+        );
+        return;
+    }
+    let id = payload.read_u64_le(0).unwrap_or(0);
+    let conn = route.conns.borrow().get(&id).cloned();
+    let Some(conn) = conn.filter(|c| c.close_requested.get().is_none()) else {
+        // A CLOSE for a connection that already ended is how consumers answer the daemon's
+        // CLOSE: not worth counting.
+        if kind == wire::DATA {
+            Stats::bump(&route.stats.replies_for_unknown_connections);
+            RingCounter::RepliesForUnknownConnections.add(&route.counters, 1);
+            log::debug!(
+                "ring `{}`: dropped a reply for connection {id}, which is closed or never existed",
+                route.name
+            );
+        }
+        return;
+    };
+    if kind == wire::CLOSE {
+        conn.close_requested.set(Some(CloseReason::ConsumerClosed));
+        conn.wake.notify_one();
+        return;
+    }
+    // Copy out of the peer's memory, one TLS record's worth at a time, and encrypt.
+    let len = payload.len() - DATA_HEADER_LEN;
+    let mut at = DATA_HEADER_LEN;
+    let mut failed = false;
+    while at < payload.len() && !failed {
+        let n = (payload.len() - at).min(SCRATCH_LEN);
+        with_scratch(|buf| {
+            let copied = payload
+                .slice(at, n)
+                .map_or(0, |part| part.copy_to_slice(&mut buf[..n]));
+            failed = copied != n || conn.session.borrow_mut().write(&buf[..n]).is_err();
+        });
+        at += n;
+    }
+    if failed {
+        conn.close_requested.set(Some(CloseReason::ProtocolError));
+        conn.wake.notify_one();
+        return;
+    }
+    Stats::add(&route.stats.bytes_to_clients, len as u64);
+    RingCounter::BytesOut.add(&route.counters, len as u64);
+    let _ = conn
+        .session
+        .borrow_mut()
+        .flush_to(|b| conn.stream.try_write(b));
+    conn.account(route);
+    if conn.accounted.get() > CONN_REPLY_CAP {
+        // Not reading its replies: drop it rather than hold the ring for it.
+        conn.close_requested.set(Some(CloseReason::SlowClient));
+    }
+    if conn.accounted.get() > 0 || conn.close_requested.get().is_some() {
+        conn.wake.notify_one();
     }
 }
 

@@ -235,9 +235,8 @@ impl TlsBuilder {
             config.alpn_protocols = listener.alpn.clone();
             config.max_early_data_size = 0;
             config.ignore_client_order = true;
-            // So a connection that receives an oversized record can be answered with an
-            // encrypted record_overflow alert, which rustls cannot send for every size
-            // (`gateway::session`). The keys never leave the TLS thread.
+            // An oversized record gets a record_overflow alert sealed with the connection's own
+            // keys (`gateway::session`); they never leave the TLS thread.
             config.enable_secret_extraction = true;
             if listener.client_auth.is_none() {
                 config.ticketer = self.ticketer.clone();
