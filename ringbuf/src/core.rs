@@ -36,15 +36,18 @@ pub(crate) trait RingMem {
     fn load_data(&self, offset: usize) -> u64;
     /// Relaxed atomic store of the data word at `offset` (8-aligned, below the capacity).
     fn store_data(&self, offset: usize, value: u64);
+}
+
+/// Where a producer shares its checked release with the owner's ring server (FORMAT.md
+/// section 6): `PeerState` for an owner, nothing for other producers. Used only on the slow
+/// path, and passed beside the memory so the fast path does not carry it.
+pub(crate) trait ReleaseHooks {
     /// The highest consumer position known to be a checked release (a record boundary the
-    /// consumer released), as the owner's ring server last saw it; 0 if nobody checks. Only a
-    /// producer that owns its ring has one (see `producer::OwnerMem`).
-    fn checked_release(&self) -> u64 {
-        0
-    }
-    /// Tell the owner's ring server that `pos` is a checked release. Called before the producer
-    /// writes over the space it frees.
-    fn set_checked_release(&self, _pos: u64) {}
+    /// consumer released), as the ring server last saw it; 0 if nobody checks.
+    fn checked_release(&self) -> u64;
+    /// Tell the ring server that `pos` is a checked release. Called before the producer writes
+    /// over the space it frees.
+    fn set_checked_release(&self, pos: u64);
 }
 
 /// What one check of a consumer's release by the owner's ring server found.
@@ -186,7 +189,16 @@ pub(crate) struct ProducerCore {
     sleep_seq: u64,
     drops: u64,
     corrupt: Option<String>,
+    /// The last positions published (record boundaries known without reading the records
+    /// back), round-robin at `recent_at`: a consumer that releases what it read releases one of
+    /// them, and its position is then checked without a walk (which would read every released
+    /// record's header, a cache line the consumer just had, before it is written over).
+    recent: [u64; RECENT],
+    recent_at: usize,
 }
+
+/// How many recent publishes the producer keeps (one cache line).
+const RECENT: usize = 8;
 
 impl ProducerCore {
     /// State for a producer of a ring whose shared fields may already hold a history (a new
@@ -219,6 +231,8 @@ impl ProducerCore {
             sleep_seq,
             drops: mem.load(Field::Drops, Ordering::Relaxed),
             corrupt: None,
+            recent: [published; RECENT],
+            recent_at: 0,
         })
     }
 
@@ -231,10 +245,13 @@ impl ProducerCore {
 
     /// Reload and check `consumer_pos`: in range, not backwards, and on a record boundary (we
     /// walk our own record headers from the last checked release to it; amortised, one load
-    /// per released record, and only on this slow path).
-    fn refresh_consumer(&mut self, mem: &impl RingMem) -> Result<()> {
+    /// per released record, and only on this slow path). Out of line, so the fast path of
+    /// `reserve` that calls it compiles as before.
+    #[cold]
+    #[inline(never)]
+    fn refresh_consumer(&mut self, mem: &impl RingMem, hooks: &impl ReleaseHooks) -> Result<()> {
         // A release the owner's server checked since is as good as one we checked.
-        let checked = mem.checked_release();
+        let checked = hooks.checked_release();
         let floor = if checked > self.consumer_cache && checked <= self.published {
             checked
         } else {
@@ -248,12 +265,20 @@ impl ProducerCore {
         if !in_range {
             return Err(self.bad_consumer_position(c, floor, "is impossible"));
         }
-        if !self.lands_on_boundary(mem, floor, c) {
+        // Walk only from the nearest boundary we know below `c`: usually `c` is one of them.
+        let known = self
+            .recent
+            .iter()
+            .copied()
+            .filter(|&r| r >= floor && r <= c)
+            .max()
+            .unwrap_or(floor);
+        if known != c && !self.lands_on_boundary(mem, known, c) {
             return Err(self.bad_consumer_position(c, floor, "is not on a record boundary"));
         }
         if c != self.consumer_cache {
             self.consumer_cache = c;
-            mem.set_checked_release(c);
+            hooks.set_checked_release(c);
         }
         Ok(())
     }
@@ -277,17 +302,25 @@ impl ProducerCore {
     }
 
     /// Check `consumer_pos` now (an owner whose consumer detached, say).
-    pub(crate) fn check_consumer(&mut self, mem: &impl RingMem) -> Result<()> {
+    pub(crate) fn check_consumer(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+    ) -> Result<()> {
         self.check_usable()?;
-        self.refresh_consumer(mem)
+        self.refresh_consumer(mem, hooks)
     }
 
     /// The records between the last checked release and the published position, in order, as
     /// `(payload offset, len, type, flags)`: what a consumer has not (verifiably) released.
     /// Padding is skipped. Valid even after the consumer broke the ring: we never overwrote
     /// them.
-    pub(crate) fn unreleased(&self, mem: &impl RingMem) -> Vec<RecordLoc> {
-        let checked = mem.checked_release();
+    pub(crate) fn unreleased(
+        &self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+    ) -> Vec<RecordLoc> {
+        let checked = hooks.checked_release();
         let mut pos = if checked > self.consumer_cache && checked <= self.published {
             checked
         } else {
@@ -333,6 +366,7 @@ impl ProducerCore {
     pub(crate) fn reserve(
         &mut self,
         mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
         len: usize,
         ty: u16,
         flags: u16,
@@ -349,7 +383,7 @@ impl ProducerCore {
         let total = record_total(len) as u64;
         let needed = self.space_needed(total);
         if needed > self.free() {
-            if self.refresh_consumer(mem).is_err() {
+            if self.refresh_consumer(mem, hooks).is_err() {
                 return Reserved::Corrupt;
             }
             if needed > self.free() {
@@ -405,6 +439,8 @@ impl ProducerCore {
         }
         mem.store(Field::ProducerPos, self.write_pos, Ordering::Release);
         self.published = self.write_pos;
+        self.recent[self.recent_at % RECENT] = self.write_pos;
+        self.recent_at = self.recent_at.wrapping_add(1);
         mem.fence();
         let s = mem.load(Field::ConsumerSleep, Ordering::Relaxed);
         if s & 1 == 1 && s != self.last_signalled {
@@ -451,14 +487,19 @@ impl ProducerCore {
     /// Announce that we will sleep until `needed` bytes are free. Returns `Ok(false)` if they
     /// already are (do not sleep), `Ok(true)` if the caller should wait on the space eventfd and
     /// then call [`finish_wait`](Self::finish_wait).
-    pub(crate) fn prepare_wait(&mut self, mem: &impl RingMem, needed: u64) -> Result<bool> {
+    pub(crate) fn prepare_wait(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+        needed: u64,
+    ) -> Result<bool> {
         self.check_usable()?;
         if self.sleep_seq & 1 == 0 {
             self.sleep_seq += 1;
             mem.store(Field::ProducerSleep, self.sleep_seq, Ordering::Relaxed);
         }
         mem.fence();
-        self.refresh_consumer(mem)?;
+        self.refresh_consumer(mem, hooks)?;
         if self.free() >= needed.min(self.capacity) {
             self.finish_wait(mem);
             return Ok(false);
@@ -467,13 +508,18 @@ impl ProducerCore {
     }
 
     /// Are `needed` bytes free? Reloads the consumer position only if the cached one says no.
-    pub(crate) fn has_space(&mut self, mem: &impl RingMem, needed: u64) -> Result<bool> {
+    pub(crate) fn has_space(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+        needed: u64,
+    ) -> Result<bool> {
         self.check_usable()?;
         let needed = needed.min(self.capacity);
         if self.free() >= needed {
             return Ok(true);
         }
-        self.refresh_consumer(mem)?;
+        self.refresh_consumer(mem, hooks)?;
         Ok(self.free() >= needed)
     }
 

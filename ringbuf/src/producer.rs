@@ -1,6 +1,6 @@
 //! The producing end of a ring.
 
-use crate::core::{Field, ProducerCore, Reserved, RingMem};
+use crate::core::{ProducerCore, ReleaseHooks, Reserved};
 use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
 use crate::format::{check_consumer_page_prefix, max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
@@ -9,61 +9,21 @@ use crate::sys::shm::MappedRing;
 use crate::{attach, ring, Error, Result, RingConfig, RingFds};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The producer's view of shared memory: the mapping, plus, for the ring's owner, the release
-/// position its ring server checked (`PeerState::checked_release`). Only the slow path (a
-/// reload of the consumer's position) looks at `link`; the rest compiles to plain loads and
-/// stores on the mapping.
-struct OwnerMem<'a> {
-    mem: &'a MappedRing,
-    link: &'a Link,
-}
-
-impl<'a> OwnerMem<'a> {
-    #[inline(always)]
-    fn new(mem: &'a MappedRing, link: &'a Link) -> Self {
-        OwnerMem { mem, link }
-    }
-}
-
-impl RingMem for OwnerMem<'_> {
-    #[inline(always)]
-    fn load(&self, field: Field, order: Ordering) -> u64 {
-        self.mem.load(field, order)
-    }
-
-    #[inline(always)]
-    fn store(&self, field: Field, value: u64, order: Ordering) {
-        self.mem.store(field, value, order)
-    }
-
-    #[inline(always)]
-    fn fence(&self) {
-        self.mem.fence()
-    }
-
-    #[inline(always)]
-    fn load_data(&self, offset: usize) -> u64 {
-        self.mem.load_data(offset)
-    }
-
-    #[inline(always)]
-    fn store_data(&self, offset: usize, value: u64) {
-        self.mem.store_data(offset, value)
-    }
-
+/// An owner's producer shares its checked release with its ring server through the attach
+/// state (`PeerState::checked_release`); other producers have no server.
+impl ReleaseHooks for Link {
     fn checked_release(&self) -> u64 {
-        match self.link {
+        match self {
             Link::Owner { state, .. } => state.checked_release(),
             _ => 0,
         }
     }
 
     fn set_checked_release(&self, pos: u64) {
-        if let Link::Owner { state, .. } = self.link {
+        if let Link::Owner { state, .. } = self {
             state.set_checked_release(pos);
         }
     }
@@ -190,10 +150,7 @@ impl Producer {
     /// [`Error::ReservedType`], [`Error::Corrupt`] (the consumer wrote an impossible position).
     #[inline]
     pub fn reserve(&mut self, len: usize, ty: u16, flags: u16) -> Result<&mut [u8]> {
-        match self
-            .core
-            .reserve(&OwnerMem::new(&self.mem, &self.link), len, ty, flags)
-        {
+        match self.core.reserve(&self.mem, &self.link, len, ty, flags) {
             Reserved::Payload(offset) => Ok(self.mem.payload_mut(offset, len)),
             other => Err(self.core.reserve_error(other, len, ty)),
         }
@@ -256,8 +213,7 @@ impl Producer {
             os::pread_exact(fds.consumer_page.as_fd(), &mut prefix, 0)?;
             check_consumer_page_prefix(&prefix)?;
         }
-        self.core
-            .check_consumer(&OwnerMem::new(&self.mem, &self.link))
+        self.core.check_consumer(&self.mem, &self.link)
     }
 
     /// Replace this ring with `fresh` (a new, empty ring of at least the same capacity): every
@@ -276,7 +232,7 @@ impl Producer {
         }
         self.core.abandon();
         let mut moved = Moved::default();
-        for loc in self.core.unreleased(&OwnerMem::new(&self.mem, &self.link)) {
+        for loc in self.core.unreleased(&self.mem, &self.link) {
             let payload = self
                 .mem
                 .payload(loc.payload_offset, loc.len)
@@ -368,8 +324,7 @@ impl Producer {
     /// closes the lost-wakeup race.
     pub fn prepare_wait_for_space(&mut self, len: usize) -> Result<bool> {
         let needed = self.core.needed_for(len);
-        self.core
-            .prepare_wait(&OwnerMem::new(&self.mem, &self.link), needed)
+        self.core.prepare_wait(&self.mem, &self.link, needed)
     }
 
     /// Disarm the wait and reset the space eventfd.
@@ -391,10 +346,7 @@ impl Producer {
         let deadline = timeout.map(|t| Instant::now() + t);
         for _ in 0..self.spin {
             let needed = self.core.needed_for(len);
-            if self
-                .core
-                .has_space(&OwnerMem::new(&self.mem, &self.link), needed)?
-            {
+            if self.core.has_space(&self.mem, &self.link, needed)? {
                 return Ok(Readiness::Ready);
             }
             std::hint::spin_loop();
@@ -406,10 +358,7 @@ impl Producer {
             // As in Consumer::wait: reset the eventfd before sleeping, then look again.
             if os::drain_eventfd(self.space_event.as_fd()) != 0 {
                 let needed = self.core.needed_for(len);
-                if self
-                    .core
-                    .has_space(&OwnerMem::new(&self.mem, &self.link), needed)?
-                {
+                if self.core.has_space(&self.mem, &self.link, needed)? {
                     self.core.finish_wait(&self.mem);
                     return Ok(Readiness::Ready);
                 }
@@ -421,10 +370,7 @@ impl Producer {
             )?;
             self.core.finish_wait(&self.mem);
             let needed = self.core.needed_for(len);
-            if self
-                .core
-                .has_space(&OwnerMem::new(&self.mem, &self.link), needed)?
-            {
+            if self.core.has_space(&self.mem, &self.link, needed)? {
                 return Ok(Readiness::Ready);
             }
             if sock.hangup {

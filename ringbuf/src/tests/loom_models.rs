@@ -17,7 +17,8 @@
 //! They run in plain `cargo test` (loom is an ordinary dev-dependency; no `--cfg loom` needed).
 
 use crate::core::{
-    check_release, ConsumerCore, Field, Next, ProducerCore, ReleaseCheck, Reserved, RingMem, Wake,
+    check_release, ConsumerCore, Field, Next, ProducerCore, ReleaseCheck, ReleaseHooks, Reserved,
+    RingMem, Wake,
 };
 use crate::format::WrapMode;
 use loom::sync::atomic::{fence, AtomicU64};
@@ -68,7 +69,10 @@ impl RingMem for Arc<LoomMem> {
     fn store_data(&self, offset: usize, value: u64) {
         self.data[offset / 8].store(value, Ordering::Relaxed)
     }
-    // As `PeerState` does it.
+}
+
+/// As `PeerState` does it.
+impl ReleaseHooks for Arc<LoomMem> {
     fn checked_release(&self) -> u64 {
         self.checked.load(Ordering::Acquire)
     }
@@ -121,12 +125,12 @@ fn produce(
     let mut p = ProducerCore::resume(mem, cap, WrapMode::Pad).unwrap();
     for (n, &len) in lens.iter().enumerate() {
         let off = loop {
-            match p.reserve(mem, len, n as u16, 0) {
+            match p.reserve(mem, mem, len, n as u16, 0) {
                 Reserved::Payload(off) => break off,
                 Reserved::Full { needed } => {
                     // Publish what we have first, or the consumer could wait for it forever.
                     p.publish(mem, data_ev);
-                    if p.prepare_wait(mem, needed).unwrap() {
+                    if p.prepare_wait(mem, mem, needed).unwrap() {
                         space_ev.wait_and_drain();
                         p.finish_wait(mem);
                     }
