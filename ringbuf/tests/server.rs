@@ -747,3 +747,45 @@ fn a_stat_answer_carries_the_owners_counters() {
     let stat = stat.join().unwrap();
     assert_eq!(stat.owner_counters, [3, 0, 0, 0, 0, 0, 0, 1 << 40]);
 }
+
+#[test]
+fn a_consumer_of_a_replaced_ring_switches_without_draining_it_and_reads_the_records_again() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut owner = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, owner.served_ring().unwrap(), me()).unwrap();
+    owner.send(1, 0, b"unread").unwrap();
+    let attach = std::thread::spawn({
+        let path = path.clone();
+        move || Consumer::attach(&path).unwrap()
+    });
+    serve_until(&mut server, "attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let mut consumer = attach.join().unwrap();
+    // The owner replaces the ring (as after its consumer broke it): the record moves over, the
+    // old ring is marked REPLACED, the consumer is disconnected.
+    let mut fresh = Producer::create(RingConfig::with_capacity(4096).generation(2)).unwrap();
+    owner.move_unreleased_to(&mut fresh).unwrap();
+    server.replace_ring(fresh.served_ring().unwrap());
+    assert_eq!(
+        consumer.wait(None).unwrap(),
+        Readiness::Ready,
+        "the record is still there"
+    );
+    let reattach = std::thread::spawn(move || {
+        let got = consumer.reattach().unwrap();
+        let record = consumer.read().unwrap().unwrap().payload().to_vec();
+        (got, record)
+    });
+    serve_until(&mut server, "re-attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let (got, record) = reattach.join().unwrap();
+    assert_eq!(
+        got,
+        Reattached::Replaced { old: 1, new: 2 },
+        "no need to drain it first"
+    );
+    assert_eq!(record, b"unread");
+}
