@@ -86,7 +86,9 @@ fn echo(name: &str, ingress_path: &std::path::Path, reply_path: &std::path::Path
         );
         match echo_attached(&mut consumer, &mut producer, reply_path)? {
             Readiness::PeerGone | Readiness::Finished => {
-                eprintln!("edgegw ring echo: the daemon went away; waiting for it to come back");
+                eprintln!(
+                    "edgegw ring echo: the daemon went away (or replaced the ring); attaching again"
+                );
             }
             other => eprintln!("edgegw ring echo: {other:?}"),
         }
