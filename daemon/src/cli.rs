@@ -38,7 +38,7 @@ usage:
 
 RING is a ring name from the config, or the path of a ring's attach socket.
 Without --config, `run` uses the built-in default (see print-default-config).
-Environment: EDGEGW_LOG=error|warn|info|debug, EDGEGW_CONFIG=FILE (default for --config).";
+Environment: EDGEGW_LOG=error|warn|info|debug|trace, EDGEGW_CONFIG=FILE (default for --config).";
 
 /// A parsed command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -270,7 +270,7 @@ fn events(options: MonitorOptions) -> Result<()> {
 fn run(file: Option<PathBuf>) -> Result<()> {
     let config = load(file.as_deref())?;
     if file.is_none() {
-        crate::info!(
+        log::info!(
             "no --config: running the built-in default (edgegw print-default-config shows it)"
         );
     }
@@ -287,7 +287,10 @@ fn run(file: Option<PathBuf>) -> Result<()> {
         loop {
             tokio::select! {
                 () = daemon.attach_ready() => daemon.process_attach(),
-                _ = housekeeping.tick() => daemon.process_attach(),
+                _ = housekeeping.tick() => {
+                    daemon.process_attach();
+                    crate::log::flush();
+                }
                 signal = signals.next() => match signal? {
                     crate::signals::Signal::Reload => {
                         let new = match &file {
@@ -299,12 +302,15 @@ fn run(file: Option<PathBuf>) -> Result<()> {
                             Err(e) => Err(crate::control::ReloadError::Config(e)),
                         };
                         match result {
-                            Ok(()) => crate::info!("reloaded {}", daemon.config().file.display()),
-                            Err(e) => crate::error!("reload failed, still running the previous config: {e}"),
+                            Ok(()) => log::info!("reloaded {}", daemon.config().file.display()),
+                            Err(e) => log::error!("reload failed, still running the previous config: {e}"),
                         }
                     }
+                    crate::signals::Signal::DumpCounters => {
+                        log::info!("counters: {}", daemon.counters());
+                    }
                     crate::signals::Signal::Stop => {
-                        crate::info!("stopping");
+                        log::info!("stopping");
                         break;
                     }
                 },

@@ -12,17 +12,19 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use edgegw_ring::{
-    AllowList, Consumer, Producer, RingConfig as RingLayout, RingServer, ServerEvent,
+    AllowList, Consumer, OwnerCounters, Producer, Refusal, RingConfig as RingLayout, RingServer,
+    ServerEvent,
 };
 use tokio::io::unix::AsyncFd;
 
 use crate::config::{Bind, Config, ConfigError, RingConfig, RouteTarget};
 use crate::gateway::{
-    Gateway, GatewayEvent, Limits, ListenSocket, ListenerPlan, Plan, RingEndpoints, RingPlan,
-    RoutePlan, RouteTargetPlan, ThreadSettings,
+    Gateway, GatewayEvent, Limits, ListenSocket, ListenerPlan, Plan, RingCounter, RingEndpoints,
+    RingPlan, RoutePlan, RouteTargetPlan, Stats, ThreadSettings,
 };
 use crate::paths::Dirs;
 use crate::sys::SystemdSockets;
@@ -53,6 +55,9 @@ struct RingState {
     config: RingConfig,
     ingress: AttachServer,
     reply: AttachServer,
+    /// The ring's counters (`gateway::RingCounter`), shared with the TLS thread and served by
+    /// both attach servers.
+    counters: Arc<OwnerCounters>,
 }
 
 /// A ring attach server and the readiness of its epoll fd.
@@ -124,7 +129,7 @@ impl Daemon {
             prepared.plan,
         )?;
         drop_startup_pages();
-        crate::info!(
+        log::info!(
             "edgegw {} running with {} ({} crypto, {} first); state in {}, rings in {}",
             env!("CARGO_PKG_VERSION"),
             config.file.display(),
@@ -170,12 +175,26 @@ impl Daemon {
         &self.gateway
     }
 
+    /// Every counter the daemon keeps, as one JSON object: the gateway's, and each ring's by
+    /// name (what `edgegw ring stat --json` shows of one ring).
+    pub fn counters(&self) -> serde_json::Value {
+        let rings: serde_json::Map<String, serde_json::Value> = self
+            .rings
+            .iter()
+            .map(|(name, ring)| {
+                let named = RingCounter::named(&ring.counters.snapshot());
+                (name.clone(), named.into())
+            })
+            .collect();
+        serde_json::json!({ "gateway": self.gateway.stats(), "rings": rings })
+    }
+
     /// Replaces the running config with `config`: everything is built and checked first; on any
     /// error the running config stays and the error says why. Established connections are
     /// untouched either way; new handshakes use the new certificates.
     pub async fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
         if config.daemon != self.config.daemon {
-            crate::warn!("reload: [daemon] settings changed; they take effect at the next restart");
+            log::warn!("reload: [daemon] settings changed; they take effect at the next restart");
         }
         for (name, running) in &self.rings {
             if let Some(new) = config.ring(name) {
@@ -213,10 +232,15 @@ impl Daemon {
                     let allow = allow_list(new);
                     ring.ingress.server.set_allow(allow.clone());
                     ring.reply.server.set_allow(allow);
+                    for server in [&ring.ingress.server, &ring.reply.server] {
+                        if let Err(e) = restrict_socket(server.path(), new) {
+                            log::error!("{e:#}");
+                        }
+                    }
                     ring.config = new.clone();
                 }
                 None => {
-                    crate::info!("ring `{name}` is no longer configured; it stays until restart")
+                    log::info!("ring `{name}` is no longer configured; it stays until restart")
                 }
             }
         }
@@ -259,68 +283,211 @@ impl Daemon {
     }
 
     /// Does whatever work the attach servers have now, and what the TLS thread asked for (a
-    /// fresh reply ring); also expires silent connections, so call it periodically too.
+    /// fresh ring); also expires silent connections, so call it periodically too.
     pub fn process_attach(&mut self) {
         // Taken by `attach_ready`, which an event wakes.
         for event in std::mem::take(&mut self.gateway_events) {
-            match event {
-                GatewayEvent::ReplyRingCorrupt { ring } => {
-                    if let Err(e) = self.renew_reply(&ring) {
-                        crate::error!(
-                            "ring `{ring}`: cannot replace the corrupt reply ring: {e:#}"
-                        );
-                    }
+            let (ring, direction, generation, why) = match event {
+                GatewayEvent::IngressRingBroken {
+                    ring,
+                    generation,
+                    reason,
+                } => (ring, Direction::Ingress, generation, Some(reason)),
+                GatewayEvent::ReplyRingBroken {
+                    ring,
+                    generation,
+                    reason,
+                } => (ring, Direction::Reply, generation, Some(reason)),
+                GatewayEvent::ReplyRingFinished { ring, generation } => {
+                    (ring, Direction::Reply, generation, None)
                 }
-            }
+            };
+            self.replace_ring(&ring, direction, generation, why);
         }
+        let mut broken = Vec::new();
         for (name, ring) in self.rings.iter_mut() {
-            for (direction, server) in [("ingress", &mut ring.ingress), ("reply", &mut ring.reply)]
-            {
+            for (direction, server) in [
+                (Direction::Ingress, &mut ring.ingress),
+                (Direction::Reply, &mut ring.reply),
+            ] {
                 match server.server.process() {
                     Ok(events) => {
                         for event in events {
-                            log_attach_event(name, direction, &event);
+                            if let ServerEvent::RingBroken { generation, reason } = &event {
+                                broken.push((name.clone(), direction, *generation, reason.clone()));
+                            } else {
+                                log_attach_event(name, direction, &event);
+                            }
                         }
                     }
-                    Err(e) => crate::warn!("ring `{name}` ({direction}) attach server: {e}"),
+                    Err(e) => log::warn!("ring `{name}` {direction} attach server: {e}"),
                 }
             }
         }
+        for (ring, direction, generation, reason) in broken {
+            self.replace_ring(&ring, direction, generation, Some(reason));
+        }
     }
 
-    /// Replaces a ring's corrupt reply ring with a fresh one: served on the same socket (its
-    /// consumer is disconnected and attaches again) and handed to the TLS thread.
-    fn renew_reply(&mut self, name: &str) -> Result<()> {
-        let state = self
-            .rings
-            .get_mut(name)
-            .with_context(|| format!("no ring `{name}`"))?;
-        let reply = Consumer::create(RingLayout::with_capacity(state.config.capacity))
-            .context("create a reply ring")?;
-        if let Some(ServerEvent::Detached { pid }) =
-            state.reply.server.replace_ring(reply.served_ring()?)
-        {
-            crate::warn!("ring `{name}` reply: pid {pid} disconnected; it may attach again");
+    /// Replaces a ring's ingress or reply ring of `generation` (broken by its consumer:
+    /// `broken` says how; or a reply ring its producer finished) with a fresh one of the next
+    /// generation: served on the same socket (the consumer is disconnected and attaches again)
+    /// and handed to the TLS thread, which moves an ingress ring's unreleased records over. A
+    /// ring already replaced is left alone (the TLS thread and the attach server may both
+    /// report the same one).
+    fn replace_ring(
+        &mut self,
+        name: &str,
+        direction: Direction,
+        generation: u64,
+        broken: Option<String>,
+    ) {
+        let Some(state) = self.rings.get_mut(name) else {
+            return;
+        };
+        let server = match direction {
+            Direction::Ingress => &mut state.ingress.server,
+            Direction::Reply => &mut state.reply.server,
+        };
+        if server.ring().generation() != generation {
+            return;
         }
-        self.gateway
-            .renew_reply(name, reply)
-            .map_err(|e| anyhow::anyhow!(e))
+        let stats = self.gateway.stats_handle();
+        if let Some(reason) = &broken {
+            let (counter, ring_counter, lost) = match direction {
+                Direction::Ingress => (
+                    &stats.corrupt_ingress_rings,
+                    RingCounter::ReplacedIngressRings,
+                    "the records it had not released are delivered again in the fresh ring",
+                ),
+                Direction::Reply => (
+                    &stats.corrupt_reply_rings,
+                    RingCounter::ReplacedReplyRings,
+                    "the replies it had written there are lost",
+                ),
+            };
+            Stats::bump(counter);
+            ring_counter.add(&state.counters, 1);
+            log::error!(
+                "ring `{name}` {direction}: the consumer broke the ring ({reason}); it is \
+                 disconnected and a fresh ring takes its place; {lost}"
+            );
+        }
+        let layout = RingLayout::with_capacity(state.config.capacity).generation(generation + 1);
+        let renewed = match direction {
+            Direction::Ingress => Producer::create(layout)
+                .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
+                .map(|(served, fresh)| {
+                    log_replaced(name, direction, server.replace_ring(served));
+                    self.gateway.renew_ingress(name, fresh)
+                }),
+            Direction::Reply => Consumer::create(layout)
+                .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
+                .map(|(served, fresh)| {
+                    log_replaced(name, direction, server.replace_ring(served));
+                    self.gateway.renew_reply(name, fresh)
+                }),
+        };
+        match renewed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("ring `{name}` {direction}: {e}"),
+            Err(e) => log::error!("ring `{name}` {direction}: cannot create a fresh ring: {e}"),
+        }
     }
 }
 
-fn log_attach_event(ring: &str, direction: &str, event: &ServerEvent) {
+/// A ring's two directions, as the logs name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Ingress,
+    Reply,
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Ingress => "ingress",
+            Direction::Reply => "reply",
+        })
+    }
+}
+
+fn log_replaced(ring: &str, direction: Direction, detached: Option<ServerEvent>) {
+    if let Some(ServerEvent::Detached { pid }) = detached {
+        log::info!("ring `{ring}` {direction}: pid {pid} disconnected; it may attach again");
+    }
+}
+
+fn log_attach_event(ring: &str, direction: Direction, event: &ServerEvent) {
     match event {
         ServerEvent::Attached { pid, uid, gid } => {
-            crate::info!("ring `{ring}` {direction}: pid {pid} (uid {uid}, gid {gid}) attached")
+            log::info!("ring `{ring}` {direction}: pid {pid} (uid {uid}, gid {gid}) attached")
         }
         ServerEvent::Detached { pid } => {
-            crate::info!("ring `{ring}` {direction}: pid {pid} detached; unread records are kept")
+            log::info!("ring `{ring}` {direction}: pid {pid} detached; unread records are kept")
         }
         ServerEvent::Refused { pid, uid, reason } => {
-            crate::warn!("ring `{ring}` {direction}: refused pid {pid} (uid {uid}): {reason}")
+            let (kind, level, why) = refusal(reason);
+            log::log!(target: kind, level, "ring `{ring}` {direction}: refused pid {pid} (uid {uid}): {why}")
         }
-        other => crate::debug!("ring `{ring}` {direction}: {other:?}"),
+        other => log::debug!("ring `{ring}` {direction}: {other:?}"),
     }
+}
+
+/// How the daemon words an attach it refused, at which level, and under which rate-limit key (a
+/// flood of one kind must not hide the others).
+fn refusal(reason: &Refusal) -> (&'static str, log::Level, String) {
+    use log::Level::{Info, Warn};
+    match reason {
+        Refusal::Malformed => (
+            "edgegw::attach::malformed",
+            Warn,
+            "its hello is malformed (not an edgegw ring hello)".into(),
+        ),
+        Refusal::VersionMismatch { server, client } => (
+            "edgegw::attach::version",
+            Warn,
+            format!("it speaks attach protocol version {client}, this daemon speaks {server}"),
+        ),
+        Refusal::NotAllowed { uid, gid } => (
+            "edgegw::attach::not-allowed",
+            Warn,
+            format!("neither uid {uid} nor gid {gid} is on the ring's allow list"),
+        ),
+        Refusal::WrongRole { offered, requested } => (
+            "edgegw::attach::role",
+            Warn,
+            format!("it asked to attach as the {requested}; this socket serves the {offered}"),
+        ),
+        Refusal::Busy => (
+            "edgegw::attach::busy",
+            Info,
+            "another peer is attached, or the ring is being replaced; it may try again".into(),
+        ),
+        other => ("edgegw::attach::refused", Warn, other.to_string()),
+    }
+}
+
+/// Who may connect to a ring socket: the daemon's user and group, and the ring's allow list
+/// (mode 0660 and a POSIX ACL entry for each listed user and group), so a stranger cannot even
+/// say hello; the allow list is checked again on the hello (SO_PEERCRED). On a filesystem
+/// without ACLs, a ring that lists other users keeps its sockets open to everyone (0666) so they
+/// can connect, and the log says so once.
+fn restrict_socket(path: &Path, ring: &RingConfig) -> Result<()> {
+    let listed = crate::sys::restrict_to(path, &ring.allow_uids, &ring.allow_gids)
+        .with_context(|| format!("ring `{}`: permissions of {}", ring.name, path.display()))?;
+    if !listed {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .with_context(|| format!("ring `{}`: chmod {}", ring.name, path.display()))?;
+        log::warn!(
+            "ring `{}`: the filesystem of {} has no POSIX ACLs, so the socket is open to every \
+             local user (0666) for allow_uids/allow_gids to connect; the allow list still \
+             decides who attaches",
+            ring.name,
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn allow_list(ring: &RingConfig) -> AllowList {
@@ -413,6 +580,7 @@ fn prepare(
                 idle_timeout: listener.idle_timeout,
                 max_connections: listener.max_connections,
                 max_handshakes: listener.max_handshakes,
+                max_handshakes_per_source: listener.max_handshakes_per_source,
             },
         });
     }
@@ -454,32 +622,37 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
     let reply = Consumer::create(layout)
         .with_context(|| format!("ring `{}`: create reply ring", ring.name))?;
     let allow = allow_list(ring);
-    let ingress_server = RingServer::bind(
+    let mut ingress_server = RingServer::bind(
         dirs.ring_socket(&ring.name),
         ingress.served_ring()?,
         allow.clone(),
     )
     .with_context(|| format!("ring `{}`: serve", ring.name))?;
-    let reply_server = RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
-        .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
-    // Anyone may connect to the sockets; the allow list (SO_PEERCRED) decides who attaches.
-    // Without this, consumers running as another user could not even reach the server.
-    for server in [&ingress_server, &reply_server] {
-        std::fs::set_permissions(server.path(), std::fs::Permissions::from_mode(0o666))
-            .with_context(|| format!("ring `{}`: chmod {}", ring.name, server.path().display()))?;
+    let mut reply_server =
+        RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
+            .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
+    let counters = Arc::new(OwnerCounters::default());
+    for server in [&mut ingress_server, &mut reply_server] {
+        restrict_socket(server.path(), ring)?;
+        server.set_owner_counters(counters.clone());
     }
-    crate::info!(
+    log::info!(
         "ring `{}`: {} bytes each way; consumers attach at {}",
         ring.name,
         ring.capacity,
         ingress_server.path().display()
     );
     Ok((
-        RingEndpoints { ingress, reply },
+        RingEndpoints {
+            ingress,
+            reply,
+            counters: counters.clone(),
+        },
         RingState {
             config: ring.clone(),
             ingress: AttachServer::new(ingress_server)?,
             reply: AttachServer::new(reply_server)?,
+            counters,
         },
     ))
 }
@@ -491,11 +664,13 @@ fn create_ring(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingSta
 fn drop_startup_pages() {
     match crate::sys::page_out_executable() {
         Ok(bytes) => {
-            crate::debug!("asked the kernel to reclaim {bytes} bytes of executable mappings")
+            log::debug!("asked the kernel to reclaim {bytes} bytes of executable mappings")
         }
         // Kernels before 5.4 have no MADV_PAGEOUT: the pages stay, nothing else changes.
-        Err(e) => crate::debug!("cannot page out start-up code: {e}"),
+        Err(e) => log::debug!("cannot page out start-up code: {e}"),
     }
+    // And the heap it freed (parsed configs, certificate generation, rustls builders).
+    crate::sys::trim_heap();
 }
 
 /// A listening TCP socket: SO_REUSEADDR (restarts do not wait for TIME_WAIT), IPv6 sockets
@@ -532,7 +707,7 @@ fn raise_fd_limit() {
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         if soft < hard {
             if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                crate::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
+                log::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
             }
         }
     }

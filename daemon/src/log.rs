@@ -1,72 +1,229 @@
-//! A small logger: one line per message on stderr.
+//! The daemon's logger: the backend of the `log` facade (as ripgrep keeps its own), one line per
+//! message on stderr, and a rate limit per kind of message.
 //!
 //! Under systemd (stderr connected to the journal, `$JOURNAL_STREAM` set) each line starts with
 //! the sd-daemon priority prefix (`<6>`), so `journalctl -p warning` works; elsewhere it starts
 //! with a UTC timestamp and the level. The level is taken from `$EDGEGW_LOG` (error, warn, info,
-//! debug; default info). No dependency: a daemon for small devices does not need a framework to
-//! print a line.
+//! debug, trace; default info). The libraries log through the same facade.
+//!
+//! **Rate limit.** Anyone who can reach a socket can make the daemon log (a malformed hello, a
+//! bad TLS record, a reply for a closed connection), so every kind of message gets at most
+//! [`BURST`] lines per [`WINDOW`]; the rest are counted, and when the window ends one line at the
+//! same level says how many were suppressed and repeats the last one printed. A kind is a call
+//! site (file and line), or an explicit key given as the `target:` of the macro
+//! (`log::warn!(target: "edgegw::attach::malformed", ...)`) when one call site logs several
+//! kinds. Summaries are written by the next message of that kind or by [`flush`], which the
+//! control loop calls every second.
 
-use std::fmt;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-/// Severity, numbered as syslog priorities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Level {
-    /// Something failed.
-    Error = 3,
-    /// Something is wrong but the daemon carries on.
-    Warn = 4,
-    /// Normal operation worth recording.
-    Info = 6,
-    /// Detail for debugging.
-    Debug = 7,
-}
+/// Lines one kind of message may print per window.
+pub const BURST: u32 = 10;
+/// The rate limit's window.
+pub const WINDOW: Duration = Duration::from_secs(10);
 
-static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-static JOURNAL: AtomicBool = AtomicBool::new(false);
+static LOGGER: Logger = Logger {
+    journal: AtomicBool::new(false),
+    kinds: Mutex::new(None),
+};
 
-/// Reads `$EDGEGW_LOG` and `$JOURNAL_STREAM`. Call once at start.
+/// Installs the logger: reads `$EDGEGW_LOG` and `$JOURNAL_STREAM`. Call once at start; later
+/// calls only re-read the variables.
 pub fn init() {
     let level = match std::env::var("EDGEGW_LOG").as_deref() {
-        Ok("error") => Level::Error,
-        Ok("warn") => Level::Warn,
-        Ok("debug") => Level::Debug,
-        _ => Level::Info,
+        Ok("error") => log::LevelFilter::Error,
+        Ok("warn") => log::LevelFilter::Warn,
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("trace") => log::LevelFilter::Trace,
+        _ => log::LevelFilter::Info,
     };
-    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
-    JOURNAL.store(stderr_is_journal(), Ordering::Relaxed);
+    LOGGER.journal.store(stderr_is_journal(), Ordering::Relaxed);
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
 }
 
-/// Whether messages at `level` are printed.
-pub fn enabled(level: Level) -> bool {
-    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+/// Writes the summaries of rate-limit windows that have ended.
+pub fn flush() {
+    log::logger().flush();
 }
 
-/// Writes one log line. Use the macros.
-pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    if !enabled(level) {
-        return;
+/// The `log` backend.
+struct Logger {
+    journal: AtomicBool,
+    /// Rate-limit state by kind; `None` until the first message.
+    kinds: Mutex<Option<Kinds>>,
+}
+
+/// Rate-limit windows: by call site, and by explicit key (looked up without allocating, so a
+/// flood costs no allocation per message).
+#[derive(Debug, Default)]
+struct Kinds {
+    sites: HashMap<(&'static str, u32), Window>,
+    keys: HashMap<String, Window>,
+}
+
+/// One kind's window.
+#[derive(Debug)]
+struct Window {
+    level: log::Level,
+    started: Instant,
+    printed: u32,
+    suppressed: u64,
+    /// The last line printed, repeated in the summary.
+    last: String,
+}
+
+impl Window {
+    fn new(level: log::Level, now: Instant) -> Self {
+        Window {
+            level,
+            started: now,
+            printed: 0,
+            suppressed: 0,
+            last: String::new(),
+        }
     }
-    let mut line = String::with_capacity(128);
-    if JOURNAL.load(Ordering::Relaxed) {
-        let _ = fmt::write(&mut line, format_args!("<{}>{}\n", level as u8, args));
-    } else {
-        let name = match level {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN ",
-            Level::Info => "INFO ",
-            Level::Debug => "DEBUG",
+}
+
+impl Kinds {
+    /// The window of `record`'s kind: its call site, or the explicit key given as `target:`
+    /// (or the target, for a site the compiler gave no static file for).
+    fn window(&mut self, record: &log::Record<'_>, now: Instant) -> &mut Window {
+        let explicit = record.module_path() != Some(record.target());
+        let level = record.level();
+        match (explicit, record.file_static(), record.line()) {
+            (false, Some(file), Some(line)) => self
+                .sites
+                .entry((file, line))
+                .or_insert_with(|| Window::new(level, now)),
+            _ => {
+                let key = record.target();
+                if !self.keys.contains_key(key) {
+                    self.keys.insert(key.to_string(), Window::new(level, now));
+                }
+                self.keys.get_mut(key).expect("just inserted")
+            }
+        }
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut out = String::new();
+        if let Some(message) = self.admit(record, Instant::now(), &mut out) {
+            self.line(&mut out, record.level(), format_args!("{message}"));
+        }
+        self.write(&out);
+    }
+
+    fn flush(&self) {
+        let mut out = String::new();
+        self.summaries(Instant::now(), &mut out);
+        self.write(&out);
+    }
+}
+
+impl Logger {
+    /// Counts the message against its kind's window; appends to `out` the summary of a window
+    /// that just ended. Returns the message to print, formatted, or `None` if it is suppressed
+    /// (then it is not even formatted).
+    fn admit(&self, record: &log::Record<'_>, now: Instant, out: &mut String) -> Option<String> {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let window = kinds.get_or_insert_with(Kinds::default).window(record, now);
+        if now.duration_since(window.started) >= WINDOW {
+            self.summary(window, now, out);
+            window.started = now;
+            window.printed = 0;
+        }
+        if window.printed >= BURST {
+            window.suppressed += 1;
+            return None;
+        }
+        window.printed += 1;
+        window.level = record.level();
+        window.last.clear();
+        let _ = write!(window.last, "{}", record.args());
+        Some(window.last.clone())
+    }
+
+    /// Appends the summaries of every window that has ended, and forgets kinds that went quiet
+    /// (the tables hold only kinds seen in the last window).
+    fn summaries(&self, now: Instant, out: &mut String) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(kinds) = kinds.as_mut() else {
+            return;
         };
-        let _ = fmt::write(
-            &mut line,
-            format_args!("{} {name} {args}\n", Timestamp::now()),
+        let mut ended = |window: &mut Window| {
+            if now.duration_since(window.started) < WINDOW {
+                return true;
+            }
+            self.summary(window, now, out);
+            false
+        };
+        kinds.sites.retain(|_, w| ended(w));
+        kinds.keys.retain(|_, w| ended(w));
+    }
+
+    fn summary(&self, window: &mut Window, now: Instant, out: &mut String) {
+        if window.suppressed == 0 {
+            return;
+        }
+        let n = std::mem::take(&mut window.suppressed);
+        self.line(
+            out,
+            window.level,
+            format_args!(
+                "{n} more like this in {}s, not shown (at most {BURST} per {}s): {}",
+                now.duration_since(window.started).as_secs(),
+                WINDOW.as_secs(),
+                window.last
+            ),
         );
     }
-    // One write call per line so lines from the two threads do not interleave.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+
+    fn line(&self, out: &mut String, level: log::Level, message: fmt::Arguments<'_>) {
+        if self.journal.load(Ordering::Relaxed) {
+            let _ = writeln!(out, "<{}>{message}", priority(level));
+        } else {
+            let name = match level {
+                log::Level::Error => "ERROR",
+                log::Level::Warn => "WARN ",
+                log::Level::Info => "INFO ",
+                log::Level::Debug => "DEBUG",
+                log::Level::Trace => "TRACE",
+            };
+            let _ = writeln!(out, "{} {name} {message}", Timestamp::now());
+        }
+    }
+
+    fn write(&self, out: &str) {
+        if !out.is_empty() {
+            // One write call per batch of lines, so lines from the two threads do not interleave.
+            let _ = std::io::stderr().lock().write_all(out.as_bytes());
+        }
+    }
+}
+
+/// The syslog priority of a level (sd-daemon(3) prefixes).
+fn priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
 }
 
 /// `$JOURNAL_STREAM` is `device:inode` of the journal socket; it names our stderr only if the
@@ -85,66 +242,29 @@ fn stderr_is_journal() -> bool {
 }
 
 /// UTC wall-clock time, printed as RFC 3339 with milliseconds.
-struct Timestamp(std::time::Duration);
+struct Timestamp(time::OffsetDateTime);
 
 impl Timestamp {
     fn now() -> Self {
-        Timestamp(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        )
+        Timestamp(time::OffsetDateTime::now_utc())
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.0.as_secs();
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let t = self.0;
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            self.0.subsec_millis()
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
         )
     }
-}
-
-/// Logs at error level.
-#[macro_export]
-macro_rules! error {
-    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($arg)*)) };
-}
-/// Logs at warning level.
-#[macro_export]
-macro_rules! warn {
-    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warn, format_args!($($arg)*)) };
-}
-/// Logs at info level.
-#[macro_export]
-macro_rules! info {
-    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) };
-}
-/// Logs at debug level; the arguments are not even formatted when debug is off.
-#[macro_export]
-macro_rules! debug {
-    ($($arg:tt)*) => {
-        if $crate::log::enabled($crate::log::Level::Debug) {
-            $crate::log::write($crate::log::Level::Debug, format_args!($($arg)*))
-        }
-    };
 }
 
 #[cfg(test)]
@@ -153,10 +273,81 @@ mod tests {
 
     #[test]
     fn timestamp_formats_known_instants() {
-        let t = Timestamp(std::time::Duration::from_millis(0));
-        assert_eq!(t.to_string(), "1970-01-01T00:00:00.000Z");
+        let at = |ms: i128| {
+            Timestamp(time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap())
+        };
+        assert_eq!(at(0).to_string(), "1970-01-01T00:00:00.000Z");
         // 2024-02-29T12:34:56.789Z, a leap day.
-        let t = Timestamp(std::time::Duration::from_millis(1_709_210_096_789));
-        assert_eq!(t.to_string(), "2024-02-29T12:34:56.789Z");
+        assert_eq!(
+            at(1_709_210_096_789).to_string(),
+            "2024-02-29T12:34:56.789Z"
+        );
+    }
+
+    fn logger() -> Logger {
+        Logger {
+            journal: AtomicBool::new(true),
+            kinds: Mutex::new(None),
+        }
+    }
+
+    fn record<'a>(args: fmt::Arguments<'a>, line: u32, target: &'a str) -> log::Record<'a> {
+        log::Record::builder()
+            .args(args)
+            .level(log::Level::Warn)
+            .target(target)
+            .module_path_static(Some("edgegw::control"))
+            .file_static(Some("daemon/src/control.rs"))
+            .line(Some(line))
+            .build()
+    }
+
+    /// Feeds `n` messages of one kind at `now`; returns how many were printed and the output.
+    fn feed(logger: &Logger, n: u32, line: u32, target: &str, now: Instant) -> (u32, String) {
+        let mut printed = 0;
+        let mut out = String::new();
+        for i in 0..n {
+            let admitted = logger.admit(
+                &record(format_args!("refused pid {i}"), line, target),
+                now,
+                &mut out,
+            );
+            if admitted.is_some() {
+                printed += 1;
+            }
+        }
+        (printed, out)
+    }
+
+    #[test]
+    fn a_flood_from_one_call_site_prints_a_burst_then_one_summary_per_window() {
+        let logger = logger();
+        let t0 = Instant::now();
+        let (printed, out) = feed(&logger, 1000, 10, "edgegw::control", t0);
+        assert_eq!(printed, BURST);
+        assert!(out.is_empty(), "no summary before the window ends: {out}");
+        // Another call site is not held back by the first one's flood.
+        assert_eq!(feed(&logger, 3, 11, "edgegw::control", t0).0, 3);
+        // An explicit key is its own kind, even from the same line.
+        assert_eq!(feed(&logger, 3, 10, "edgegw::attach::malformed", t0).0, 3);
+
+        // The window ends: the next message brings the summary, then a new burst.
+        let later = t0 + WINDOW;
+        let (printed, out) = feed(&logger, 1, 10, "edgegw::control", later);
+        assert_eq!(printed, 1);
+        assert!(
+            out.starts_with("<4>990 more like this in ") && out.ends_with(": refused pid 9\n"),
+            "{out}"
+        );
+        // A quiet kind's summary comes from the periodic flush.
+        feed(&logger, 20, 12, "edgegw::control", later);
+        let mut out = String::new();
+        logger.summaries(later + WINDOW, &mut out);
+        assert!(out.contains("<4>10 more like this"), "{out}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        // And then the table is empty again: memory follows the kinds seen lately.
+        let kinds = logger.kinds.lock().unwrap();
+        let kinds = kinds.as_ref().unwrap();
+        assert!(kinds.sites.is_empty() && kinds.keys.is_empty());
     }
 }

@@ -9,6 +9,7 @@ use edgegw_ring::{Consumer, Producer, Readiness};
 use crate::cli::RingAction;
 use crate::config::Config;
 use crate::gateway::wire::{self, OpenInfo, DATA_HEADER_LEN};
+use crate::gateway::RingCounter;
 use crate::paths::Dirs;
 
 /// Runs a ring tool. `ring` is a ring name from `config` or a socket path.
@@ -18,10 +19,16 @@ pub fn ring(action: RingAction, ring: &str, config: &Config) -> Result<()> {
     match action {
         RingAction::Stat { json } => {
             let stat = edgegw_ring::tools::stat(&socket)?;
+            // The owner counters of a ring the daemon serves, by name (FORMAT.md section 6).
+            let counters = RingCounter::named(&stat.owner_counters);
             if json {
-                println!("{}", serde_json::to_string(&stat)?);
+                let mut value = serde_json::to_value(&stat)?;
+                value["counters"] = counters.into();
+                println!("{value}");
             } else {
-                println!("{stat}");
+                let counters: Vec<String> =
+                    counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{stat}\ncounters    {}", counters.join(" "));
             }
         }
         RingAction::Tail { count } => {
@@ -79,7 +86,9 @@ fn echo(name: &str, ingress_path: &std::path::Path, reply_path: &std::path::Path
         );
         match echo_attached(&mut consumer, &mut producer, reply_path)? {
             Readiness::PeerGone | Readiness::Finished => {
-                eprintln!("edgegw ring echo: the daemon went away; waiting for it to come back");
+                eprintln!(
+                    "edgegw ring echo: the daemon went away (or replaced the ring); attaching again"
+                );
             }
             other => eprintln!("edgegw ring echo: {other:?}"),
         }

@@ -1,4 +1,5 @@
-//! Signals for the control loop: SIGTERM and SIGINT stop, SIGHUP reloads.
+//! Signals for the control loop: SIGTERM and SIGINT stop, SIGHUP reloads, SIGUSR1 writes every
+//! counter to the log.
 //!
 //! signal-hook's self-pipe: the handler only writes a byte to a socket (async-signal-safe);
 //! the loop reads it through tokio. No thread, no signal mask games.
@@ -7,7 +8,7 @@ use std::io;
 use std::os::unix::net::UnixStream;
 
 use anyhow::{Context, Result};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 /// A signal the daemon acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum Signal {
     Stop,
     /// SIGHUP.
     Reload,
+    /// SIGUSR1.
+    DumpCounters,
 }
 
 /// Registered handlers and the read ends of their pipes.
@@ -23,6 +26,7 @@ pub enum Signal {
 pub struct Signals {
     stop: tokio::net::UnixStream,
     reload: tokio::net::UnixStream,
+    dump: tokio::net::UnixStream,
 }
 
 impl Signals {
@@ -30,7 +34,8 @@ impl Signals {
     pub fn new() -> Result<Signals> {
         let stop = pipe(&[SIGTERM, SIGINT])?;
         let reload = pipe(&[SIGHUP])?;
-        Ok(Signals { stop, reload })
+        let dump = pipe(&[SIGUSR1])?;
+        Ok(Signals { stop, reload, dump })
     }
 
     /// The next signal.
@@ -47,6 +52,12 @@ impl Signals {
                     r?;
                     if drain(&self.reload)? {
                         return Ok(Signal::Reload);
+                    }
+                }
+                r = self.dump.readable() => {
+                    r?;
+                    if drain(&self.dump)? {
+                        return Ok(Signal::DumpCounters);
                     }
                 }
             }

@@ -137,7 +137,9 @@ fn at_the_connection_limit_new_connections_are_refused_at_once() {
 
 #[test]
 fn at_the_handshake_limit_new_handshakes_are_refused_at_once() {
-    let daemon = TestDaemon::start(&config("max_handshakes = 2\nhandshake_timeout = \"10s\""));
+    let daemon = TestDaemon::start(&config(
+        "max_handshakes = 2\nmax_handshakes_per_source = 2\nhandshake_timeout = \"10s\"",
+    ));
     let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
     let mut bystander = Bystander::new(&daemon);
     let _slow: Vec<TcpStream> = (0..2)
@@ -202,4 +204,103 @@ fn an_idle_established_connection_is_closed_at_the_idle_timeout() {
     daemon.wait_for("idle timeout counted", |s| s.idle_timeouts == 1);
     let seen = consumer.wait_for("a close record", |s| !s.closes.is_empty());
     assert_eq!(seen.closes[0].1, 2, "reason: idle");
+}
+
+/// A TLS client connecting from `source` (a loopback address of this host).
+async fn connect_from(
+    source: &str,
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    let tcp = socket.connect(addr).await?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+#[test]
+fn one_source_cannot_take_every_handshake_slot_of_a_listener() {
+    // The defaults: 128 concurrent handshakes per listener. One address opens all 128 and stays
+    // silent (refreshing them before the timeout would keep the listener locked).
+    let daemon = TestDaemon::start(&config(""));
+    let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let addr = daemon.addr("tls");
+    let silent: Vec<TcpStream> = (0..128)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let stats = daemon.wait_for("the silent connections seen", |s| s.accepted == 128);
+    assert!(
+        stats.active <= 16,
+        "one source holds {} of 128 handshake slots",
+        stats.active
+    );
+    // Another source still gets its handshake done.
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    block_on(async {
+        let mut tls = connect_from("127.0.0.2", addr, client_config(&roots, &[]))
+            .await
+            .expect("a handshake from another address");
+        tls.write_all(b"hello").await.unwrap();
+        let mut back = [0u8; 5];
+        tls.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"hello");
+    });
+    // The default per-source limit is an eighth of max_handshakes: 16 of the 128 got a slot.
+    let stats = daemon.stats();
+    assert_eq!(stats.refused_handshake_limit, 0);
+    assert_eq!(stats.refused_source_limit, 128 - 16);
+    drop(silent);
+}
+
+#[test]
+fn an_oversized_record_after_the_handshake_gets_record_overflow() {
+    // RFC 8446 section 5.2: a TLSCiphertext longer than 2^14 + 256 bytes ends the connection
+    // with record_overflow, not decode_error, even when it is too long for the library's own
+    // buffer.
+    let daemon = TestDaemon::start(&config(""));
+    let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    let tls12 = {
+        let mut store = rustls::RootCertStore::empty();
+        store.add(roots[0].clone()).unwrap();
+        std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(edgegw::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .with_root_certificates(store)
+                .with_no_client_auth(),
+        )
+    };
+    // TLS 1.3 allows 2^14 + 256 bytes, TLS 1.2 2^14 + 2048 (RFC 5246 section 6.2.3).
+    let cases = [
+        (client_config(&roots, &[]), 16_641usize),
+        (client_config(&roots, &[]), 18_944),
+        (tls12.clone(), 18_433),
+        (tls12, 18_944),
+    ];
+    for (client, len) in cases {
+        let alert = block_on(async {
+            let tls = connect(daemon.addr("tls"), client, "localhost")
+                .await
+                .unwrap();
+            let (mut tcp, mut conn) = tls.into_inner();
+            let mut record = vec![23, 3, 3];
+            record.extend_from_slice(&(len as u16).to_be_bytes());
+            record.resize(5 + len, 0);
+            tcp.write_all(&record).await.unwrap();
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+            conn.read_tls(&mut &answer[..]).unwrap();
+            conn.process_new_packets().unwrap_err()
+        });
+        assert_eq!(
+            alert,
+            rustls::Error::AlertReceived(rustls::AlertDescription::RecordOverflow),
+            "a {len}-byte record"
+        );
+    }
+    daemon.wait_for("each counted", |s| s.oversized_records == 4);
 }

@@ -4,19 +4,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn edgegw() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_edgegw"));
-    command
-        .env_remove("EDGEGW_CONFIG")
-        .env("EDGEGW_LOG", "info");
-    command
-}
 
 fn run(args: &[&str]) -> Output {
     edgegw().args(args).output().unwrap()
@@ -105,53 +96,6 @@ fn usage_errors_exit_2_with_usage() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("unknown command `frobnicate`"));
     assert!(stderr(&output).contains("usage:"));
-}
-
-/// A daemon process with its own directories; killed on drop.
-struct Process {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Process {
-    fn spawn(mut command: Command, dir: &Path, name: &str) -> Process {
-        let log = dir.join(format!("{name}.log"));
-        let child = command
-            .env("XDG_STATE_HOME", dir.join("state"))
-            .env("XDG_RUNTIME_DIR", dir.join("run"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Process { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_log(&self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "`{needle}` never logged:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Sends a line through `openssl s_client` and returns the first line that comes back.
@@ -320,4 +264,33 @@ fn systemd_socket_activation_hands_over_the_listening_socket() {
             .await
             .expect("handshake on the activated socket");
     });
+}
+
+#[test]
+fn sigusr1_writes_every_counter_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "edgegw.toml",
+        "[[listener]]\nname = \"tls\"\nbind = [\"127.0.0.1:0\"]\nroute = \"r\"\n  [[listener.certificate]]\n  self_signed = true\n[[route]]\nname = \"r\"\nring = \"r\"\n[[ring]]\nname = \"r\"\n",
+    );
+    let mut command = edgegw();
+    command.args(["run", "--config", config.to_str().unwrap()]);
+    let daemon = Process::spawn(command, dir.path(), "daemon");
+    daemon.wait_for_log("accepting on");
+    // One connection that never says anything, so a counter moves.
+    let _silent = std::net::TcpStream::connect(accepting_on(&daemon)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    daemon.signal(nix::sys::signal::Signal::SIGUSR1);
+    daemon.wait_for_log("counters: ");
+    let log = daemon.log();
+    let line = log.lines().find(|l| l.contains("counters: ")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&line[line.find("counters: ").unwrap() + 10..]).unwrap();
+    assert_eq!(json["gateway"]["accepted"], 1, "{json}");
+    assert!(
+        json["gateway"].get("refused_source_limit").is_some(),
+        "{json}"
+    );
+    assert_eq!(json["rings"]["r"]["connections"], 0, "{json}");
 }

@@ -178,12 +178,21 @@ fn the_drop_policy_counts_drops_and_keeps_connections_alive() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    let stats = daemon.wait_for("drops counted", |s| s.ring_drops > 0);
-    let stat = edgegw_ring::tools::stat(daemon.ring_socket("app")).unwrap();
-    assert_eq!(
-        stat.drops, stats.ring_drops,
-        "the ring header counts the same drops"
-    );
+    // The ring header counts the same drops (read both until the last packets are done).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let counted = daemon.stats().ring_drops;
+        let stat = edgegw_ring::tools::stat(daemon.ring_socket("app")).unwrap();
+        if counted > 0 && stat.drops == counted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ring header says {} drops, the counter {counted}",
+            stat.drops
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // OPEN and CLOSE are never dropped: a consumer that attaches now sees both.
     let consumer = TestConsumer::attach(&daemon, "app", Reply::Silent, Duration::ZERO);
     let seen = consumer.wait_for("the close", |s| !s.closes.is_empty());
@@ -249,5 +258,113 @@ fn a_client_that_does_not_read_its_replies_is_dropped_and_the_others_go_on() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         flood.abort();
+    });
+}
+
+#[test]
+fn closed_slow_clients_give_their_reply_budget_back_at_once() {
+    // Clients that never read their replies, one after the other: each is closed (reason 6)
+    // once 256 KiB of replies wait for it. What it held must stop counting against the ring's
+    // 4 MiB then, not at the flush timeout (10 s): 16 of them would otherwise hold the whole
+    // budget, the daemon would stop reading the reply ring, and every connection on the ring
+    // would wait.
+    // The final flush of a closed connection waits up to the handshake timeout: a long one
+    // makes a held budget show.
+    let daemon = TestDaemon::start(&ring_config(
+        "handshake_timeout = \"60s\"",
+        SELF_SIGNED,
+        "",
+        "capacity = \"256KiB\"",
+    ));
+    let consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    let slow_closes = |consumer: &TestConsumer| {
+        consumer
+            .seen()
+            .closes
+            .iter()
+            .filter(|(_, r)| *r == 6)
+            .count()
+    };
+    block_on(async {
+        let config = client_config(&roots, &[]);
+        let mut slow = Vec::new();
+        for i in 0..20 {
+            // A small receive window, so the replies pile up in the daemon, not in the kernel.
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let tcp = socket.connect(daemon.addr("tls")).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            let (reader, mut writer) = tokio::io::split(tls);
+            slow.push(reader);
+            tokio::spawn(async move {
+                let chunk = vec![7u8; 16 * 1024];
+                for _ in 0..256 {
+                    if writer.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await;
+            });
+            // Well under the 60 s a held budget would last, well over what a loaded machine
+            // takes to push a client's 4 MiB through a debug build.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while slow_closes(&consumer) <= i {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "slow client {i} was not closed: the reply ring is held up by the {i} \
+                     closed before it; {:?}",
+                    daemon.stats()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let mut good = connect(daemon.addr("tls"), config, "localhost")
+            .await
+            .unwrap();
+        good.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::io::AsyncReadExt::read_exact(&mut good, &mut back),
+        )
+        .await
+        .expect("a new client's reply is not held up by closed slow clients")
+        .unwrap();
+        assert_eq!(&back, b"ping");
+        drop(slow);
+    });
+}
+
+#[test]
+fn a_close_that_found_the_ring_full_reaches_the_consumer_once_it_reads() {
+    // The drop policy: nobody ever waits for room, so nobody else would wake the daemon when
+    // the consumer frees some. The connection ends at its idle timeout with the ring full; its
+    // CLOSE must still come once a consumer reads.
+    let daemon = TestDaemon::start(&ring_config(
+        "idle_timeout = \"300ms\"",
+        SELF_SIGNED,
+        "",
+        "capacity = \"4KiB\"\nwhen_full = \"drop\"",
+    ));
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    block_on(async {
+        let mut tls = connect(daemon.addr("tls"), client_config(&roots, &[]), "localhost")
+            .await
+            .unwrap();
+        // One-byte records (24 bytes each in the ring) fill it to less than a CLOSE record's 24.
+        for _ in 0..300 {
+            tls.write_all(&[7u8]).await.unwrap();
+            tls.flush().await.unwrap();
+        }
+        daemon.wait_for("the idle timeout", |s| s.idle_timeouts == 1);
+        assert!(daemon.stats().ring_drops > 0, "the ring was filled");
+        let consumer = TestConsumer::attach(&daemon, "app", Reply::Silent, Duration::ZERO);
+        let seen = consumer.wait_for("the CLOSE record", |s| !s.closes.is_empty());
+        assert_eq!(seen.closes[0].1, 2, "reason: idle");
+        drop(tls);
     });
 }

@@ -9,7 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn ring_route() -> String {
     ring_config(
-        "alpn = [\"edge/1\", \"http/1.1\"]",
+        // All test clients come from 127.0.0.1: 20 handshake at once (the default allows 16
+        // per source).
+        "alpn = [\"edge/1\", \"http/1.1\"]\nmax_handshakes_per_source = 32",
         "self_signed = true\nserver_names = [\"localhost\"]",
         "",
         "capacity = \"64KiB\"",
@@ -112,18 +114,23 @@ fn replies_for_unknown_connections_are_counted_and_dropped() {
         s.replies_for_unknown_connections == 1 && s.malformed_replies == 2
     });
     assert_eq!(stats.handshakes, 0);
-}
-
-/// The next record of a ring, waiting up to 10 s: (type, payload).
-fn next_record(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
-    loop {
-        if let Some(record) = ring.read().unwrap() {
-            let got = (record.record_type(), record.payload().to_vec());
-            ring.release();
-            return got;
-        }
-        let ready = ring.wait(Some(Duration::from_secs(10))).unwrap();
-        assert_eq!(ready, edgegw_ring::Readiness::Ready, "no record came");
+    // The ring's own counters are readable with `edgegw ring stat --json`, on either socket.
+    for socket in [daemon.reply_socket("app"), daemon.ring_socket("app")] {
+        let out = edgegw()
+            .args(["ring", "stat", "--json"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let counters = &json["counters"];
+        assert_eq!(counters["malformed_replies"], 2, "{json}");
+        assert_eq!(counters["replies_for_unknown_connections"], 1, "{json}");
+        assert_eq!(counters["connections"], 0, "{json}");
     }
 }
 
@@ -136,11 +143,6 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
     let roots = vec![self_signed_cert(&daemon, "localhost")];
     let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
     let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
-    let answer = |reply: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]| {
-        let mut payload = id.to_le_bytes().to_vec();
-        payload.extend_from_slice(bytes);
-        reply.send(wire::DATA, 0, &payload).unwrap();
-    };
     block_on(async {
         let mut tls = connect(daemon.addr("tls"), client_config(&roots, &[]), "localhost")
             .await
@@ -150,7 +152,7 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
         let (kind, data) = next_record(&mut ingress);
         assert_eq!((kind, &data[8..]), (wire::DATA, &b"one"[..]));
         let id = u64::from_le_bytes(data[..8].try_into().unwrap());
-        answer(&mut reply, id, b"one");
+        reply_data(&mut reply, id, b"one");
         let mut got = [0u8; 3];
         tls.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"one");
@@ -204,7 +206,7 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
         tls.write_all(b"two").await.unwrap();
         let (kind, data) = next_record(&mut ingress);
         assert_eq!((kind, &data[8..]), (wire::DATA, &b"two"[..]));
-        answer(&mut reply, id, b"two");
+        reply_data(&mut reply, id, b"two");
         tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut got))
             .await
             .expect("the reply comes through the fresh ring")

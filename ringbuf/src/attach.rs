@@ -78,7 +78,12 @@ pub(crate) struct Reply {
     pub drops: u64,
     pub state: u32,
     pub page_size: u32,
+    /// The owner's counters (bytes 64..128), in stat answers; 0 elsewhere.
+    pub owner_counters: [u64; OWNER_COUNTERS],
 }
+
+/// Counters an owner can publish in a stat answer.
+pub(crate) const OWNER_COUNTERS: usize = 8;
 
 pub(crate) const STATE_ATTACHED: u32 = 1;
 pub(crate) const STATE_FINISHED: u32 = 2;
@@ -99,6 +104,9 @@ impl Reply {
         b[48..56].copy_from_slice(&self.drops.to_ne_bytes());
         b[56..60].copy_from_slice(&self.state.to_ne_bytes());
         b[60..64].copy_from_slice(&self.page_size.to_ne_bytes());
+        for (i, counter) in self.owner_counters.iter().enumerate() {
+            b[64 + i * 8..72 + i * 8].copy_from_slice(&counter.to_ne_bytes());
+        }
         b
     }
 
@@ -129,6 +137,7 @@ impl Reply {
                 drops: u64_at(48),
                 state: u32_at(56),
                 page_size: u32_at(60),
+                owner_counters: std::array::from_fn(|i| u64_at(64 + i * 8)),
             },
             version,
         ))

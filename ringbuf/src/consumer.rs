@@ -60,6 +60,15 @@ pub enum Reattached {
         /// The new one.
         new: u64,
     },
+    /// The owner replaced the old ring (it found it broken: FORMAT.md section 6, "Replacement").
+    /// The new ring starts with every record the owner had not seen released, so some of them
+    /// may have been read (even released) here already.
+    Replaced {
+        /// The old generation.
+        old: u64,
+        /// The new one.
+        new: u64,
+    },
 }
 
 /// Reads records from a ring, in place.
@@ -236,10 +245,15 @@ impl Consumer {
         self.data_event.as_fd()
     }
 
-    /// Arm the wait for data, then recheck. `Ok(false)`: data (or the end of a finished ring)
-    /// is there, do not sleep (the wait is disarmed). `Ok(true)`: wait for
-    /// [`data_fd`](Consumer::data_fd) to become readable, then call
-    /// [`finish_wait`](Consumer::finish_wait).
+    /// Arm the wait for data, then recheck. `Ok(false)`: a record is there, do not sleep (the
+    /// wait is disarmed). `Ok(true)`: wait for [`data_fd`](Consumer::data_fd) to become
+    /// readable, then call [`finish_wait`](Consumer::finish_wait).
+    ///
+    /// A ring that will never have more data ends the wait with an error, so an event loop
+    /// cannot spin on it: [`Error::Finished`] when the producer finished the ring and every
+    /// record was read (re-attach for the next generation, or treat the producer as gone), and
+    /// [`Error::PeerGone`] for a read-only drain ([`drain_from_fds`](Consumer::drain_from_fds))
+    /// with nothing left to read.
     pub fn prepare_wait(&mut self) -> Result<bool> {
         self.core.prepare_wait(&self.mem)
     }
@@ -262,8 +276,12 @@ impl Consumer {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if !self.core.prepare_wait(&self.mem)? {
-                return self.settled();
+            match self.core.prepare_wait(&self.mem) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Readiness::Ready),
+                Err(Error::Finished) => return Ok(Readiness::Finished),
+                Err(Error::PeerGone) => return Ok(Readiness::PeerGone),
+                Err(e) => return Err(e),
             }
             // Reset the eventfd before sleeping rather than after waking, which keeps that
             // system call off the wake-up path. A signal drained here may be for this very sleep:
@@ -296,15 +314,9 @@ impl Consumer {
     }
 
     fn settled(&mut self) -> Result<Readiness> {
-        if self.core.has_data(&self.mem)? {
-            Ok(Readiness::Ready)
-        } else if self.core.is_finished(&self.mem)? {
+        if !self.core.has_data(&self.mem)? && self.core.is_finished(&self.mem)? {
             Ok(Readiness::Finished)
-        } else if !self.core.writes_page() {
-            // A read-only drain: its producer is gone and nothing more is readable.
-            Ok(Readiness::PeerGone)
         } else {
-            // Raced with the producer; the caller's next read sorts it out.
             Ok(Readiness::Ready)
         }
     }
@@ -369,7 +381,8 @@ impl Consumer {
     /// [`Readiness::Finished`]). If the server serves the same ring, reading continues from the
     /// released position. If it serves a new generation, the old ring must have been read to its
     /// end first (otherwise an error says how much is unread, and nothing changes); then this
-    /// consumer switches to the new ring.
+    /// consumer switches to the new ring. An old ring its owner marked replaced is not drained:
+    /// its unreleased records are in the new one ([`Reattached::Replaced`]).
     pub fn reattach(&mut self) -> Result<Reattached> {
         let path = match &self.link {
             Link::Attached { path, .. } => path.clone(),
@@ -386,7 +399,8 @@ impl Consumer {
             .map_err(|e| attach::wrap_err(&path, e))?;
         let region_id = os::file_identity(att.fds.region.as_fd())?;
         let same = region_id == same_ring_check && header.generation == self.header.generation;
-        if !same && (self.core.has_data(&self.mem)? || self.core.unreleased()) {
+        let replaced = !same && self.core.is_replaced(&self.mem);
+        if !same && !replaced && (self.core.has_data(&self.mem)? || self.core.unreleased()) {
             let (released, _, producer) = self.core.positions();
             return Err(Error::Attach {
                     path,
@@ -410,6 +424,11 @@ impl Consumer {
         )?;
         Ok(if same {
             Reattached::SameRing
+        } else if replaced {
+            Reattached::Replaced {
+                old,
+                new: self.header.generation,
+            }
         } else {
             Reattached::NewGeneration {
                 old,

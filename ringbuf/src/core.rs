@@ -8,7 +8,7 @@
 
 use crate::format::{
     decode_record_header, encode_record_header, max_payload, record_total, WrapMode,
-    FIRST_RESERVED_TYPE, FLAG_FINISHED, RECORD_ALIGN, RECORD_HEADER_LEN, TYPE_PAD,
+    FIRST_RESERVED_TYPE, FLAG_FINISHED, FLAG_REPLACED, RECORD_ALIGN, RECORD_HEADER_LEN, TYPE_PAD,
 };
 use crate::{Error, Result};
 use std::sync::atomic::Ordering;
@@ -36,6 +36,97 @@ pub(crate) trait RingMem {
     fn load_data(&self, offset: usize) -> u64;
     /// Relaxed atomic store of the data word at `offset` (8-aligned, below the capacity).
     fn store_data(&self, offset: usize, value: u64);
+}
+
+/// Where a producer shares its checked release with the owner's ring server (FORMAT.md
+/// section 6): `PeerState` for an owner, nothing for other producers. Used only on the slow
+/// path, and passed beside the memory so the fast path does not carry it.
+pub(crate) trait ReleaseHooks {
+    /// The highest consumer position known to be a checked release (a record boundary the
+    /// consumer released), as the ring server last saw it; 0 if nobody checks.
+    fn checked_release(&self) -> u64;
+    /// Tell the ring server that `pos` is a checked release. Called before the producer writes
+    /// over the space it frees.
+    fn set_checked_release(&self, pos: u64);
+}
+
+/// What one check of a consumer's release by the owner's ring server found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReleaseCheck {
+    /// `consumer_pos` is a release on a record boundary: it becomes the checked release.
+    Checked(u64),
+    /// The consumer broke the ring: why.
+    Broken(String),
+    /// The producer moved the checked release during the walk (and may have written over the
+    /// headers read): try again.
+    Moving,
+}
+
+/// One check of `consumer_pos = c` against the producer's records, by a party other than the
+/// producer (the owner's ring server): `checked` is the checked release read first, `p` the
+/// producer position, `header_at` reads a record header, `checked_again` reads the checked
+/// release after an acquire fence. The reader half of a sequence lock: the producer raises the
+/// checked release (and fences) before it writes over freed space, so an unchanged value means
+/// the headers read were intact.
+pub(crate) fn check_release(
+    capacity: u64,
+    wrap: WrapMode,
+    (checked, c, p): (u64, u64, u64),
+    header_at: impl FnMut(u64) -> Option<u64>,
+    checked_again: impl FnOnce() -> u64,
+) -> ReleaseCheck {
+    // Read in the order checked, `c`, `p`, and all three only grow: `c < checked` and `c > p`
+    // are definite. (`p - c <= capacity` is not checked here: with `c` read before `p`, a
+    // moving consumer makes it fail falsely; the walk bounds `c` instead, and `p` is within
+    // `checked + capacity` whenever `checked` did not move.)
+    if !c.is_multiple_of(RECORD_ALIGN as u64) || c > p || c < checked {
+        return ReleaseCheck::Broken(format!(
+            "consumer position {c} is impossible (producer at {p}, last checked release {checked}, capacity {capacity})"
+        ));
+    }
+    let lands = lands_on_boundary(capacity, wrap, checked, c, header_at);
+    if checked_again() != checked {
+        return ReleaseCheck::Moving;
+    }
+    if lands {
+        ReleaseCheck::Checked(c)
+    } else {
+        ReleaseCheck::Broken(format!(
+            "consumer position {c} is not on a record boundary (producer at {p})"
+        ))
+    }
+}
+
+/// Walks the records from `from`, a record boundary, towards `to`, reading each record header
+/// with `header_at(position)`: true if a record ends exactly at `to` (or `from == to`). The
+/// headers must be the producer's own (the producer, or its owner's ring server reading the
+/// region the peer cannot write), between a release it checked and what it published, which
+/// it has not overwritten since. Costs one header load per record.
+pub(crate) fn lands_on_boundary(
+    capacity: u64,
+    wrap: WrapMode,
+    from: u64,
+    to: u64,
+    mut header_at: impl FnMut(u64) -> Option<u64>,
+) -> bool {
+    let mut pos = from;
+    while pos < to {
+        let Some(word) = header_at(pos) else {
+            return false;
+        };
+        let (len, ty, _) = decode_record_header(word);
+        let total = if ty == TYPE_PAD && wrap == WrapMode::Pad {
+            capacity - (pos & (capacity - 1))
+        } else {
+            record_total(len as usize) as u64
+        };
+        // Our own headers are well formed; a bound keeps a bug from looping forever.
+        if total > capacity {
+            return false;
+        }
+        pos += total;
+    }
+    pos == to
 }
 
 /// Signals the peer's eventfd.
@@ -98,7 +189,16 @@ pub(crate) struct ProducerCore {
     sleep_seq: u64,
     drops: u64,
     corrupt: Option<String>,
+    /// The last positions published (record boundaries known without reading the records
+    /// back), round-robin at `recent_at`: a consumer that releases what it read releases one of
+    /// them, and its position is then checked without a walk (which would read every released
+    /// record's header, a cache line the consumer just had, before it is written over).
+    recent: [u64; RECENT],
+    recent_at: usize,
 }
+
+/// How many recent publishes the producer keeps (one cache line).
+const RECENT: usize = 8;
 
 impl ProducerCore {
     /// State for a producer of a ring whose shared fields may already hold a history (a new
@@ -131,6 +231,8 @@ impl ProducerCore {
             sleep_seq,
             drops: mem.load(Field::Drops, Ordering::Relaxed),
             corrupt: None,
+            recent: [published; RECENT],
+            recent_at: 0,
         })
     }
 
@@ -141,23 +243,107 @@ impl ProducerCore {
         }
     }
 
-    /// Reload and check `consumer_pos`.
-    fn refresh_consumer(&mut self, mem: &impl RingMem) -> Result<()> {
+    /// Reload and check `consumer_pos`: in range, not backwards, and on a record boundary (we
+    /// walk our own record headers from the last checked release to it; amortised, one load
+    /// per released record, and only on this slow path). Out of line, so the fast path of
+    /// `reserve` that calls it compiles as before.
+    #[cold]
+    #[inline(never)]
+    fn refresh_consumer(&mut self, mem: &impl RingMem, hooks: &impl ReleaseHooks) -> Result<()> {
+        // A release the owner's server checked since is as good as one we checked.
+        let checked = hooks.checked_release();
+        let floor = if checked > self.consumer_cache && checked <= self.published {
+            checked
+        } else {
+            self.consumer_cache
+        };
         let c = mem.load(Field::ConsumerPos, Ordering::Acquire);
-        if !c.is_multiple_of(RECORD_ALIGN as u64)
-            || c > self.published
-            || self.published - c > self.capacity
-            || c < self.consumer_cache
-        {
-            let msg = format!(
-                "consumer position {c} is impossible (producer at {}, previous consumer position {}, capacity {})",
-                self.published, self.consumer_cache, self.capacity
-            );
-            self.corrupt = Some(msg.clone());
-            return Err(corrupt(msg));
+        let in_range = c.is_multiple_of(RECORD_ALIGN as u64)
+            && c <= self.published
+            && self.published - c <= self.capacity
+            && c >= floor;
+        if !in_range {
+            return Err(self.bad_consumer_position(c, floor, "is impossible"));
         }
-        self.consumer_cache = c;
+        // Walk only from the nearest boundary we know below `c`: usually `c` is one of them.
+        let known = self
+            .recent
+            .iter()
+            .copied()
+            .filter(|&r| r >= floor && r <= c)
+            .max()
+            .unwrap_or(floor);
+        if known != c && !self.lands_on_boundary(mem, known, c) {
+            return Err(self.bad_consumer_position(c, floor, "is not on a record boundary"));
+        }
+        if c != self.consumer_cache {
+            self.consumer_cache = c;
+            hooks.set_checked_release(c);
+        }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bad_consumer_position(&mut self, c: u64, floor: u64, what: &str) -> Error {
+        let msg = format!(
+            "consumer position {c} {what} (producer at {}, last checked consumer position {floor}, capacity {})",
+            self.published, self.capacity
+        );
+        self.corrupt = Some(msg.clone());
+        corrupt(msg)
+    }
+
+    fn lands_on_boundary(&self, mem: &impl RingMem, from: u64, to: u64) -> bool {
+        let mask = self.capacity - 1;
+        lands_on_boundary(self.capacity, self.wrap, from, to, |pos| {
+            Some(mem.load_data((pos & mask) as usize))
+        })
+    }
+
+    /// Check `consumer_pos` now (an owner whose consumer detached, say).
+    pub(crate) fn check_consumer(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+    ) -> Result<()> {
+        self.check_usable()?;
+        self.refresh_consumer(mem, hooks)
+    }
+
+    /// The records between the last checked release and the published position, in order, as
+    /// `(payload offset, len, type, flags)`: what a consumer has not (verifiably) released.
+    /// Padding is skipped. Valid even after the consumer broke the ring: we never overwrote
+    /// them.
+    pub(crate) fn unreleased(
+        &self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+    ) -> Vec<RecordLoc> {
+        let checked = hooks.checked_release();
+        let mut pos = if checked > self.consumer_cache && checked <= self.published {
+            checked
+        } else {
+            self.consumer_cache
+        };
+        let mask = self.capacity - 1;
+        let mut out = Vec::new();
+        while pos < self.published {
+            let offset = (pos & mask) as usize;
+            let (len, ty, flags) = decode_record_header(mem.load_data(offset));
+            if ty == TYPE_PAD && self.wrap == WrapMode::Pad {
+                pos += self.capacity - offset as u64;
+                continue;
+            }
+            out.push(RecordLoc {
+                payload_offset: offset + RECORD_HEADER_LEN,
+                len: len as usize,
+                ty,
+                flags,
+            });
+            pos += record_total(len as usize) as u64;
+        }
+        out
     }
 
     pub(crate) fn free(&self) -> u64 {
@@ -180,6 +366,7 @@ impl ProducerCore {
     pub(crate) fn reserve(
         &mut self,
         mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
         len: usize,
         ty: u16,
         flags: u16,
@@ -196,7 +383,7 @@ impl ProducerCore {
         let total = record_total(len) as u64;
         let needed = self.space_needed(total);
         if needed > self.free() {
-            if self.refresh_consumer(mem).is_err() {
+            if self.refresh_consumer(mem, hooks).is_err() {
                 return Reserved::Corrupt;
             }
             if needed > self.free() {
@@ -252,6 +439,8 @@ impl ProducerCore {
         }
         mem.store(Field::ProducerPos, self.write_pos, Ordering::Release);
         self.published = self.write_pos;
+        self.recent[self.recent_at % RECENT] = self.write_pos;
+        self.recent_at = self.recent_at.wrapping_add(1);
         mem.fence();
         let s = mem.load(Field::ConsumerSleep, Ordering::Relaxed);
         if s & 1 == 1 && s != self.last_signalled {
@@ -282,17 +471,35 @@ impl ProducerCore {
         wake.wake();
     }
 
+    /// Mark the ring replaced (FORMAT.md section 6) and wake the consumer, so a waiting one looks
+    /// at it and finds its link gone.
+    pub(crate) fn mark_replaced(&mut self, mem: &impl RingMem, wake: &impl Wake) {
+        let flags = mem.load(Field::ProducerFlags, Ordering::Relaxed);
+        mem.store(
+            Field::ProducerFlags,
+            flags | FLAG_REPLACED,
+            Ordering::Release,
+        );
+        mem.fence();
+        wake.wake();
+    }
+
     /// Announce that we will sleep until `needed` bytes are free. Returns `Ok(false)` if they
     /// already are (do not sleep), `Ok(true)` if the caller should wait on the space eventfd and
     /// then call [`finish_wait`](Self::finish_wait).
-    pub(crate) fn prepare_wait(&mut self, mem: &impl RingMem, needed: u64) -> Result<bool> {
+    pub(crate) fn prepare_wait(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+        needed: u64,
+    ) -> Result<bool> {
         self.check_usable()?;
         if self.sleep_seq & 1 == 0 {
             self.sleep_seq += 1;
             mem.store(Field::ProducerSleep, self.sleep_seq, Ordering::Relaxed);
         }
         mem.fence();
-        self.refresh_consumer(mem)?;
+        self.refresh_consumer(mem, hooks)?;
         if self.free() >= needed.min(self.capacity) {
             self.finish_wait(mem);
             return Ok(false);
@@ -301,13 +508,18 @@ impl ProducerCore {
     }
 
     /// Are `needed` bytes free? Reloads the consumer position only if the cached one says no.
-    pub(crate) fn has_space(&mut self, mem: &impl RingMem, needed: u64) -> Result<bool> {
+    pub(crate) fn has_space(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+        needed: u64,
+    ) -> Result<bool> {
         self.check_usable()?;
         let needed = needed.min(self.capacity);
         if self.free() >= needed {
             return Ok(true);
         }
-        self.refresh_consumer(mem)?;
+        self.refresh_consumer(mem, hooks)?;
         Ok(self.free() >= needed)
     }
 
@@ -602,6 +814,12 @@ impl ConsumerCore {
         Ok(self.read_pos != self.producer_cache)
     }
 
+    /// The owner replaced this ring (FORMAT.md section 6): what was not released is in the new
+    /// one.
+    pub(crate) fn is_replaced(&self, mem: &impl RingMem) -> bool {
+        mem.load(Field::ProducerFlags, Ordering::Acquire) & FLAG_REPLACED != 0
+    }
+
     /// The producer marked the ring finished and everything has been read.
     pub(crate) fn is_finished(&mut self, mem: &impl RingMem) -> Result<bool> {
         // Flags first: the producer stores its last position before the flag.
@@ -609,25 +827,41 @@ impl ConsumerCore {
         Ok(finished && !self.has_data(mem)?)
     }
 
-    /// Announce that we will sleep until data arrives. `Ok(false)`: data (or the end) is already
-    /// there, do not sleep. `Ok(true)`: wait on the data eventfd, then call `finish_wait`.
+    /// Announce that we will sleep until data arrives. `Ok(false)`: a record is there, do not
+    /// sleep. `Ok(true)`: wait on the data eventfd, then call `finish_wait`.
+    ///
+    /// A ring that can never give more data is an error, so that no waiting loop can spin on it:
+    /// [`Error::Finished`] once the producer finished it and every record was read, and
+    /// [`Error::PeerGone`] for a read-only drain with nothing left to read (no producer signals
+    /// it).
     pub(crate) fn prepare_wait(&mut self, mem: &impl RingMem) -> Result<bool> {
         self.check_usable()?;
         if !self.writes_page {
-            // A read-only drain never sleeps: no producer will signal it.
-            return Ok(false);
+            if self.has_data(mem)? {
+                return Ok(false);
+            }
+            return Err(if self.is_finished(mem)? {
+                Error::Finished
+            } else {
+                Error::PeerGone
+            });
         }
         if self.sleep_seq & 1 == 0 {
             self.sleep_seq += 1;
             mem.store(Field::ConsumerSleep, self.sleep_seq, Ordering::Relaxed);
         }
         mem.fence();
+        // Flags first: the producer stores its last position before the flag.
         let finished = mem.load(Field::ProducerFlags, Ordering::Acquire) & FLAG_FINISHED != 0;
-        if finished || self.has_data(mem)? {
+        let has_data = self.has_data(mem);
+        if finished || !matches!(has_data, Ok(false)) {
             self.finish_wait(mem);
-            return Ok(false);
         }
-        Ok(true)
+        match has_data? {
+            true => Ok(false),
+            false if finished => Err(Error::Finished),
+            false => Ok(true),
+        }
     }
 
     pub(crate) fn finish_wait(&mut self, mem: &impl RingMem) {
@@ -640,10 +874,6 @@ impl ConsumerCore {
     /// `(released, read, producer)` positions as this side knows them.
     pub(crate) fn positions(&self) -> (u64, u64, u64) {
         (self.released, self.read_pos, self.producer_cache)
-    }
-
-    pub(crate) fn writes_page(&self) -> bool {
-        self.writes_page
     }
 
     pub(crate) fn corruption(&self) -> Option<&str> {

@@ -29,9 +29,26 @@ pub enum Readiness {
 pub(crate) struct PeerState {
     /// Bit 0: a peer is attached. Bits 1..: number of attaches so far.
     word: AtomicU64,
+    /// On a ring the owner produces: the highest `consumer_pos` checked to be a release on a
+    /// record boundary, by the producer or by the server (at a detach, before an attach). Only
+    /// grows. The producer stores it before it writes over the space it frees, so a server that
+    /// walks the record headers from it and finds it unchanged afterwards read intact headers.
+    checked_release: AtomicU64,
 }
 
 impl PeerState {
+    /// See `checked_release`.
+    pub(crate) fn checked_release(&self) -> u64 {
+        self.checked_release.load(Ordering::Acquire)
+    }
+
+    /// Raise `checked_release` to `pos`; a release fence orders it before the data writes that
+    /// follow (the writer half of a sequence lock).
+    pub(crate) fn set_checked_release(&self, pos: u64) {
+        self.checked_release.fetch_max(pos, Ordering::Release);
+        std::sync::atomic::fence(Ordering::Release);
+    }
+
     pub(crate) fn attached(&self) {
         let w = self.word.load(Ordering::Relaxed);
         self.word.store(((w >> 1) + 1) << 1 | 1, Ordering::Release);

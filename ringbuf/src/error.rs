@@ -109,8 +109,8 @@ pub enum Refusal {
     /// Another peer is attached.
     #[error("busy: another peer is attached to this ring")]
     Busy,
-    /// The server did not understand our hello.
-    #[error("the server could not parse our hello")]
+    /// The server did not understand the hello.
+    #[error("malformed hello (not an edgegw ring hello of a known form)")]
     Malformed,
 }
 

@@ -29,6 +29,9 @@ pub(crate) const OFF_CONSUMER_SLEEP: usize = 256;
 
 /// `producer_flags` bit: the producer will publish nothing more.
 pub(crate) const FLAG_FINISHED: u64 = 1;
+/// `producer_flags` bit: the owner replaced this ring (FORMAT.md section 6); what a consumer had
+/// not released is delivered again at the start of the new one.
+pub(crate) const FLAG_REPLACED: u64 = 2;
 
 /// Size of a record header.
 pub const RECORD_HEADER_LEN: usize = 8;

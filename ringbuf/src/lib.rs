@@ -56,9 +56,9 @@ pub use format::{
     max_payload, RingConfig, Role, WrapMode, FIRST_RESERVED_TYPE, FORMAT_VERSION, MAX_CAPACITY,
     MIN_CAPACITY, RECORD_ALIGN, RECORD_HEADER_LEN,
 };
-pub use producer::Producer;
+pub use producer::{Moved, Producer};
 pub use ring::RingFds;
-pub use server::{AllowList, RingServer, ServedRing, ServerEvent};
+pub use server::{AllowList, OwnerCounters, RingServer, ServedRing, ServerEvent};
 pub use sys::shm::Payload;
 #[cfg(feature = "tokio")]
 pub use tokio_support::{AsyncRingServer, DataReadiness, SpaceReadiness};

@@ -1,8 +1,8 @@
 //! The producing end of a ring.
 
-use crate::core::{ProducerCore, Reserved};
+use crate::core::{ProducerCore, ReleaseHooks, Reserved};
 use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
-use crate::format::{max_payload, Role, StaticHeader, WrapMode};
+use crate::format::{check_consumer_page_prefix, max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
 use crate::sys::os;
 use crate::sys::shm::MappedRing;
@@ -11,6 +11,32 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// An owner's producer shares its checked release with its ring server through the attach
+/// state (`PeerState::checked_release`); other producers have no server.
+impl ReleaseHooks for Link {
+    fn checked_release(&self) -> u64 {
+        match self {
+            Link::Owner { state, .. } => state.checked_release(),
+            _ => 0,
+        }
+    }
+
+    fn set_checked_release(&self, pos: u64) {
+        if let Link::Owner { state, .. } = self {
+            state.set_checked_release(pos);
+        }
+    }
+}
+
+/// What [`Producer::move_unreleased_to`] carried over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Moved {
+    /// Records written into the new ring.
+    pub records: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+}
 
 /// Writes records into a ring, in place.
 ///
@@ -124,7 +150,7 @@ impl Producer {
     /// [`Error::ReservedType`], [`Error::Corrupt`] (the consumer wrote an impossible position).
     #[inline]
     pub fn reserve(&mut self, len: usize, ty: u16, flags: u16) -> Result<&mut [u8]> {
-        match self.core.reserve(&self.mem, len, ty, flags) {
+        match self.core.reserve(&self.mem, &self.link, len, ty, flags) {
             Reserved::Payload(offset) => Ok(self.mem.payload_mut(offset, len)),
             other => Err(self.core.reserve_error(other, len, ty)),
         }
@@ -173,6 +199,52 @@ impl Producer {
     pub fn finish(&mut self) {
         self.core
             .finish(&self.mem, &EventWaker(self.data_event.as_fd()));
+    }
+
+    /// Check the consumer's side of the ring now: its position (in range, not moved backwards,
+    /// on a record boundary this producer wrote) and, for the ring's owner, the consumer page's
+    /// magic and version. An owner does this when its consumer detached, before another one
+    /// gets the ring; the position is also checked whenever the producer needs room. An error
+    /// ([`Error::Corrupt`], [`Error::InvalidRing`]) means the consumer broke the ring: replace
+    /// it ([`move_unreleased_to`](Producer::move_unreleased_to)).
+    pub fn check_consumer(&mut self) -> Result<()> {
+        if let Link::Owner { fds, .. } = &self.link {
+            let mut prefix = [0u8; 12];
+            os::pread_exact(fds.consumer_page.as_fd(), &mut prefix, 0)?;
+            check_consumer_page_prefix(&prefix)?;
+        }
+        self.core.check_consumer(&self.mem, &self.link)
+    }
+
+    /// Replace this ring with `fresh` (a new, empty ring of at least the same capacity): every
+    /// record a consumer has not verifiably released (after the last release this producer, or
+    /// its ring server, checked; up to the published position) is written into `fresh`, in
+    /// order, with its type, flags and payload, and published; this ring is then marked
+    /// `REPLACED` (FORMAT.md section 6) and its consumer signalled. Nothing that was published
+    /// is lost, even when the consumer broke this ring: a producer never overwrites what was not
+    /// released. Records reserved and not published here are discarded.
+    pub fn move_unreleased_to(&mut self, fresh: &mut Producer) -> Result<Moved> {
+        if fresh.capacity() < self.capacity() || fresh.core.positions() != (0, 0) {
+            return Err(Error::Config(format!(
+                "records move only into a new, empty ring of at least {} bytes",
+                self.capacity()
+            )));
+        }
+        self.core.abandon();
+        let mut moved = Moved::default();
+        for loc in self.core.unreleased(&self.mem, &self.link) {
+            let payload = self
+                .mem
+                .payload(loc.payload_offset, loc.len)
+                .ok_or_else(|| Error::Corrupt("an unreleased record is out of bounds".into()))?;
+            payload.copy_to_slice(fresh.reserve(loc.len, loc.ty, loc.flags)?);
+            moved.records += 1;
+            moved.bytes += loc.len as u64;
+        }
+        fresh.publish();
+        self.core
+            .mark_replaced(&self.mem, &EventWaker(self.data_event.as_fd()));
+        Ok(moved)
     }
 
     /// Largest payload this ring carries (`capacity / 2 - 8`).
@@ -252,7 +324,7 @@ impl Producer {
     /// closes the lost-wakeup race.
     pub fn prepare_wait_for_space(&mut self, len: usize) -> Result<bool> {
         let needed = self.core.needed_for(len);
-        self.core.prepare_wait(&self.mem, needed)
+        self.core.prepare_wait(&self.mem, &self.link, needed)
     }
 
     /// Disarm the wait and reset the space eventfd.
@@ -274,7 +346,7 @@ impl Producer {
         let deadline = timeout.map(|t| Instant::now() + t);
         for _ in 0..self.spin {
             let needed = self.core.needed_for(len);
-            if self.core.has_space(&self.mem, needed)? {
+            if self.core.has_space(&self.mem, &self.link, needed)? {
                 return Ok(Readiness::Ready);
             }
             std::hint::spin_loop();
@@ -286,7 +358,7 @@ impl Producer {
             // As in Consumer::wait: reset the eventfd before sleeping, then look again.
             if os::drain_eventfd(self.space_event.as_fd()) != 0 {
                 let needed = self.core.needed_for(len);
-                if self.core.has_space(&self.mem, needed)? {
+                if self.core.has_space(&self.mem, &self.link, needed)? {
                     self.core.finish_wait(&self.mem);
                     return Ok(Readiness::Ready);
                 }
@@ -298,7 +370,7 @@ impl Producer {
             )?;
             self.core.finish_wait(&self.mem);
             let needed = self.core.needed_for(len);
-            if self.core.has_space(&self.mem, needed)? {
+            if self.core.has_space(&self.mem, &self.link, needed)? {
                 return Ok(Readiness::Ready);
             }
             if sock.hangup {

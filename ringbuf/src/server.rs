@@ -2,17 +2,21 @@
 
 use crate::attach::{
     decode_hello, Reply, Request, HELLO_LEN, STATE_ATTACHED, STATE_FINISHED, STATUS_BUSY,
-    STATUS_NOT_ALLOWED, STATUS_OK, STATUS_WRONG_ROLE,
+    STATUS_MALFORMED, STATUS_NOT_ALLOWED, STATUS_OK, STATUS_VERSION, STATUS_WRONG_ROLE,
 };
-use crate::core::Field;
+use crate::core::{check_release, Field, ReleaseCheck};
 use crate::endpoint::{PeerState, PeerStatus};
-use crate::format::{Role, StaticHeader, FLAG_FINISHED, FORMAT_VERSION};
+use crate::format::{
+    check_consumer_page_prefix, Role, StaticHeader, FLAG_FINISHED, FORMAT_VERSION, RECORD_ALIGN,
+    STATIC_HEADER_LEN,
+};
 use crate::sys::os::{self, Epoll};
 use crate::sys::shm::HeaderView;
 use crate::{ring, Error, Refusal, Result, RingFds};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,37 @@ const MAX_PENDING: usize = 16;
 const MAX_ACCEPTS_PER_CALL: usize = 32;
 /// How long a connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Walks of the record headers tried while the producer keeps moving the checked release.
+const CHECK_ATTEMPTS: usize = 8;
+
+/// Eight counters an owner publishes in its ring's stat answers (FORMAT.md section 6, bytes
+/// 64..128), for `stat` tools: what each counts is the owner's to say (the edgegw daemon lists
+/// its own in its README). Shared between the owner's threads and its ring servers, as relaxed
+/// atomics; they belong to the socket, so they survive [`RingServer::replace_ring`].
+#[derive(Debug, Default)]
+pub struct OwnerCounters([AtomicU64; OwnerCounters::LEN]);
+
+impl OwnerCounters {
+    /// How many there are.
+    pub const LEN: usize = crate::attach::OWNER_COUNTERS;
+
+    /// Adds `n` to counter `index` (below [`LEN`](Self::LEN); others are ignored).
+    pub fn add(&self, index: usize, n: u64) {
+        if let Some(c) = self.0.get(index) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counter `index` now (0 beyond [`LEN`](Self::LEN)).
+    pub fn get(&self, index: usize) -> u64 {
+        self.0.get(index).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// All of them now.
+    pub fn snapshot(&self) -> [u64; Self::LEN] {
+        std::array::from_fn(|i| self.get(i))
+    }
+}
 
 /// Who may attach: a peer is allowed if its uid or its primary gid (as `SO_PEERCRED` reports
 /// them) is listed. An empty list allows no one; root is not special.
@@ -151,6 +186,79 @@ impl ServedRing {
         }
     }
 
+    /// The owner's check of the part of the ring its peer writes (FORMAT.md section 6,
+    /// "Replacement"), made when a peer detached and before the ring goes to a new one.
+    fn check_peer_part(&self) -> std::result::Result<(), Unfit> {
+        match self.peer_role {
+            Role::Consumer => self.check_consumer_page(),
+            Role::Producer => self.check_producer_part(),
+        }
+    }
+
+    /// A consumer wrote the consumer page: magic, version, and a position that is a release on
+    /// a record boundary the producer wrote (we walk the producer's record headers, which the
+    /// peer cannot write, from the last checked release).
+    fn check_consumer_page(&self) -> std::result::Result<(), Unfit> {
+        let mut prefix = [0u8; 12];
+        os::pread_exact(self.fds.consumer_page.as_fd(), &mut prefix, 0)
+            .and_then(|()| check_consumer_page_prefix(&prefix))
+            .map_err(|e| Unfit::Broken(e.to_string()))?;
+        let cap = self.header.capacity as u64;
+        for _ in 0..CHECK_ATTEMPTS {
+            let checked = self.state.checked_release();
+            let c = self.view.load(Field::ConsumerPos);
+            let p = self.view.load(Field::ProducerPos);
+            let mut region = RegionReader::new(&self.fds.region, self.header.page_size, cap);
+            let found = check_release(
+                cap,
+                self.header.wrap,
+                (checked, c, p),
+                |pos| region.header(pos),
+                || {
+                    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                    self.state.checked_release()
+                },
+            );
+            match found {
+                ReleaseCheck::Checked(c) => {
+                    self.state.set_checked_release(c);
+                    return Ok(());
+                }
+                ReleaseCheck::Broken(why) => return Err(Unfit::Broken(why)),
+                ReleaseCheck::Moving => continue,
+            }
+        }
+        Err(Unfit::Busy)
+    }
+
+    /// A producer wrote the region: its static header must be intact and its position possible.
+    /// A finished ring waits for its owner to drain and replace it.
+    fn check_producer_part(&self) -> std::result::Result<(), Unfit> {
+        let mut raw = [0u8; STATIC_HEADER_LEN];
+        let header = os::pread_exact(self.fds.region.as_fd(), &mut raw, 0)
+            .and_then(|()| StaticHeader::decode(&raw, self.header.page_size))
+            .map_err(|e| Unfit::Broken(e.to_string()))?;
+        if header != self.header {
+            return Err(Unfit::Broken(format!(
+                "the header was rewritten: {header:?}, created as {:?}",
+                self.header
+            )));
+        }
+        let s = self.snapshot();
+        let (p, c, cap) = (s.producer_pos, s.consumer_pos, self.header.capacity as u64);
+        if !p.is_multiple_of(RECORD_ALIGN as u64) || p < c || p - c > cap {
+            return Err(Unfit::Broken(format!(
+                "producer position {p} is impossible (consumer at {c}, capacity {cap})"
+            )));
+        }
+        if s.finished {
+            // Wake the owner in case the producer set the flag without a signal.
+            os::signal_eventfd(self.fds.data_event.as_fd());
+            return Err(Unfit::Busy);
+        }
+        Ok(())
+    }
+
     fn reply(&self, status: u8) -> Reply {
         let s = self.snapshot();
         let mut state = 0;
@@ -172,7 +280,73 @@ impl ServedRing {
             drops: s.drops,
             state,
             page_size: self.header.page_size as u32,
+            owner_counters: [0; OwnerCounters::LEN],
         }
+    }
+}
+
+/// What a connection in its hello phase has sent.
+enum Hello {
+    /// A message (at most `HELLO_LEN + 1` bytes are kept: a longer one is malformed anyway).
+    Got([u8; HELLO_LEN + 1], usize),
+    /// It closed, or its socket failed.
+    Gone,
+    /// Nothing yet.
+    NotYet,
+}
+
+fn read_hello(socket: BorrowedFd<'_>) -> Hello {
+    let mut buf = [0u8; HELLO_LEN + 1];
+    match os::recv_message(socket, &mut buf, true) {
+        Ok(None) => Hello::NotYet,
+        Ok(Some(m)) if m.len == 0 => Hello::Gone,
+        Ok(Some(m)) => Hello::Got(buf, if m.truncated { buf.len() } else { m.len }),
+        Err(_) => Hello::Gone,
+    }
+}
+
+/// Why a served ring does not go to a new peer now.
+#[derive(Debug)]
+enum Unfit {
+    /// The peer broke its part: the owner must replace the ring.
+    Broken(String),
+    /// Not now (the owner is catching up): answer busy.
+    Busy,
+}
+
+/// Reads the producer's record headers from the region memfd with `pread`, a page at a time
+/// (the server has no mapping of the data area, and needs none for a walk at attach time).
+struct RegionReader<'a> {
+    fd: &'a OwnedFd,
+    base: u64,
+    capacity: u64,
+    buf: Vec<u8>,
+    /// Data offset of `buf[0]`.
+    start: u64,
+}
+
+impl<'a> RegionReader<'a> {
+    fn new(fd: &'a OwnedFd, page_size: usize, capacity: u64) -> Self {
+        RegionReader {
+            fd,
+            base: page_size as u64,
+            capacity,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    fn header(&mut self, pos: u64) -> Option<u64> {
+        let offset = pos & (self.capacity - 1);
+        let held = offset >= self.start && offset + 8 <= self.start + self.buf.len() as u64;
+        if !held {
+            let len = (self.capacity - offset).min(4096) as usize;
+            self.buf.resize(len, 0);
+            os::pread_exact(self.fd.as_fd(), &mut self.buf, self.base + offset).ok()?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Some(u64::from_ne_bytes(self.buf[at..at + 8].try_into().ok()?))
     }
 }
 
@@ -209,10 +383,23 @@ pub enum ServerEvent {
         /// Its pid.
         pid: i32,
     },
-    /// A connection closed or timed out before a valid hello.
+    /// A connection closed or timed out before a valid hello, or was closed to make room for
+    /// newer ones (it had said nothing).
     Dropped {
-        /// Its pid.
+        /// Its pid (0 if it had closed before the server looked at it).
         pid: i32,
+    },
+    /// The part of the ring the peer writes is broken (FORMAT.md section 6, "Replacement"),
+    /// found when a peer detached or before the ring went to a new one: a bad consumer page
+    /// magic or version, a consumer position off the producer's record boundaries or moved
+    /// backwards, a rewritten header, an impossible producer position. Reported once per ring.
+    /// The owner replaces the ring ([`RingServer::replace_ring`]); until then every attach is
+    /// answered busy.
+    RingBroken {
+        /// The broken ring's generation.
+        generation: u64,
+        /// What is wrong.
+        reason: String,
     },
 }
 
@@ -241,6 +428,10 @@ pub struct RingServer {
     peer: Option<Conn>,
     pending: Vec<Conn>,
     socket_id: (u64, u64),
+    /// The ring was found broken (and reported): no attach until it is replaced.
+    broken: bool,
+    /// The owner's counters, for stat answers.
+    counters: Option<Arc<OwnerCounters>>,
 }
 
 impl RingServer {
@@ -285,12 +476,19 @@ impl RingServer {
             peer: None,
             pending: Vec::new(),
             socket_id,
+            broken: false,
+            counters: None,
         })
     }
 
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Publishes `counters` in this server's stat answers (FORMAT.md section 6).
+    pub fn set_owner_counters(&mut self, counters: Arc<OwnerCounters>) {
+        self.counters = Some(counters);
     }
 
     /// Replaces who may attach (a config reload). An attached peer stays attached; the new list
@@ -314,7 +512,28 @@ impl RingServer {
             // `peer` is dropped here: its socket closes and the peer sees the hang-up.
         });
         self.ring = ring;
+        self.broken = false;
         detached
+    }
+
+    /// Is the ring fit for a new peer? Checks the part the peer writes; a broken ring is
+    /// reported once (`RingBroken`) and stays unfit until replaced.
+    fn ring_fit(&mut self, events: &mut Vec<ServerEvent>) -> bool {
+        if self.broken {
+            return false;
+        }
+        match self.ring.check_peer_part() {
+            Ok(()) => true,
+            Err(Unfit::Busy) => false,
+            Err(Unfit::Broken(reason)) => {
+                self.broken = true;
+                events.push(ServerEvent::RingBroken {
+                    generation: self.ring.header.generation,
+                    reason,
+                });
+                false
+            }
+        }
     }
 
     /// The ring being served.
@@ -331,99 +550,134 @@ impl RingServer {
     /// hang-up, expire silent connections. Returns what happened.
     pub fn process(&mut self) -> Result<Vec<ServerEvent>> {
         let mut events = Vec::new();
+        // Hang-up of the attached peer first, so a replacement that is already waiting is served.
+        self.check_peer(&mut events);
         // Bounded, so a flood of connections cannot hold the owner's thread; the rest wait in
         // the backlog for the next call (the epoll fd stays readable).
         for _ in 0..MAX_ACCEPTS_PER_CALL {
-            let Some(conn) = os::accept(self.listener.as_fd())? else {
+            let Some(socket) = os::accept(self.listener.as_fd())? else {
                 break;
             };
+            // A real peer sends its hello right after connecting, and a flood's connections are
+            // often closed already: read what is there now, so neither takes a pending slot
+            // (nor two epoll calls), and one that is gone costs no more system calls.
+            let hello = read_hello(socket.as_fd());
+            if let Hello::Gone = hello {
+                events.push(ServerEvent::Dropped { pid: 0 });
+                continue;
+            }
             let (pid, uid, gid) =
-                os::peer_credentials(conn.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
-            self.epoll.add(conn.as_fd(), conn.as_raw_fd() as u64)?;
-            self.pending.push(Conn {
-                socket: conn,
+                os::peer_credentials(socket.as_fd()).unwrap_or((0, u32::MAX, u32::MAX));
+            let conn = Conn {
+                socket,
                 pid,
                 uid,
                 gid,
                 since: Instant::now(),
-            });
-            if self.pending.len() > MAX_PENDING {
-                let old = self.pending.remove(0);
-                self.epoll.delete(old.socket.as_fd());
-                events.push(ServerEvent::Dropped { pid: old.pid });
-            }
-        }
-        // Hang-up of the attached peer first, so a replacement that is already waiting is served.
-        if let Some(peer) = &self.peer {
-            let mut scratch = [0u8; 64];
-            // The peer must stay silent after the hello: a message (or an error) ends the
-            // attachment, so a chatty peer cannot keep this loop, and the owner's thread, busy.
-            let gone = os::socket_hung_up(peer.socket.as_fd())
-                || !matches!(
-                    os::recv_message(peer.socket.as_fd(), &mut scratch, true),
-                    Ok(None)
-                );
-            if gone {
-                let peer = self.peer.take().expect("checked");
-                self.epoll.delete(peer.socket.as_fd());
-                self.ring.state.detached();
-                events.push(ServerEvent::Detached { pid: peer.pid });
-            }
-        }
-        let mut i = 0;
-        while i < self.pending.len() {
-            let mut buf = [0u8; HELLO_LEN + 1];
-            let got = os::recv_message(self.pending[i].socket.as_fd(), &mut buf, true);
-            let conn_done = match got {
-                Ok(None) => {
-                    if self.pending[i].since.elapsed() > HELLO_TIMEOUT {
-                        events.push(ServerEvent::Dropped {
-                            pid: self.pending[i].pid,
-                        });
-                        true
-                    } else {
-                        false
-                    }
-                }
-                Ok(Some(m)) if m.len == 0 => {
-                    events.push(ServerEvent::Dropped {
-                        pid: self.pending[i].pid,
-                    });
-                    true
-                }
-                Err(_) => {
-                    events.push(ServerEvent::Dropped {
-                        pid: self.pending[i].pid,
-                    });
-                    true
-                }
-                Ok(Some(m)) => {
-                    let len = if m.truncated { buf.len() } else { m.len };
-                    let conn = self.pending.remove(i);
-                    self.epoll.delete(conn.socket.as_fd());
-                    self.answer(conn, &buf[..len], &mut events);
-                    continue;
-                }
             };
-            if conn_done {
-                let conn = self.pending.remove(i);
-                self.epoll.delete(conn.socket.as_fd());
-            } else {
-                i += 1;
+            match hello {
+                Hello::Got(buf, len) => self.answer(conn, &buf[..len], &mut events),
+                Hello::Gone => {}
+                Hello::NotYet => {
+                    self.epoll
+                        .add(conn.socket.as_fd(), conn.socket.as_raw_fd() as u64)?;
+                    self.pending.push(conn);
+                }
             }
+        }
+        self.read_pending(&mut events);
+        // Too many connections that said nothing: the oldest silent ones go. Every connection
+        // that sent a hello has been answered above, so only silent ones are pending here, and
+        // the newest (a peer whose hello is on its way) stay.
+        while self.pending.len() > MAX_PENDING {
+            let old = self.pending.remove(0);
+            self.epoll.delete(old.socket.as_fd());
+            events.push(ServerEvent::Dropped { pid: old.pid });
         }
         Ok(events)
     }
 
+    /// Notices the attached peer's hang-up (or a message after its hello, which ends the
+    /// attachment too).
+    fn check_peer(&mut self, events: &mut Vec<ServerEvent>) {
+        let Some(peer) = &self.peer else {
+            return;
+        };
+        let mut scratch = [0u8; 64];
+        // The peer must stay silent after the hello: a message (or an error) ends the
+        // attachment, so a chatty peer cannot keep this loop, and the owner's thread, busy.
+        let gone = os::socket_hung_up(peer.socket.as_fd())
+            || !matches!(
+                os::recv_message(peer.socket.as_fd(), &mut scratch, true),
+                Ok(None)
+            );
+        if !gone {
+            return;
+        }
+        let peer = self.peer.take().expect("checked");
+        self.epoll.delete(peer.socket.as_fd());
+        self.ring.state.detached();
+        events.push(ServerEvent::Detached { pid: peer.pid });
+        if self.ring.peer_role == Role::Producer {
+            // Let the owner look at the ring once more: a producer may have published, or
+            // finished, without a signal before it left.
+            os::signal_eventfd(self.ring.fds.data_event.as_fd());
+        }
+        // What the peer left must be fit for the next one (and the owner learns now, not when
+        // the next peer trips over it).
+        self.ring_fit(events);
+    }
+
+    /// Answers the pending connections whose hello came, drops those that closed or timed out.
+    fn read_pending(&mut self, events: &mut Vec<ServerEvent>) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let hello = read_hello(self.pending[i].socket.as_fd());
+            if let Hello::NotYet = hello {
+                if self.pending[i].since.elapsed() <= HELLO_TIMEOUT {
+                    i += 1;
+                    continue;
+                }
+            }
+            let conn = self.pending.remove(i);
+            self.epoll.delete(conn.socket.as_fd());
+            match hello {
+                Hello::Got(buf, len) => self.answer(conn, &buf[..len], events),
+                Hello::Gone | Hello::NotYet => events.push(ServerEvent::Dropped { pid: conn.pid }),
+            }
+        }
+    }
+
     fn answer(&mut self, conn: Conn, hello: &[u8], events: &mut Vec<ServerEvent>) {
         let refuse = |status: u8, reason: Refusal, this: &Self, events: &mut Vec<ServerEvent>| {
-            let _ = os::send_message(conn.socket.as_fd(), &this.ring.reply(status).encode(), &[]);
+            // Only a peer that is allowed and speaks our hello learns anything about the ring.
+            let reply = match status {
+                STATUS_NOT_ALLOWED | STATUS_MALFORMED | STATUS_VERSION => Reply {
+                    status,
+                    ..Reply::default()
+                },
+                _ => this.ring.reply(status),
+            };
+            let _ = os::send_message(conn.socket.as_fd(), &reply.encode(), &[]);
             events.push(ServerEvent::Refused {
                 pid: conn.pid,
                 uid: conn.uid,
                 reason,
             });
         };
+        // Credentials first: a peer that is not allowed gets nothing parsed, and nothing but
+        // its refusal (FORMAT.md section 6).
+        if !self.allow.allows(conn.uid, conn.gid) {
+            return refuse(
+                STATUS_NOT_ALLOWED,
+                Refusal::NotAllowed {
+                    uid: conn.uid,
+                    gid: conn.gid,
+                },
+                self,
+                events,
+            );
+        }
         let req = match decode_hello(hello) {
             Ok(r) => r,
             Err((status, version)) => {
@@ -438,24 +692,13 @@ impl RingServer {
                 return refuse(status, reason, self, events);
             }
         };
-        if !self.allow.allows(conn.uid, conn.gid) {
-            return refuse(
-                STATUS_NOT_ALLOWED,
-                Refusal::NotAllowed {
-                    uid: conn.uid,
-                    gid: conn.gid,
-                },
-                self,
-                events,
-            );
-        }
         let role = match req {
             Request::Stat => {
-                let _ = os::send_message(
-                    conn.socket.as_fd(),
-                    &self.ring.reply(STATUS_OK).encode(),
-                    &[],
-                );
+                let mut reply = self.ring.reply(STATUS_OK);
+                if let Some(counters) = &self.counters {
+                    reply.owner_counters = counters.snapshot();
+                }
+                let _ = os::send_message(conn.socket.as_fd(), &reply.encode(), &[]);
                 events.push(ServerEvent::Stat { pid: conn.pid });
                 return;
             }
@@ -473,8 +716,18 @@ impl RingServer {
             );
         }
         if self.peer.is_some() {
+            // It may have gone since the last look: a peer that re-attaches right after it
+            // detached must not be told "busy" by its own ghost.
+            self.check_peer(events);
+        }
+        if self.peer.is_some() || !self.ring_fit(events) {
             return refuse(STATUS_BUSY, Refusal::Busy, self, events);
         }
+        self.hand_over(conn, events);
+    }
+
+    /// Sends the fds to a peer that passed every check, and watches its connection.
+    fn hand_over(&mut self, conn: Conn, events: &mut Vec<ServerEvent>) {
         // Mark attached before the fds leave, so the owner never sees a peer it does not know of.
         self.ring.state.attached();
         let fds = self.ring.fds.as_array();

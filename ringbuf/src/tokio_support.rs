@@ -71,8 +71,10 @@ impl DataReadiness {
     /// publish: it arms the consumer's sleep word, re-checks, and only then awaits the eventfd.
     pub async fn wait(&self, consumer: &mut Consumer) -> Result<()> {
         loop {
-            if !consumer.prepare_wait()? {
-                return Ok(());
+            match consumer.prepare_wait() {
+                Ok(false) | Err(crate::Error::Finished) => return Ok(()),
+                Ok(true) => {}
+                Err(e) => return Err(e),
             }
             let ready = self.fd.readable().await;
             consumer.finish_wait();

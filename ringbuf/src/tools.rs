@@ -38,6 +38,8 @@ pub struct RingStat {
     pub attached: bool,
     /// The producer marked the ring finished.
     pub finished: bool,
+    /// The owner's counters (FORMAT.md section 6): what each counts is the owner's to say.
+    pub owner_counters: [u64; crate::OwnerCounters::LEN],
 }
 
 impl fmt::Display for RingStat {
@@ -107,6 +109,7 @@ pub fn stat(path: impl AsRef<Path>) -> Result<RingStat> {
         drops: reply.drops,
         attached: reply.state & STATE_ATTACHED != 0,
         finished: reply.state & STATE_FINISHED != 0,
+        owner_counters: reply.owner_counters,
     })
 }
 

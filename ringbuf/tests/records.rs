@@ -232,6 +232,28 @@ fn a_finished_ring_is_drained_to_the_end_then_reports_finished() {
 }
 
 #[test]
+fn an_event_loop_cannot_spin_on_a_finished_ring_prepare_wait_reports_the_end() {
+    // An event loop reads until empty, then arms the wait: on a finished ring the arming must
+    // not say "data is there" forever (a loop that trusts it would spin at 100 %).
+    let (mut p, mut c) = pair(RingConfig::with_capacity(4096));
+    p.send(1, 0, b"last").unwrap();
+    p.finish();
+    assert!(
+        !c.prepare_wait().unwrap(),
+        "a record is still there: do not sleep"
+    );
+    assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"last");
+    assert!(c.read().unwrap().is_none());
+    c.release();
+    for _ in 0..3 {
+        assert!(
+            matches!(c.prepare_wait(), Err(Error::Finished)),
+            "drained and finished: the end, every time"
+        );
+    }
+}
+
+#[test]
 fn an_old_ring_can_be_drained_read_only_from_its_fds() {
     // A restarted owner that consumed a reply ring gets its fds back and drains them.
     let mut owner = edgegw_ring::Consumer::create(RingConfig::with_capacity(4096)).unwrap();
@@ -248,6 +270,8 @@ fn an_old_ring_can_be_drained_read_only_from_its_fds() {
     assert!(drain.read().unwrap().is_none());
     drain.release();
     assert_eq!(drain.wait(None).unwrap(), edgegw_ring::Readiness::PeerGone);
+    // Nothing will ever signal a read-only drain: arming its wait reports that, not "data".
+    assert!(matches!(drain.prepare_wait(), Err(Error::PeerGone)));
 }
 
 #[test]
@@ -268,4 +292,99 @@ fn endpoints_and_the_server_can_move_to_another_thread() {
     let _p = t.join().unwrap();
     let mut c = std::thread::spawn(move || c).join().unwrap();
     assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"moved");
+}
+
+#[test]
+fn a_consumer_position_off_the_record_boundaries_is_corrupt_for_the_producer() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileExt;
+    for wrap in both_modes() {
+        let (mut p, mut c) = pair(RingConfig::with_capacity(4096).wrap(wrap));
+        let page = std::fs::File::from(
+            p.fds()
+                .unwrap()
+                .consumer_page
+                .as_fd()
+                .try_clone_to_owned()
+                .unwrap(),
+        );
+        // Fill the ring with 40-byte records; the consumer reads and releases two.
+        let mut sent = 0;
+        while p.reserve(32, 1, 0).is_ok() {
+            sent += 1;
+        }
+        p.publish();
+        for _ in 0..2 {
+            c.read().unwrap().unwrap();
+        }
+        c.release();
+        assert!(
+            p.check_consumer().is_ok(),
+            "{wrap:?}: a real release is fine"
+        );
+        // 80 is two records; 88 is aligned and in range, but inside the third.
+        page.write_at(&88u64.to_ne_bytes(), 128).unwrap();
+        let err = p.check_consumer().unwrap_err();
+        assert!(
+            err.to_string().contains("not on a record boundary"),
+            "{wrap:?}: {err}"
+        );
+        assert!(
+            matches!(p.reserve(8, 1, 0), Err(Error::Corrupt(_))),
+            "{wrap:?}: sticky"
+        );
+        assert!(sent > 2);
+    }
+}
+
+#[test]
+fn the_unreleased_records_move_in_order_into_a_fresh_ring_across_the_wrap() {
+    for wrap in both_modes() {
+        let config = RingConfig::with_capacity(4096).wrap(wrap);
+        let (mut p, mut c) = pair(config);
+        // Go round the ring a few times with odd sizes, so the unreleased part wraps (with a
+        // padding record in pad mode).
+        let mut next = 0u64;
+        let mut released = 0u64;
+        for round in 0..40u64 {
+            let len = 100 + (round as usize * 37) % 700;
+            if p.reserve(len, (round % 7) as u16, round as u16).is_err() {
+                while c.read().unwrap().is_some() {
+                    released += 1;
+                    if released + 3 >= next {
+                        break;
+                    }
+                }
+                c.release();
+                continue;
+            }
+            p.publish();
+            next += 1;
+        }
+        let unread = next - released;
+        // The producer sees releases lazily (when it needs room); an owner checks the
+        // position before it moves records, or the ones released since move too.
+        p.check_consumer().unwrap();
+        let mut fresh = edgegw_ring::Producer::create(config.generation(2)).unwrap();
+        let moved = p.move_unreleased_to(&mut fresh).unwrap();
+        assert_eq!(moved.records, unread, "{wrap:?}");
+        let mut c2 =
+            edgegw_ring::Consumer::from_fds(fresh.served_ring().unwrap().into_fds()).unwrap();
+        // The old consumer would read the same records, in the same order, as the new one.
+        let mut n = 0;
+        while let Some(old) = c.read().unwrap() {
+            let (ty, flags, bytes) = (old.record_type(), old.flags(), old.payload().to_vec());
+            let new = c2.read().unwrap().expect("moved");
+            assert_eq!(
+                (new.record_type(), new.flags(), new.payload().to_vec()),
+                (ty, flags, bytes)
+            );
+            n += 1;
+        }
+        assert_eq!(n, unread);
+        assert!(c2.read().unwrap().is_none());
+        // The fresh ring takes new records after the moved ones.
+        fresh.send(9, 0, b"after").unwrap();
+        assert_eq!(c2.read().unwrap().unwrap().payload().to_vec(), b"after");
+    }
 }

@@ -536,3 +536,256 @@ fn a_replaced_ring_disconnects_the_peer_and_the_next_attach_gets_the_new_ring() 
     assert!(broken.read().unwrap().is_none());
     assert!(unused.read().unwrap().is_none());
 }
+
+/// Serves `server` from this thread until an event matching `f` comes; returns all events.
+fn serve_until(
+    server: &mut RingServer,
+    what: &str,
+    f: &dyn Fn(&ServerEvent) -> bool,
+) -> Vec<ServerEvent> {
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        let events = server.serve_for(Some(Duration::from_millis(10))).unwrap();
+        let done = events.iter().any(f);
+        seen.extend(events);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no {what}; events: {seen:?}");
+}
+
+#[test]
+fn a_consumer_page_broken_by_a_departed_consumer_is_reported_once_and_its_records_move_to_a_fresh_ring(
+) {
+    use std::os::unix::fs::FileExt;
+    let dir = temp_dir("srv");
+    let path = dir.join("ingress.sock");
+    let mut owner = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, owner.served_ring().unwrap(), me()).unwrap();
+    owner.send(1, 0, b"first").unwrap();
+    owner.send(2, 7, b"second").unwrap();
+    // A consumer reads the first record and releases it properly, then writes a position
+    // inside the second record and leaves.
+    let reader = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let mut c = Consumer::attach(&path).unwrap();
+            assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"first");
+            c.release();
+            let raw = edgegw_ring::tools::attach_raw(&path, Role::Consumer);
+            assert!(raw.is_err(), "busy while one is attached");
+            c
+        }
+    });
+    serve_until(&mut server, "attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let consumer = reader.join().unwrap();
+    drop(consumer);
+    serve_until(&mut server, "detach", &|e| {
+        matches!(e, ServerEvent::Detached { .. })
+    });
+    let hostile = std::thread::spawn({
+        let path = path.clone();
+        move || edgegw_ring::tools::attach_raw(&path, Role::Consumer).unwrap()
+    });
+    serve_until(&mut server, "raw attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let hostile = hostile.join().unwrap();
+    let page = std::fs::File::from(hostile.fds.consumer_page.try_clone().unwrap());
+    let mut word = [0u8; 8];
+    page.read_at(&mut word, 128).unwrap();
+    let released = u64::from_ne_bytes(word);
+    assert_eq!(released, 16, "the first record was released");
+    page.write_at(&(released + 8).to_ne_bytes(), 128).unwrap();
+    drop(hostile);
+    let events = serve_until(&mut server, "the broken ring", &|e| {
+        matches!(e, ServerEvent::RingBroken { .. })
+    });
+    let broken: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::RingBroken { generation, reason } => Some((*generation, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(broken.len(), 1, "{events:?}");
+    assert_eq!(broken[0].0, 1);
+    assert!(
+        broken[0].1.contains("not on a record boundary"),
+        "{broken:?}"
+    );
+    // Until it is replaced, nobody gets the broken ring, and it is reported only once.
+    let refused = std::thread::spawn({
+        let path = path.clone();
+        move || Consumer::attach(&path).unwrap_err()
+    });
+    let events = serve_until(&mut server, "a refusal", &|e| {
+        matches!(e, ServerEvent::Refused { .. })
+    });
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::RingBroken { .. })));
+    assert!(matches!(
+        refused.join().unwrap(),
+        Error::Refused {
+            reason: Refusal::Busy,
+            ..
+        }
+    ));
+    // The owner agrees, and moves what was not released into a fresh ring.
+    assert!(owner.check_consumer().is_err());
+    let mut fresh = Producer::create(RingConfig::with_capacity(4096).generation(2)).unwrap();
+    let moved = owner.move_unreleased_to(&mut fresh).unwrap();
+    assert_eq!((moved.records, moved.bytes), (1, 6));
+    assert_eq!(server.replace_ring(fresh.served_ring().unwrap()), None);
+    let next = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let mut c = Consumer::attach(&path).unwrap();
+            let generation = c.generation();
+            let r = c.read().unwrap().unwrap();
+            (generation, r.record_type(), r.flags(), r.payload().to_vec())
+        }
+    });
+    serve_until(&mut server, "attach to the fresh ring", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    assert_eq!(next.join().unwrap(), (2, 2, 7, b"second".to_vec()));
+}
+
+#[test]
+fn a_reply_ring_header_rewritten_by_its_producer_is_reported_when_it_leaves() {
+    use std::os::unix::fs::FileExt;
+    let dir = temp_dir("srv");
+    let path = dir.join("reply.sock");
+    let owner = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, owner.served_ring().unwrap(), me()).unwrap();
+    let hostile = std::thread::spawn({
+        let path = path.clone();
+        move || edgegw_ring::tools::attach_raw(&path, Role::Producer).unwrap()
+    });
+    serve_until(&mut server, "attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let hostile = hostile.join().unwrap();
+    // The producer may write the region: it overwrites the header's magic, then leaves. The
+    // next producer would refuse the ring forever.
+    std::fs::File::from(hostile.fds.region.try_clone().unwrap())
+        .write_at(b"XXXXXXXX", 0)
+        .unwrap();
+    drop(hostile);
+    let events = serve_until(&mut server, "the broken ring", &|e| {
+        matches!(e, ServerEvent::RingBroken { .. })
+    });
+    assert!(
+        events.iter().any(
+            |e| matches!(e, ServerEvent::RingBroken { reason, .. } if reason.contains("magic"))
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_peer_not_on_the_allow_list_is_refused_before_its_hello_is_parsed_and_learns_nothing() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    producer.send(1, 0, b"private").unwrap();
+    // Nobody is allowed, not even us.
+    let server = Running::start(&path, producer.served_ring().unwrap(), AllowList::new());
+    for hello in [&b"GET / HTTP/1.0\r\n\r\n"[..], &[0u8; 32][..]] {
+        let answer = raw_exchange(&path, hello);
+        assert_eq!(answer.len(), 128);
+        assert_eq!(&answer[..4], b"EGRR");
+        assert_eq!(answer[6], 2, "status 2 (credentials), not 5 (malformed)");
+        assert!(
+            answer[7..].iter().all(|&b| b == 0),
+            "nothing about the ring: {:?}",
+            &answer[7..]
+        );
+    }
+    server.wait_for("a credentials refusal", |e| {
+        matches!(
+            e,
+            ServerEvent::Refused {
+                reason: Refusal::NotAllowed { .. },
+                ..
+            }
+        )
+    });
+    assert!(!server.events().iter().any(|e| matches!(
+        e,
+        ServerEvent::Refused {
+            reason: Refusal::Malformed,
+            ..
+        }
+    )));
+    server.stop();
+}
+
+#[test]
+fn a_stat_answer_carries_the_owners_counters() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, producer.served_ring().unwrap(), me()).unwrap();
+    let counters = Arc::new(edgegw_ring::OwnerCounters::default());
+    server.set_owner_counters(counters.clone());
+    counters.add(0, 3);
+    counters.add(7, 1 << 40);
+    counters.add(8, 99); // beyond the eight: ignored
+    let stat = std::thread::spawn({
+        let path = path.clone();
+        move || edgegw_ring::tools::stat(&path).unwrap()
+    });
+    serve_until(&mut server, "a stat", &|e| {
+        matches!(e, ServerEvent::Stat { .. })
+    });
+    let stat = stat.join().unwrap();
+    assert_eq!(stat.owner_counters, [3, 0, 0, 0, 0, 0, 0, 1 << 40]);
+}
+
+#[test]
+fn a_consumer_of_a_replaced_ring_switches_without_draining_it_and_reads_the_records_again() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let mut owner = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut server = RingServer::bind(&path, owner.served_ring().unwrap(), me()).unwrap();
+    owner.send(1, 0, b"unread").unwrap();
+    let attach = std::thread::spawn({
+        let path = path.clone();
+        move || Consumer::attach(&path).unwrap()
+    });
+    serve_until(&mut server, "attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let mut consumer = attach.join().unwrap();
+    // The owner replaces the ring (as after its consumer broke it): the record moves over, the
+    // old ring is marked REPLACED, the consumer is disconnected.
+    let mut fresh = Producer::create(RingConfig::with_capacity(4096).generation(2)).unwrap();
+    owner.move_unreleased_to(&mut fresh).unwrap();
+    server.replace_ring(fresh.served_ring().unwrap());
+    assert_eq!(
+        consumer.wait(None).unwrap(),
+        Readiness::Ready,
+        "the record is still there"
+    );
+    let reattach = std::thread::spawn(move || {
+        let got = consumer.reattach().unwrap();
+        let record = consumer.read().unwrap().unwrap().payload().to_vec();
+        (got, record)
+    });
+    serve_until(&mut server, "re-attach", &|e| {
+        matches!(e, ServerEvent::Attached { .. })
+    });
+    let (got, record) = reattach.join().unwrap();
+    assert_eq!(
+        got,
+        Reattached::Replaced { old: 1, new: 2 },
+        "no need to drain it first"
+    );
+    assert_eq!(record, b"unread");
+}

@@ -141,6 +141,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Handshakes in progress beyond this are refused at once.
     pub max_handshakes: usize,
+    /// Handshakes in progress from one source beyond this are refused at once: one IPv4
+    /// address, or one IPv6 /64 (what one host or one customer line gets).
+    pub max_handshakes_per_source: usize,
     /// Policy for unknown server names.
     pub unknown_sni: UnknownSni,
     /// Certificates, chosen by SNI; the first is the default.
@@ -678,37 +681,7 @@ impl Validator<'_> {
             alpn.push(bytes.to_vec());
         }
 
-        let count = |value: &Option<Spanned<u64>>,
-                     default: usize,
-                     what: &str|
-         -> Result<usize, ConfigError> {
-            match value {
-                None => Ok(default),
-                Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1_000_000 => {
-                    self.err(v.span(), format!("{what} must be between 1 and 1000000"))
-                }
-                Some(v) => Ok(*v.get_ref() as usize),
-            }
-        };
-        let max_connections = count(&raw.max_connections, 1024, "max_connections")?;
-        let max_handshakes = count(
-            &raw.max_handshakes,
-            128.min(max_connections),
-            "max_handshakes",
-        )?;
-        if max_handshakes > max_connections {
-            let span = raw
-                .max_handshakes
-                .as_ref()
-                .expect("set, since default fits")
-                .span();
-            return self.err(
-                span,
-                format!(
-                    "max_handshakes ({max_handshakes}) exceeds max_connections ({max_connections})"
-                ),
-            );
-        }
+        let limits = self.limits(raw)?;
 
         let unknown_sni = match raw
             .unknown_sni
@@ -757,12 +730,54 @@ impl Validator<'_> {
             handshake_timeout: self
                 .duration(raw.handshake_timeout.as_ref(), Duration::from_secs(10))?,
             idle_timeout: self.duration(raw.idle_timeout.as_ref(), Duration::from_secs(300))?,
-            max_connections,
-            max_handshakes,
+            max_connections: limits.0,
+            max_handshakes: limits.1,
+            max_handshakes_per_source: limits.2,
             unknown_sni,
             certificates,
             client_auth,
         })
+    }
+
+    /// A listener's connection limits: `(max_connections, max_handshakes,
+    /// max_handshakes_per_source)`, each within the one before.
+    fn limits(&self, raw: &raw::Listener) -> Result<(usize, usize, usize), ConfigError> {
+        let count = |value: &Option<Spanned<u64>>,
+                     default: usize,
+                     most: usize,
+                     what: &str,
+                     within: &str|
+         -> Result<usize, ConfigError> {
+            match value {
+                None => Ok(default),
+                Some(v) if *v.get_ref() == 0 || *v.get_ref() > 1_000_000 => {
+                    self.err(v.span(), format!("{what} must be between 1 and 1000000"))
+                }
+                Some(v) if *v.get_ref() as usize > most => self.err(
+                    v.span(),
+                    format!("{what} ({}) exceeds {within} ({most})", v.get_ref()),
+                ),
+                Some(v) => Ok(*v.get_ref() as usize),
+            }
+        };
+        let max_connections = count(&raw.max_connections, 1024, 1_000_000, "max_connections", "")?;
+        let max_handshakes = count(
+            &raw.max_handshakes,
+            128.min(max_connections),
+            max_connections,
+            "max_handshakes",
+            "max_connections",
+        )?;
+        // One source (address, /64) gets an eighth of the handshake slots by default: far more
+        // than a host behind NAT needs at once, far less than it takes to lock the listener.
+        let per_source = count(
+            &raw.max_handshakes_per_source,
+            (max_handshakes / 8).max(1),
+            max_handshakes,
+            "max_handshakes_per_source",
+            "max_handshakes",
+        )?;
+        Ok((max_connections, max_handshakes, per_source))
     }
 
     fn certificate(

@@ -46,6 +46,7 @@ pub struct Listener {
     pub idle_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u64>>,
     pub max_handshakes: Option<Spanned<u64>>,
+    pub max_handshakes_per_source: Option<Spanned<u64>>,
     pub unknown_sni: Option<Spanned<String>>,
     #[serde(default)]
     pub certificate: Vec<Certificate>,

@@ -105,6 +105,11 @@ fn a_full_config_parses_with_every_key() {
     assert_eq!(public.handshake_timeout, Duration::from_secs(5));
     assert_eq!(public.idle_timeout, Duration::from_secs(120));
     assert_eq!((public.max_connections, public.max_handshakes), (500, 50));
+    assert_eq!(
+        public.max_handshakes_per_source, 6,
+        "an eighth of max_handshakes"
+    );
+    assert_eq!(config.listeners[1].max_handshakes_per_source, 16, "128 / 8");
     assert_eq!(public.unknown_sni, UnknownSni::UseDefault);
     assert_eq!(
         public.certificates[0].source,
@@ -265,6 +270,24 @@ fn values_out_of_range_are_refused() {
         "max_handshakes",
         "listener.max_handshakes",
         "exceeds max_connections",
+    );
+    fails(
+        &GOOD.replace(
+            "max_handshakes = 50",
+            "max_handshakes = 50\nmax_handshakes_per_source = 51",
+        ),
+        "max_handshakes_per_source",
+        "listener.max_handshakes_per_source",
+        "max_handshakes_per_source (51) exceeds max_handshakes (50)",
+    );
+    fails(
+        &GOOD.replace(
+            "max_handshakes = 50",
+            "max_handshakes = 50\nmax_handshakes_per_source = 0",
+        ),
+        "max_handshakes_per_source",
+        "listener.max_handshakes_per_source",
+        "between 1 and 1000000",
     );
     fails(
         &GOOD.replace("max_frame = \"16KiB\"", "max_frame = \"1MiB\""),

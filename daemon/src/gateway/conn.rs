@@ -1,11 +1,9 @@
 //! A connection's life up to its route: limits, handshake under a deadline, refusal of unknown
 //! server names with the right alert, then the route's own loop.
 
-use std::cell::Cell;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -13,31 +11,119 @@ use tokio::net::TcpStream;
 use super::session::Session;
 use super::stats::Stats;
 use super::wire::OpenInfo;
-use super::{Listener, ListenerSettings, Route, Shared};
+use super::{Limits, Listener, ListenerSettings, Route, Shared};
 use crate::tls::clienthello::{self, Peek};
 
-/// Counts one unit in a cell (and optionally a shared gauge) for as long as it lives.
-pub struct Counted<'a> {
-    cell: &'a Cell<usize>,
-    gauge: Option<&'a AtomicU64>,
+/// Where handshakes are counted together: an IPv4 address, or an IPv6 /64 (the prefix one
+/// host, or one customer line, gets: anyone holding a /64 can pick any address in it, so a
+/// per-address count would limit nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// An IPv4 address (also an IPv4-mapped IPv6 one).
+    V4(Ipv4Addr),
+    /// The high 64 bits of an IPv6 address.
+    V6(u64),
 }
 
-impl<'a> Counted<'a> {
-    pub fn new(cell: &'a Cell<usize>, gauge: Option<&'a AtomicU64>) -> Self {
-        cell.set(cell.get() + 1);
-        if let Some(g) = gauge {
-            Stats::bump(g);
+impl Source {
+    /// The source a client address counts under.
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(a) => Source::V4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Source::V4(v4),
+                None => Source::V6((u128::from(a) >> 64) as u64),
+            },
         }
-        Counted { cell, gauge }
     }
 }
 
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.cell.set(self.cell.get() - 1);
-        if let Some(g) = self.gauge {
-            g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::V4(a) => write!(f, "{a}"),
+            Source::V6(prefix) => write!(f, "{}/64", Ipv6Addr::from(u128::from(*prefix) << 64)),
         }
+    }
+}
+
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections`.
+    Connections,
+    /// `max_handshakes`.
+    Handshakes,
+    /// `max_handshakes_per_source`.
+    Source,
+}
+
+/// A connection's places in its listener's counts (connections, handshakes, handshakes from
+/// its source), taken when it is accepted, so a burst of accepts sees every earlier one, and
+/// given back as each ends.
+pub struct Admission {
+    listener: Rc<Listener>,
+    stats: Arc<Stats>,
+    source: Source,
+    handshaking: bool,
+}
+
+impl Admission {
+    /// Takes the places, or says which limit is reached.
+    pub fn take(
+        listener: &Rc<Listener>,
+        limits: &Limits,
+        source: Source,
+        stats: &Arc<Stats>,
+    ) -> Result<Admission, Refused> {
+        if listener.active.get() >= limits.max_connections {
+            return Err(Refused::Connections);
+        }
+        if listener.handshaking.get() >= limits.max_handshakes {
+            return Err(Refused::Handshakes);
+        }
+        let mut sources = listener.sources.borrow_mut();
+        let from_source = sources.entry(source).or_insert(0);
+        if *from_source >= limits.max_handshakes_per_source {
+            return Err(Refused::Source);
+        }
+        *from_source += 1;
+        listener.active.set(listener.active.get() + 1);
+        listener.handshaking.set(listener.handshaking.get() + 1);
+        Stats::bump(&stats.active);
+        Ok(Admission {
+            listener: listener.clone(),
+            stats: stats.clone(),
+            source,
+            handshaking: true,
+        })
+    }
+
+    /// The handshake is over: its places go back.
+    pub fn handshake_done(&mut self) {
+        if !std::mem::take(&mut self.handshaking) {
+            return;
+        }
+        let listener = &self.listener;
+        listener.handshaking.set(listener.handshaking.get() - 1);
+        let mut sources = listener.sources.borrow_mut();
+        if let Some(n) = sources.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                // Memory follows the sources handshaking now, not every source ever seen.
+                sources.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.handshake_done();
+        self.listener.active.set(self.listener.active.get() - 1);
+        self.stats
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -66,19 +152,17 @@ impl std::fmt::Display for HandshakeError {
 /// Runs one accepted connection to its end.
 pub async fn run(
     shared: Rc<Shared>,
-    listener: Rc<Listener>,
+    mut admission: Admission,
     settings: Rc<ListenerSettings>,
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
 ) {
     let stats = &shared.stats;
-    let _active = Counted::new(&listener.active, Some(&stats.active));
-    let handshaking = Counted::new(&listener.handshaking, None);
     let mut session = match Session::new(settings.tls.config.clone()) {
         Ok(s) => s,
         Err(e) => {
-            crate::warn!("connection {id} from {peer}: cannot start TLS: {e}");
+            log::warn!("connection {id} from {peer}: cannot start TLS: {e}");
             return;
         }
     };
@@ -92,15 +176,15 @@ pub async fn run(
         Ok(Ok(sni)) => sni,
         Err(_elapsed) => {
             Stats::bump(&stats.handshake_timeouts);
-            crate::debug!("connection {id} from {peer}: handshake timeout");
+            log::debug!("connection {id} from {peer}: handshake timeout");
             return;
         }
         Ok(Err(e)) => {
-            crate::debug!("connection {id} from {peer}: handshake failed: {e}");
+            log::debug!("connection {id} from {peer}: handshake failed: {e}");
             return;
         }
     };
-    drop(handshaking);
+    admission.handshake_done();
     Stats::bump(&stats.handshakes);
 
     let info = OpenInfo {
@@ -212,6 +296,9 @@ pub async fn flush(stream: &TcpStream, session: &mut Session) -> io::Result<()> 
 /// Ends a connection after a TLS error: the alert rustls queued goes out, best effort.
 pub fn send_alert(stream: &TcpStream, session: &mut Session, stats: &Stats, error: &rustls::Error) {
     stats.count_tls_error(error);
+    if let Ok(peer) = stream.peer_addr() {
+        log::debug!("client {peer}: TLS error after the handshake, closed with an alert: {error}");
+    }
     session.queue_alert_after_error();
     let _ = session.flush_to(|b| stream.try_write(b));
 }
@@ -227,3 +314,26 @@ pub fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 
 /// Size of [`with_scratch`]'s buffer: one TLS record of plaintext.
 pub const SCRATCH_LEN: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::Source;
+
+    #[test]
+    fn ipv4_counts_by_address_and_ipv6_by_its_64_bit_prefix() {
+        let of = |s: &str| Source::of(s.parse().unwrap());
+        assert_eq!(
+            of("192.0.2.1"),
+            of("::ffff:192.0.2.1"),
+            "mapped IPv4 is IPv4"
+        );
+        assert_ne!(of("192.0.2.1"), of("192.0.2.2"));
+        assert_eq!(
+            of("2001:db8:1:2::1"),
+            of("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
+        assert_eq!(of("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+        assert_eq!(of("192.0.2.1").to_string(), "192.0.2.1");
+    }
+}

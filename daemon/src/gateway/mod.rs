@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Framing, WhenFull};
 use crate::tls::ListenerTls;
 pub use ring_route::RingEndpoints;
-pub use stats::{Snapshot, Stats};
+pub use stats::{RingCounter, Snapshot, Stats};
 
 /// How the TLS thread is started.
 #[derive(Debug, Clone)]
@@ -88,6 +88,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent handshakes beyond this are refused.
     pub max_handshakes: usize,
+    /// Concurrent handshakes from one source (IPv4 address, IPv6 /64) beyond this are refused.
+    pub max_handshakes_per_source: usize,
 }
 
 /// A route in a plan.
@@ -125,21 +127,46 @@ pub struct RingPlan {
 
 enum Command {
     Apply(Plan, oneshot::Sender<Result<(), String>>),
-    /// A fresh reply ring for a ring whose reply ring was found corrupt (boxed: rare, large).
+    /// A fresh reply ring for a ring whose reply ring was replaced (boxed: rare, large).
     RenewReply(String, Box<edgegw_ring::Consumer>),
+    /// A fresh ingress ring for a ring whose ingress ring was replaced.
+    RenewIngress(String, Box<edgegw_ring::Producer>),
     Shutdown,
 }
 
 /// What the TLS thread tells the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayEvent {
-    /// A ring's reply ring is corrupt (its consumer wrote impossible positions or records):
-    /// replies on it have stopped. The control plane creates a fresh one, serves it on the same
-    /// socket (the consumer is disconnected and attaches again) and hands it over with
-    /// [`Gateway::renew_reply`].
-    ReplyRingCorrupt {
+    /// A ring's ingress ring is broken: its consumer wrote an impossible position. Nothing is
+    /// written to it any more; connections wait. The control plane creates a fresh one, serves
+    /// it on the same socket (the consumer is disconnected and attaches again) and hands it over
+    /// with [`Gateway::renew_ingress`]; the unreleased records move to it.
+    IngressRingBroken {
         /// The ring's name.
         ring: String,
+        /// The broken ring's generation.
+        generation: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A ring's reply ring is broken (its consumer wrote impossible positions or records):
+    /// replies on it have stopped. The control plane creates a fresh one, serves it on the same
+    /// socket and hands it over with [`Gateway::renew_reply`].
+    ReplyRingBroken {
+        /// The ring's name.
+        ring: String,
+        /// The broken ring's generation.
+        generation: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A ring's reply ring was finished by its producer (FORMAT.md section 7) and drained: its
+    /// consumer is done replying. The control plane serves a fresh one for the next producer.
+    ReplyRingFinished {
+        /// The ring's name.
+        ring: String,
+        /// The finished ring's generation.
+        generation: u64,
     },
 }
 
@@ -157,6 +184,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Apply(..) => "Apply",
             Command::RenewReply(..) => "RenewReply",
+            Command::RenewIngress(..) => "RenewIngress",
             Command::Shutdown => "Shutdown",
         })
     }
@@ -212,10 +240,18 @@ impl Gateway {
     }
 
     /// Hands the TLS thread a fresh reply ring for `ring` (see
-    /// [`GatewayEvent::ReplyRingCorrupt`]).
+    /// [`GatewayEvent::ReplyRingBroken`]).
     pub fn renew_reply(&self, ring: &str, reply: edgegw_ring::Consumer) -> Result<(), String> {
         self.commands
             .send(Command::RenewReply(ring.to_string(), Box::new(reply)))
+            .map_err(|_| "the TLS thread has stopped".to_string())
+    }
+
+    /// Hands the TLS thread a fresh ingress ring for `ring` (see
+    /// [`GatewayEvent::IngressRingBroken`]).
+    pub fn renew_ingress(&self, ring: &str, ingress: edgegw_ring::Producer) -> Result<(), String> {
+        self.commands
+            .send(Command::RenewIngress(ring.to_string(), Box::new(ingress)))
             .map_err(|_| "the TLS thread has stopped".to_string())
     }
 
@@ -301,6 +337,7 @@ fn tls_thread(
                     let _ = reply.send(shared.apply(plan));
                 }
                 Command::RenewReply(name, reply) => shared.renew_reply(&name, *reply),
+                Command::RenewIngress(name, ingress) => shared.renew_ingress(&name, *ingress),
                 Command::Shutdown => break,
             }
         }
@@ -315,17 +352,58 @@ fn pin_to_cpu(cpu: usize) {
         .set(cpu)
         .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
     match pinned {
-        Ok(()) => crate::info!("TLS thread pinned to CPU {cpu}"),
-        Err(e) => crate::warn!("TLS thread not pinned to CPU {cpu} ({e}): running unpinned"),
+        Ok(()) => log::info!("TLS thread pinned to CPU {cpu}"),
+        Err(e) => log::warn!("TLS thread not pinned to CPU {cpu} ({e}): running unpinned"),
     }
 }
 
-/// Proof of life for the control plane's stall detection (the systemd watchdog follows it).
+/// Proof of life for the control plane's stall detection (the systemd watchdog follows it);
+/// and, after a burst of connections, memory given back.
 async fn heartbeat(shared: Rc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut burst = BurstWatch::default();
     loop {
         tick.tick().await;
         Stats::bump(&shared.stats.heartbeat);
+        let active = shared
+            .stats
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if burst.ended(active) {
+            let trimmed = crate::sys::trim_heap();
+            Stats::bump(&shared.stats.heap_trims);
+            log::debug!(
+                "a burst of connections ended ({active} open now): heap trimmed: {trimmed}"
+            );
+        }
+    }
+}
+
+/// Notices the end of a burst of connections: once at least [`BurstWatch::CLOSED`] have closed
+/// since the most open (and it has been a while since the last time), the memory they used is
+/// free but the allocator keeps it resident (glibc leaves it in its arenas, fragmented, where
+/// trimming the top of the heap never reaches). A steady load never triggers it.
+#[derive(Debug, Default)]
+struct BurstWatch {
+    peak: u64,
+    ticks_since: u32,
+}
+
+impl BurstWatch {
+    /// Connections closed since the peak that make a burst.
+    const CLOSED: u64 = 64;
+    /// Heartbeats (500 ms) between two trims at most.
+    const MIN_TICKS: u32 = 4;
+
+    fn ended(&mut self, active: u64) -> bool {
+        self.peak = self.peak.max(active);
+        self.ticks_since = self.ticks_since.saturating_add(1);
+        if self.peak < active + Self::CLOSED || self.ticks_since < Self::MIN_TICKS {
+            return false;
+        }
+        self.peak = active;
+        self.ticks_since = 0;
+        true
     }
 }
 
@@ -355,6 +433,8 @@ struct Listener {
     settings: RefCell<Rc<ListenerSettings>>,
     active: Cell<usize>,
     handshaking: Cell<usize>,
+    /// Handshakes in progress by source; only sources with one are kept.
+    sources: RefCell<HashMap<conn::Source, usize>>,
 }
 
 /// What a connection runs with, fixed for its lifetime.
@@ -378,15 +458,33 @@ enum Route {
 }
 
 impl Shared {
-    /// Starts reading a ring's fresh reply ring (the old one was corrupt).
+    /// Starts reading a ring's fresh reply ring (the old one was replaced).
     fn renew_reply(&self, name: &str, reply: edgegw_ring::Consumer) {
         let ring = self.rings.borrow().get(name).cloned();
         match ring {
             Some(ring) => match ring.restart_replies(reply) {
-                Ok(()) => crate::info!("ring `{name}`: replies flow again on a fresh reply ring"),
-                Err(e) => crate::error!("ring `{name}`: cannot use the fresh reply ring: {e}"),
+                Ok(()) => log::info!("ring `{name}`: replies flow again on a fresh reply ring"),
+                Err(e) => log::error!("ring `{name}`: cannot use the fresh reply ring: {e}"),
             },
-            None => crate::warn!("ring `{name}`: a fresh reply ring for a ring we do not have"),
+            None => log::warn!("ring `{name}`: a fresh reply ring for a ring we do not have"),
+        }
+    }
+
+    /// Starts producing into a ring's fresh ingress ring, with the records the old one's
+    /// consumer had not released moved over first.
+    fn renew_ingress(&self, name: &str, ingress: edgegw_ring::Producer) {
+        let ring = self.rings.borrow().get(name).cloned();
+        match ring {
+            Some(ring) => match ring.restart_ingress(ingress) {
+                Ok(moved) => log::info!(
+                    "ring `{name}`: a fresh ingress ring is in use; the {} record(s) ({} bytes) \
+                     its consumer had not released are delivered again",
+                    moved.records,
+                    moved.bytes
+                ),
+                Err(e) => log::error!("ring `{name}`: cannot use the fresh ingress ring: {e}"),
+            },
+            None => log::warn!("ring `{name}`: a fresh ingress ring for a ring we do not have"),
         }
     }
 
@@ -493,6 +591,7 @@ impl Shared {
                     settings: RefCell::new(settings),
                     active: Cell::new(0),
                     handshaking: Cell::new(0),
+                    sources: RefCell::default(),
                 }),
             };
             next.insert(name, listener);
@@ -534,7 +633,7 @@ impl Shared {
         // Addresses no longer configured: stop accepting and close the socket.
         for (addr, old) in by_addr.drain() {
             old.task.abort();
-            crate::info!("closed listening socket {addr}");
+            log::info!("closed listening socket {addr}");
         }
         *by_addr = kept;
         Ok(())
@@ -563,7 +662,7 @@ async fn accept_loop(
     socket: Rc<tokio::net::TcpListener>,
 ) {
     if let Ok(addr) = socket.local_addr() {
-        crate::info!("listener `{}` accepting on {addr}", listener.name);
+        log::info!("listener `{}` accepting on {addr}", listener.name);
     }
     loop {
         let (stream, peer) = match socket.accept().await {
@@ -571,32 +670,96 @@ async fn accept_loop(
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning; the backlog holds the
                 // clients meanwhile.
-                crate::warn!("listener `{}`: accept failed: {e}", listener.name);
+                log::warn!("listener `{}`: accept failed: {e}", listener.name);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         Stats::bump(&shared.stats.accepted);
         let settings = listener.settings.borrow().clone();
-        if listener.active.get() >= settings.limits.max_connections {
-            Stats::bump(&shared.stats.refused_connection_limit);
-            drop(stream);
-            continue;
-        }
-        if listener.handshaking.get() >= settings.limits.max_handshakes {
-            Stats::bump(&shared.stats.refused_handshake_limit);
-            drop(stream);
-            continue;
-        }
+        let source = conn::Source::of(peer.ip());
+        let admission =
+            match conn::Admission::take(&listener, &settings.limits, source, &shared.stats) {
+                Ok(admission) => admission,
+                Err(refused) => {
+                    refuse(
+                        &shared.stats,
+                        &listener.name,
+                        &settings.limits,
+                        peer,
+                        source,
+                        refused,
+                    );
+                    continue;
+                }
+            };
         let _ = stream.set_nodelay(true);
         let id = shared.next_connection_id();
         tokio::task::spawn_local(conn::run(
             shared.clone(),
-            listener.clone(),
+            admission,
             settings,
             stream,
             peer,
             id,
         ));
+    }
+}
+
+/// Counts and logs (rate-limited, one key per limit) a connection refused at once; the socket
+/// is closed by the caller dropping it.
+fn refuse(
+    stats: &Stats,
+    listener: &str,
+    limits: &Limits,
+    peer: SocketAddr,
+    source: conn::Source,
+    refused: conn::Refused,
+) {
+    let (counter, key, limit, what) = match refused {
+        conn::Refused::Connections => (
+            &stats.refused_connection_limit,
+            "edgegw::listener::max-connections",
+            limits.max_connections,
+            "connections open (max_connections)".to_string(),
+        ),
+        conn::Refused::Handshakes => (
+            &stats.refused_handshake_limit,
+            "edgegw::listener::max-handshakes",
+            limits.max_handshakes,
+            "handshakes in progress (max_handshakes)".to_string(),
+        ),
+        conn::Refused::Source => (
+            &stats.refused_source_limit,
+            "edgegw::listener::max-handshakes-per-source",
+            limits.max_handshakes_per_source,
+            format!("handshakes from {source} in progress (max_handshakes_per_source)"),
+        ),
+    };
+    Stats::bump(counter);
+    log::info!(target: key, "listener `{listener}`: refused {peer}: {limit} {what}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BurstWatch;
+
+    #[test]
+    fn a_burst_is_over_when_many_connections_closed_since_the_peak_and_not_more_often() {
+        let mut watch = BurstWatch::default();
+        // Steady load, up and down a little: never.
+        for active in [10, 40, 20, 60, 30, 50].repeat(5) {
+            assert!(!watch.ended(active));
+        }
+        // 1024 open, then closed.
+        assert!(!watch.ended(1024));
+        assert!(watch.ended(0));
+        // Not again at once, even after another burst...
+        assert!(!watch.ended(500));
+        assert!(!watch.ended(0));
+        assert!(!watch.ended(0));
+        // ...but two seconds after the last one.
+        assert!(watch.ended(0));
+        assert!(!watch.ended(0));
     }
 }

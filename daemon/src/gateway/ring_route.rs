@@ -27,7 +27,7 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use edgegw_ring::{Consumer, Producer};
+use edgegw_ring::{Consumer, OwnerCounters, Producer};
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -36,11 +36,13 @@ use tokio::time::Instant;
 use super::conn::{send_alert, with_scratch, SCRATCH_LEN};
 use super::framing::Framer;
 use super::session::{Progress, Session};
-use super::stats::Stats;
+use super::stats::{RingCounter, Stats};
 use super::wire::{self, CloseReason, OpenInfo, DATA_HEADER_LEN};
 use super::Limits;
 use crate::config::{Framing, WhenFull};
 
+/// Payload of a CLOSE record: the connection id and the reason.
+const CLOSE_LEN: usize = 12;
 /// Unsent reply bytes one connection may hold; beyond, the client is too slow and is closed.
 const CONN_REPLY_CAP: usize = 256 * 1024;
 /// Unsent reply bytes all connections of a ring may hold before the reply task waits.
@@ -53,6 +55,8 @@ pub struct RingEndpoints {
     pub ingress: Producer,
     /// The consumer process produces into it; we read.
     pub reply: Consumer,
+    /// The ring's counters (see [`RingCounter`]), also served by its attach servers.
+    pub counters: Arc<OwnerCounters>,
 }
 
 /// A ring pair on the TLS thread.
@@ -71,12 +75,30 @@ pub struct RingRoute {
     conns: RefCell<HashMap<u64, Rc<RingConn>>>,
     /// Unsent reply bytes held by all connections (sum of their `accounted`).
     reply_bytes: Cell<usize>,
+    /// This ring's counters, beside the gateway's `stats`.
+    counters: Arc<OwnerCounters>,
     /// Woken when `reply_bytes` shrinks (the reply task may wait on it).
     drained: Notify,
     stats: Arc<Stats>,
-    /// To the control plane (a corrupt reply ring).
+    /// To the control plane (a ring to replace).
     events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
-    tasks: RefCell<Vec<tokio::task::JoinHandle<()>>>,
+    /// The consumer broke the ingress ring (an impossible position): nothing is written until
+    /// the control plane hands over a fresh one ([`RingRoute::restart_ingress`]).
+    ingress_broken: Cell<bool>,
+    /// Wakes connections waiting for ingress space.
+    space_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+    /// Reads the reply ring.
+    reply_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What became of a record offered to the ingress ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offered {
+    Written,
+    /// No room now (the drop policy may drop it).
+    Full,
+    /// The ring is being replaced: wait for the fresh one, whatever the policy.
+    Broken,
 }
 
 /// What the reply task needs of a connection.
@@ -130,27 +152,61 @@ impl RingRoute {
             refused_len: Cell::new(0),
             conns: RefCell::default(),
             reply_bytes: Cell::new(0),
+            counters: endpoints.counters,
             drained: Notify::new(),
             stats,
             events,
-            tasks: RefCell::default(),
+            ingress_broken: Cell::new(false),
+            space_task: RefCell::default(),
+            reply_task: RefCell::default(),
         });
-        let space_task = tokio::task::spawn_local(watch_space(route.clone(), space_fd));
-        let reply_task =
-            tokio::task::spawn_local(dispatch_replies(route.clone(), endpoints.reply, data_fd));
-        route.tasks.borrow_mut().extend([space_task, reply_task]);
+        *route.space_task.borrow_mut() = Some(tokio::task::spawn_local(watch_space(
+            route.clone(),
+            space_fd,
+        )));
+        *route.reply_task.borrow_mut() = Some(tokio::task::spawn_local(dispatch_replies(
+            route.clone(),
+            endpoints.reply,
+            data_fd,
+        )));
         Ok(route)
     }
 
-    /// Reads replies from `reply` from now on: a fresh reply ring in place of one found corrupt
-    /// (whose task has ended).
+    /// Reads replies from `reply` from now on, in place of the reply ring the control plane
+    /// replaced (found broken, or finished by its producer).
     pub fn restart_replies(self: &Rc<Self>, reply: Consumer) -> io::Result<()> {
         let data_fd = crate::sys::async_fd(dup(reply.data_fd())?)?;
         let task = tokio::task::spawn_local(dispatch_replies(self.clone(), reply, data_fd));
-        let mut tasks = self.tasks.borrow_mut();
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        if let Some(old) = self.reply_task.borrow_mut().replace(task) {
+            old.abort();
+        }
         Ok(())
+    }
+
+    /// Produces into `fresh` from now on, in place of the ingress ring the control plane
+    /// replaced (its consumer broke it): every record the consumer had not released moves to
+    /// the fresh ring first, so nothing accepted is lost. Returns what moved.
+    pub fn restart_ingress(
+        self: &Rc<Self>,
+        mut fresh: Producer,
+    ) -> Result<edgegw_ring::Moved, edgegw_ring::Error> {
+        let space_fd = dup(fresh.space_fd())
+            .and_then(crate::sys::async_fd)
+            .map_err(|e| edgegw_ring::Error::Io {
+                what: "register the space eventfd",
+                source: e,
+            })?;
+        let moved = self.ingress.borrow_mut().move_unreleased_to(&mut fresh)?;
+        *self.ingress.borrow_mut() = fresh;
+        self.ingress_broken.set(false);
+        let task = tokio::task::spawn_local(watch_space(self.clone(), space_fd));
+        if let Some(old) = self.space_task.borrow_mut().replace(task) {
+            old.abort();
+        }
+        // Whoever waited for room in the broken ring tries the fresh one.
+        self.keep_closes_moving();
+        self.space.notify_waiters();
+        Ok(moved)
     }
 
     /// Changes the full-ring policy (a reload).
@@ -160,31 +216,51 @@ impl RingRoute {
 
     /// Stops the ring's tasks (the TLS thread is shutting down).
     pub fn stop(&self) {
-        for task in self.tasks.borrow_mut().drain(..) {
-            task.abort();
+        for task in [&self.space_task, &self.reply_task] {
+            if let Some(task) = task.borrow_mut().take() {
+                task.abort();
+            }
         }
         self.conns.borrow_mut().clear();
     }
 
-    /// Writes one record; `false` if the ring is full (nothing written).
-    fn try_record(&self, kind: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+    /// Writes one record, or says why not (nothing written).
+    fn try_record(&self, kind: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> Offered {
+        if self.ingress_broken.get() {
+            return Offered::Broken;
+        }
         let mut producer = self.ingress.borrow_mut();
         match producer.reserve(len, kind, 0) {
             Ok(buf) => {
                 fill(buf);
-                true
+                Offered::Written
             }
             Err(edgegw_ring::Error::Full { .. }) => {
                 self.refused_len.set(len);
-                false
+                Offered::Full
             }
             Err(e) => {
                 // TooLarge cannot happen (config validation and chunking keep records within
                 // max_payload); Corrupt means the consumer wrote an impossible position.
-                crate::error!("ring `{}`: cannot write: {e}", self.name);
-                false
+                let generation = producer.generation();
+                drop(producer);
+                self.ingress_ring_corrupt(generation, &e);
+                Offered::Broken
             }
         }
+    }
+
+    /// The consumer broke the ingress ring: stop writing and ask the control plane for a fresh
+    /// one. Records wait (as under backpressure) until it comes.
+    #[cold]
+    fn ingress_ring_corrupt(&self, generation: u64, error: &edgegw_ring::Error) {
+        self.ingress_broken.set(true);
+        self.refused_len.set(0);
+        let _ = self.events.send(super::GatewayEvent::IngressRingBroken {
+            ring: self.name.clone(),
+            generation,
+            reason: error.to_string(),
+        });
     }
 
     fn publish(&self) {
@@ -193,10 +269,16 @@ impl RingRoute {
 
     /// Whether a record with `len` payload bytes fits now, arming the space wakeup if not.
     fn prepare_wait_for_space(&self, len: usize) -> bool {
-        match self.ingress.borrow_mut().prepare_wait_for_space(len) {
+        if self.ingress_broken.get() {
+            return true;
+        }
+        let mut producer = self.ingress.borrow_mut();
+        match producer.prepare_wait_for_space(len) {
             Ok(wait) => wait,
             Err(e) => {
-                crate::error!("ring `{}`: {e}", self.name);
+                let generation = producer.generation();
+                drop(producer);
+                self.ingress_ring_corrupt(generation, &e);
                 true
             }
         }
@@ -220,7 +302,8 @@ impl RingRoute {
         let mut closes = self.pending_closes.borrow_mut();
         let mut wrote = false;
         while let Some(&(id, reason)) = closes.front() {
-            if !self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason)) {
+            let written = self.try_record(wire::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason));
+            if written != Offered::Written {
                 break;
             }
             closes.pop_front();
@@ -232,12 +315,27 @@ impl RingRoute {
         closes.is_empty()
     }
 
+    /// Writes the CLOSE records that wait for room; if some still do not fit, arms the space
+    /// wakeup, so the space watcher writes them when the consumer frees room. Nobody else may be
+    /// waiting for room (under the drop policy nobody ever does), and a consumer signals only a
+    /// producer that armed its wait.
+    fn keep_closes_moving(&self) {
+        while !self.flush_closes() {
+            if self.prepare_wait_for_space(CLOSE_LEN) {
+                return;
+            }
+            // Room came between the two: write them now.
+        }
+    }
+
     /// Writes a connection's CLOSE record (queued if the ring is full: it is never dropped).
     fn close(&self, id: u64, reason: CloseReason) {
         if !self.flush_closes()
-            || !self.try_record(wire::CLOSE, 12, |b| encode_close(b, id, reason))
+            || self.try_record(wire::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason))
+                != Offered::Written
         {
             self.pending_closes.borrow_mut().push_back((id, reason));
+            self.keep_closes_moving();
             return;
         }
         self.publish();
@@ -263,21 +361,27 @@ impl RingRoute {
         if !self.pending_closes.borrow().is_empty() && !self.flush_closes() {
             return self.full();
         }
-        let written = self.try_record(wire::DATA, DATA_HEADER_LEN + frame.len(), |b| {
+        let offered = self.try_record(wire::DATA, DATA_HEADER_LEN + frame.len(), |b| {
             b[..8].copy_from_slice(&id.to_le_bytes());
             b[8..].copy_from_slice(frame);
         });
-        if written {
-            Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
-            true
-        } else {
-            self.full()
+        match offered {
+            Offered::Written => {
+                Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
+                RingCounter::BytesIn.add(&self.counters, frame.len() as u64);
+                true
+            }
+            Offered::Full => self.full(),
+            Offered::Broken => false,
         }
     }
 
     /// The ring is full: `false` under backpressure (offer it again later), `true` under the
     /// drop policy (counted in the ring's header and in the stats).
     fn full(&self) -> bool {
+        if self.ingress_broken.get() {
+            return false;
+        }
         match self.when_full.get() {
             WhenFull::Backpressure => false,
             WhenFull::Drop => {
@@ -304,12 +408,12 @@ async fn watch_space(route: Rc<RingRoute>, space_fd: AsyncFd<OwnedFd>) {
         match space_fd.readable().await {
             Ok(mut guard) => guard.clear_ready(),
             Err(e) => {
-                crate::error!("ring `{}`: space eventfd: {e}", route.name);
+                log::error!("ring `{}`: space eventfd: {e}", route.name);
                 return;
             }
         }
         route.ingress.borrow_mut().finish_wait_for_space();
-        route.flush_closes();
+        route.keep_closes_moving();
         route.space.notify_waiters();
     }
 }
@@ -328,7 +432,7 @@ pub async fn serve(
 ) {
     // OPEN is never dropped: wait for room.
     let open_len = info.encoded_len();
-    while !route.try_record(wire::OPEN, open_len, |b| info.encode(id, b)) {
+    while route.try_record(wire::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
         let waited =
             tokio::time::timeout(limits.idle_timeout, route.wait_for_space(open_len)).await;
         if waited.is_err() {
@@ -337,6 +441,7 @@ pub async fn serve(
         }
     }
     route.publish();
+    RingCounter::Connections.add(&route.counters, 1);
     drop(info);
 
     let conn = Rc::new(RingConn {
@@ -352,7 +457,14 @@ pub async fn serve(
     if !close_sent {
         route.close(id, reason);
     }
-
+    if reason == CloseReason::SlowClient {
+        // It did not read 256 KiB of replies: the rest would not go out either. Drop them now,
+        // so they stop counting against the ring's budget (and free their memory) at once,
+        // rather than after the final flush's timeout.
+        conn.session.borrow_mut().discard_outbox();
+        conn.set_accounted(route, 0);
+        return;
+    }
     conn.session.borrow_mut().close();
     let _ = tokio::time::timeout(limits.handshake_timeout, flush_conn(&conn)).await;
     conn.set_accounted(route, 0);
@@ -411,7 +523,7 @@ async fn relay(
             route.publish();
             if let Some(e) = bad_frame {
                 Stats::bump(&stats.oversized_frames);
-                crate::debug!("connection {id}: {e}");
+                log::debug!("connection {id}: {e}");
                 return (CloseReason::ProtocolError, false);
             }
             match progress {
@@ -477,61 +589,9 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
             let record = match reply.read() {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
-                Err(e) => return reply_ring_corrupt(&route, &e),
+                Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
             };
-            let payload = record.payload();
-            let kind = record.record_type();
-            if payload.len() < DATA_HEADER_LEN || !(kind == wire::DATA || kind == wire::CLOSE) {
-                Stats::bump(&route.stats.malformed_replies);
-                continue;
-            }
-            let id = payload.read_u64_le(0).unwrap_or(0);
-            let conn = route.conns.borrow().get(&id).cloned();
-            let Some(conn) = conn.filter(|c| c.close_requested.get().is_none()) else {
-                // A CLOSE for a connection that already ended is how consumers answer the
-                // daemon's CLOSE: not worth counting.
-                if kind == wire::DATA {
-                    Stats::bump(&route.stats.replies_for_unknown_connections);
-                }
-                continue;
-            };
-            if kind == wire::CLOSE {
-                conn.close_requested.set(Some(CloseReason::ConsumerClosed));
-                conn.wake.notify_one();
-                continue;
-            }
-            // Copy out of the peer's memory, one TLS record's worth at a time, and encrypt.
-            let len = payload.len() - DATA_HEADER_LEN;
-            let mut at = DATA_HEADER_LEN;
-            let mut failed = false;
-            while at < payload.len() && !failed {
-                let n = (payload.len() - at).min(SCRATCH_LEN);
-                with_scratch(|buf| {
-                    let copied = payload
-                        .slice(at, n)
-                        .map_or(0, |part| part.copy_to_slice(&mut buf[..n]));
-                    failed = copied != n || conn.session.borrow_mut().write(&buf[..n]).is_err();
-                });
-                at += n;
-            }
-            if failed {
-                conn.close_requested.set(Some(CloseReason::ProtocolError));
-                conn.wake.notify_one();
-                continue;
-            }
-            Stats::add(&route.stats.bytes_to_clients, len as u64);
-            let _ = conn
-                .session
-                .borrow_mut()
-                .flush_to(|b| conn.stream.try_write(b));
-            conn.account(&route);
-            if conn.accounted.get() > CONN_REPLY_CAP {
-                // Not reading its replies: drop it rather than hold the ring for it.
-                conn.close_requested.set(Some(CloseReason::SlowClient));
-            }
-            if conn.accounted.get() > 0 || conn.close_requested.get().is_some() {
-                conn.wake.notify_one();
-            }
+            deliver_reply(&route, record.record_type(), record.payload());
         }
         reply.release();
 
@@ -552,28 +612,114 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 match data_fd.readable().await {
                     Ok(mut guard) => guard.clear_ready(),
                     Err(e) => {
-                        crate::error!("ring `{}`: reply eventfd: {e}", route.name);
+                        log::error!("ring `{}`: reply eventfd: {e}", route.name);
                         return;
                     }
                 }
                 reply.finish_wait();
             }
             Ok(false) => {}
-            Err(e) => return reply_ring_corrupt(&route, &e),
+            Err(edgegw_ring::Error::Finished) => {
+                return reply_ring_finished(&route, reply.generation())
+            }
+            Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
         }
     }
 }
 
-/// The consumer broke the reply ring's contract: stop reading it and ask the control plane for
-/// a fresh one. Connections stay; what the corrupt ring held is lost with it.
-fn reply_ring_corrupt(route: &RingRoute, error: &edgegw_ring::Error) {
-    Stats::bump(&route.stats.corrupt_reply_rings);
-    crate::error!(
-        "ring `{}`: reply ring corrupt ({error}); its consumer is disconnected and a fresh \
-         reply ring takes its place",
+/// Hands one reply record to its connection: DATA is copied out of the peer's memory (never
+/// referenced in place), encrypted and written if the socket takes it; CLOSE asks the connection
+/// to end. Malformed records and replies for unknown connections are counted and skipped.
+fn deliver_reply(route: &RingRoute, kind: u16, payload: edgegw_ring::Payload<'_>) {
+    if payload.len() < DATA_HEADER_LEN || !(kind == wire::DATA || kind == wire::CLOSE) {
+        Stats::bump(&route.stats.malformed_replies);
+        RingCounter::MalformedReplies.add(&route.counters, 1);
+        log::debug!(
+            "ring `{}`: skipped a malformed reply record (type {kind}, {} bytes)",
+            route.name,
+            payload.len()
+        );
+        return;
+    }
+    let id = payload.read_u64_le(0).unwrap_or(0);
+    let conn = route.conns.borrow().get(&id).cloned();
+    let Some(conn) = conn.filter(|c| c.close_requested.get().is_none()) else {
+        // A CLOSE for a connection that already ended is how consumers answer the daemon's
+        // CLOSE: not worth counting.
+        if kind == wire::DATA {
+            Stats::bump(&route.stats.replies_for_unknown_connections);
+            RingCounter::RepliesForUnknownConnections.add(&route.counters, 1);
+            log::debug!(
+                "ring `{}`: dropped a reply for connection {id}, which is closed or never existed",
+                route.name
+            );
+        }
+        return;
+    };
+    if kind == wire::CLOSE {
+        conn.close_requested.set(Some(CloseReason::ConsumerClosed));
+        conn.wake.notify_one();
+        return;
+    }
+    // Copy out of the peer's memory, one TLS record's worth at a time, and encrypt.
+    let len = payload.len() - DATA_HEADER_LEN;
+    let mut at = DATA_HEADER_LEN;
+    let mut failed = false;
+    while at < payload.len() && !failed {
+        let n = (payload.len() - at).min(SCRATCH_LEN);
+        with_scratch(|buf| {
+            let copied = payload
+                .slice(at, n)
+                .map_or(0, |part| part.copy_to_slice(&mut buf[..n]));
+            failed = copied != n || conn.session.borrow_mut().write(&buf[..n]).is_err();
+        });
+        at += n;
+    }
+    if failed {
+        conn.close_requested.set(Some(CloseReason::ProtocolError));
+        conn.wake.notify_one();
+        return;
+    }
+    Stats::add(&route.stats.bytes_to_clients, len as u64);
+    RingCounter::BytesOut.add(&route.counters, len as u64);
+    let _ = conn
+        .session
+        .borrow_mut()
+        .flush_to(|b| conn.stream.try_write(b));
+    conn.account(route);
+    if conn.accounted.get() > CONN_REPLY_CAP {
+        // Not reading its replies: drop it rather than hold the ring for it.
+        conn.close_requested.set(Some(CloseReason::SlowClient));
+    }
+    if conn.accounted.get() > 0 || conn.close_requested.get().is_some() {
+        conn.wake.notify_one();
+    }
+}
+
+/// The consumer finished its reply ring (FORMAT.md section 7) and everything it committed has
+/// been delivered: it is done replying, as if it had detached. Connections keep their ingress;
+/// the control plane serves a fresh reply ring for the next producer.
+fn reply_ring_finished(route: &RingRoute, generation: u64) {
+    Stats::bump(&route.stats.finished_reply_rings);
+    RingCounter::FinishedReplyRings.add(&route.counters, 1);
+    log::info!(
+        "ring `{}`: the consumer finished its reply ring; its replies are delivered and a fresh \
+         reply ring is served for the next producer",
         route.name
     );
-    let _ = route.events.send(super::GatewayEvent::ReplyRingCorrupt {
+    let _ = route.events.send(super::GatewayEvent::ReplyRingFinished {
         ring: route.name.clone(),
+        generation,
+    });
+}
+
+/// The consumer broke the reply ring's contract: stop reading it and ask the control plane for
+/// a fresh one (it logs and counts the replacement). Connections stay; what the corrupt ring
+/// held is lost with it.
+fn reply_ring_corrupt(route: &RingRoute, generation: u64, error: &edgegw_ring::Error) {
+    let _ = route.events.send(super::GatewayEvent::ReplyRingBroken {
+        ring: route.name.clone(),
+        generation,
+        reason: error.to_string(),
     });
 }

@@ -127,6 +127,12 @@ pub struct Session {
     /// Boxed: it is over a kilobyte, and a session moves from the handshake to its route; a
     /// pointer keeps the connection's task future small (every byte of it is per connection).
     conn: Box<UnbufferedServerConnection>,
+    /// The config `conn` runs with (a fresh connection replaces `conn` when its keys are taken
+    /// to send our own alert).
+    config: std::sync::Arc<rustls::ServerConfig>,
+    /// rustls reported a fatal error (or we sent our own fatal alert): it is not called again,
+    /// except to collect the alert it queued.
+    failed: bool,
     /// Ciphertext received and not yet consumed by rustls.
     incoming: PooledBuf,
     /// Ciphertext produced and not yet written to the socket.
@@ -159,7 +165,9 @@ impl Session {
     /// A new server-side session.
     pub fn new(config: std::sync::Arc<rustls::ServerConfig>) -> Result<Session, rustls::Error> {
         Ok(Session {
-            conn: Box::new(UnbufferedServerConnection::new(config)?),
+            conn: Box::new(UnbufferedServerConnection::new(config.clone())?),
+            config,
+            failed: false,
             incoming: PooledBuf::default(),
             outbox: PooledBuf::default(),
             pending: PooledBuf::default(),
@@ -174,7 +182,8 @@ impl Session {
         config: std::sync::Arc<rustls::ServerConfig>,
     ) -> Result<(), rustls::Error> {
         debug_assert!(self.outbox.is_empty() && self.pending.is_empty());
-        *self.conn = UnbufferedServerConnection::new(config)?;
+        *self.conn = UnbufferedServerConnection::new(config.clone())?;
+        self.config = config;
         Ok(())
     }
 
@@ -206,6 +215,12 @@ impl Session {
     /// Whether refused plaintext is waiting for the sink.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Drops the ciphertext waiting to be written (a client that does not read it is closed
+    /// without it), and gives its buffer back.
+    pub fn discard_outbox(&mut self) {
+        self.outbox.consume(self.outbox.len());
     }
 
     /// Appends raw bytes to the outbox, unencrypted: only for the alert sent before any
@@ -250,6 +265,13 @@ impl Session {
     /// leaves is kept and offered again on the next call). Returns when more input is needed,
     /// the sink is full, or the peer closed.
     pub fn process(&mut self, sink: Sink<'_>) -> Result<Progress, rustls::Error> {
+        if self.failed {
+            return Ok(Progress::Closed);
+        }
+        if !self.conn.is_handshaking() && oversized_record(&self.incoming, self.record_limit()) {
+            self.send_record_overflow();
+            return Err(rustls::Error::PeerSentOversizedRecord);
+        }
         if !self.pending.is_empty() {
             let taken = sink(self.pending.as_slice());
             self.pending.consume(taken);
@@ -273,6 +295,9 @@ impl Session {
         if plaintext.is_empty() {
             return Ok(());
         }
+        if self.failed {
+            return Err(rustls::Error::General("write after a fatal error".into()));
+        }
         for _ in 0..64 {
             match self.step(Some(plaintext), &mut None)? {
                 Step::WroteAppData => return Ok(()),
@@ -292,8 +317,12 @@ impl Session {
         ))
     }
 
-    /// Queues close_notify. Idempotent.
+    /// Queues close_notify. Idempotent; nothing after a fatal error (its alert ended the
+    /// connection).
     pub fn close(&mut self) {
+        if self.failed {
+            return;
+        }
         for _ in 0..64 {
             match self.step(Some(&[]), &mut None) {
                 Ok(Step::Again) => continue,
@@ -329,6 +358,9 @@ impl Session {
             self.conn.process_tls_records(&mut self.incoming.bytes);
         let step = match state {
             Err(e) => {
+                // rustls queued its fatal alert; calling it again on the same bytes would make
+                // it send a second one.
+                self.failed = true;
                 self.incoming.consume(discard);
                 return Err(e);
             }
@@ -394,6 +426,89 @@ impl Session {
         self.incoming.consume(discard);
         Ok(step)
     }
+}
+
+impl Session {
+    /// The largest TLSCiphertext length the negotiated version allows: 2^14 + 256 in TLS 1.3
+    /// (RFC 8446 section 5.2), 2^14 + 2048 in TLS 1.2 (RFC 5246 section 6.2.3).
+    fn record_limit(&self) -> usize {
+        match self.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_2) => (1 << 14) + 2048,
+            _ => (1 << 14) + 256,
+        }
+    }
+
+    /// Ends the connection with an encrypted fatal `record_overflow` alert, as RFC 8446 section
+    /// 5.2 requires for a record over the limit. rustls answers some oversized records with
+    /// `decode_error` (over its buffer's 2^14 + 2048) or `bad_record_mac` (it tries to decrypt
+    /// them first), and offers no call to send a chosen alert, so the alert is sealed here with
+    /// the connection's own keys and sequence number, taken from rustls (the connection is
+    /// over). Without the keys (a suite rustls cannot export), the connection just ends.
+    fn send_record_overflow(&mut self) {
+        self.failed = true;
+        let fresh = match UnbufferedServerConnection::new(self.config.clone()) {
+            Ok(fresh) => fresh,
+            Err(_) => return,
+        };
+        let conn = std::mem::replace(&mut *self.conn, fresh);
+        let suite = conn.negotiated_cipher_suite();
+        let Ok((secrets, _)) = conn.dangerous_into_kernel_connection() else {
+            return;
+        };
+        let (seq, keys) = secrets.tx;
+        if let Some(record) = seal_alert(suite, keys, seq, RECORD_OVERFLOW) {
+            self.outbox.extend_from_slice(&record);
+        }
+    }
+}
+
+/// A fatal `record_overflow` alert: level 2, description 22.
+const RECORD_OVERFLOW: [u8; 2] = [2, 22];
+
+/// Encrypts a fatal alert as the record after `seq` records written with `keys`.
+fn seal_alert(
+    suite: Option<rustls::SupportedCipherSuite>,
+    keys: rustls::ConnectionTrafficSecrets,
+    seq: u64,
+    alert: [u8; 2],
+) -> Option<Vec<u8>> {
+    use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+    use rustls::ConnectionTrafficSecrets as Keys;
+    let (key, iv) = match keys {
+        Keys::Aes128Gcm { key, iv }
+        | Keys::Aes256Gcm { key, iv }
+        | Keys::Chacha20Poly1305 { key, iv } => (key, iv),
+        _ => return None,
+    };
+    let mut encrypter = match suite? {
+        rustls::SupportedCipherSuite::Tls13(suite) => suite.aead_alg.encrypter(key, iv),
+        rustls::SupportedCipherSuite::Tls12(suite) => {
+            // The exported IV is the fixed part then the explicit nonce (GCM), or all fixed.
+            let fixed = suite.aead_alg.key_block_shape().fixed_iv_len;
+            let iv = iv.as_ref();
+            suite.aead_alg.encrypter(key, &iv[..fixed], &iv[fixed..])
+        }
+    };
+    let message = OutboundPlainMessage {
+        typ: rustls::ContentType::Alert,
+        version: rustls::ProtocolVersion::TLSv1_2,
+        payload: OutboundChunks::Single(&alert),
+    };
+    encrypter.encrypt(message, seq).ok().map(|m| m.encode())
+}
+
+/// Whether a complete record header in `incoming` announces more than `limit` bytes.
+fn oversized_record(incoming: &PooledBuf, limit: usize) -> bool {
+    let bytes = incoming.as_slice();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + 5) {
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if len > limit {
+            return true;
+        }
+        at += 5 + len;
+    }
+    false
 }
 
 /// Appends what `encode` writes, growing the buffer as rustls asks.

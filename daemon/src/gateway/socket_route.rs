@@ -135,7 +135,7 @@ pub async fn serve(
             });
             if let Some(e) = bad_frame {
                 Stats::bump(&stats.oversized_frames);
-                crate::debug!("closing: {e}");
+                log::debug!("closing: {e}");
                 break;
             }
             match progress {
@@ -232,7 +232,7 @@ async fn backend_failed(
     stats: &Stats,
 ) {
     Stats::bump(&stats.backend_errors);
-    crate::warn!("backend {target:?}: {why}");
+    log::warn!("backend {target:?}: {why}");
     session.close();
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(1),

@@ -34,6 +34,9 @@ counters! {
     refused_connection_limit,
     /// Refused at once: the listener's max_handshakes was reached.
     refused_handshake_limit,
+    /// Refused at once: the client's address (IPv6: its /64) had max_handshakes_per_source
+    /// handshakes in progress.
+    refused_source_limit,
     /// Handshakes completed.
     handshakes,
     /// Dropped at the handshake timeout (silent or stalled clients).
@@ -66,10 +69,19 @@ counters! {
     malformed_replies,
     /// Reply rings found corrupt (a consumer broke the ring's contract) and replaced.
     corrupt_reply_rings,
+    /// Ingress rings whose consumer page was found broken (an impossible or backwards position,
+    /// one off the record boundaries, a bad magic or version) and replaced, with the records it
+    /// had not released delivered again in the fresh ring.
+    corrupt_ingress_rings,
+    /// Reply rings their producer finished (FINISHED flag): drained, then replaced by a fresh
+    /// one for the next producer.
+    finished_reply_rings,
     /// Connections to a socket route's backend that failed.
     backend_errors,
     /// Ticks of the TLS thread's heartbeat (the control plane checks it moves).
     heartbeat,
+    /// Times the heap's free memory was given back after a burst of connections ended.
+    heap_trims,
 }
 
 impl Stats {
@@ -98,5 +110,69 @@ impl Stats {
             _ => &self.other_tls_errors,
         };
         Stats::bump(counter);
+    }
+}
+
+/// A ring pair's own counters, kept in an [`edgegw_ring::OwnerCounters`] so that
+/// `edgegw ring stat` (either socket of the ring) can read them from the attach server
+/// (FORMAT.md section 6, the stat answer's bytes 64..128): the slot of each is its position here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingCounter {
+    /// Connections routed to the ring (OPEN records written).
+    Connections,
+    /// Plaintext bytes from clients written into the ingress ring.
+    BytesIn,
+    /// Reply bytes sent on to clients.
+    BytesOut,
+    /// Malformed reply records (too short, unknown type), skipped.
+    MalformedReplies,
+    /// Reply DATA records for connections that are closed or never existed, dropped.
+    RepliesForUnknownConnections,
+    /// Ingress rings replaced because their consumer broke them.
+    ReplacedIngressRings,
+    /// Reply rings replaced because their producer broke them.
+    ReplacedReplyRings,
+    /// Reply rings their producer finished, drained and replaced.
+    FinishedReplyRings,
+}
+
+impl RingCounter {
+    /// Every counter, in slot order.
+    pub const ALL: [RingCounter; 8] = [
+        RingCounter::Connections,
+        RingCounter::BytesIn,
+        RingCounter::BytesOut,
+        RingCounter::MalformedReplies,
+        RingCounter::RepliesForUnknownConnections,
+        RingCounter::ReplacedIngressRings,
+        RingCounter::ReplacedReplyRings,
+        RingCounter::FinishedReplyRings,
+    ];
+
+    /// The name `ring stat --json` and the SIGUSR1 dump give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RingCounter::Connections => "connections",
+            RingCounter::BytesIn => "bytes_in",
+            RingCounter::BytesOut => "bytes_out",
+            RingCounter::MalformedReplies => "malformed_replies",
+            RingCounter::RepliesForUnknownConnections => "replies_for_unknown_connections",
+            RingCounter::ReplacedIngressRings => "replaced_ingress_rings",
+            RingCounter::ReplacedReplyRings => "replaced_reply_rings",
+            RingCounter::FinishedReplyRings => "finished_reply_rings",
+        }
+    }
+
+    /// Adds `n` to this counter of `counters`.
+    pub fn add(self, counters: &edgegw_ring::OwnerCounters, n: u64) {
+        counters.add(self as usize, n);
+    }
+
+    /// The counters as a JSON object, by name.
+    pub fn named(values: &[u64; 8]) -> serde_json::Map<String, serde_json::Value> {
+        Self::ALL
+            .iter()
+            .map(|c| (c.name().to_string(), values[*c as usize].into()))
+            .collect()
     }
 }

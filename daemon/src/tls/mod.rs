@@ -235,6 +235,9 @@ impl TlsBuilder {
             config.alpn_protocols = listener.alpn.clone();
             config.max_early_data_size = 0;
             config.ignore_client_order = true;
+            // An oversized record gets a record_overflow alert sealed with the connection's own
+            // keys (`gateway::session`); they never leave the TLS thread.
+            config.enable_secret_extraction = true;
             if listener.client_auth.is_none() {
                 config.ticketer = self.ticketer.clone();
                 config.session_storage = self.sessions.clone();
@@ -281,7 +284,7 @@ impl TlsBuilder {
                     .ensure(&cert.server_names)
                     .map_err(|e| fail(&cert.location, e))?
                 {
-                    crate::info!(
+                    log::info!(
                         "generated a self-signed ECDSA P-256 certificate for {:?}: {}",
                         cert.server_names,
                         files.cert.display()

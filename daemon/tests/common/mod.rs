@@ -44,6 +44,7 @@ impl TestDaemon {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Result<TestDaemon, String> {
+        edgegw::log::init();
         let text = with_dirs(config, dir.path());
         let config =
             Config::from_toml(&dir.path().join("edgegw.toml"), &text).map_err(|e| e.to_string())?;
@@ -534,4 +535,132 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
         got.len(),
         want.len()
     );
+}
+
+/// The `edgegw` binary (this build's, or `$EDGEGW_TEST_BINARY`: a release or musl build to
+/// measure, say), with a clean environment for the variables it reads.
+pub fn edgegw() -> std::process::Command {
+    let binary = std::env::var_os("EDGEGW_TEST_BINARY")
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_edgegw").into());
+    let mut command = std::process::Command::new(binary);
+    command
+        .env_remove("EDGEGW_CONFIG")
+        .env("EDGEGW_LOG", "info");
+    command
+}
+
+/// A daemon (or any edgegw) process with its own directories, its stderr in a log file; killed
+/// on drop.
+pub struct Process {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(mut command: std::process::Command, dir: &Path, name: &str) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let child = command
+            .env("XDG_STATE_HOME", dir.join("state"))
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Process { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` never logged:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A daemon process running `config` (with `{dir}` expanded) in a fresh directory: its ring
+/// sockets are under `dir/run/edgegw/rings`. Returns it once `ready` was logged.
+pub fn spawn_daemon(config: &str, ready: &str) -> (tempfile::TempDir, Process) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config.replace("{dir}", &dir.path().display().to_string());
+    let path = write(dir.path(), "edgegw.toml", &text);
+    let mut command = edgegw();
+    command.args(["run", "--config", path.to_str().unwrap()]);
+    let daemon = Process::spawn(command, dir.path(), "daemon");
+    daemon.wait_for_log(ready);
+    (dir, daemon)
+}
+
+/// The address a daemon process logged `accepting on ADDR` for.
+pub fn accepting_on(daemon: &Process) -> SocketAddr {
+    let log = daemon.log();
+    let at = log.find("accepting on ").expect("a listener is accepting") + "accepting on ".len();
+    let end = log[at..].find(char::is_whitespace).unwrap() + at;
+    log[at..end].parse().unwrap()
+}
+
+/// Calls `attach` until it succeeds, for up to 10 s: a peer that attaches right after another
+/// left, or while the daemon replaces a ring, is told "busy" until the daemon caught up.
+pub fn attach_with_retry<T>(attach: impl Fn() -> edgegw_ring::Result<T>) -> edgegw_ring::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match attach() {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// The next record of a ring, waiting up to 10 s, released at once: (type, payload).
+pub fn next_record(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(record) = ring.read().unwrap() {
+            let got = (record.record_type(), record.payload().to_vec());
+            ring.release();
+            return got;
+        }
+        assert!(Instant::now() < deadline, "no record came");
+        let _ = ring.wait(Some(Duration::from_millis(100))).unwrap();
+    }
+}
+
+/// The self-signed certificate of a daemon process started in `dir` (XDG directories).
+pub fn process_cert(dir: &Path) -> CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_file(dir.join("state/edgegw/self-signed/localhost.crt")).unwrap()
+}
+
+/// Writes a reply DATA record for connection `id` and publishes it.
+pub fn reply_data(producer: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]) {
+    let mut payload = id.to_le_bytes().to_vec();
+    payload.extend_from_slice(bytes);
+    producer
+        .send(edgegw::gateway::wire::DATA, 0, &payload)
+        .unwrap();
 }
