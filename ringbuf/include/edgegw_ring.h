@@ -197,7 +197,9 @@ int edgegw_ring_consumer_data_fd(struct edgegw_ring_consumer *c);
 
 /**
  * Arm the wait on the data eventfd, then look again: 1 if the caller should sleep, 0 if data
- * is there (the wait is disarmed), or a negative code.
+ * is there (the wait is disarmed), `EDGEGW_RING_FINISHED` if the producer finished the ring and
+ * everything was read, `EDGEGW_RING_PEER_GONE` if the owner hung up and nothing is left to
+ * read (in both cases the wait is disarmed: sleeping would never end), or a negative code.
  *
  * # Safety
  * `c` is NULL or a live consumer handle.

@@ -18,7 +18,8 @@
 #![allow(non_camel_case_types)]
 
 use crate::codes::{
-    code, describe, readiness, EDGEGW_RING_E_INVALID, EDGEGW_RING_E_PANIC, EDGEGW_RING_OK,
+    code, describe, readiness, EDGEGW_RING_E_INVALID, EDGEGW_RING_E_PANIC, EDGEGW_RING_FINISHED,
+    EDGEGW_RING_OK, EDGEGW_RING_PEER_GONE,
 };
 use edgegw_ring::{Consumer, Producer, Result, RingFds};
 use std::ffi::{c_char, c_int, CStr};
@@ -319,7 +320,9 @@ pub unsafe extern "C" fn edgegw_ring_consumer_data_fd(c: *mut edgegw_ring_consum
 }
 
 /// Arm the wait on the data eventfd, then look again: 1 if the caller should sleep, 0 if data
-/// is there (the wait is disarmed), or a negative code.
+/// is there (the wait is disarmed), `EDGEGW_RING_FINISHED` if the producer finished the ring and
+/// everything was read, `EDGEGW_RING_PEER_GONE` if the owner hung up and nothing is left to
+/// read (in both cases the wait is disarmed: sleeping would never end), or a negative code.
 ///
 /// # Safety
 /// `c` is NULL or a live consumer handle.
@@ -332,6 +335,8 @@ pub unsafe extern "C" fn edgegw_ring_consumer_prepare_wait(c: *mut edgegw_ring_c
         match prepared {
             None => EDGEGW_RING_E_INVALID,
             Some(Ok(sleep)) => c_int::from(sleep),
+            Some(Err(edgegw_ring::Error::Finished)) => EDGEGW_RING_FINISHED,
+            Some(Err(edgegw_ring::Error::PeerGone)) => EDGEGW_RING_PEER_GONE,
             Some(Err(e)) => code(&e),
         }
     })
@@ -604,6 +609,33 @@ mod tests {
         // SAFETY: NUL-terminated by the function.
         let message = unsafe { CStr::from_ptr(err.as_ptr()) };
         assert_eq!(message, c"path is NULL or not UTF-8");
+    }
+
+    #[test]
+    fn prepare_wait_on_a_finished_and_drained_ring_says_finished_instead_of_sleep() {
+        let mut producer =
+            Producer::create(edgegw_ring::RingConfig::with_capacity(64 * 1024)).unwrap();
+        let fds = producer.fds().unwrap().try_clone().unwrap();
+        let mut handle = edgegw_ring_consumer(Consumer::from_fds(fds).unwrap());
+        let c: *mut edgegw_ring_consumer = &mut handle;
+        producer.send(1, 0, b"last").unwrap();
+        producer.finish();
+        let mut record = edgegw_ring_record {
+            data: null(),
+            len: 0,
+            r#type: 0,
+            flags: 0,
+        };
+        // SAFETY: `c` points to a live handle used by this thread only; `record` is writable.
+        unsafe {
+            assert_eq!(edgegw_ring_consumer_prepare_wait(c), 0, "a record waits");
+            assert_eq!(edgegw_ring_consumer_read(c, &mut record), 1);
+            assert_eq!(record.len, 4);
+            edgegw_ring_consumer_release(c);
+            assert_eq!(edgegw_ring_consumer_read(c, &mut record), 0);
+            // Sleeping now would never end: the C caller must be told, not told to sleep.
+            assert_eq!(edgegw_ring_consumer_prepare_wait(c), EDGEGW_RING_FINISHED);
+        }
     }
 
     #[test]
