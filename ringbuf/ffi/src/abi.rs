@@ -612,6 +612,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::multiple_unsafe_ops_per_block,
+        reason = "one safety argument for every call: the same live handle throughout"
+    )]
     fn prepare_wait_on_a_finished_and_drained_ring_says_finished_instead_of_sleep() {
         let mut producer =
             Producer::create(edgegw_ring::RingConfig::with_capacity(64 * 1024)).unwrap();
