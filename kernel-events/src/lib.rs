@@ -36,6 +36,7 @@ pub mod cgroup;
 mod error;
 mod event;
 pub mod files;
+mod model;
 #[cfg(feature = "serde")]
 pub mod monitor;
 pub mod net;
@@ -44,5 +45,5 @@ mod stream;
 pub mod sys;
 
 pub use error::{Error, Result};
-pub use event::{Change, Counters, Event, EventKind, ResyncReason, Source, SourceCounters};
+pub use model::{Change, Counters, Event, EventKind, ResyncReason, Source, SourceCounters};
 pub use stream::{KernelEvents, KernelEventsBuilder};

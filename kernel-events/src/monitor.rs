@@ -9,10 +9,12 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use crate::cgroup::CgroupEvent;
+use crate::error::{Error, Result};
 use crate::files::FileEvent;
+use crate::model::{Change, Event, EventKind};
 use crate::net::{Address, Link, NetworkState, Route};
 use crate::pressure::{PressureEvent, PressureMode, PressureOptions, PressureTarget};
-use crate::{Change, Error, Event, EventKind, KernelEvents, Result};
+use crate::stream::KernelEvents;
 
 /// What `edgegw events` was asked to watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

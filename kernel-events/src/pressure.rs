@@ -23,19 +23,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::time::Instant;
 
-use crate::event::{Emitter, EventKind, Source};
-use crate::{Error, Result};
-
-/// Whose memory pressure to watch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum PressureTarget {
-    /// The whole system: /proc/pressure/memory.
-    System,
-    /// One cgroup (path inside the cgroup2 mount, or relative to it): its memory.pressure.
-    Cgroup(PathBuf),
-}
+use crate::error::{Error, Result};
+use crate::event::Emitter;
+use crate::model::{EventKind, Source};
+pub use crate::model::{PressureAverages, PressureEvent, PressureMode, PressureTarget};
 
 /// Which PSI line the threshold applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,84 +65,6 @@ impl Default for PressureOptions {
             poll_interval: Duration::from_secs(5),
         }
     }
-}
-
-/// How the reader learns about pressure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(tag = "mode", rename_all = "snake_case"))]
-pub enum PressureMode {
-    /// A kernel trigger is armed.
-    Trigger {
-        /// Stall threshold, µs.
-        stall_us: u64,
-        /// Window actually armed, µs (rounded up to 2 s multiples if the asked one was refused).
-        window_us: u64,
-    },
-    /// The averages are polled because the trigger was refused.
-    Poll {
-        /// Polling period, ms.
-        interval_ms: u64,
-        /// Why no trigger: the kernel's error.
-        reason: String,
-    },
-}
-
-/// PSI averages (percent) and total stall time (µs) for `some` and `full`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct PressureAverages {
-    /// `some avg10`.
-    pub some_avg10: f64,
-    /// `some avg60`.
-    pub some_avg60: f64,
-    /// `some avg300`.
-    pub some_avg300: f64,
-    /// `some total`, µs.
-    pub some_total_us: u64,
-    /// `full avg10`.
-    pub full_avg10: f64,
-    /// `full avg60`.
-    pub full_avg60: f64,
-    /// `full avg300`.
-    pub full_avg300: f64,
-    /// `full total`, µs.
-    pub full_total_us: u64,
-}
-
-/// A pressure change.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
-#[non_exhaustive]
-pub enum PressureEvent {
-    /// The reader's mode (first event of the source).
-    Mode {
-        /// Whose pressure.
-        target: PressureTarget,
-        /// Trigger or poll.
-        mode: PressureMode,
-    },
-    /// The stall threshold was exceeded (trigger fired, or the polled average crossed it).
-    Stalled {
-        /// Whose pressure.
-        target: PressureTarget,
-        /// The averages read right after.
-        averages: PressureAverages,
-    },
-    /// The polled 10 s average fell back under the threshold.
-    Relieved {
-        /// Whose pressure.
-        target: PressureTarget,
-        /// The averages read.
-        averages: PressureAverages,
-    },
-    /// The target cgroup was removed (reported once). Its return is looked for every
-    /// `poll_interval`; when it exists again it is armed again and a new `Mode` follows.
-    TargetRemoved {
-        /// Whose pressure.
-        target: PressureTarget,
-    },
 }
 
 pub(crate) struct PressureReader {

@@ -4,12 +4,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{CgroupReader, CgroupState};
-use crate::event::{Counters, Emitter, Event};
+use crate::error::{Error, Result};
+use crate::event::Emitter;
 use crate::files::{FileOptions, FileReader, FilesWake, Identity, WatchKind};
+use crate::model::{Counters, Event};
 use crate::net::{NetOptions, NetReader, NetStats, NetWake, NetworkState};
 use crate::pressure::{PressureMode, PressureOptions, PressureReader};
 use crate::sys::ReceiveBuffer;
-use crate::{Error, Result};
 
 /// Which reader woke up, with what its wait read.
 enum Woke {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The mount point of the cgroup2 file system, from /proc/self/mountinfo (never hard-coded:
 /// it is /sys/fs/cgroup on unified hosts and /sys/fs/cgroup/unified on hybrid ones).

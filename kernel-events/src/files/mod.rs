@@ -25,10 +25,11 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
-use crate::event::{Change, Emitter, EventKind, ResyncReason, Source};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::event::Emitter;
+use crate::model::{Change, EventKind, ResyncReason, Source};
 
-pub use scan::{FileKind, Identity};
+pub use crate::model::{FileEvent, FileKind, Identity};
 
 /// What to watch at one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,35 +90,6 @@ impl Default for FileOptions {
             degraded_poll: Duration::from_secs(2),
         }
     }
-}
-
-/// A change to a watched path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
-#[non_exhaustive]
-pub enum FileEvent {
-    /// A path appeared, changed identity, or went away.
-    Entry {
-        /// Added, changed or removed.
-        change: Change,
-        /// The path (as given for single files; inside the tree for trees).
-        path: PathBuf,
-        /// The new identity; `None` for `Removed`.
-        identity: Option<Identity>,
-    },
-    /// A watch could not be added (inotify watch limit, ENOSPC): the path is polled instead.
-    Degraded {
-        /// The watched path (as given).
-        path: PathBuf,
-        /// What failed, and the polling period.
-        reason: String,
-    },
-    /// The watches of a degraded path could be added again; polling stopped.
-    Restored {
-        /// The watched path (as given).
-        path: PathBuf,
-    },
 }
 
 /// One configured path.

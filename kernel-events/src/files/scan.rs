@@ -7,42 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::FileOptions;
-
-/// What a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum FileKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Directory,
-    /// A symbolic link (inside a watched tree; single files are followed through links).
-    Symlink,
-    /// A device, socket or fifo.
-    Other,
-}
-
-/// The content identity of a path: a change in any field is a change of the path.
-///
-/// For directories `size` and `mtime_ns` are zero: a directory's own mtime changes with every
-/// entry created in it, and those entries are reported themselves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Identity {
-    /// What the path is.
-    pub kind: FileKind,
-    /// Device number of the file system.
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-    /// FNV-1a 64 of the contents, when hashing is on and the file is small enough.
-    pub hash: Option<u64>,
-}
+use crate::model::{FileKind, Identity};
 
 /// Identity of `path`, following symlinks (single watched files).
 pub(crate) fn identity(path: &Path, opts: &FileOptions) -> Option<Identity> {

@@ -32,11 +32,12 @@ use neli::ToBytes;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
-use crate::event::{Change, Emitter, EventKind, ResyncReason, Source};
+use crate::error::{Error, Result};
+use crate::event::Emitter;
+use crate::model::{Change, EventKind, ResyncReason, Source};
 use crate::sys::{self, ReceiveBuffer, Received};
-use crate::{Error, Result};
 
-pub use model::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
+pub use crate::model::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
 use model::{NetChange, NetObject};
 use parse::{ParseStats, Parsed};
 
@@ -224,7 +225,7 @@ impl NetReader {
         reader.start_dump()?;
         // Drive the initial recovery; its events are the starting state, not changes.
         let mut queue = std::collections::VecDeque::new();
-        let (mut seq, mut counters) = (1, crate::Counters::default());
+        let (mut seq, mut counters) = (1, crate::model::Counters::default());
         while !matches!(reader.phase, Phase::Live) {
             let mut scratch = Emitter {
                 queue: &mut queue,

@@ -13,7 +13,8 @@ use neli::consts::rtnl::{Ifa, Ifla, Rta};
 use neli::rtnl::{Ifaddrmsg, Ifinfomsg, Rtmsg};
 use neli::FromBytesWithInput;
 
-use super::model::{Address, Family, Link, NetObject, NextHop, Route};
+use super::model::NetObject;
+use crate::model::{Address, Family, Link, NextHop, Route};
 
 const NLMSG_HDRLEN: usize = 16;
 /// Netlink attribute types carry two flag bits (nested, network byte order) above the type.

@@ -1,0 +1,191 @@
+//! The event vocabulary: what every source reports and the stream carries. It imports nothing
+//! of the crate: the sources build these values, the stream numbers them, and a consumer reads
+//! them, so this is the floor the rest stands on.
+
+mod cgroup;
+mod files;
+mod net;
+mod pressure;
+
+use std::fmt;
+
+pub use cgroup::{CgroupEvent, CgroupState};
+pub use files::{FileEvent, FileKind, Identity};
+pub use net::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
+pub use pressure::{PressureAverages, PressureEvent, PressureMode, PressureTarget};
+
+/// Which reader an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Source {
+    /// inotify: watched files and trees.
+    Files,
+    /// rtnetlink: links, addresses, routes.
+    Network,
+    /// cgroup v2: cgroup.events, memory.events, child cgroups.
+    Cgroup,
+    /// Pressure stall information (PSI) triggers and averages.
+    Pressure,
+}
+
+impl Source {
+    /// Every source, in a fixed order (the index order of [`Counters`]).
+    pub const ALL: [Source; 4] = [
+        Source::Files,
+        Source::Network,
+        Source::Cgroup,
+        Source::Pressure,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short lower-case name, as used in the human output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Files => "files",
+            Source::Network => "net",
+            Source::Cgroup => "cgroup",
+            Source::Pressure => "pressure",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One entry of the ordered stream. `seq` starts at 1 and grows by one per event, across sources.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Event {
+    /// Position in the stream; gap-free.
+    pub seq: u64,
+    /// The reader that produced it.
+    pub source: Source,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Why a reader lost track of the kernel's state and re-read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// The inotify queue overflowed (IN_Q_OVERFLOW): events were dropped by the kernel.
+    QueueOverflow,
+    /// An inotify event named a watch descriptor we do not know.
+    UnknownWatch,
+    /// A watched root directory was removed or moved away.
+    RootLost,
+    /// The netlink socket's receive buffer overflowed (ENOBUFS): messages were dropped.
+    NoBuffers,
+    /// A netlink datagram was larger than our receive buffer (MSG_TRUNC).
+    Truncated,
+    /// A netlink message could not be parsed; it was skipped and the state re-read.
+    Malformed,
+    /// The kernel flushed IPv4 routes without notification (a link went down or was deleted,
+    /// or a preferred-source address was removed): the routes are re-read.
+    SilentRouteFlush,
+    /// A route notification the model could not place for sure (a replace or a deletion among
+    /// several routes that share a key): the routes are re-read.
+    AmbiguousRoute,
+}
+
+/// How an object in a model changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Change {
+    /// It appeared.
+    Added,
+    /// It was there and some attribute differs now.
+    Changed,
+    /// It is gone.
+    Removed,
+}
+
+/// What happened. Every variant except `Resync`/`ResyncDone` describes the state after the change,
+/// read fresh from the kernel, so a consumer can apply events to a model without re-reading.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The source lost events; the events up to the matching `ResyncDone` are the difference
+    /// between the state before and a fresh read.
+    Resync {
+        /// The source that resyncs (same as [`Event::source`]).
+        source: Source,
+        /// Why.
+        reason: ResyncReason,
+    },
+    /// The resync of `source` is complete: the model now equals the kernel's state.
+    ResyncDone {
+        /// The source that finished resyncing.
+        source: Source,
+    },
+    /// A watched file or tree entry changed.
+    File(FileEvent),
+    /// A network link appeared, changed or went away.
+    Link {
+        /// Added, changed or removed.
+        change: Change,
+        /// The link as it is now (as it was, for `Removed`).
+        link: Link,
+    },
+    /// An address appeared, changed or went away.
+    Address {
+        /// Added, changed or removed.
+        change: Change,
+        /// The address as it is now (as it was, for `Removed`).
+        address: Address,
+    },
+    /// A route appeared, changed or went away.
+    Route {
+        /// Added, changed or removed.
+        change: Change,
+        /// The route as it is now (as it was, for `Removed`).
+        route: Route,
+    },
+    /// A cgroup changed state.
+    Cgroup(CgroupEvent),
+    /// Memory pressure changed, or the pressure reader reports its mode.
+    Pressure(PressureEvent),
+}
+
+/// Counts for one source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SourceCounters {
+    /// Events emitted (including Resync markers).
+    pub events: u64,
+    /// Times the kernel dropped notifications for us (IN_Q_OVERFLOW, ENOBUFS, truncation).
+    pub overflows: u64,
+    /// Resyncs started (overflows, unknown watches, lost roots, silent flushes, retries).
+    pub resyncs: u64,
+    /// Kernel messages that could not be parsed or had unknown attributes, skipped.
+    pub skipped: u64,
+}
+
+/// Counters for every source, indexed by [`Source`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    per_source: [SourceCounters; 4],
+}
+
+impl Counters {
+    /// The counters of one source.
+    pub fn get(&self, source: Source) -> SourceCounters {
+        self.per_source[source.index()]
+    }
+
+    pub(crate) fn get_mut(&mut self, source: Source) -> &mut SourceCounters {
+        &mut self.per_source[source.index()]
+    }
+}
