@@ -34,7 +34,6 @@
 
 pub mod cgroup;
 mod error;
-mod event;
 pub mod files;
 mod model;
 #[cfg(feature = "serde")]

@@ -24,8 +24,7 @@ use tokio::io::Interest;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::event::Emitter;
-use crate::model::{EventKind, Source};
+use crate::model::{Batch, EventKind};
 pub use crate::model::{PressureAverages, PressureEvent, PressureMode, PressureTarget};
 
 /// Which PSI line the threshold applies to.
@@ -173,17 +172,14 @@ impl PressureReader {
 
     /// Reports the mode, a fired trigger, what the poll found, or the target's removal and
     /// return.
-    pub(crate) fn handle(&mut self, fired: bool, out: &mut Emitter<'_>) -> Result<()> {
+    pub(crate) fn handle(&mut self, fired: bool, out: &mut Batch) -> Result<()> {
         let target = self.opts.target.clone();
         if !self.announced {
             self.announced = true;
-            out.emit(
-                Source::Pressure,
-                EventKind::Pressure(PressureEvent::Mode {
-                    target,
-                    mode: self.mode.clone(),
-                }),
-            );
+            out.push(EventKind::Pressure(PressureEvent::Mode {
+                target,
+                mode: self.mode.clone(),
+            }));
             return Ok(());
         }
         if !fired && Instant::now() < self.next_poll {
@@ -200,10 +196,7 @@ impl PressureReader {
                 self.file = None;
                 self.stalled = false;
                 self.next_poll = Instant::now() + self.opts.poll_interval;
-                out.emit(
-                    Source::Pressure,
-                    EventKind::Pressure(PressureEvent::TargetRemoved { target }),
-                );
+                out.push(EventKind::Pressure(PressureEvent::TargetRemoved { target }));
                 return Ok(());
             }
             Err(e) => {
@@ -213,32 +206,32 @@ impl PressureReader {
         let triggered = matches!(self.mode, PressureMode::Trigger { .. });
         if fired {
             self.stalled = true;
-            out.emit(
-                Source::Pressure,
-                EventKind::Pressure(PressureEvent::Stalled { target, averages }),
-            );
+            out.push(EventKind::Pressure(PressureEvent::Stalled {
+                target,
+                averages,
+            }));
             return Ok(());
         }
         self.next_poll = Instant::now() + self.opts.poll_interval;
         let above = self.current(&averages) >= self.threshold_percent();
         if above && !self.stalled && !triggered {
             self.stalled = true;
-            out.emit(
-                Source::Pressure,
-                EventKind::Pressure(PressureEvent::Stalled { target, averages }),
-            );
+            out.push(EventKind::Pressure(PressureEvent::Stalled {
+                target,
+                averages,
+            }));
         } else if !above && self.stalled {
             self.stalled = false;
-            out.emit(
-                Source::Pressure,
-                EventKind::Pressure(PressureEvent::Relieved { target, averages }),
-            );
+            out.push(EventKind::Pressure(PressureEvent::Relieved {
+                target,
+                averages,
+            }));
         }
         Ok(())
     }
 
     /// The target cgroup was removed: if it exists again, arms it again and reports the mode.
-    fn rearm_if_back(&mut self, out: &mut Emitter<'_>) -> Result<()> {
+    fn rearm_if_back(&mut self, out: &mut Batch) -> Result<()> {
         if !self.path.exists() {
             return Ok(());
         }
@@ -246,13 +239,10 @@ impl PressureReader {
             Ok((file, mode)) => {
                 self.file = Some(file);
                 self.mode = mode.clone();
-                out.emit(
-                    Source::Pressure,
-                    EventKind::Pressure(PressureEvent::Mode {
-                        target: self.opts.target.clone(),
-                        mode,
-                    }),
-                );
+                out.push(EventKind::Pressure(PressureEvent::Mode {
+                    target: self.opts.target.clone(),
+                    mode,
+                }));
                 Ok(())
             }
             // Gone again meanwhile: the next poll looks again.

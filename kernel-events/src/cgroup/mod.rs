@@ -38,8 +38,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
-use crate::event::Emitter;
-use crate::model::{EventKind, ResyncReason, Source};
+use crate::model::{Batch, EventKind, ResyncReason};
 use crate::sys::PriorityPoll;
 
 pub use crate::model::{CgroupEvent, CgroupState};
@@ -458,19 +457,17 @@ impl CgroupReader {
     }
 
     /// Handles everything ready. What was found before an error is still emitted.
-    pub(crate) fn handle(&mut self, out: &mut Emitter<'_>) -> Result<()> {
+    pub(crate) fn handle(&mut self, out: &mut Batch) -> Result<()> {
         let mut events = Vec::new();
         let result = self.handle_ready(&mut events, out);
         for e in events {
-            out.emit(Source::Cgroup, EventKind::Cgroup(e));
+            out.push(EventKind::Cgroup(e));
         }
-        for _ in 0..std::mem::take(&mut self.anomalies) {
-            out.skipped(Source::Cgroup);
-        }
+        out.skipped(std::mem::take(&mut self.anomalies));
         result
     }
 
-    fn handle_ready(&mut self, events: &mut Vec<CgroupEvent>, out: &mut Emitter<'_>) -> Result<()> {
+    fn handle_ready(&mut self, events: &mut Vec<CgroupEvent>, out: &mut Batch) -> Result<()> {
         let mut tokens = Vec::new();
         // Level-triggered: an fd stays ready until re-read, so a few passes drain everything.
         for _ in 0..16 {
@@ -487,7 +484,7 @@ impl CgroupReader {
                 if *token == INOTIFY_TOKEN {
                     if self.read_inotify(events)? {
                         for e in events.drain(..) {
-                            out.emit(Source::Cgroup, EventKind::Cgroup(e));
+                            out.push(EventKind::Cgroup(e));
                         }
                         self.resync(out)?;
                     }
@@ -693,9 +690,9 @@ impl CgroupReader {
     }
 
     /// The inotify queue overflowed: re-read everything and report the difference.
-    fn resync(&mut self, out: &mut Emitter<'_>) -> Result<()> {
-        out.overflowed(Source::Cgroup);
-        out.resync(Source::Cgroup, ResyncReason::QueueOverflow);
+    fn resync(&mut self, out: &mut Batch) -> Result<()> {
+        out.overflowed();
+        out.resync(ResyncReason::QueueOverflow);
         let mut events = Vec::new();
         // Removals (IN_IGNORED) may be among the lost events: a watch on a directory that is
         // gone, or that was created again under the same name, is dead.
@@ -727,9 +724,9 @@ impl CgroupReader {
             self.relist(&parent, &mut events);
         }
         for e in events {
-            out.emit(Source::Cgroup, EventKind::Cgroup(e));
+            out.push(EventKind::Cgroup(e));
         }
-        out.resync_done(Source::Cgroup);
+        out.resync_done();
         Ok(())
     }
 }

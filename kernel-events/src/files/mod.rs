@@ -26,8 +26,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::event::Emitter;
-use crate::model::{Change, EventKind, ResyncReason, Source};
+use crate::model::{Batch, Change, EventKind, ResyncReason};
 
 pub use crate::model::{FileEvent, FileKind, Identity};
 
@@ -296,7 +295,7 @@ impl FileReader {
     }
 
     /// Does all the work that is due after a wake-up.
-    pub(crate) fn handle(&mut self, wake: FilesWake, out: &mut Emitter<'_>) {
+    pub(crate) fn handle(&mut self, wake: FilesWake, out: &mut Batch) {
         if !self.startup_degraded.is_empty() {
             let degraded = std::mem::take(&mut self.startup_degraded);
             self.emit_degraded(degraded, out);
@@ -381,7 +380,7 @@ impl FileReader {
     }
 
     /// Re-reads every dirty path and spec and emits the differences.
-    fn flush(&mut self, out: &mut Emitter<'_>) {
+    fn flush(&mut self, out: &mut Batch) {
         self.first_pending = None;
         self.last_pending = None;
         let mut degraded = Vec::new();
@@ -734,10 +733,10 @@ impl FileReader {
         fresh
     }
 
-    fn full_resync(&mut self, reason: ResyncReason, out: &mut Emitter<'_>) {
-        out.resync(Source::Files, reason);
+    fn full_resync(&mut self, reason: ResyncReason, out: &mut Batch) {
+        out.resync(reason);
         if reason == ResyncReason::QueueOverflow {
-            out.overflowed(Source::Files);
+            out.overflowed();
         }
         self.dirty_paths.clear();
         self.dirty_specs.clear();
@@ -750,34 +749,28 @@ impl FileReader {
         emit_diff(&old, &fresh, out);
         self.model = fresh;
         self.schedule_poll();
-        out.resync_done(Source::Files);
+        out.resync_done();
     }
 
     /// Reports specs entering or leaving the degraded (polled) state.
-    fn emit_degraded(&mut self, results: Vec<(usize, io::Error)>, out: &mut Emitter<'_>) {
+    fn emit_degraded(&mut self, results: Vec<(usize, io::Error)>, out: &mut Batch) {
         for (i, e) in results {
             let spec = &mut self.specs[i];
             let failed = e.raw_os_error() != Some(0);
             if failed && !spec.degraded {
                 spec.degraded = true;
-                out.emit(
-                    Source::Files,
-                    EventKind::File(FileEvent::Degraded {
-                        path: spec.path.clone(),
-                        reason: format!(
-                            "cannot add inotify watch ({e}); rescanning every {:?} instead",
-                            self.opts.degraded_poll
-                        ),
-                    }),
-                );
+                out.push(EventKind::File(FileEvent::Degraded {
+                    path: spec.path.clone(),
+                    reason: format!(
+                        "cannot add inotify watch ({e}); rescanning every {:?} instead",
+                        self.opts.degraded_poll
+                    ),
+                }));
             } else if !failed && spec.degraded {
                 spec.degraded = false;
-                out.emit(
-                    Source::Files,
-                    EventKind::File(FileEvent::Restored {
-                        path: spec.path.clone(),
-                    }),
-                );
+                out.push(EventKind::File(FileEvent::Restored {
+                    path: spec.path.clone(),
+                }));
             }
         }
     }
@@ -791,7 +784,7 @@ impl FileReader {
     }
 
     /// The fallback for degraded specs: try to watch again, and rescan them either way.
-    fn poll_degraded(&mut self, out: &mut Emitter<'_>) {
+    fn poll_degraded(&mut self, out: &mut Batch) {
         let mut fresh = BTreeMap::new();
         let mut degraded = Vec::new();
         let mut scopes = Vec::new();
@@ -816,7 +809,7 @@ impl FileReader {
 fn emit_diff(
     old: &BTreeMap<PathBuf, Identity>,
     fresh: &BTreeMap<PathBuf, Identity>,
-    out: &mut Emitter<'_>,
+    out: &mut Batch,
 ) {
     let paths: BTreeSet<&PathBuf> = old.keys().chain(fresh.keys()).collect();
     for path in paths {
@@ -826,14 +819,11 @@ fn emit_diff(
             (Some(a), Some(b)) if a != b => Change::Changed,
             _ => continue,
         };
-        out.emit(
-            Source::Files,
-            EventKind::File(FileEvent::Entry {
-                change,
-                path: path.clone(),
-                identity: fresh.get(path).cloned(),
-            }),
-        );
+        out.push(EventKind::File(FileEvent::Entry {
+            change,
+            path: path.clone(),
+            identity: fresh.get(path).cloned(),
+        }));
     }
 }
 

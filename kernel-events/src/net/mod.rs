@@ -33,8 +33,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::event::Emitter;
-use crate::model::{Change, EventKind, ResyncReason, Source};
+use crate::model::{Batch, Change, EventKind, ResyncReason, Source};
 use crate::sys::{self, ReceiveBuffer, Received};
 
 pub use crate::model::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
@@ -224,17 +223,9 @@ impl NetReader {
         };
         reader.start_dump()?;
         // Drive the initial recovery; its events are the starting state, not changes.
-        let mut queue = std::collections::VecDeque::new();
-        let (mut seq, mut counters) = (1, crate::model::Counters::default());
         while !matches!(reader.phase, Phase::Live) {
-            let mut scratch = Emitter {
-                queue: &mut queue,
-                next_seq: &mut seq,
-                counters: &mut counters,
-            };
             let wake = reader.wait().await?;
-            reader.handle(wake, &mut scratch)?;
-            queue.clear();
+            reader.handle(wake, &mut Batch::new(Source::Network))?;
         }
         Ok(reader)
     }
@@ -297,7 +288,7 @@ impl NetReader {
     }
 
     /// Does the work for a wake-up.
-    pub(crate) fn handle(&mut self, wake: NetWake, out: &mut Emitter<'_>) -> Result<()> {
+    pub(crate) fn handle(&mut self, wake: NetWake, out: &mut Batch) -> Result<()> {
         match wake {
             NetWake::Events => self.read_events(out)?,
             NetWake::Dump => self.read_dump(out)?,
@@ -313,7 +304,7 @@ impl NetReader {
     }
 
     /// Reads the event socket until EAGAIN, or `DATAGRAMS_PER_WAKE` datagrams.
-    fn read_events(&mut self, out: &mut Emitter<'_>) -> Result<()> {
+    fn read_events(&mut self, out: &mut Batch) -> Result<()> {
         self.events_pending = false;
         for _ in 0..DATAGRAMS_PER_WAKE {
             let received = sys::receive(self.events.get_ref().as_fd(), &mut self.buf)
@@ -334,7 +325,7 @@ impl NetReader {
                     }
                     if malformed {
                         self.stats.malformed_messages += 1;
-                        out.skipped(Source::Network);
+                        out.skipped(1);
                     }
                     if self.is_recovering() {
                         self.buffered.extend(objects);
@@ -358,7 +349,7 @@ impl NetReader {
         Ok(())
     }
 
-    fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) -> Result<()> {
+    fn apply_live(&mut self, obj: NetObject, out: &mut Batch) -> Result<()> {
         let silent_flush = self.silently_flushes(&obj);
         let placed = self.apply(obj);
         emit_changes(&mut self.changes, out);
@@ -403,9 +394,9 @@ impl NetReader {
     }
 
     /// Notifications were lost (or may have been): start, or restart, a recovery.
-    fn lost(&mut self, reason: ResyncReason, out: &mut Emitter<'_>) -> Result<()> {
+    fn lost(&mut self, reason: ResyncReason, out: &mut Batch) -> Result<()> {
         if matches!(reason, ResyncReason::NoBuffers | ResyncReason::Truncated) {
-            out.overflowed(Source::Network);
+            out.overflowed();
         }
         if self.is_recovering() {
             if matches!(
@@ -416,7 +407,7 @@ impl NetReader {
             }
             return self.restart_recovery();
         }
-        out.resync(Source::Network, reason);
+        out.resync(reason);
         self.recovering = Some(reason);
         self.attempts = 0;
         self.buffered.clear();
@@ -500,14 +491,14 @@ impl NetReader {
     }
 
     /// Reads dump replies until EAGAIN; finishes the recovery when the route dump is done.
-    fn read_dump(&mut self, out: &mut Emitter<'_>) -> Result<()> {
+    fn read_dump(&mut self, out: &mut Batch) -> Result<()> {
         loop {
             let received = sys::receive(self.dumps.get_ref().as_fd(), &mut self.buf)
                 .map_err(|e| Error::io("receive from rtnetlink dump socket", e))?;
             let n = match received {
                 Received::Empty => return Ok(()),
                 Received::Overrun | Received::Truncated(_) => {
-                    out.overflowed(Source::Network);
+                    out.overflowed();
                     return self.restart_recovery();
                 }
                 Received::Datagram(n) => n,
@@ -525,7 +516,7 @@ impl NetReader {
             for msg in parse::split(&self.buf[..n]) {
                 let Ok(msg) = msg else {
                     self.stats.malformed_messages += 1;
-                    out.skipped(Source::Network);
+                    out.skipped(1);
                     continue;
                 };
                 if msg.seq != *seq {
@@ -546,7 +537,7 @@ impl NetReader {
                     Ok(Parsed::Error(errno)) => finished = Some(Err(errno)),
                     Err(()) => {
                         self.stats.malformed_messages += 1;
-                        out.skipped(Source::Network);
+                        out.skipped(1);
                     }
                 }
             }
@@ -599,7 +590,7 @@ impl NetReader {
     /// A replayed notification can imply a silent flush the dump did not see (the route part
     /// was read before the address went away), or be one the model cannot place: then a new
     /// recovery follows this one at once.
-    fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Emitter<'_>) -> Result<()> {
+    fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Batch) -> Result<()> {
         self.phase = Phase::Live;
         self.state.replace_with(fresh, &mut self.changes);
         self.sourced.track(&self.changes);
@@ -610,7 +601,7 @@ impl NetReader {
         }
         emit_changes(&mut self.changes, out);
         if self.recovering.take().is_some() {
-            out.resync_done(Source::Network);
+            out.resync_done();
         }
         self.attempts = 0;
         if unplaced {
@@ -664,14 +655,14 @@ impl SourcedRoutes {
     }
 }
 
-fn emit_changes(changes: &mut Vec<NetChange>, out: &mut Emitter<'_>) {
+fn emit_changes(changes: &mut Vec<NetChange>, out: &mut Batch) {
     for change in changes.drain(..) {
         let kind = match change {
             NetChange::Link(change, link) => EventKind::Link { change, link },
             NetChange::Address(change, address) => EventKind::Address { change, address },
             NetChange::Route(change, route) => EventKind::Route { change, route },
         };
-        out.emit(Source::Network, kind);
+        out.push(kind);
     }
 }
 

@@ -1,16 +1,22 @@
-//! The builder and the merged, ordered stream.
+//! The merged, ordered stream: the top floor. It opens the sources ([`KernelEventsBuilder`]),
+//! waits on all of them at once, and numbers what they produce ([`emitter`]).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod builder;
+mod emitter;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::{CgroupReader, CgroupState};
-use crate::error::{Error, Result};
-use crate::event::Emitter;
-use crate::files::{FileOptions, FileReader, FilesWake, Identity, WatchKind};
-use crate::model::{Counters, Event};
-use crate::net::{NetOptions, NetReader, NetStats, NetWake, NetworkState};
-use crate::pressure::{PressureMode, PressureOptions, PressureReader};
+use crate::error::Result;
+use crate::files::{FileReader, FilesWake, Identity};
+use crate::model::{Batch, Counters, Event, Source};
+use crate::net::{NetReader, NetStats, NetWake, NetworkState};
+use crate::pressure::{PressureMode, PressureReader};
 use crate::sys::ReceiveBuffer;
+
+pub use builder::KernelEventsBuilder;
+use emitter::Emitter;
 
 /// Which reader woke up, with what its wait read.
 enum Woke {
@@ -18,109 +24,6 @@ enum Woke {
     Network(NetWake),
     Cgroups,
     Pressure(bool),
-}
-
-/// Configures which sources to read. Nothing is opened until [`KernelEventsBuilder::build`].
-#[derive(Debug, Default, Clone)]
-pub struct KernelEventsBuilder {
-    paths: Vec<(PathBuf, WatchKind)>,
-    file_options: FileOptions,
-    network: Option<NetOptions>,
-    cgroups: Vec<PathBuf>,
-    cgroup_parents: Vec<PathBuf>,
-    pressure: Option<PressureOptions>,
-}
-
-impl KernelEventsBuilder {
-    /// Watches one file (followed through symlinks), through its directory.
-    pub fn watch_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.paths.push((path.into(), WatchKind::File));
-        self
-    }
-
-    /// Watches a directory tree, new subdirectories included (a path that is not a directory is
-    /// watched as a single file until it is one; see [`WatchKind::Tree`]).
-    pub fn watch_tree(mut self, path: impl Into<PathBuf>) -> Self {
-        self.paths.push((path.into(), WatchKind::Tree));
-        self
-    }
-
-    /// Watches a path as a tree while it is a directory and as a single file otherwise (the
-    /// CLI's `--path`): the same as [`Self::watch_tree`], which makes that choice afresh
-    /// whenever the path appears or changes type. A missing path that appears as a directory
-    /// is watched as a tree from then on, exactly as if it had existed at start.
-    pub fn watch_path(self, path: impl Into<PathBuf>) -> Self {
-        self.watch_tree(path)
-    }
-
-    /// Debounce, hashing and missing-path behaviour of the file reader.
-    pub fn file_options(mut self, options: FileOptions) -> Self {
-        self.file_options = options;
-        self
-    }
-
-    /// Reads links, addresses and routes from rtnetlink.
-    pub fn network(mut self, options: NetOptions) -> Self {
-        self.network = Some(options);
-        self
-    }
-
-    /// Watches one cgroup's cgroup.events and memory.events (absolute inside the cgroup2 mount,
-    /// or relative to it).
-    pub fn cgroup(mut self, path: impl Into<PathBuf>) -> Self {
-        self.cgroups.push(path.into());
-        self
-    }
-
-    /// Watches a cgroup for child cgroups appearing and disappearing, and watches each child.
-    pub fn cgroup_children(mut self, parent: impl Into<PathBuf>) -> Self {
-        self.cgroup_parents.push(parent.into());
-        self
-    }
-
-    /// Watches memory pressure (PSI).
-    pub fn pressure(mut self, options: PressureOptions) -> Self {
-        self.pressure = Some(options);
-        self
-    }
-
-    /// Opens every configured reader and reads the initial state (the network dump runs here,
-    /// after subscribing, so nothing falls between the two). Must run inside a tokio runtime
-    /// with IO and time enabled.
-    pub async fn build(self) -> Result<KernelEvents> {
-        if self.paths.is_empty()
-            && self.network.is_none()
-            && self.cgroups.is_empty()
-            && self.cgroup_parents.is_empty()
-            && self.pressure.is_none()
-        {
-            return Err(Error::InvalidOption("no event source configured".into()));
-        }
-        let files = if self.paths.is_empty() {
-            None
-        } else {
-            Some(FileReader::new(self.paths, self.file_options)?)
-        };
-        let cgroups = if self.cgroups.is_empty() && self.cgroup_parents.is_empty() {
-            None
-        } else {
-            Some(CgroupReader::new(self.cgroups, self.cgroup_parents)?)
-        };
-        let pressure = self.pressure.map(PressureReader::new).transpose()?;
-        let network = match self.network {
-            Some(opts) => Some(NetReader::new(opts).await?),
-            None => None,
-        };
-        Ok(KernelEvents {
-            files,
-            network,
-            cgroups,
-            pressure,
-            queue: VecDeque::new(),
-            next_seq: 1,
-            counters: Counters::default(),
-        })
-    }
 }
 
 /// The merged stream of kernel events, and read access to each source's current model.
@@ -133,9 +36,7 @@ pub struct KernelEvents {
     network: Option<NetReader>,
     cgroups: Option<CgroupReader>,
     pressure: Option<PressureReader>,
-    queue: VecDeque<Event>,
-    next_seq: u64,
-    counters: Counters,
+    emitter: Emitter,
 }
 
 impl std::fmt::Debug for KernelEvents {
@@ -145,8 +46,8 @@ impl std::fmt::Debug for KernelEvents {
             .field("network", &self.network.is_some())
             .field("cgroups", &self.cgroups.is_some())
             .field("pressure", &self.pressure.is_some())
-            .field("next_seq", &self.next_seq)
-            .field("queued", &self.queue.len())
+            .field("next_seq", &self.emitter.next_seq())
+            .field("queued", &self.emitter.queued())
             .finish()
     }
 }
@@ -164,7 +65,7 @@ impl KernelEvents {
     /// kernel dropping events: those are `Resync`s.
     pub async fn next(&mut self) -> Result<Event> {
         loop {
-            if let Some(event) = self.queue.pop_front() {
+            if let Some(event) = self.emitter.pop() {
                 return Ok(event);
             }
             // Each wait only waits (and reads into a local buffer), so the ones that lose the
@@ -175,39 +76,51 @@ impl KernelEvents {
                 r = async { match &mut self.cgroups { Some(c) => c.wait().await.map(|()| Woke::Cgroups), None => std::future::pending().await } } => r?,
                 r = async { match &mut self.pressure { Some(p) => p.wait().await.map(Woke::Pressure), None => std::future::pending().await } } => r?,
             };
-            let mut out = Emitter {
-                queue: &mut self.queue,
-                next_seq: &mut self.next_seq,
-                counters: &mut self.counters,
-            };
-            match woke {
-                Woke::Files(w) => {
-                    if let Some(f) = &mut self.files {
-                        f.handle(w, &mut out);
-                    }
-                }
-                Woke::Network(w) => {
-                    if let Some(n) = &mut self.network {
-                        n.handle(w, &mut out)?;
-                    }
-                }
-                Woke::Cgroups => {
-                    if let Some(c) = &mut self.cgroups {
-                        c.handle(&mut out)?;
-                    }
-                }
-                Woke::Pressure(fired) => {
-                    if let Some(p) = &mut self.pressure {
-                        p.handle(fired, &mut out)?;
-                    }
-                }
-            }
+            self.handle(woke)?;
         }
+    }
+
+    /// Lets the reader that woke do its work, and appends what it produced to the stream.
+    /// What a failing reader produced before it failed is kept.
+    fn handle(&mut self, woke: Woke) -> Result<()> {
+        let (batch, result) = match woke {
+            Woke::Files(w) => {
+                let mut batch = Batch::new(Source::Files);
+                if let Some(f) = &mut self.files {
+                    f.handle(w, &mut batch);
+                }
+                (batch, Ok(()))
+            }
+            Woke::Network(w) => {
+                let mut batch = Batch::new(Source::Network);
+                let result = self
+                    .network
+                    .as_mut()
+                    .map_or(Ok(()), |n| n.handle(w, &mut batch));
+                (batch, result)
+            }
+            Woke::Cgroups => {
+                let mut batch = Batch::new(Source::Cgroup);
+                let result = self
+                    .cgroups
+                    .as_mut()
+                    .map_or(Ok(()), |c| c.handle(&mut batch));
+                (batch, result)
+            }
+            Woke::Pressure(fired) => {
+                let mut batch = Batch::new(Source::Pressure);
+                let result =
+                    (self.pressure.as_mut()).map_or(Ok(()), |p| p.handle(fired, &mut batch));
+                (batch, result)
+            }
+        };
+        self.emitter.publish(batch);
+        result
     }
 
     /// The next event if one is queued or can be produced without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.queue.pop_front()
+        self.emitter.pop()
     }
 
     /// Whether a source is between `Resync` and `ResyncDone` right now (only the network
@@ -218,7 +131,7 @@ impl KernelEvents {
 
     /// Counters per source.
     pub fn counters(&self) -> &Counters {
-        &self.counters
+        self.emitter.counters()
     }
 
     /// Every watched path (and tree entry) that exists now, with its identity.
