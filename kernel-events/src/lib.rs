@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod cgroup;
+mod cgroupfs;
 mod error;
 pub mod files;
 mod model;

@@ -13,9 +13,8 @@
 //! once (`TargetRemoved`) and its fd closed: the fd of a removed cgroup file reports an error
 //! forever. The poll then looks for the cgroup's return and arms it again (a new `Mode`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::time::Instant;
 
+use crate::cgroupfs;
 use crate::error::{Error, Result};
 use crate::model::{Batch, EventKind};
 pub use crate::model::{PressureAverages, PressureEvent, PressureMode, PressureTarget};
@@ -76,6 +76,8 @@ pub(crate) struct PressureReader {
     mode: PressureMode,
     announced: bool,
     stalled: bool,
+    /// Reading buffer (grows only if a reading fills it).
+    read_buf: Vec<u8>,
     next_poll: Instant,
 }
 
@@ -98,8 +100,8 @@ impl PressureReader {
         let path = match &opts.target {
             PressureTarget::System => PathBuf::from("/proc/pressure/memory"),
             PressureTarget::Cgroup(cg) => {
-                let mount = crate::cgroup::cgroup2_mount()?;
-                let dir = crate::cgroup::resolve(&mount, cg)?;
+                let mount = cgroupfs::cgroup2_mount()?;
+                let dir = cgroupfs::resolve(&mount, cg)?;
                 opts.target = PressureTarget::Cgroup(dir.clone());
                 dir.join("memory.pressure")
             }
@@ -113,6 +115,7 @@ impl PressureReader {
             mode,
             announced: false,
             stalled: false,
+            read_buf: Vec::new(),
         })
     }
 
@@ -127,12 +130,6 @@ impl PressureReader {
     }
 
     /// Reads the averages afresh.
-    fn averages(file: &File) -> std::io::Result<PressureAverages> {
-        let mut buf = [0u8; 512];
-        let n = file.read_at(&mut buf, 0)?;
-        Ok(parse_averages(&String::from_utf8_lossy(&buf[..n])))
-    }
-
     fn threshold_percent(&self) -> f64 {
         self.opts.stall.as_secs_f64() * 100.0 / self.opts.window.as_secs_f64()
     }
@@ -189,7 +186,7 @@ impl PressureReader {
             self.next_poll = Instant::now() + self.opts.poll_interval;
             return self.rearm_if_back(out);
         };
-        let averages = match Self::averages(file.get_ref()) {
+        let averages = match read_averages(file.get_ref(), &mut self.read_buf) {
             Ok(a) => a,
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
                 // The cgroup was removed: its trigger went with it.
@@ -260,11 +257,7 @@ impl PressureReader {
 /// falls back to polling; registers the fd with tokio.
 fn arm(opts: &PressureOptions, path: &Path) -> Result<(AsyncFd<File>, PressureMode)> {
     let open = |write: bool| {
-        OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
+        cgroupfs::open_control_file(path, write)
             .map_err(|e| Error::io(format!("open {}", path.display()), e))
     };
     let stall_us = opts.stall.as_micros() as u64;
@@ -309,6 +302,12 @@ fn arm(opts: &PressureOptions, path: &Path) -> Result<(AsyncFd<File>, PressureMo
     let file = crate::sys::register(file, Interest::PRIORITY)
         .map_err(|e| Error::io(format!("register {} with the runtime", path.display()), e))?;
     Ok((file, mode))
+}
+
+/// Reads the averages afresh, in one snapshot.
+fn read_averages(file: &File, buf: &mut Vec<u8>) -> std::io::Result<PressureAverages> {
+    let n = cgroupfs::read_snapshot(file, buf)?;
+    Ok(parse_averages(&String::from_utf8_lossy(&buf[..n])))
 }
 
 /// Parses "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull ...".

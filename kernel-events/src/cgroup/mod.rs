@@ -24,14 +24,13 @@
 //! cgroups-rs is not used: it has no cgroup v2 event API (its notification support is the v1
 //! `memory.oom_control` eventfd), and creating a cgroup is a `mkdir` the tests do directly.
 
-mod mount;
 mod reading;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::ops::Bound;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -41,9 +40,9 @@ use crate::error::{Error, Result};
 use crate::model::{Batch, EventKind, ResyncReason};
 use crate::sys::PriorityPoll;
 
+pub use crate::cgroupfs::cgroup2_mount;
+use crate::cgroupfs::{self, resolve};
 pub use crate::model::{CgroupEvent, CgroupState};
-pub use mount::cgroup2_mount;
-pub(crate) use mount::resolve;
 
 /// Which file of a watched cgroup an epoll token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,11 +288,7 @@ impl CgroupReader {
             return Ok(());
         }
         let open = |name: &str| -> Result<Option<File>> {
-            let opened = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open(path.join(name));
-            match opened {
+            match cgroupfs::open_control_file(&path.join(name), false) {
                 Ok(f) => Ok(Some(f)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(format!("open {}/{name}", path.display()), e)),
@@ -370,7 +365,7 @@ impl CgroupReader {
         let Some(file) = file else {
             return;
         };
-        let n = match reading::read_snapshot(file, &mut self.read_buf) {
+        let n = match cgroupfs::read_snapshot(file, &mut self.read_buf) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 self.anomalies += 1; // too large to be a file we understand: skipped

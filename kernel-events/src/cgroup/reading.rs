@@ -1,45 +1,13 @@
 //! Readings of `cgroup.events` and `memory.events`, and what changed between two of them.
 //!
 //! Both files are "flat keyed": one `key value` line per entry. They are read whole, in one
-//! `pread` at offset 0 (so one reading is one snapshot of the kernel's counters), parsed
-//! strictly, and compared with the last reading. Nothing here trusts the contents: a line that
-//! is not `key value` with a decimal `u64` value is skipped and counted, and a key missing from
-//! a reading keeps its last value, so a bad reading can neither invent nor lose counts.
+//! `pread` at offset 0 (`cgroupfs::read_snapshot`: one reading is one snapshot of the kernel's
+//! counters), parsed strictly, and compared with the last reading. Nothing here trusts the
+//! contents: a line that is not `key value` with a decimal `u64` value is skipped and counted,
+//! and a key missing from a reading keeps its last value, so a bad reading can neither invent
+//! nor lose counts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
-
-/// Largest reading accepted. Today's files are under 200 bytes; a file that fills this much is
-/// not one we understand, and is skipped rather than read in pieces (pieces read at different
-/// offsets are different snapshots).
-pub(crate) const MAX_READING: usize = 64 * 1024;
-
-/// The buffer a reader starts with; it grows (doubling) only if a reading fills it.
-pub(crate) const FIRST_BUFFER: usize = 1024;
-
-/// Reads the whole file from offset 0 in one call, growing `buf` and starting again while a
-/// reading fills it. Returns the reading's length, or `InvalidData` past [`MAX_READING`].
-pub(crate) fn read_snapshot(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.is_empty() {
-        buf.resize(FIRST_BUFFER, 0);
-    }
-    loop {
-        let n = file.read_at(buf, 0)?;
-        if n < buf.len() {
-            return Ok(n);
-        }
-        if buf.len() >= MAX_READING {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("larger than {MAX_READING} bytes"),
-            ));
-        }
-        let grown = (buf.len() * 2).min(MAX_READING);
-        buf.resize(grown, 0);
-    }
-}
 
 /// One parsed reading of a flat-keyed file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -343,38 +311,14 @@ mod tests {
     }
 
     #[test]
-    fn a_reading_larger_than_the_first_buffer_is_read_whole_in_one_snapshot() {
-        let path = std::env::temp_dir().join(format!("edgegw-ke-reading-{}", std::process::id()));
+    fn a_reading_of_hundreds_of_counters_parses_them_all() {
         let mut text = String::new();
         for i in 0..300 {
             text.push_str(&format!("counter_{i:03} {}\n", 1_000_000 + i));
         }
-        assert!(text.len() > FIRST_BUFFER * 4);
-        std::fs::write(&path, &text).unwrap();
-        let file = File::open(&path).unwrap();
-        let mut buf = Vec::new();
-        let n = read_snapshot(&file, &mut buf).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(&buf[..n], text.as_bytes());
-        let r = parse_flat_keyed(&buf[..n]);
+        let r = parse_flat_keyed(text.as_bytes());
         assert_eq!((r.values.len(), r.malformed), (300, 0));
         assert_eq!(r.values["counter_299"], 1_000_299);
-    }
-
-    #[test]
-    fn a_reading_larger_than_the_limit_is_refused_not_cut() {
-        let path = std::env::temp_dir().join(format!("edgegw-ke-huge-{}", std::process::id()));
-        std::fs::write(&path, vec![b'x'; MAX_READING + 1]).unwrap();
-        let file = File::open(&path).unwrap();
-        let mut buf = Vec::new();
-        let err = read_snapshot(&file, &mut buf).unwrap_err();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(
-            buf.len(),
-            MAX_READING,
-            "the buffer stops growing at the limit"
-        );
     }
 
     proptest! {
