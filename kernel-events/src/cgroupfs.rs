@@ -12,6 +12,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
+
 use crate::error::{Error, Result};
 
 /// The mount point of the cgroup2 file system, from /proc/self/mountinfo (never hard-coded:
@@ -90,7 +92,7 @@ pub(crate) fn open_control_file(path: &Path, write: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(write)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
         .open(path)
 }
 

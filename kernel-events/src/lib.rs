@@ -42,7 +42,7 @@ pub mod monitor;
 pub mod net;
 pub mod pressure;
 mod stream;
-pub mod sys;
+mod sys;
 
 pub use error::{Error, Result};
 pub use model::{Change, Counters, Event, EventKind, ResyncReason, Source, SourceCounters};

@@ -26,6 +26,7 @@ use crate::cgroupfs;
 use crate::error::{Error, Result};
 use crate::model::{Batch, EventKind};
 pub use crate::model::{PressureAverages, PressureEvent, PressureMode, PressureTarget};
+use crate::sys::{self, Errno};
 
 /// Which PSI line the threshold applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +189,7 @@ impl PressureReader {
         };
         let averages = match read_averages(file.get_ref(), &mut self.read_buf) {
             Ok(a) => a,
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+            Err(e) if sys::errno(&e) == Some(Errno::ENODEV) => {
                 // The cgroup was removed: its trigger went with it.
                 self.file = None;
                 self.stalled = false;
@@ -244,7 +245,7 @@ impl PressureReader {
             }
             // Gone again meanwhile: the next poll looks again.
             Err(Error::Io { source, .. })
-                if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENODEV)) =>
+                if matches!(sys::errno(&source), Some(Errno::ENOENT | Errno::ENODEV)) =>
             {
                 Ok(())
             }

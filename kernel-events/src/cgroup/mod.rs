@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::model::{Batch, EventKind, ResyncReason};
+use crate::sys;
 use dirs::{DirWatches, ANCESTOR_MASK, PARENT_MASK, REMOVAL_MASK};
 use files::{ControlFiles, Ready, Which};
 use model::{CgroupModel, Parent};
@@ -357,7 +358,7 @@ impl CgroupReader {
             if previous.as_ref() != Some(&ancestor) || !self.dirs.is_watched(&ancestor) {
                 match self.dirs.add(&ancestor, ANCESTOR_MASK) {
                     Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    Err(e) if sys::is_inotify_watch_limit(&e) => {
                         return Err(Error::io(
                             format!(
                                 "watch {} for removed cgroup {} to come back",

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use super::model::{Shape, Spec};
 use super::options::{FileOptions, WatchKind};
 use super::scan;
-use super::watches::{is_watch_limit, Watches};
+use super::watches::Watches;
 use crate::model::{FileKind, Identity};
+use crate::sys::is_inotify_watch_limit as is_watch_limit;
 
 /// Rounds of planning while directories on the way keep appearing (one more level per round);
 /// a path that keeps changing faster than that is planned again after the debounce window.

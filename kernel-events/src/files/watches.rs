@@ -191,12 +191,6 @@ impl Watches {
     }
 }
 
-/// Whether adding a watch failed for lack of room: ENOSPC, the user's
-/// fs.inotify.max_user_watches reached (the path degrades to polling).
-pub(super) fn is_watch_limit(error: &io::Error) -> bool {
-    error.raw_os_error() == Some(libc::ENOSPC)
-}
-
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t).await,

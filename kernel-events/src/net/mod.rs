@@ -34,9 +34,14 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::model::{Batch, Change, EventKind, ResyncReason, Source};
-use crate::sys::{self, ReceiveBuffer, Received};
+use crate::sys::linux::{
+    NLM_F_DUMP_INTR, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK, RTPROT_KERNEL,
+};
+use crate::sys::{self, Received};
 
 pub use crate::model::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
+pub use crate::sys::ReceiveBuffer;
 use model::{NetChange, NetObject};
 use parse::{ParseStats, Parsed};
 
@@ -66,21 +71,15 @@ impl Default for NetOptions {
     }
 }
 
-/// Multicast groups: RTMGRP_LINK, IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE.
-const GROUPS: u32 = (libc::RTMGRP_LINK
-    | libc::RTMGRP_IPV4_IFADDR
-    | libc::RTMGRP_IPV4_ROUTE
-    | libc::RTMGRP_IPV6_IFADDR
-    | libc::RTMGRP_IPV6_ROUTE) as u32;
+/// Multicast groups of the event socket: links, IPv4 and IPv6 addresses and routes.
+const GROUPS: u32 =
+    RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
 
 /// Interrupted dump parts redone at once; after that many in a row, the recovery backs off.
 /// A dump of a few thousand addresses takes milliseconds: a burst of changes is usually over
 /// after a redo or two, while a change that goes on for seconds would otherwise keep a core
 /// busy re-reading the same tables.
 const IMMEDIATE_REDOS: u32 = 3;
-
-/// RTPROT_KERNEL: a route the kernel installed for an address or a link.
-const RTPROT_KERNEL: u8 = 2;
 
 /// Datagrams read from the event socket per wake-up. A storm can queue notifications faster
 /// than they are applied; reading it to EAGAIN in one go would hold the runtime's thread for as
@@ -522,7 +521,7 @@ impl NetReader {
                 if msg.seq != *seq {
                     continue; // reply to an abandoned dump
                 }
-                if msg.flags & libc::NLM_F_DUMP_INTR as u16 != 0 {
+                if msg.flags & NLM_F_DUMP_INTR != 0 {
                     *interrupted = true;
                 }
                 match parse::parse(&msg, &mut self.parse_stats) {

@@ -15,10 +15,7 @@ use neli::FromBytesWithInput;
 
 use super::model::NetObject;
 use crate::model::{Address, Family, Link, NextHop, Route};
-
-const NLMSG_HDRLEN: usize = 16;
-/// Netlink attribute types carry two flag bits (nested, network byte order) above the type.
-const NLA_TYPE_MASK: u16 = 0x3fff;
+use crate::sys::linux::*;
 
 /// One netlink message inside a datagram.
 #[derive(Debug, Clone, Copy)]
@@ -80,33 +77,33 @@ pub(crate) struct ParseStats {
 /// Decodes one message. `Err(())` means malformed: skip it and count it.
 pub(crate) fn parse(msg: &Message<'_>, stats: &mut ParseStats) -> Result<Parsed, ()> {
     match msg.msg_type {
-        t if t == libc::NLMSG_DONE as u16 => Ok(Parsed::Done),
-        t if t == libc::NLMSG_ERROR as u16 => {
+        NLMSG_DONE => Ok(Parsed::Done),
+        NLMSG_ERROR => {
             let errno = msg.body.get(0..4).ok_or(())?;
             Ok(Parsed::Error(i32::from_ne_bytes(
                 errno.try_into().map_err(|_| ())?,
             )))
         }
-        libc::RTM_NEWLINK | libc::RTM_DELLINK => {
+        RTM_NEWLINK | RTM_DELLINK => {
             let link = parse_link(msg.body, stats)?;
-            Ok(Parsed::Object(if msg.msg_type == libc::RTM_NEWLINK {
+            Ok(Parsed::Object(if msg.msg_type == RTM_NEWLINK {
                 NetObject::NewLink(link)
             } else {
                 NetObject::DelLink(link)
             }))
         }
-        libc::RTM_NEWADDR | libc::RTM_DELADDR => match parse_address(msg.body, stats)? {
-            Some(addr) if msg.msg_type == libc::RTM_NEWADDR => {
+        RTM_NEWADDR | RTM_DELADDR => match parse_address(msg.body, stats)? {
+            Some(addr) if msg.msg_type == RTM_NEWADDR => {
                 Ok(Parsed::Object(NetObject::NewAddress(addr)))
             }
             Some(addr) => Ok(Parsed::Object(NetObject::DelAddress(addr))),
             None => Ok(Parsed::Ignored),
         },
-        libc::RTM_NEWROUTE | libc::RTM_DELROUTE => match parse_route(msg.body, stats)? {
-            Some(route) if msg.msg_type == libc::RTM_NEWROUTE => {
+        RTM_NEWROUTE | RTM_DELROUTE => match parse_route(msg.body, stats)? {
+            Some(route) if msg.msg_type == RTM_NEWROUTE => {
                 Ok(Parsed::Object(NetObject::NewRoute {
                     route,
-                    replace: msg.flags & libc::NLM_F_REPLACE as u16 != 0,
+                    replace: msg.flags & NLM_F_REPLACE != 0,
                 }))
             }
             Some(route) => Ok(Parsed::Object(NetObject::DelRoute(route))),
@@ -137,9 +134,9 @@ fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, ()> {
         }
         let payload: &[u8] = attr.rta_payload().as_ref();
         match u16::from(ty) & NLA_TYPE_MASK {
-            libc::IFLA_IFNAME => link.name = c_string(payload),
-            libc::IFLA_MTU => link.mtu = u32_of(payload, stats),
-            libc::IFLA_ADDRESS if !payload.is_empty() => {
+            IFLA_IFNAME => link.name = c_string(payload),
+            IFLA_MTU => link.mtu = u32_of(payload, stats),
+            IFLA_ADDRESS if !payload.is_empty() => {
                 link.mac = Some(
                     payload
                         .iter()
@@ -148,11 +145,11 @@ fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, ()> {
                         .join(":"),
                 )
             }
-            libc::IFLA_OPERSTATE => link.oper_state = payload.first().copied(),
-            libc::IFLA_MASTER => link.master = u32_of(payload, stats),
-            libc::IFLA_LINKINFO => {
+            IFLA_OPERSTATE => link.oper_state = payload.first().copied(),
+            IFLA_MASTER => link.master = u32_of(payload, stats),
+            IFLA_LINKINFO => {
                 for (sub_ty, sub) in raw_attributes(payload, stats) {
-                    if sub_ty == libc::IFLA_INFO_KIND {
+                    if sub_ty == IFLA_INFO_KIND {
                         link.kind = Some(c_string(sub));
                     }
                 }
@@ -166,9 +163,9 @@ fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, ()> {
 fn parse_address(body: &[u8], stats: &mut ParseStats) -> Result<Option<Address>, ()> {
     let msg =
         Ifaddrmsg::from_bytes_with_input(&mut Cursor::new(body), body.len()).map_err(|_| ())?;
-    let family = match u8::from(*msg.ifa_family()) as i32 {
-        libc::AF_INET => Family::Inet,
-        libc::AF_INET6 => Family::Inet6,
+    let family = match u8::from(*msg.ifa_family()) {
+        AF_INET => Family::Inet,
+        AF_INET6 => Family::Inet6,
         _ => return Ok(None),
     };
     let (mut local, mut address, mut label) = (None, None, None);
@@ -181,10 +178,10 @@ fn parse_address(body: &[u8], stats: &mut ParseStats) -> Result<Option<Address>,
         }
         let payload: &[u8] = attr.rta_payload().as_ref();
         match u16::from(ty) & NLA_TYPE_MASK {
-            libc::IFA_LOCAL => local = ip_of(payload, stats),
-            libc::IFA_ADDRESS => address = ip_of(payload, stats),
-            libc::IFA_LABEL => label = Some(c_string(payload)),
-            libc::IFA_FLAGS => flags = u32_of(payload, stats).unwrap_or(flags),
+            IFA_LOCAL => local = ip_of(payload, stats),
+            IFA_ADDRESS => address = ip_of(payload, stats),
+            IFA_LABEL => label = Some(c_string(payload)),
+            IFA_FLAGS => flags = u32_of(payload, stats).unwrap_or(flags),
             _ => {}
         }
     }
@@ -205,14 +202,14 @@ fn parse_address(body: &[u8], stats: &mut ParseStats) -> Result<Option<Address>,
 
 fn parse_route(body: &[u8], stats: &mut ParseStats) -> Result<Option<Route>, ()> {
     let msg = Rtmsg::from_bytes_with_input(&mut Cursor::new(body), body.len()).map_err(|_| ())?;
-    let family = match u8::from(*msg.rtm_family()) as i32 {
-        libc::AF_INET => Family::Inet,
-        libc::AF_INET6 => Family::Inet6,
+    let family = match u8::from(*msg.rtm_family()) {
+        AF_INET => Family::Inet,
+        AF_INET6 => Family::Inet6,
         _ => return Ok(None),
     };
     // Cached clones (PMTU exceptions, redirects) are not routes an operator configured, and
     // `ip route show` does not list them either.
-    if u32::from(*msg.rtm_flags()) & libc::RTM_F_CLONED != 0 {
+    if u32::from(*msg.rtm_flags()) & RTM_F_CLONED != 0 {
         return Ok(None);
     }
     let mut route = Route {
@@ -242,14 +239,14 @@ fn parse_route(body: &[u8], stats: &mut ParseStats) -> Result<Option<Route>, ()>
         }
         let payload: &[u8] = attr.rta_payload().as_ref();
         match u16::from(ty) & NLA_TYPE_MASK {
-            libc::RTA_DST => route.dst = ip_of(payload, stats),
-            libc::RTA_SRC => route.src = ip_of(payload, stats),
-            libc::RTA_OIF => hop.oif = u32_of(payload, stats),
-            libc::RTA_GATEWAY => hop.gateway = ip_of(payload, stats),
-            libc::RTA_PRIORITY => route.priority = u32_of(payload, stats).unwrap_or(0),
-            libc::RTA_PREFSRC => route.prefsrc = ip_of(payload, stats),
-            libc::RTA_TABLE => route.table = u32_of(payload, stats).unwrap_or(route.table),
-            libc::RTA_MULTIPATH => route.next_hops = multipath(payload, stats),
+            RTA_DST => route.dst = ip_of(payload, stats),
+            RTA_SRC => route.src = ip_of(payload, stats),
+            RTA_OIF => hop.oif = u32_of(payload, stats),
+            RTA_GATEWAY => hop.gateway = ip_of(payload, stats),
+            RTA_PRIORITY => route.priority = u32_of(payload, stats).unwrap_or(0),
+            RTA_PREFSRC => route.prefsrc = ip_of(payload, stats),
+            RTA_TABLE => route.table = u32_of(payload, stats).unwrap_or(route.table),
+            RTA_MULTIPATH => route.next_hops = multipath(payload, stats),
             _ => {}
         }
     }
@@ -261,7 +258,6 @@ fn parse_route(body: &[u8], stats: &mut ParseStats) -> Result<Option<Route>, ()>
 
 /// Decodes RTA_MULTIPATH: a run of `struct rtnexthop` each followed by its own attributes.
 fn multipath(mut buf: &[u8], stats: &mut ParseStats) -> Vec<NextHop> {
-    const RTNH_LEN: usize = 8;
     let mut hops = Vec::new();
     while buf.len() >= RTNH_LEN {
         let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
@@ -275,7 +271,7 @@ fn multipath(mut buf: &[u8], stats: &mut ParseStats) -> Vec<NextHop> {
             gateway: None,
         };
         for (ty, payload) in raw_attributes(&buf[RTNH_LEN..len], stats) {
-            if ty == libc::RTA_GATEWAY {
+            if ty == RTA_GATEWAY {
                 hop.gateway = ip_of(payload, stats);
             }
         }
@@ -368,10 +364,10 @@ mod tests {
 
     #[test]
     fn address_message_with_unknown_attribute_is_decoded_and_the_attribute_counted() {
-        let mut body = ifaddrmsg(libc::AF_INET as u8, 24, 3);
-        body.extend(attr(libc::IFA_LOCAL, &[10, 1, 2, 3]));
+        let mut body = ifaddrmsg(AF_INET, 24, 3);
+        body.extend(attr(IFA_LOCAL, &[10, 1, 2, 3]));
         body.extend(attr(999, &[1, 2, 3, 4]));
-        let buf = nlmsg(libc::RTM_NEWADDR, &body);
+        let buf = nlmsg(RTM_NEWADDR, &body);
         let msg = split(&buf).next().unwrap().unwrap();
         let mut stats = ParseStats::default();
         let parsed = parse(&msg, &mut stats).unwrap();
@@ -386,10 +382,10 @@ mod tests {
 
     #[test]
     fn attribute_with_wrong_payload_size_is_skipped_and_counted() {
-        let mut body = ifaddrmsg(libc::AF_INET as u8, 24, 3);
-        body.extend(attr(libc::IFA_LOCAL, &[10, 1, 2, 3]));
-        body.extend(attr(libc::IFA_FLAGS, &[1, 2])); // u32 expected
-        let buf = nlmsg(libc::RTM_NEWADDR, &body);
+        let mut body = ifaddrmsg(AF_INET, 24, 3);
+        body.extend(attr(IFA_LOCAL, &[10, 1, 2, 3]));
+        body.extend(attr(IFA_FLAGS, &[1, 2])); // u32 expected
+        let buf = nlmsg(RTM_NEWADDR, &body);
         let msg = split(&buf).next().unwrap().unwrap();
         let mut stats = ParseStats::default();
         assert!(matches!(parse(&msg, &mut stats), Ok(Parsed::Object(_))));
@@ -398,18 +394,18 @@ mod tests {
 
     #[test]
     fn attribute_length_past_the_message_is_malformed_not_a_panic() {
-        let mut body = ifaddrmsg(libc::AF_INET as u8, 24, 3);
-        let mut bad = attr(libc::IFA_LOCAL, &[10, 1, 2, 3]);
+        let mut body = ifaddrmsg(AF_INET, 24, 3);
+        let mut bad = attr(IFA_LOCAL, &[10, 1, 2, 3]);
         bad[0] = 200; // rta_len beyond the end
         body.extend(bad);
-        let buf = nlmsg(libc::RTM_NEWADDR, &body);
+        let buf = nlmsg(RTM_NEWADDR, &body);
         let msg = split(&buf).next().unwrap().unwrap();
         assert!(parse(&msg, &mut ParseStats::default()).is_err());
     }
 
     #[test]
     fn message_length_past_the_datagram_stops_the_split_with_an_error() {
-        let mut buf = nlmsg(libc::NLMSG_DONE as u16, &[0, 0, 0, 0]);
+        let mut buf = nlmsg(NLMSG_DONE, &[0, 0, 0, 0]);
         buf[0] = 250;
         let items: Vec<_> = split(&buf).collect();
         assert_eq!(items.len(), 1);
@@ -421,15 +417,15 @@ mod tests {
     #[test]
     fn every_truncation_of_a_valid_message_is_handled_without_panic() {
         let mut body = vec![0u8; 12];
-        body[0] = libc::AF_INET as u8;
+        body[0] = AF_INET;
         body[1] = 24;
-        body.extend(attr(libc::RTA_DST, &[10, 0, 0, 0]));
-        body.extend(attr(libc::RTA_OIF, &2u32.to_ne_bytes()));
+        body.extend(attr(RTA_DST, &[10, 0, 0, 0]));
+        body.extend(attr(RTA_OIF, &2u32.to_ne_bytes()));
         body.extend(attr(
-            libc::RTA_MULTIPATH,
+            RTA_MULTIPATH,
             &[16, 0, 0, 0, 2, 0, 0, 0, 8, 0, 5, 0, 1, 2, 3, 4],
         ));
-        let buf = nlmsg(libc::RTM_NEWROUTE, &body);
+        let buf = nlmsg(RTM_NEWROUTE, &body);
         for cut in 0..buf.len() {
             let mut copy = buf[..cut].to_vec();
             if copy.len() >= 4 {

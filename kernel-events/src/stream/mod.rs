@@ -11,9 +11,8 @@ use crate::cgroup::{CgroupReader, CgroupState};
 use crate::error::Result;
 use crate::files::{FileReader, FilesWake, Identity};
 use crate::model::{Batch, Counters, Event, Source};
-use crate::net::{NetReader, NetStats, NetWake, NetworkState};
+use crate::net::{NetReader, NetStats, NetWake, NetworkState, ReceiveBuffer};
 use crate::pressure::{PressureMode, PressureReader};
-use crate::sys::ReceiveBuffer;
 
 pub use builder::KernelEventsBuilder;
 use emitter::Emitter;
