@@ -319,7 +319,10 @@ impl NetReader {
                         match msg.and_then(|m| parse::parse(&m, &mut self.parse_stats)) {
                             Ok(Parsed::Object(obj)) => objects.push(obj),
                             Ok(_) => {}
-                            Err(()) => malformed = true,
+                            Err(e) => {
+                                log::debug!("skipped a notification: {e}");
+                                malformed = true;
+                            }
                         }
                     }
                     if malformed {
@@ -328,8 +331,11 @@ impl NetReader {
                     }
                     if self.is_recovering() {
                         self.buffered.extend(objects);
-                        if self.buffered.len() > self.opts.max_buffered {
-                            self.restart_recovery()?;
+                        let limit = self.opts.max_buffered;
+                        if self.buffered.len() > limit {
+                            self.restart_recovery(format_args!(
+                                "more than {limit} notifications arrived during the dump"
+                            ))?;
                         }
                     } else {
                         for obj in objects {
@@ -404,7 +410,7 @@ impl NetReader {
             ) {
                 return Ok(()); // the running dump reads the routes anyway
             }
-            return self.restart_recovery();
+            return self.restart_recovery(format_args!("{reason:?} during the recovery"));
         }
         out.resync(reason);
         self.recovering = Some(reason);
@@ -434,13 +440,13 @@ impl NetReader {
     }
 
     /// ENOBUFS (or too much buffered) during a recovery: drop what we have, back off, redo.
-    fn restart_recovery(&mut self) -> Result<()> {
+    fn restart_recovery(&mut self, why: std::fmt::Arguments<'_>) -> Result<()> {
         self.stats.restarted_recoveries += 1;
-        self.back_off()
+        self.back_off(why)
     }
 
     /// Drops the recovery's progress and schedules a new one after an exponential backoff.
-    fn back_off(&mut self) -> Result<()> {
+    fn back_off(&mut self, why: std::fmt::Arguments<'_>) -> Result<()> {
         self.interrupted_in_row = 0;
         self.buffered.clear();
         self.discard_queued_events()?;
@@ -453,6 +459,7 @@ impl NetReader {
         self.phase = Phase::Backoff {
             until: Instant::now() + backoff,
         };
+        log::debug!("network recovery: {why}; dumping again in {backoff:?}");
         // Drain stale dump replies so the next dump starts on a clean socket.
         self.drain_dump_socket()
     }
@@ -498,59 +505,26 @@ impl NetReader {
                 Received::Empty => return Ok(()),
                 Received::Overrun | Received::Truncated(_) => {
                     out.overflowed();
-                    return self.restart_recovery();
+                    return self.restart_recovery(format_args!("the dump socket overflowed"));
                 }
                 Received::Datagram(n) => n,
             };
-            let Phase::Dumping {
-                kind,
-                seq,
-                interrupted,
-                fresh,
-            } = &mut self.phase
-            else {
-                continue; // a stale reply after a restart
-            };
-            let mut finished = None;
-            for msg in parse::split(&self.buf[..n]) {
-                let Ok(msg) = msg else {
-                    self.stats.malformed_messages += 1;
-                    out.skipped(1);
-                    continue;
-                };
-                if msg.seq != *seq {
-                    continue; // reply to an abandoned dump
-                }
-                if msg.flags & NLM_F_DUMP_INTR != 0 {
-                    *interrupted = true;
-                }
-                match parse::parse(&msg, &mut self.parse_stats) {
-                    Ok(Parsed::Object(obj)) => {
-                        let mut ignored = Vec::new();
-                        // A dump only adds: routes that share a key join it, nothing is
-                        // replaced or deleted, so everything is placed.
-                        let _ = fresh.apply(obj, &mut ignored);
-                    }
-                    Ok(Parsed::Done) => finished = Some(Ok(())),
-                    Ok(Parsed::Error(0)) | Ok(Parsed::Ignored) => {}
-                    Ok(Parsed::Error(errno)) => finished = Some(Err(errno)),
-                    Err(()) => {
-                        self.stats.malformed_messages += 1;
-                        out.skipped(1);
-                    }
-                }
-            }
-            let Some(result) = finished else {
+            let Some(result) = self.absorb_dump_datagram(n, out) else {
                 continue;
             };
-            let (kind, interrupted) = (*kind, *interrupted);
-            let Phase::Dumping { fresh, .. } = std::mem::replace(&mut self.phase, Phase::Live)
+            let Phase::Dumping {
+                kind,
+                interrupted,
+                fresh,
+                ..
+            } = std::mem::replace(&mut self.phase, Phase::Live)
             else {
-                unreachable!("matched above");
+                unreachable!("a dump part ends only while dumping");
             };
-            if result.is_err() {
+            if let Err(errno) = result {
                 // EBUSY and friends: try again after a backoff.
-                self.restart_recovery()?;
+                let error = std::io::Error::from_raw_os_error(errno.saturating_neg());
+                self.restart_recovery(format_args!("the {kind:?} dump failed: {error}"))?;
                 return Ok(());
             }
             if interrupted {
@@ -562,7 +536,9 @@ impl NetReader {
                 self.stats.interrupted_dumps += 1;
                 self.interrupted_in_row += 1;
                 if self.interrupted_in_row > IMMEDIATE_REDOS {
-                    return self.back_off();
+                    return self.back_off(format_args!(
+                        "{IMMEDIATE_REDOS} dumps in a row were interrupted by changes"
+                    ));
                 }
                 let mut fresh = fresh;
                 match kind {
@@ -582,6 +558,50 @@ impl NetReader {
                 }
             }
         }
+    }
+
+    /// Adds the objects of a dump datagram (`n` bytes in the buffer) to the dump in progress.
+    /// Returns how the dump part ended once its end is read: `Err(errno)` if the kernel
+    /// refused it.
+    fn absorb_dump_datagram(&mut self, n: usize, out: &mut Batch) -> Option<Result<(), i32>> {
+        let Phase::Dumping {
+            seq,
+            interrupted,
+            fresh,
+            ..
+        } = &mut self.phase
+        else {
+            return None; // a stale reply after a restart
+        };
+        let mut finished = None;
+        for msg in parse::split(&self.buf[..n]) {
+            let parsed = msg.and_then(|msg| {
+                if msg.seq != *seq {
+                    return Ok(Parsed::Ignored); // reply to an abandoned dump
+                }
+                if msg.flags & NLM_F_DUMP_INTR != 0 {
+                    *interrupted = true;
+                }
+                parse::parse(&msg, &mut self.parse_stats)
+            });
+            match parsed {
+                Ok(Parsed::Object(obj)) => {
+                    let mut ignored = Vec::new();
+                    // A dump only adds: routes that share a key join it, nothing is replaced
+                    // or deleted, so everything is placed.
+                    let _ = fresh.apply(obj, &mut ignored);
+                }
+                Ok(Parsed::Done) => finished = Some(Ok(())),
+                Ok(Parsed::Error(0)) | Ok(Parsed::Ignored) => {}
+                Ok(Parsed::Error(errno)) => finished = Some(Err(errno)),
+                Err(e) => {
+                    log::debug!("skipped a dump message: {e}");
+                    self.stats.malformed_messages += 1;
+                    out.skipped(1);
+                }
+            }
+        }
+        finished
     }
 
     /// Mark and sweep against the dump, then replay what arrived meanwhile.
