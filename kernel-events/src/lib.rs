@@ -27,8 +27,9 @@
 //! ends with the kernel's true state; one that does not want a model can read the source's
 //! ([`KernelEvents::network`], [`KernelEvents::files`], [`KernelEvents::cgroups`]).
 //!
-//! [`monitor`] prints the stream like `ip monitor` plus `inotifywait` (or as JSON lines); it is
-//! what `edgegw events` runs. The OS glue lives in [`sys`].
+//! An [`Event`] displays as one human line, like `ip monitor` plus `inotifywait`
+//! ([`Event::display`] names interfaces), and with the `serde` feature serializes as one JSON
+//! object: `edgegw events` prints those.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -37,13 +38,13 @@ mod cgroupfs;
 mod error;
 pub mod files;
 mod model;
-#[cfg(feature = "serde")]
-pub mod monitor;
 pub mod net;
 pub mod pressure;
 mod stream;
 mod sys;
 
 pub use error::{Error, Result};
-pub use model::{Change, Counters, Event, EventKind, ResyncReason, Source, SourceCounters};
+pub use model::{
+    Change, Counters, Event, EventKind, EventLine, ResyncReason, Source, SourceCounters,
+};
 pub use stream::{KernelEvents, KernelEventsBuilder};

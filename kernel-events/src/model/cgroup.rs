@@ -1,6 +1,7 @@
 //! What the cgroup source reports: a cgroup's state and how it changed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::PathBuf;
 
 /// A change of a watched cgroup.
@@ -75,4 +76,38 @@ pub struct CgroupState {
     pub memory: BTreeMap<String, u64>,
     /// Whether memory.events exists for this cgroup (memory controller enabled in the parent).
     pub memory_events: bool,
+}
+
+/// `/sys/fs/cgroup/app populated=1`, `... memory.events oom=reset oom_kill+=1`,
+/// `... REMOVED`, `+child /sys/fs/cgroup/app/worker`, ...
+impl fmt::Display for CgroupEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CgroupEvent::Populated { path, populated } => {
+                write!(f, "{} populated={}", path.display(), u8::from(*populated))
+            }
+            CgroupEvent::Frozen { path, frozen } => {
+                write!(f, "{} frozen={}", path.display(), u8::from(*frozen))
+            }
+            CgroupEvent::Memory {
+                path,
+                deltas,
+                resets,
+                ..
+            } => {
+                write!(f, "{} memory.events", path.display())?;
+                for k in resets {
+                    write!(f, " {k}=reset")?;
+                }
+                for (k, v) in deltas {
+                    write!(f, " {k}+={v}")?;
+                }
+                Ok(())
+            }
+            CgroupEvent::Removed { path } => write!(f, "{} REMOVED", path.display()),
+            CgroupEvent::Reappeared { path } => write!(f, "{} REAPPEARED", path.display()),
+            CgroupEvent::ChildAdded { child, .. } => write!(f, "+child {}", child.display()),
+            CgroupEvent::ChildRemoved { child, .. } => write!(f, "-child {}", child.display()),
+        }
+    }
 }

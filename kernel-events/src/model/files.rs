@@ -1,5 +1,6 @@
 //! What the file source reports: a watched path's identity and how it changed.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use super::Change;
@@ -67,4 +68,40 @@ pub enum FileEvent {
         /// The watched path (as given).
         path: PathBuf,
     },
+}
+
+/// `CHANGED /etc/app/cert.pem kind=File dev=65024 ino=10010642 size=2 mtime_ns=...`, and for
+/// a path gone `REMOVED /etc/app/cert.pem`; `DEGRADED path (reason)`, `RESTORED path`.
+impl fmt::Display for FileEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileEvent::Entry {
+                change,
+                path,
+                identity,
+            } => {
+                let word = match change {
+                    Change::Added => "CREATED",
+                    Change::Changed => "CHANGED",
+                    Change::Removed => "REMOVED",
+                };
+                write!(f, "{word} {}", path.display())?;
+                if let Some(id) = identity {
+                    write!(
+                        f,
+                        " kind={:?} dev={} ino={} size={} mtime_ns={}",
+                        id.kind, id.dev, id.ino, id.size, id.mtime_ns
+                    )?;
+                    if let Some(h) = id.hash {
+                        write!(f, " fnv64={h:016x}")?;
+                    }
+                }
+                Ok(())
+            }
+            FileEvent::Degraded { path, reason } => {
+                write!(f, "DEGRADED {} ({reason})", path.display())
+            }
+            FileEvent::Restored { path } => write!(f, "RESTORED {}", path.display()),
+        }
+    }
 }

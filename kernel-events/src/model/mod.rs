@@ -11,6 +11,7 @@ use std::fmt;
 
 pub use cgroup::{CgroupEvent, CgroupState};
 pub use files::{FileEvent, FileKind, Identity};
+use net::LinkNames;
 pub use net::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
 pub use pressure::{PressureAverages, PressureEvent, PressureMode, PressureTarget};
 
@@ -69,6 +70,66 @@ pub struct Event {
     pub source: Source,
     /// What happened.
     pub kind: EventKind,
+}
+
+impl Event {
+    /// The event as one human line, as `edgegw events` prints it (like `ip monitor` plus
+    /// `inotifywait`): `seq source what details`. Interface indexes are shown as the names
+    /// `network` has for them, `#index` otherwise. (`Display` of an `Event` is this line
+    /// without names.)
+    ///
+    /// ```text
+    ///      8 net      +addr 10.9.0.1/24 dev lo scope 0 label lo
+    ///     14 net      RESYNC reason=NoBuffers
+    /// ```
+    pub fn display<'a>(&'a self, network: Option<&'a NetworkState>) -> EventLine<'a> {
+        EventLine {
+            event: self,
+            names: LinkNames(network),
+        }
+    }
+}
+
+/// An [`Event`] as one human line; see [`Event::display`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventLine<'a> {
+    event: &'a Event,
+    names: LinkNames<'a>,
+}
+
+impl fmt::Display for EventLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Event { seq, source, kind } = self.event;
+        write!(f, "{seq:>6} {:<8} ", source.name())?;
+        let sign = |change: &Change| match change {
+            Change::Added => "+",
+            Change::Changed => "~",
+            Change::Removed => "-",
+        };
+        match kind {
+            EventKind::Resync { reason, .. } => write!(f, "RESYNC reason={reason:?}"),
+            EventKind::ResyncDone { .. } => f.write_str("RESYNC-DONE"),
+            EventKind::File(e) => fmt::Display::fmt(e, f),
+            EventKind::Link { change, link } => write!(f, "{}link {link}", sign(change)),
+            EventKind::Address { change, address } => {
+                write!(f, "{}addr ", sign(change))?;
+                address.write(f, self.names)
+            }
+            EventKind::Route { change, route } => {
+                write!(f, "{}route ", sign(change))?;
+                route.write(f, self.names)
+            }
+            EventKind::Cgroup(e) => fmt::Display::fmt(e, f),
+            EventKind::Pressure(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+/// The event's human line, with interfaces by index (see [`Event::display`]).
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.display(None), f)
+    }
 }
 
 /// Why a reader lost track of the kernel's state and re-read it.

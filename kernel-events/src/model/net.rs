@@ -2,6 +2,7 @@
 //! identifies them, and the network state they make up.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 
 /// Address family of an address or route.
@@ -196,5 +197,95 @@ impl NetworkState {
     /// The link called `name`.
     pub fn link_by_name(&self, name: &str) -> Option<&Link> {
         self.links.values().find(|l| l.name == name)
+    }
+}
+
+/// `1: lo UP mtu 65536 link 00:00:00:00:00:00`, `4: veth0 type veth DOWN`.
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.index, self.name)?;
+        if let Some(kind) = &self.kind {
+            write!(f, " type {kind}")?;
+        }
+        f.write_str(if self.is_up() { " UP" } else { " DOWN" })?;
+        if let Some(mtu) = self.mtu {
+            write!(f, " mtu {mtu}")?;
+        }
+        if let Some(mac) = &self.mac {
+            write!(f, " link {mac}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Interface names to show instead of indexes, where a network state has them; `#index`
+/// otherwise.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LinkNames<'a>(pub(super) Option<&'a NetworkState>);
+
+impl LinkNames<'_> {
+    fn write(self, f: &mut fmt::Formatter<'_>, index: u32) -> fmt::Result {
+        match self.0.and_then(|n| n.links.get(&index)) {
+            Some(link) => f.write_str(&link.name),
+            None => write!(f, "#{index}"),
+        }
+    }
+}
+
+impl Address {
+    pub(super) fn write(&self, f: &mut fmt::Formatter<'_>, names: LinkNames<'_>) -> fmt::Result {
+        write!(f, "{}/{} dev ", self.address, self.prefix_len)?;
+        names.write(f, self.index)?;
+        if let Some(peer) = self.peer {
+            write!(f, " peer {peer}")?;
+        }
+        write!(f, " scope {}", self.scope)?;
+        if let Some(label) = &self.label {
+            write!(f, " label {label}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `10.9.0.1/24 dev #1 scope 0 label lo` (the interface by index: [`Event::display`](super::Event::display)
+/// shows names).
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, LinkNames(None))
+    }
+}
+
+impl Route {
+    pub(super) fn write(&self, f: &mut fmt::Formatter<'_>, names: LinkNames<'_>) -> fmt::Result {
+        match self.dst {
+            Some(dst) => write!(f, "{dst}/{}", self.dst_len)?,
+            None => f.write_str("default")?,
+        }
+        for hop in &self.next_hops {
+            if let Some(gw) = hop.gateway {
+                write!(f, " via {gw}")?;
+            }
+            if let Some(oif) = hop.oif {
+                f.write_str(" dev ")?;
+                names.write(f, oif)?;
+            }
+        }
+        write!(
+            f,
+            " table {} metric {} type {} proto {}",
+            self.table, self.priority, self.route_type, self.protocol
+        )?;
+        if let Some(src) = self.prefsrc {
+            write!(f, " src {src}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `default via 10.9.0.254 dev #2 table 254 metric 100 type 1 proto 4` (interfaces by index:
+/// [`Event::display`](super::Event::display) shows names).
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, LinkNames(None))
     }
 }

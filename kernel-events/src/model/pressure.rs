@@ -1,6 +1,7 @@
 //! What the pressure source reports: whose memory pressure, how it is watched, and the PSI
 //! averages read.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// Whose memory pressure to watch.
@@ -90,4 +91,52 @@ pub enum PressureEvent {
         /// Whose pressure.
         target: PressureTarget,
     },
+}
+
+/// `system`, or the cgroup's path.
+impl fmt::Display for PressureTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PressureTarget::System => f.write_str("system"),
+            PressureTarget::Cgroup(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// `system memory mode=trigger stall=150000us window=2000000us`,
+/// `system memory STALLED some avg10=12.50 full avg10=4.00`, ...
+impl fmt::Display for PressureEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PressureEvent::Mode { target, mode } => match mode {
+                PressureMode::Trigger {
+                    stall_us,
+                    window_us,
+                } => write!(
+                    f,
+                    "{target} memory mode=trigger stall={stall_us}us window={window_us}us"
+                ),
+                PressureMode::Poll {
+                    interval_ms,
+                    reason,
+                } => write!(
+                    f,
+                    "{target} memory mode=poll every {interval_ms}ms ({reason})"
+                ),
+            },
+            PressureEvent::Stalled { target, averages } => write!(
+                f,
+                "{target} memory STALLED some avg10={:.2} full avg10={:.2}",
+                averages.some_avg10, averages.full_avg10
+            ),
+            PressureEvent::TargetRemoved { target } => {
+                write!(f, "{target} memory pressure target REMOVED")
+            }
+            PressureEvent::Relieved { target, averages } => write!(
+                f,
+                "{target} memory relieved some avg10={:.2}",
+                averages.some_avg10
+            ),
+        }
+    }
 }
