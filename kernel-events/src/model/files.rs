@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::Change;
+use super::change::Change;
 
 /// What a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -247,7 +247,7 @@ impl Address {
     }
 }
 
-/// `10.9.0.1/24 dev #1 scope 0 label lo` (the interface by index: [`Event::display`](super::Event::display)
+/// `10.9.0.1/24 dev #1 scope 0 label lo` (the interface by index: [`Event::display`](super::event::Event::display)
 /// shows names).
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -283,7 +283,7 @@ impl Route {
 }
 
 /// `default via 10.9.0.254 dev #2 table 254 metric 100 type 1 proto 4` (interfaces by index:
-/// [`Event::display`](super::Event::display) shows names).
+/// [`Event::display`](super::event::Event::display) shows names).
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.write(f, LinkNames(None))

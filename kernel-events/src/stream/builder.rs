@@ -2,12 +2,19 @@
 
 use std::path::PathBuf;
 
-use super::{Emitter, KernelEvents};
 use crate::cgroup::CgroupReader;
 use crate::error::{Error, Result};
 use crate::files::{FileOptions, FileReader, WatchKind};
 use crate::net::{NetOptions, NetReader};
 use crate::pressure::{PressureOptions, PressureReader};
+
+/// The readers a builder opened.
+pub(super) struct Readers {
+    pub(super) files: Option<FileReader>,
+    pub(super) network: Option<NetReader>,
+    pub(super) cgroups: Option<CgroupReader>,
+    pub(super) pressure: Option<PressureReader>,
+}
 
 /// Configures which sources to read. Nothing is opened until [`KernelEventsBuilder::build`].
 #[derive(Debug, Default, Clone)]
@@ -73,10 +80,9 @@ impl KernelEventsBuilder {
         self
     }
 
-    /// Opens every configured reader and reads the initial state (the network dump runs here,
-    /// after subscribing, so nothing falls between the two). Must run inside a tokio runtime
-    /// with IO and time enabled.
-    pub async fn build(self) -> Result<KernelEvents> {
+    /// Opens every configured reader and reads its initial state (see
+    /// [`KernelEventsBuilder::build`]).
+    pub(super) async fn open(self) -> Result<Readers> {
         if self.paths.is_empty()
             && self.network.is_none()
             && self.cgroups.is_empty()
@@ -100,12 +106,11 @@ impl KernelEventsBuilder {
             Some(opts) => Some(NetReader::new(opts).await?),
             None => None,
         };
-        Ok(KernelEvents {
+        Ok(Readers {
             files,
             network,
             cgroups,
             pressure,
-            emitter: Emitter::new(),
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::net::{NetReader, NetStats, NetWake, NetworkState, ReceiveBuffer};
 use crate::pressure::{PressureMode, PressureReader};
 
 pub use builder::KernelEventsBuilder;
+use builder::Readers;
 use emitter::Emitter;
 
 /// Which reader woke up, with what its wait read.
@@ -36,6 +37,27 @@ pub struct KernelEvents {
     cgroups: Option<CgroupReader>,
     pressure: Option<PressureReader>,
     emitter: Emitter,
+}
+
+impl KernelEventsBuilder {
+    /// Opens every configured reader and reads the initial state (the network dump runs here,
+    /// after subscribing, so nothing falls between the two). Must run inside a tokio runtime
+    /// with IO and time enabled.
+    pub async fn build(self) -> Result<KernelEvents> {
+        let Readers {
+            files,
+            network,
+            cgroups,
+            pressure,
+        } = self.open().await?;
+        Ok(KernelEvents {
+            files,
+            network,
+            cgroups,
+            pressure,
+            emitter: Emitter::new(),
+        })
+    }
 }
 
 impl std::fmt::Debug for KernelEvents {

@@ -4,8 +4,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
-
-use super::set_nonblocking;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 /// An epoll instance that multiplexes the cgroup and PSI files (which signal with EPOLLPRI) so
 /// the runtime needs to watch a single fd for all of them.
@@ -82,4 +81,11 @@ impl AsRawFd for PriorityPoll {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.epoll.0.as_raw_fd()
     }
+}
+
+/// Sets O_NONBLOCK on `fd` (for fds whose constructor cannot ask for it, like epoll's).
+fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }

@@ -1,6 +1,5 @@
 //! The OS glue: netlink sockets ([`netlink`]), the epoll set of priority files ([`epoll`]),
-//! file-descriptor flags, registering fds with tokio, and the Linux constants the crate
-//! speaks ([`linux`]).
+//! registering fds with tokio, errno, and the Linux constants the crate speaks ([`linux`]).
 //!
 //! System calls go through `nix`'s safe wrappers, which turn -1 into an error; nothing here
 //! checks errno by hand. The one `unsafe` operation of the crate is here: tokio's
@@ -14,10 +13,9 @@ pub(crate) mod linux;
 mod netlink;
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 pub(crate) use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 pub(crate) use epoll::PriorityPoll;
 pub use netlink::ReceiveBuffer;
@@ -64,11 +62,4 @@ pub(crate) fn errno(error: &io::Error) -> Option<Errno> {
 /// fs.inotify.max_user_watches reached.
 pub(crate) fn is_inotify_watch_limit(error: &io::Error) -> bool {
     errno(error) == Some(Errno::ENOSPC)
-}
-
-/// Sets O_NONBLOCK on `fd` (for fds whose constructor cannot ask for it, like epoll's).
-pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
 }
