@@ -71,6 +71,29 @@ impl Default for NetOptions {
     }
 }
 
+impl NetOptions {
+    /// Checks that the options are consistent (what `build` checks before it opens anything).
+    pub fn validate(&self) -> Result<()> {
+        if self.backoff.is_zero() {
+            // ENOBUFS during a recovery would restart it back to back.
+            return Err(Error::InvalidOption(
+                "network backoff must be non-zero".into(),
+            ));
+        }
+        if self.max_backoff < self.backoff {
+            return Err(Error::InvalidOption(
+                "network max_backoff must be at least the backoff".into(),
+            ));
+        }
+        if self.max_buffered == 0 {
+            return Err(Error::InvalidOption(
+                "network max_buffered must be non-zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Multicast groups of the event socket: links, IPv4 and IPv6 addresses and routes.
 const GROUPS: u32 =
     RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
@@ -177,22 +200,7 @@ pub(crate) struct NetReader {
 impl NetReader {
     /// Subscribes, then takes the initial state with a dump (no gap between the two).
     pub(crate) async fn new(opts: NetOptions) -> Result<Self> {
-        if opts.backoff.is_zero() {
-            // ENOBUFS during a recovery would restart it back to back.
-            return Err(Error::InvalidOption(
-                "network backoff must be non-zero".into(),
-            ));
-        }
-        if opts.max_backoff < opts.backoff {
-            return Err(Error::InvalidOption(
-                "network max_backoff must be at least the backoff".into(),
-            ));
-        }
-        if opts.max_buffered == 0 {
-            return Err(Error::InvalidOption(
-                "network max_buffered must be non-zero".into(),
-            ));
-        }
+        opts.validate()?;
         let events = sys::netlink_route_socket(GROUPS)
             .map_err(|e| Error::io("open rtnetlink event socket", e))?;
         let receive_buffer = sys::set_receive_buffer(&events, opts.receive_buffer)
