@@ -96,6 +96,14 @@ mod tests {
 
     use super::*;
 
+    /// A current_thread runtime like the command's.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn path_that_appears_as_a_directory_reports_the_files_created_inside_it() {
         // The reproduction from the bug report: `edgegw events --path /tmp/x` with x missing,
@@ -108,11 +116,7 @@ mod tests {
             ..EventsOptions::default()
         };
         let mut printed = Vec::new();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        runtime().block_on(async {
             let command = print_events(options, &mut printed);
             let act = async {
                 // The command builds its readers in its first poll, before this sleep ends.
@@ -168,11 +172,7 @@ mod tests {
             }
         }
         let mut out = OneLine(Vec::new());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        runtime().block_on(async {
             let command = print_events(options, &mut out);
             let act = async {
                 for i in 0..40 {
