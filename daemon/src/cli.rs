@@ -21,9 +21,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use lexopt::prelude::*;
 
-use edgegw_kernel_events::monitor::MonitorOptions;
-
 use crate::config::{Config, BUILTIN_DEFAULT};
+
+// `edgegw events`; the file sits beside this one until the CLI gets its own folder.
+#[path = "events_cmd.rs"]
+mod events_cmd;
+pub use events_cmd::EventsOptions;
 
 const USAGE: &str = "\
 usage:
@@ -65,7 +68,7 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Print kernel events.
-    Events(MonitorOptions),
+    Events(EventsOptions),
     /// Print the version.
     Version,
     /// Print usage.
@@ -166,7 +169,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, lexopt::Error> {
             })
         }
         "events" => {
-            let mut args = MonitorOptions::default();
+            let mut args = EventsOptions::default();
             while let Some(arg) = parser.next()? {
                 match arg {
                     Long("json") => args.json = true,
@@ -178,7 +181,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, lexopt::Error> {
                     other => return Err(other.unexpected()),
                 }
             }
-            if args.paths.is_empty() && !args.netlink && args.cgroups.is_empty() && !args.pressure {
+            if !args.watches_something() {
                 return Err(
                     "events needs at least one of --path, --netlink, --cgroup, --pressure".into(),
                 );
@@ -261,9 +264,8 @@ fn load(file: Option<&std::path::Path>) -> Result<Config> {
     })
 }
 
-fn events(options: MonitorOptions) -> Result<()> {
-    edgegw_kernel_events::monitor::run(options, std::io::stdout().lock())?;
-    Ok(())
+fn events(options: EventsOptions) -> Result<()> {
+    events_cmd::run(options)
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.

@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::sys::Errno;
+
 /// What went wrong while setting up or running a reader.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -46,7 +48,7 @@ impl Error {
     /// A failed inotify_init1, naming the limit behind the usual cause (EMFILE: the per-user
     /// number of inotify instances).
     pub(crate) fn inotify_init(reader: &str, source: io::Error) -> Self {
-        let context = if source.raw_os_error() == Some(libc::EMFILE) {
+        let context = if crate::sys::errno(&source) == Some(Errno::EMFILE) {
             format!(
                 "create the {reader} reader's inotify instance (the user's limit, \
                  fs.inotify.max_user_instances, may be reached)"
@@ -67,11 +69,11 @@ mod tests {
 
     #[test]
     fn too_many_inotify_instances_names_the_sysctl() {
-        let err = Error::inotify_init("file", io::Error::from_raw_os_error(libc::EMFILE));
+        let err = Error::inotify_init("file", io::Error::from(Errno::EMFILE));
         let text = err.to_string();
         assert!(text.contains("fs.inotify.max_user_instances"), "{text}");
         assert!(text.contains("file reader"), "{text}");
-        let err = Error::inotify_init("cgroup", io::Error::from_raw_os_error(libc::ENOMEM));
+        let err = Error::inotify_init("cgroup", io::Error::from(Errno::ENOMEM));
         assert!(!err.to_string().contains("max_user_instances"), "{err}");
     }
 }

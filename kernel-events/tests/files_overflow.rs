@@ -1,20 +1,34 @@
-//! Overflow and watch-limit tests of the file reader. They lower global inotify sysctls, so they
-//! live in their own test binary, hold a process-wide lock, and restore the sysctl even on panic.
-//! Root only (CI runs as root).
+//! Overflow and watch-limit tests of the file reader, in their own test binary. The overflow
+//! test lowers the global fs.inotify.max_queued_events for the moment its reader is created,
+//! under a machine-wide lock, and restores it even on panic; the watch-limit test runs itself
+//! again in a user namespace of its own, whose watch limit it lowers without touching anybody
+//! else's. Root only (CI runs as root).
 
 mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use edgegw_kernel_events::files::{FileEvent, FileOptions};
 use edgegw_kernel_events::{EventKind, KernelEvents, ResyncReason, Source};
 
-/// Serializes the tests of this binary: each lowers a global inotify limit.
-static SYSCTL_LOCK: Mutex<()> = Mutex::new(());
+/// Held while a global inotify limit is lowered, by this process or by any other running this
+/// test on the machine (several checkouts tested at once): two of them interleaved would
+/// restore each other's lowered value.
+fn sysctl_lock() -> nix::fcntl::Flock<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("edgegw-kernel-events-inotify-sysctl.lock"))
+        .expect("open the sysctl lock file");
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the sysctl lock file")
+}
 
 /// Sets a sysctl under /proc/sys and puts the old value back when dropped (also on panic).
 struct SysctlGuard {
@@ -56,7 +70,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 #[ignore = "needs root: lowers fs.inotify.max_queued_events"]
 fn queue_overflow_then_resync_matches_a_fresh_walk_of_the_tree() {
     require_root("lowers fs.inotify.max_queued_events");
-    let _lock = SYSCTL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _lock = sysctl_lock();
     let dir = TempDir::new("overflow");
     let root = dir.path().join("tree");
     fs::create_dir(&root).unwrap();
@@ -121,45 +135,41 @@ fn queue_overflow_then_resync_matches_a_fresh_walk_of_the_tree() {
     });
 }
 
-/// inotify watches held by root's processes right now (from /proc/*/fdinfo): the limit is
-/// per user.
-fn watches_in_use() -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut n = 0;
-    for proc_dir in fs::read_dir("/proc").unwrap().flatten() {
-        if proc_dir.metadata().map_or(true, |m| m.uid() != 0) {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(proc_dir.path().join("fdinfo")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(text) = fs::read_to_string(fd.path()) {
-                n += text
-                    .lines()
-                    .filter(|l| l.starts_with("inotify wd:"))
-                    .count() as u64;
-            }
-        }
-    }
-    n
-}
+/// Set in the copy of the watch-limit test that runs in its own user namespace.
+const IN_USER_NAMESPACE: &str = "EDGEGW_KE_TEST_IN_USER_NAMESPACE";
 
 #[test]
-#[ignore = "needs root: lowers fs.inotify.max_user_watches"]
+#[ignore = "needs root: lowers an inotify watch limit, in a user namespace of its own"]
 fn watch_limit_degrades_to_polling_then_restores_without_losing_state() {
-    require_root("lowers fs.inotify.max_user_watches");
-    let _lock = SYSCTL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    const NAME: &str = "watch_limit_degrades_to_polling_then_restores_without_losing_state";
+    if std::env::var_os(IN_USER_NAMESPACE).is_none() {
+        // The limit is per user: lowered for root on the machine, it would fail every other
+        // process's watches, and root's count moves with them. A new user namespace has a limit
+        // of its own (user.max_inotify_watches), and no watch but this test's.
+        require_root("creates a user namespace");
+        let output = Command::new("unshare")
+            .args(["--user", "--map-root-user"])
+            .arg(std::env::current_exe().unwrap())
+            .args([NAME, "--exact", "--include-ignored", "--nocapture"])
+            .env(IN_USER_NAMESPACE, "1")
+            .output()
+            .expect("run unshare (util-linux)");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && text.contains("test result: ok. 1 passed"),
+            "the test in its own user namespace failed:\n{text}"
+        );
+        return;
+    }
     let dir = TempDir::new("enospc");
     let root = dir.path().join("tree");
     for d in 0..6 {
         fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
     }
     block_on(async {
-        let limit_guard = SysctlGuard::set(
-            "/proc/sys/fs/inotify/max_user_watches",
-            watches_in_use() + 2,
-        );
+        // Room for two watches (the root and one directory), in this user namespace only.
+        let limit_guard = SysctlGuard::set("/proc/sys/user/max_inotify_watches", 2);
         let mut events = KernelEvents::builder()
             .watch_tree(&root)
             .file_options(FileOptions {

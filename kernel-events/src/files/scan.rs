@@ -1,57 +1,25 @@
-//! Fresh reads of the file system: content identity, symlink chains, ancestors.
+//! Fresh reads of the file system: content identity, directory entries, symlink chains,
+//! ancestors. Every state the file reader reports comes from here, never from an inotify event.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::FileOptions;
-
-/// What a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum FileKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Directory,
-    /// A symbolic link (inside a watched tree; single files are followed through links).
-    Symlink,
-    /// A device, socket or fifo.
-    Other,
-}
-
-/// The content identity of a path: a change in any field is a change of the path.
-///
-/// For directories `size` and `mtime_ns` are zero: a directory's own mtime changes with every
-/// entry created in it, and those entries are reported themselves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Identity {
-    /// What the path is.
-    pub kind: FileKind,
-    /// Device number of the file system.
-    pub dev: u64,
-    /// Inode number.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-    /// FNV-1a 64 of the contents, when hashing is on and the file is small enough.
-    pub hash: Option<u64>,
-}
+use super::model::Shape;
+use super::options::FileOptions;
+use crate::error::{Error, Result};
+use crate::model::{FileKind, Identity};
 
 /// Identity of `path`, following symlinks (single watched files).
-pub(crate) fn identity(path: &Path, opts: &FileOptions) -> Option<Identity> {
+pub(super) fn identity(path: &Path, opts: &FileOptions) -> Option<Identity> {
     let meta = std::fs::metadata(path).ok()?;
     Some(from_meta(path, &meta, opts))
 }
 
 /// Identity of `path` itself (tree entries: links are entries, not followed).
-pub(crate) fn identity_nofollow(path: &Path, opts: &FileOptions) -> Option<Identity> {
+pub(super) fn identity_nofollow(path: &Path, opts: &FileOptions) -> Option<Identity> {
     let meta = std::fs::symlink_metadata(path).ok()?;
     Some(from_meta(path, &meta, opts))
 }
@@ -108,7 +76,7 @@ fn hash_file(path: &Path) -> Option<u64> {
 /// The directories whose entries decide what `path` resolves to: its parent, and the parent of
 /// every symlink target on the way (e.g. certbot's `live/` links into `archive/`). Only
 /// directories that exist are returned, canonicalized.
-pub(crate) fn dependency_dirs(path: &Path) -> BTreeSet<PathBuf> {
+pub(super) fn dependency_dirs(path: &Path) -> BTreeSet<PathBuf> {
     const MAX_HOPS: usize = 40; // the kernel's own symlink limit
     let mut dirs = BTreeSet::new();
     let mut current = path.to_path_buf();
@@ -133,7 +101,7 @@ pub(crate) fn dependency_dirs(path: &Path) -> BTreeSet<PathBuf> {
 }
 
 /// The closest ancestor of `path` that exists as a directory.
-pub(crate) fn nearest_existing_ancestor(path: &Path) -> Option<PathBuf> {
+pub(super) fn nearest_existing_ancestor(path: &Path) -> Option<PathBuf> {
     let mut dir = path.parent();
     while let Some(d) = dir {
         if d.is_dir() {
@@ -142,4 +110,66 @@ pub(crate) fn nearest_existing_ancestor(path: &Path) -> Option<PathBuf> {
         dir = d.parent();
     }
     None
+}
+
+/// Reads `dir`'s entries: subdirectories go on `stack` (to be watched before they are read),
+/// everything else into `entries` with its own identity (symlinks are not followed).
+pub(super) fn read_dir_into(
+    dir: &Path,
+    opts: &FileOptions,
+    stack: &mut Vec<PathBuf>,
+    entries: &mut BTreeMap<PathBuf, Identity>,
+) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => stack.push(path),
+            Ok(_) => {
+                if let Some(id) = identity_nofollow(&path, opts) {
+                    entries.insert(path, id);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// `path` made absolute, lexically: symlinks in it are part of what is watched, so they are
+/// kept, and `..` removes the component before it.
+pub(super) fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("resolve watched path {:?}", path.display()), e))?;
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    Ok(clean)
+}
+
+/// Whether `path` exists the way a spec of this shape reads it (through symlinks: a tree is
+/// what its root leads to).
+pub(super) fn exists_as(path: &Path, shape: Shape) -> bool {
+    match shape {
+        Shape::File => std::fs::metadata(path).is_ok(),
+        Shape::Tree => is_directory(path),
+    }
+}
+
+pub(super) fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Whether `path` is a directory, following symlinks (a link to a directory is watched as the
+/// tree it points to).
+pub(super) fn is_directory(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_dir())
 }

@@ -32,11 +32,16 @@ use neli::ToBytes;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
-use crate::event::{Change, Emitter, EventKind, ResyncReason, Source};
-use crate::sys::{self, ReceiveBuffer, Received};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::model::{Batch, Change, EventKind, ResyncReason, Source};
+use crate::sys::linux::{
+    NLM_F_DUMP_INTR, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK, RTPROT_KERNEL,
+};
+use crate::sys::{self, Received};
 
-pub use model::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
+pub use crate::model::{Address, AddressKey, Family, Link, NetworkState, NextHop, Route, RouteKey};
+pub use crate::sys::ReceiveBuffer;
 use model::{NetChange, NetObject};
 use parse::{ParseStats, Parsed};
 
@@ -66,21 +71,38 @@ impl Default for NetOptions {
     }
 }
 
-/// Multicast groups: RTMGRP_LINK, IPV4_IFADDR, IPV4_ROUTE, IPV6_IFADDR, IPV6_ROUTE.
-const GROUPS: u32 = (libc::RTMGRP_LINK
-    | libc::RTMGRP_IPV4_IFADDR
-    | libc::RTMGRP_IPV4_ROUTE
-    | libc::RTMGRP_IPV6_IFADDR
-    | libc::RTMGRP_IPV6_ROUTE) as u32;
+impl NetOptions {
+    /// Checks that the options are consistent (what `build` checks before it opens anything).
+    pub fn validate(&self) -> Result<()> {
+        if self.backoff.is_zero() {
+            // ENOBUFS during a recovery would restart it back to back.
+            return Err(Error::InvalidOption(
+                "network backoff must be non-zero".into(),
+            ));
+        }
+        if self.max_backoff < self.backoff {
+            return Err(Error::InvalidOption(
+                "network max_backoff must be at least the backoff".into(),
+            ));
+        }
+        if self.max_buffered == 0 {
+            return Err(Error::InvalidOption(
+                "network max_buffered must be non-zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Multicast groups of the event socket: links, IPv4 and IPv6 addresses and routes.
+const GROUPS: u32 =
+    RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
 
 /// Interrupted dump parts redone at once; after that many in a row, the recovery backs off.
 /// A dump of a few thousand addresses takes milliseconds: a burst of changes is usually over
 /// after a redo or two, while a change that goes on for seconds would otherwise keep a core
 /// busy re-reading the same tables.
 const IMMEDIATE_REDOS: u32 = 3;
-
-/// RTPROT_KERNEL: a route the kernel installed for an address or a link.
-const RTPROT_KERNEL: u8 = 2;
 
 /// Datagrams read from the event socket per wake-up. A storm can queue notifications faster
 /// than they are applied; reading it to EAGAIN in one go would hold the runtime's thread for as
@@ -178,22 +200,7 @@ pub(crate) struct NetReader {
 impl NetReader {
     /// Subscribes, then takes the initial state with a dump (no gap between the two).
     pub(crate) async fn new(opts: NetOptions) -> Result<Self> {
-        if opts.backoff.is_zero() {
-            // ENOBUFS during a recovery would restart it back to back.
-            return Err(Error::InvalidOption(
-                "network backoff must be non-zero".into(),
-            ));
-        }
-        if opts.max_backoff < opts.backoff {
-            return Err(Error::InvalidOption(
-                "network max_backoff must be at least the backoff".into(),
-            ));
-        }
-        if opts.max_buffered == 0 {
-            return Err(Error::InvalidOption(
-                "network max_buffered must be non-zero".into(),
-            ));
-        }
+        opts.validate()?;
         let events = sys::netlink_route_socket(GROUPS)
             .map_err(|e| Error::io("open rtnetlink event socket", e))?;
         let receive_buffer = sys::set_receive_buffer(&events, opts.receive_buffer)
@@ -223,17 +230,9 @@ impl NetReader {
         };
         reader.start_dump()?;
         // Drive the initial recovery; its events are the starting state, not changes.
-        let mut queue = std::collections::VecDeque::new();
-        let (mut seq, mut counters) = (1, crate::Counters::default());
         while !matches!(reader.phase, Phase::Live) {
-            let mut scratch = Emitter {
-                queue: &mut queue,
-                next_seq: &mut seq,
-                counters: &mut counters,
-            };
             let wake = reader.wait().await?;
-            reader.handle(wake, &mut scratch)?;
-            queue.clear();
+            reader.handle(wake, &mut Batch::new(Source::Network))?;
         }
         Ok(reader)
     }
@@ -296,7 +295,7 @@ impl NetReader {
     }
 
     /// Does the work for a wake-up.
-    pub(crate) fn handle(&mut self, wake: NetWake, out: &mut Emitter<'_>) -> Result<()> {
+    pub(crate) fn handle(&mut self, wake: NetWake, out: &mut Batch) -> Result<()> {
         match wake {
             NetWake::Events => self.read_events(out)?,
             NetWake::Dump => self.read_dump(out)?,
@@ -312,7 +311,7 @@ impl NetReader {
     }
 
     /// Reads the event socket until EAGAIN, or `DATAGRAMS_PER_WAKE` datagrams.
-    fn read_events(&mut self, out: &mut Emitter<'_>) -> Result<()> {
+    fn read_events(&mut self, out: &mut Batch) -> Result<()> {
         self.events_pending = false;
         for _ in 0..DATAGRAMS_PER_WAKE {
             let received = sys::receive(self.events.get_ref().as_fd(), &mut self.buf)
@@ -328,17 +327,23 @@ impl NetReader {
                         match msg.and_then(|m| parse::parse(&m, &mut self.parse_stats)) {
                             Ok(Parsed::Object(obj)) => objects.push(obj),
                             Ok(_) => {}
-                            Err(()) => malformed = true,
+                            Err(e) => {
+                                log::debug!("skipped a notification: {e}");
+                                malformed = true;
+                            }
                         }
                     }
                     if malformed {
                         self.stats.malformed_messages += 1;
-                        out.skipped(Source::Network);
+                        out.skipped(1);
                     }
                     if self.is_recovering() {
                         self.buffered.extend(objects);
-                        if self.buffered.len() > self.opts.max_buffered {
-                            self.restart_recovery()?;
+                        let limit = self.opts.max_buffered;
+                        if self.buffered.len() > limit {
+                            self.restart_recovery(format_args!(
+                                "more than {limit} notifications arrived during the dump"
+                            ))?;
                         }
                     } else {
                         for obj in objects {
@@ -357,7 +362,7 @@ impl NetReader {
         Ok(())
     }
 
-    fn apply_live(&mut self, obj: NetObject, out: &mut Emitter<'_>) -> Result<()> {
+    fn apply_live(&mut self, obj: NetObject, out: &mut Batch) -> Result<()> {
         let silent_flush = self.silently_flushes(&obj);
         let placed = self.apply(obj);
         emit_changes(&mut self.changes, out);
@@ -402,9 +407,9 @@ impl NetReader {
     }
 
     /// Notifications were lost (or may have been): start, or restart, a recovery.
-    fn lost(&mut self, reason: ResyncReason, out: &mut Emitter<'_>) -> Result<()> {
+    fn lost(&mut self, reason: ResyncReason, out: &mut Batch) -> Result<()> {
         if matches!(reason, ResyncReason::NoBuffers | ResyncReason::Truncated) {
-            out.overflowed(Source::Network);
+            out.overflowed();
         }
         if self.is_recovering() {
             if matches!(
@@ -413,9 +418,9 @@ impl NetReader {
             ) {
                 return Ok(()); // the running dump reads the routes anyway
             }
-            return self.restart_recovery();
+            return self.restart_recovery(format_args!("{reason:?} during the recovery"));
         }
-        out.resync(Source::Network, reason);
+        out.resync(reason);
         self.recovering = Some(reason);
         self.attempts = 0;
         self.buffered.clear();
@@ -443,13 +448,13 @@ impl NetReader {
     }
 
     /// ENOBUFS (or too much buffered) during a recovery: drop what we have, back off, redo.
-    fn restart_recovery(&mut self) -> Result<()> {
+    fn restart_recovery(&mut self, why: std::fmt::Arguments<'_>) -> Result<()> {
         self.stats.restarted_recoveries += 1;
-        self.back_off()
+        self.back_off(why)
     }
 
     /// Drops the recovery's progress and schedules a new one after an exponential backoff.
-    fn back_off(&mut self) -> Result<()> {
+    fn back_off(&mut self, why: std::fmt::Arguments<'_>) -> Result<()> {
         self.interrupted_in_row = 0;
         self.buffered.clear();
         self.discard_queued_events()?;
@@ -462,6 +467,7 @@ impl NetReader {
         self.phase = Phase::Backoff {
             until: Instant::now() + backoff,
         };
+        log::debug!("network recovery: {why}; dumping again in {backoff:?}");
         // Drain stale dump replies so the next dump starts on a clean socket.
         self.drain_dump_socket()
     }
@@ -499,67 +505,34 @@ impl NetReader {
     }
 
     /// Reads dump replies until EAGAIN; finishes the recovery when the route dump is done.
-    fn read_dump(&mut self, out: &mut Emitter<'_>) -> Result<()> {
+    fn read_dump(&mut self, out: &mut Batch) -> Result<()> {
         loop {
             let received = sys::receive(self.dumps.get_ref().as_fd(), &mut self.buf)
                 .map_err(|e| Error::io("receive from rtnetlink dump socket", e))?;
             let n = match received {
                 Received::Empty => return Ok(()),
                 Received::Overrun | Received::Truncated(_) => {
-                    out.overflowed(Source::Network);
-                    return self.restart_recovery();
+                    out.overflowed();
+                    return self.restart_recovery(format_args!("the dump socket overflowed"));
                 }
                 Received::Datagram(n) => n,
             };
-            let Phase::Dumping {
-                kind,
-                seq,
-                interrupted,
-                fresh,
-            } = &mut self.phase
-            else {
-                continue; // a stale reply after a restart
-            };
-            let mut finished = None;
-            for msg in parse::split(&self.buf[..n]) {
-                let Ok(msg) = msg else {
-                    self.stats.malformed_messages += 1;
-                    out.skipped(Source::Network);
-                    continue;
-                };
-                if msg.seq != *seq {
-                    continue; // reply to an abandoned dump
-                }
-                if msg.flags & libc::NLM_F_DUMP_INTR as u16 != 0 {
-                    *interrupted = true;
-                }
-                match parse::parse(&msg, &mut self.parse_stats) {
-                    Ok(Parsed::Object(obj)) => {
-                        let mut ignored = Vec::new();
-                        // A dump only adds: routes that share a key join it, nothing is
-                        // replaced or deleted, so everything is placed.
-                        let _ = fresh.apply(obj, &mut ignored);
-                    }
-                    Ok(Parsed::Done) => finished = Some(Ok(())),
-                    Ok(Parsed::Error(0)) | Ok(Parsed::Ignored) => {}
-                    Ok(Parsed::Error(errno)) => finished = Some(Err(errno)),
-                    Err(()) => {
-                        self.stats.malformed_messages += 1;
-                        out.skipped(Source::Network);
-                    }
-                }
-            }
-            let Some(result) = finished else {
+            let Some(result) = self.absorb_dump_datagram(n, out) else {
                 continue;
             };
-            let (kind, interrupted) = (*kind, *interrupted);
-            let Phase::Dumping { fresh, .. } = std::mem::replace(&mut self.phase, Phase::Live)
+            let Phase::Dumping {
+                kind,
+                interrupted,
+                fresh,
+                ..
+            } = std::mem::replace(&mut self.phase, Phase::Live)
             else {
-                unreachable!("matched above");
+                unreachable!("a dump part ends only while dumping");
             };
-            if result.is_err() {
+            if let Err(errno) = result {
                 // EBUSY and friends: try again after a backoff.
-                self.restart_recovery()?;
+                let error = std::io::Error::from_raw_os_error(errno.saturating_neg());
+                self.restart_recovery(format_args!("the {kind:?} dump failed: {error}"))?;
                 return Ok(());
             }
             if interrupted {
@@ -571,7 +544,9 @@ impl NetReader {
                 self.stats.interrupted_dumps += 1;
                 self.interrupted_in_row += 1;
                 if self.interrupted_in_row > IMMEDIATE_REDOS {
-                    return self.back_off();
+                    return self.back_off(format_args!(
+                        "{IMMEDIATE_REDOS} dumps in a row were interrupted by changes"
+                    ));
                 }
                 let mut fresh = fresh;
                 match kind {
@@ -593,12 +568,56 @@ impl NetReader {
         }
     }
 
+    /// Adds the objects of a dump datagram (`n` bytes in the buffer) to the dump in progress.
+    /// Returns how the dump part ended once its end is read: `Err(errno)` if the kernel
+    /// refused it.
+    fn absorb_dump_datagram(&mut self, n: usize, out: &mut Batch) -> Option<Result<(), i32>> {
+        let Phase::Dumping {
+            seq,
+            interrupted,
+            fresh,
+            ..
+        } = &mut self.phase
+        else {
+            return None; // a stale reply after a restart
+        };
+        let mut finished = None;
+        for msg in parse::split(&self.buf[..n]) {
+            let parsed = msg.and_then(|msg| {
+                if msg.seq != *seq {
+                    return Ok(Parsed::Ignored); // reply to an abandoned dump
+                }
+                if msg.flags & NLM_F_DUMP_INTR != 0 {
+                    *interrupted = true;
+                }
+                parse::parse(&msg, &mut self.parse_stats)
+            });
+            match parsed {
+                Ok(Parsed::Object(obj)) => {
+                    let mut ignored = Vec::new();
+                    // A dump only adds: routes that share a key join it, nothing is replaced
+                    // or deleted, so everything is placed.
+                    let _ = fresh.apply(obj, &mut ignored);
+                }
+                Ok(Parsed::Done) => finished = Some(Ok(())),
+                Ok(Parsed::Error(0)) | Ok(Parsed::Ignored) => {}
+                Ok(Parsed::Error(errno)) => finished = Some(Err(errno)),
+                Err(e) => {
+                    log::debug!("skipped a dump message: {e}");
+                    self.stats.malformed_messages += 1;
+                    out.skipped(1);
+                }
+            }
+        }
+        finished
+    }
+
     /// Mark and sweep against the dump, then replay what arrived meanwhile.
     ///
     /// A replayed notification can imply a silent flush the dump did not see (the route part
     /// was read before the address went away), or be one the model cannot place: then a new
     /// recovery follows this one at once.
-    fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Emitter<'_>) -> Result<()> {
+    fn finish_recovery(&mut self, fresh: NetworkState, out: &mut Batch) -> Result<()> {
         self.phase = Phase::Live;
         self.state.replace_with(fresh, &mut self.changes);
         self.sourced.track(&self.changes);
@@ -609,7 +628,7 @@ impl NetReader {
         }
         emit_changes(&mut self.changes, out);
         if self.recovering.take().is_some() {
-            out.resync_done(Source::Network);
+            out.resync_done();
         }
         self.attempts = 0;
         if unplaced {
@@ -663,14 +682,14 @@ impl SourcedRoutes {
     }
 }
 
-fn emit_changes(changes: &mut Vec<NetChange>, out: &mut Emitter<'_>) {
+fn emit_changes(changes: &mut Vec<NetChange>, out: &mut Batch) {
     for change in changes.drain(..) {
         let kind = match change {
             NetChange::Link(change, link) => EventKind::Link { change, link },
             NetChange::Address(change, address) => EventKind::Address { change, address },
             NetChange::Route(change, route) => EventKind::Route { change, route },
         };
-        out.emit(Source::Network, kind);
+        out.push(kind);
     }
 }
 

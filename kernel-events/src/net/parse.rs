@@ -4,8 +4,10 @@
 //! because a malformed length must cost one skipped message, never a panic or a read past the
 //! end. Each message body is then decoded with neli's `Ifinfomsg`, `Ifaddrmsg` and `Rtmsg`.
 //! Attributes neli does not know are counted and skipped; attributes whose payload has the wrong
-//! size are skipped and counted too.
+//! size are skipped and counted too. A message that cannot be read at all is a [`ParseError`]
+//! that says what was wrong and where, ready for a log line.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -13,11 +15,9 @@ use neli::consts::rtnl::{Ifa, Ifla, Rta};
 use neli::rtnl::{Ifaddrmsg, Ifinfomsg, Rtmsg};
 use neli::FromBytesWithInput;
 
-use super::model::{Address, Family, Link, NetObject, NextHop, Route};
-
-const NLMSG_HDRLEN: usize = 16;
-/// Netlink attribute types carry two flag bits (nested, network byte order) above the type.
-const NLA_TYPE_MASK: u16 = 0x3fff;
+use super::model::NetObject;
+use crate::model::{Address, Family, Link, NextHop, Route};
+use crate::sys::linux::*;
 
 /// One netlink message inside a datagram.
 #[derive(Debug, Clone, Copy)]
@@ -25,33 +25,103 @@ pub(crate) struct Message<'a> {
     pub(crate) msg_type: u16,
     pub(crate) flags: u16,
     pub(crate) seq: u32,
+    /// Where the message starts in its datagram.
+    pub(crate) offset: usize,
     pub(crate) body: &'a [u8],
 }
 
-/// Splits a datagram into messages. Yields `Err(())` once and stops at a length that does not
-/// fit (the rest of the datagram cannot be framed).
-pub(crate) fn split(mut buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, ()>> {
+/// Why a netlink message was skipped, and where it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("netlink {} at byte {offset} of its datagram: {problem}", message_name(.message))]
+pub(crate) struct ParseError {
+    /// Where the message starts in its datagram.
+    pub(crate) offset: usize,
+    /// The message type, when its header could be read.
+    pub(crate) message: Option<u16>,
+    /// What was wrong.
+    pub(crate) problem: Problem,
+}
+
+/// What was wrong with a netlink message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Problem {
+    /// The datagram ends inside the message's header.
+    #[error("the datagram ends inside its header ({left} of {NLMSG_HDRLEN} bytes)")]
+    TruncatedHeader { left: usize },
+    /// The header's length is shorter than a header or longer than what is left.
+    #[error("its header says {len} bytes, and {left} are left")]
+    BadLength { len: usize, left: usize },
+    /// An NLMSG_ERROR too short to hold its errno.
+    #[error("its body of {len} bytes holds no errno")]
+    NoErrno { len: usize },
+    /// The fixed part or an attribute header of the body does not decode.
+    #[error("its body of {len} bytes does not decode: {reason}")]
+    Body { len: usize, reason: String },
+    /// A link message with a negative interface index.
+    #[error("its interface index {0} is negative")]
+    NegativeIndex(i32),
+    /// An address message without an address.
+    #[error("it names no address (neither IFA_LOCAL nor IFA_ADDRESS)")]
+    NoAddress,
+}
+
+/// The name of a message type, for a log line.
+fn message_name(message: &Option<u16>) -> Cow<'static, str> {
+    let name = match *message {
+        None => "message",
+        Some(NLMSG_ERROR) => "NLMSG_ERROR",
+        Some(NLMSG_DONE) => "NLMSG_DONE",
+        Some(RTM_NEWLINK) => "RTM_NEWLINK",
+        Some(RTM_DELLINK) => "RTM_DELLINK",
+        Some(RTM_NEWADDR) => "RTM_NEWADDR",
+        Some(RTM_DELADDR) => "RTM_DELADDR",
+        Some(RTM_NEWROUTE) => "RTM_NEWROUTE",
+        Some(RTM_DELROUTE) => "RTM_DELROUTE",
+        Some(other) => return format!("message of type {other}").into(),
+    };
+    name.into()
+}
+
+/// Splits a datagram into messages. Yields one error and stops at a length that does not fit
+/// (the rest of the datagram cannot be framed).
+pub(crate) fn split(datagram: &[u8]) -> impl Iterator<Item = Result<Message<'_>, ParseError>> {
+    let mut offset = 0;
     std::iter::from_fn(move || {
+        let buf = &datagram[offset..];
         if buf.is_empty() {
             return None;
         }
+        let failed = |message, problem| {
+            let at = offset;
+            Some(Err(ParseError {
+                offset: at,
+                message,
+                problem,
+            }))
+        };
         if buf.len() < NLMSG_HDRLEN {
-            buf = &[];
-            return Some(Err(()));
+            let left = buf.len();
+            let error = failed(None, Problem::TruncatedHeader { left });
+            offset = datagram.len();
+            return error;
         }
-        let len = u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize;
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let msg_type = u16::from_ne_bytes([buf[4], buf[5]]);
         if len < NLMSG_HDRLEN || len > buf.len() {
-            buf = &[];
-            return Some(Err(()));
+            let left = buf.len();
+            let error = failed(Some(msg_type), Problem::BadLength { len, left });
+            offset = datagram.len();
+            return error;
         }
         let msg = Message {
-            msg_type: u16::from_ne_bytes([buf[4], buf[5]]),
+            msg_type,
             flags: u16::from_ne_bytes([buf[6], buf[7]]),
             seq: u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]),
+            offset,
             body: &buf[NLMSG_HDRLEN..len],
         };
         let advance = (len + 3) & !3;
-        buf = &buf[advance.min(buf.len())..];
+        offset += advance.min(buf.len());
         Some(Ok(msg))
     })
 }
@@ -76,36 +146,44 @@ pub(crate) struct ParseStats {
     pub(crate) bad_attributes: u64,
 }
 
-/// Decodes one message. `Err(())` means malformed: skip it and count it.
-pub(crate) fn parse(msg: &Message<'_>, stats: &mut ParseStats) -> Result<Parsed, ()> {
+/// Decodes one message. An error means malformed: skip it and count it.
+pub(crate) fn parse(msg: &Message<'_>, stats: &mut ParseStats) -> Result<Parsed, ParseError> {
+    decode(msg, stats).map_err(|problem| ParseError {
+        offset: msg.offset,
+        message: Some(msg.msg_type),
+        problem,
+    })
+}
+
+fn decode(msg: &Message<'_>, stats: &mut ParseStats) -> Result<Parsed, Problem> {
     match msg.msg_type {
-        t if t == libc::NLMSG_DONE as u16 => Ok(Parsed::Done),
-        t if t == libc::NLMSG_ERROR as u16 => {
-            let errno = msg.body.get(0..4).ok_or(())?;
-            Ok(Parsed::Error(i32::from_ne_bytes(
-                errno.try_into().map_err(|_| ())?,
-            )))
-        }
-        libc::RTM_NEWLINK | libc::RTM_DELLINK => {
+        NLMSG_DONE => Ok(Parsed::Done),
+        NLMSG_ERROR => match msg.body.first_chunk::<4>() {
+            Some(errno) => Ok(Parsed::Error(i32::from_ne_bytes(*errno))),
+            None => Err(Problem::NoErrno {
+                len: msg.body.len(),
+            }),
+        },
+        RTM_NEWLINK | RTM_DELLINK => {
             let link = parse_link(msg.body, stats)?;
-            Ok(Parsed::Object(if msg.msg_type == libc::RTM_NEWLINK {
+            Ok(Parsed::Object(if msg.msg_type == RTM_NEWLINK {
                 NetObject::NewLink(link)
             } else {
                 NetObject::DelLink(link)
             }))
         }
-        libc::RTM_NEWADDR | libc::RTM_DELADDR => match parse_address(msg.body, stats)? {
-            Some(addr) if msg.msg_type == libc::RTM_NEWADDR => {
+        RTM_NEWADDR | RTM_DELADDR => match parse_address(msg.body, stats)? {
+            Some(addr) if msg.msg_type == RTM_NEWADDR => {
                 Ok(Parsed::Object(NetObject::NewAddress(addr)))
             }
             Some(addr) => Ok(Parsed::Object(NetObject::DelAddress(addr))),
             None => Ok(Parsed::Ignored),
         },
-        libc::RTM_NEWROUTE | libc::RTM_DELROUTE => match parse_route(msg.body, stats)? {
-            Some(route) if msg.msg_type == libc::RTM_NEWROUTE => {
+        RTM_NEWROUTE | RTM_DELROUTE => match parse_route(msg.body, stats)? {
+            Some(route) if msg.msg_type == RTM_NEWROUTE => {
                 Ok(Parsed::Object(NetObject::NewRoute {
                     route,
-                    replace: msg.flags & libc::NLM_F_REPLACE as u16 != 0,
+                    replace: msg.flags & NLM_F_REPLACE != 0,
                 }))
             }
             Some(route) => Ok(Parsed::Object(NetObject::DelRoute(route))),
@@ -115,11 +193,19 @@ pub(crate) fn parse(msg: &Message<'_>, stats: &mut ParseStats) -> Result<Parsed,
     }
 }
 
-fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, ()> {
-    let msg =
-        Ifinfomsg::from_bytes_with_input(&mut Cursor::new(body), body.len()).map_err(|_| ())?;
+/// The fixed part and the attribute headers of a message body, decoded by neli.
+fn decode_body<T: FromBytesWithInput<Input = usize>>(body: &[u8]) -> Result<T, Problem> {
+    T::from_bytes_with_input(&mut Cursor::new(body), body.len()).map_err(|e| Problem::Body {
+        len: body.len(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, Problem> {
+    let msg: Ifinfomsg = decode_body(body)?;
+    let index = *msg.ifi_index();
     let mut link = Link {
-        index: u32::try_from(*msg.ifi_index()).map_err(|_| ())?,
+        index: u32::try_from(index).map_err(|_| Problem::NegativeIndex(index))?,
         name: String::new(),
         kind: None,
         flags: u32::from(*msg.ifi_flags()),
@@ -136,9 +222,9 @@ fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, ()> {
         }
         let payload: &[u8] = attr.rta_payload().as_ref();
         match u16::from(ty) & NLA_TYPE_MASK {
-            libc::IFLA_IFNAME => link.name = c_string(payload),
-            libc::IFLA_MTU => link.mtu = u32_of(payload, stats),
-            libc::IFLA_ADDRESS if !payload.is_empty() => {
+            IFLA_IFNAME => link.name = c_string(payload),
+            IFLA_MTU => link.mtu = u32_of(payload, stats),
+            IFLA_ADDRESS if !payload.is_empty() => {
                 link.mac = Some(
                     payload
                         .iter()
@@ -147,11 +233,11 @@ fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, ()> {
                         .join(":"),
                 )
             }
-            libc::IFLA_OPERSTATE => link.oper_state = payload.first().copied(),
-            libc::IFLA_MASTER => link.master = u32_of(payload, stats),
-            libc::IFLA_LINKINFO => {
+            IFLA_OPERSTATE => link.oper_state = payload.first().copied(),
+            IFLA_MASTER => link.master = u32_of(payload, stats),
+            IFLA_LINKINFO => {
                 for (sub_ty, sub) in raw_attributes(payload, stats) {
-                    if sub_ty == libc::IFLA_INFO_KIND {
+                    if sub_ty == IFLA_INFO_KIND {
                         link.kind = Some(c_string(sub));
                     }
                 }
@@ -162,12 +248,11 @@ fn parse_link(body: &[u8], stats: &mut ParseStats) -> Result<Link, ()> {
     Ok(link)
 }
 
-fn parse_address(body: &[u8], stats: &mut ParseStats) -> Result<Option<Address>, ()> {
-    let msg =
-        Ifaddrmsg::from_bytes_with_input(&mut Cursor::new(body), body.len()).map_err(|_| ())?;
-    let family = match u8::from(*msg.ifa_family()) as i32 {
-        libc::AF_INET => Family::Inet,
-        libc::AF_INET6 => Family::Inet6,
+fn parse_address(body: &[u8], stats: &mut ParseStats) -> Result<Option<Address>, Problem> {
+    let msg: Ifaddrmsg = decode_body(body)?;
+    let family = match u8::from(*msg.ifa_family()) {
+        AF_INET => Family::Inet,
+        AF_INET6 => Family::Inet6,
         _ => return Ok(None),
     };
     let (mut local, mut address, mut label) = (None, None, None);
@@ -180,15 +265,15 @@ fn parse_address(body: &[u8], stats: &mut ParseStats) -> Result<Option<Address>,
         }
         let payload: &[u8] = attr.rta_payload().as_ref();
         match u16::from(ty) & NLA_TYPE_MASK {
-            libc::IFA_LOCAL => local = ip_of(payload, stats),
-            libc::IFA_ADDRESS => address = ip_of(payload, stats),
-            libc::IFA_LABEL => label = Some(c_string(payload)),
-            libc::IFA_FLAGS => flags = u32_of(payload, stats).unwrap_or(flags),
+            IFA_LOCAL => local = ip_of(payload, stats),
+            IFA_ADDRESS => address = ip_of(payload, stats),
+            IFA_LABEL => label = Some(c_string(payload)),
+            IFA_FLAGS => flags = u32_of(payload, stats).unwrap_or(flags),
             _ => {}
         }
     }
     let Some(main) = local.or(address) else {
-        return Err(()); // an address message without an address
+        return Err(Problem::NoAddress);
     };
     Ok(Some(Address {
         index: *msg.ifa_index(),
@@ -202,16 +287,16 @@ fn parse_address(body: &[u8], stats: &mut ParseStats) -> Result<Option<Address>,
     }))
 }
 
-fn parse_route(body: &[u8], stats: &mut ParseStats) -> Result<Option<Route>, ()> {
-    let msg = Rtmsg::from_bytes_with_input(&mut Cursor::new(body), body.len()).map_err(|_| ())?;
-    let family = match u8::from(*msg.rtm_family()) as i32 {
-        libc::AF_INET => Family::Inet,
-        libc::AF_INET6 => Family::Inet6,
+fn parse_route(body: &[u8], stats: &mut ParseStats) -> Result<Option<Route>, Problem> {
+    let msg: Rtmsg = decode_body(body)?;
+    let family = match u8::from(*msg.rtm_family()) {
+        AF_INET => Family::Inet,
+        AF_INET6 => Family::Inet6,
         _ => return Ok(None),
     };
     // Cached clones (PMTU exceptions, redirects) are not routes an operator configured, and
     // `ip route show` does not list them either.
-    if u32::from(*msg.rtm_flags()) & libc::RTM_F_CLONED != 0 {
+    if u32::from(*msg.rtm_flags()) & RTM_F_CLONED != 0 {
         return Ok(None);
     }
     let mut route = Route {
@@ -241,14 +326,14 @@ fn parse_route(body: &[u8], stats: &mut ParseStats) -> Result<Option<Route>, ()>
         }
         let payload: &[u8] = attr.rta_payload().as_ref();
         match u16::from(ty) & NLA_TYPE_MASK {
-            libc::RTA_DST => route.dst = ip_of(payload, stats),
-            libc::RTA_SRC => route.src = ip_of(payload, stats),
-            libc::RTA_OIF => hop.oif = u32_of(payload, stats),
-            libc::RTA_GATEWAY => hop.gateway = ip_of(payload, stats),
-            libc::RTA_PRIORITY => route.priority = u32_of(payload, stats).unwrap_or(0),
-            libc::RTA_PREFSRC => route.prefsrc = ip_of(payload, stats),
-            libc::RTA_TABLE => route.table = u32_of(payload, stats).unwrap_or(route.table),
-            libc::RTA_MULTIPATH => route.next_hops = multipath(payload, stats),
+            RTA_DST => route.dst = ip_of(payload, stats),
+            RTA_SRC => route.src = ip_of(payload, stats),
+            RTA_OIF => hop.oif = u32_of(payload, stats),
+            RTA_GATEWAY => hop.gateway = ip_of(payload, stats),
+            RTA_PRIORITY => route.priority = u32_of(payload, stats).unwrap_or(0),
+            RTA_PREFSRC => route.prefsrc = ip_of(payload, stats),
+            RTA_TABLE => route.table = u32_of(payload, stats).unwrap_or(route.table),
+            RTA_MULTIPATH => route.next_hops = multipath(payload, stats),
             _ => {}
         }
     }
@@ -260,7 +345,6 @@ fn parse_route(body: &[u8], stats: &mut ParseStats) -> Result<Option<Route>, ()>
 
 /// Decodes RTA_MULTIPATH: a run of `struct rtnexthop` each followed by its own attributes.
 fn multipath(mut buf: &[u8], stats: &mut ParseStats) -> Vec<NextHop> {
-    const RTNH_LEN: usize = 8;
     let mut hops = Vec::new();
     while buf.len() >= RTNH_LEN {
         let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
@@ -274,7 +358,7 @@ fn multipath(mut buf: &[u8], stats: &mut ParseStats) -> Vec<NextHop> {
             gateway: None,
         };
         for (ty, payload) in raw_attributes(&buf[RTNH_LEN..len], stats) {
-            if ty == libc::RTA_GATEWAY {
+            if ty == RTA_GATEWAY {
                 hop.gateway = ip_of(payload, stats);
             }
         }
@@ -367,10 +451,10 @@ mod tests {
 
     #[test]
     fn address_message_with_unknown_attribute_is_decoded_and_the_attribute_counted() {
-        let mut body = ifaddrmsg(libc::AF_INET as u8, 24, 3);
-        body.extend(attr(libc::IFA_LOCAL, &[10, 1, 2, 3]));
+        let mut body = ifaddrmsg(AF_INET, 24, 3);
+        body.extend(attr(IFA_LOCAL, &[10, 1, 2, 3]));
         body.extend(attr(999, &[1, 2, 3, 4]));
-        let buf = nlmsg(libc::RTM_NEWADDR, &body);
+        let buf = nlmsg(RTM_NEWADDR, &body);
         let msg = split(&buf).next().unwrap().unwrap();
         let mut stats = ParseStats::default();
         let parsed = parse(&msg, &mut stats).unwrap();
@@ -385,10 +469,10 @@ mod tests {
 
     #[test]
     fn attribute_with_wrong_payload_size_is_skipped_and_counted() {
-        let mut body = ifaddrmsg(libc::AF_INET as u8, 24, 3);
-        body.extend(attr(libc::IFA_LOCAL, &[10, 1, 2, 3]));
-        body.extend(attr(libc::IFA_FLAGS, &[1, 2])); // u32 expected
-        let buf = nlmsg(libc::RTM_NEWADDR, &body);
+        let mut body = ifaddrmsg(AF_INET, 24, 3);
+        body.extend(attr(IFA_LOCAL, &[10, 1, 2, 3]));
+        body.extend(attr(IFA_FLAGS, &[1, 2])); // u32 expected
+        let buf = nlmsg(RTM_NEWADDR, &body);
         let msg = split(&buf).next().unwrap().unwrap();
         let mut stats = ParseStats::default();
         assert!(matches!(parse(&msg, &mut stats), Ok(Parsed::Object(_))));
@@ -397,38 +481,75 @@ mod tests {
 
     #[test]
     fn attribute_length_past_the_message_is_malformed_not_a_panic() {
-        let mut body = ifaddrmsg(libc::AF_INET as u8, 24, 3);
-        let mut bad = attr(libc::IFA_LOCAL, &[10, 1, 2, 3]);
+        let mut body = ifaddrmsg(AF_INET, 24, 3);
+        let mut bad = attr(IFA_LOCAL, &[10, 1, 2, 3]);
         bad[0] = 200; // rta_len beyond the end
         body.extend(bad);
-        let buf = nlmsg(libc::RTM_NEWADDR, &body);
+        let buf = nlmsg(RTM_NEWADDR, &body);
         let msg = split(&buf).next().unwrap().unwrap();
-        assert!(parse(&msg, &mut ParseStats::default()).is_err());
+        let err = parse(&msg, &mut ParseStats::default()).unwrap_err();
+        assert_eq!((err.offset, err.message), (0, Some(RTM_NEWADDR)));
+        assert!(
+            matches!(err.problem, Problem::Body { len: 16, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn message_length_past_the_datagram_stops_the_split_with_an_error() {
-        let mut buf = nlmsg(libc::NLMSG_DONE as u16, &[0, 0, 0, 0]);
+        let mut buf = nlmsg(NLMSG_DONE, &[0, 0, 0, 0]);
         buf[0] = 250;
         let items: Vec<_> = split(&buf).collect();
         assert_eq!(items.len(), 1);
-        assert!(items[0].is_err());
+        let err = items[0].clone().unwrap_err();
+        assert_eq!(err.problem, Problem::BadLength { len: 250, left: 20 });
         let short = [1u8, 2, 3];
-        assert!(split(&short).next().unwrap().is_err());
+        let err = split(&short).next().unwrap().unwrap_err();
+        assert_eq!(err.problem, Problem::TruncatedHeader { left: 3 });
+    }
+
+    #[test]
+    fn a_skipped_message_is_named_by_its_type_and_place_in_the_datagram() {
+        // A good address message, then one without an address, then a header cut short.
+        let mut good = ifaddrmsg(AF_INET, 24, 3);
+        good.extend(attr(IFA_LOCAL, &[10, 1, 2, 3]));
+        let mut buf = nlmsg(RTM_NEWADDR, &good);
+        let second = buf.len();
+        buf.extend(nlmsg(RTM_DELADDR, &ifaddrmsg(AF_INET, 24, 3)));
+        let third = buf.len();
+        buf.extend([0u8; 6]);
+        let mut stats = ParseStats::default();
+        let lines: Vec<String> = split(&buf)
+            .map(|m| m.and_then(|m| parse(&m, &mut stats)))
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "netlink RTM_DELADDR at byte {second} of its datagram: it names no address \
+                     (neither IFA_LOCAL nor IFA_ADDRESS)"
+                ),
+                format!(
+                    "netlink message at byte {third} of its datagram: the datagram ends inside \
+                     its header (6 of 16 bytes)"
+                ),
+            ]
+        );
     }
 
     #[test]
     fn every_truncation_of_a_valid_message_is_handled_without_panic() {
         let mut body = vec![0u8; 12];
-        body[0] = libc::AF_INET as u8;
+        body[0] = AF_INET;
         body[1] = 24;
-        body.extend(attr(libc::RTA_DST, &[10, 0, 0, 0]));
-        body.extend(attr(libc::RTA_OIF, &2u32.to_ne_bytes()));
+        body.extend(attr(RTA_DST, &[10, 0, 0, 0]));
+        body.extend(attr(RTA_OIF, &2u32.to_ne_bytes()));
         body.extend(attr(
-            libc::RTA_MULTIPATH,
+            RTA_MULTIPATH,
             &[16, 0, 0, 0, 2, 0, 0, 0, 8, 0, 5, 0, 1, 2, 3, 4],
         ));
-        let buf = nlmsg(libc::RTM_NEWROUTE, &body);
+        let buf = nlmsg(RTM_NEWROUTE, &body);
         for cut in 0..buf.len() {
             let mut copy = buf[..cut].to_vec();
             if copy.len() >= 4 {

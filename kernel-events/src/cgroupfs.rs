@@ -1,8 +1,20 @@
-//! Finding the cgroup2 mount and checking that paths lie inside it.
+//! The cgroup2 file system as the cgroup and pressure sources use it: where it is mounted,
+//! which paths lie inside it, and how its control files (and the PSI files, which work the same
+//! way) are opened and read.
+//!
+//! A control file is read whole, in one `pread` at offset 0: the kernel renders the file when it
+//! is read, so one call is one snapshot, while pieces read at different offsets would be
+//! different snapshots. A change is signalled with EPOLLPRI on an open fd, so the files are
+//! opened non-blocking and kept open.
 
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use nix::fcntl::OFlag;
+
+use crate::error::{Error, Result};
 
 /// The mount point of the cgroup2 file system, from /proc/self/mountinfo (never hard-coded:
 /// it is /sys/fs/cgroup on unified hosts and /sys/fs/cgroup/unified on hybrid ones).
@@ -74,6 +86,46 @@ pub(crate) fn resolve(mount: &Path, cgroup: &Path) -> Result<PathBuf> {
     Ok(canonical)
 }
 
+/// Opens a control file (or a PSI file) to read and to poll for EPOLLPRI, and to write when
+/// `write` (arming a PSI trigger): non-blocking and close-on-exec.
+pub(crate) fn open_control_file(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+        .open(path)
+}
+
+/// Largest reading accepted. Today's files are under 200 bytes; a file that fills this much is
+/// not one we understand, and is skipped rather than read in pieces (pieces read at different
+/// offsets are different snapshots).
+pub(crate) const MAX_READING: usize = 64 * 1024;
+
+/// The buffer a reader starts with; it grows (doubling) only if a reading fills it.
+pub(crate) const FIRST_BUFFER: usize = 1024;
+
+/// Reads the whole file from offset 0 in one call, growing `buf` and starting again while a
+/// reading fills it. Returns the reading's length, or `InvalidData` past [`MAX_READING`].
+pub(crate) fn read_snapshot(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.is_empty() {
+        buf.resize(FIRST_BUFFER, 0);
+    }
+    loop {
+        let n = file.read_at(buf, 0)?;
+        if n < buf.len() {
+            return Ok(n);
+        }
+        if buf.len() >= MAX_READING {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_READING} bytes"),
+            ));
+        }
+        let grown = (buf.len() * 2).min(MAX_READING);
+        buf.resize(grown, 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +152,37 @@ mod tests {
     fn no_cgroup2_line_gives_none() {
         let text = "42 31 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
         assert_eq!(find_cgroup2(text), None);
+    }
+
+    #[test]
+    fn a_reading_larger_than_the_first_buffer_is_read_whole_in_one_snapshot() {
+        let path = std::env::temp_dir().join(format!("edgegw-ke-reading-{}", std::process::id()));
+        let mut text = String::new();
+        for i in 0..300 {
+            text.push_str(&format!("counter_{i:03} {}\n", 1_000_000 + i));
+        }
+        assert!(text.len() > FIRST_BUFFER * 4);
+        std::fs::write(&path, &text).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = Vec::new();
+        let n = read_snapshot(&file, &mut buf).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&buf[..n], text.as_bytes());
+    }
+
+    #[test]
+    fn a_reading_larger_than_the_limit_is_refused_not_cut() {
+        let path = std::env::temp_dir().join(format!("edgegw-ke-huge-{}", std::process::id()));
+        std::fs::write(&path, vec![b'x'; MAX_READING + 1]).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = Vec::new();
+        let err = read_snapshot(&file, &mut buf).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            buf.len(),
+            MAX_READING,
+            "the buffer stops growing at the limit"
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! The one event type every reader produces, and the per-source counters.
+//! The event: its number, its source, and what happened; and how it reads as one line.
 
 use std::fmt;
 
-use crate::cgroup::CgroupEvent;
-use crate::files::FileEvent;
-use crate::net::{Address, Link, Route};
-use crate::pressure::PressureEvent;
+use super::cgroup::CgroupEvent;
+use super::change::Change;
+use super::files::FileEvent;
+use super::net::{Address, Link, LinkNames, NetworkState, Route};
+use super::pressure::PressureEvent;
 
 /// Which reader an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,7 +24,7 @@ pub enum Source {
 }
 
 impl Source {
-    /// Every source, in a fixed order (the index order of [`Counters`]).
+    /// Every source, in a fixed order (the index order of [`Counters`](super::Counters)).
     pub const ALL: [Source; 4] = [
         Source::Files,
         Source::Network,
@@ -31,7 +32,7 @@ impl Source {
         Source::Pressure,
     ];
 
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 
@@ -64,6 +65,66 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// The event as one human line, as `edgegw events` prints it (like `ip monitor` plus
+    /// `inotifywait`): `seq source what details`. Interface indexes are shown as the names
+    /// `network` has for them, `#index` otherwise. (`Display` of an `Event` is this line
+    /// without names.)
+    ///
+    /// ```text
+    ///      8 net      +addr 10.9.0.1/24 dev lo scope 0 label lo
+    ///     14 net      RESYNC reason=NoBuffers
+    /// ```
+    pub fn display<'a>(&'a self, network: Option<&'a NetworkState>) -> EventLine<'a> {
+        EventLine {
+            event: self,
+            names: LinkNames(network),
+        }
+    }
+}
+
+/// An [`Event`] as one human line; see [`Event::display`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventLine<'a> {
+    event: &'a Event,
+    names: LinkNames<'a>,
+}
+
+impl fmt::Display for EventLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Event { seq, source, kind } = self.event;
+        write!(f, "{seq:>6} {:<8} ", source.name())?;
+        let sign = |change: &Change| match change {
+            Change::Added => "+",
+            Change::Changed => "~",
+            Change::Removed => "-",
+        };
+        match kind {
+            EventKind::Resync { reason, .. } => write!(f, "RESYNC reason={reason:?}"),
+            EventKind::ResyncDone { .. } => f.write_str("RESYNC-DONE"),
+            EventKind::File(e) => fmt::Display::fmt(e, f),
+            EventKind::Link { change, link } => write!(f, "{}link {link}", sign(change)),
+            EventKind::Address { change, address } => {
+                write!(f, "{}addr ", sign(change))?;
+                address.write(f, self.names)
+            }
+            EventKind::Route { change, route } => {
+                write!(f, "{}route ", sign(change))?;
+                route.write(f, self.names)
+            }
+            EventKind::Cgroup(e) => fmt::Display::fmt(e, f),
+            EventKind::Pressure(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+/// The event's human line, with interfaces by index (see [`Event::display`]).
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.display(None), f)
+    }
+}
+
 /// Why a reader lost track of the kernel's state and re-read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -88,19 +149,6 @@ pub enum ResyncReason {
     /// A route notification the model could not place for sure (a replace or a deletion among
     /// several routes that share a key): the routes are re-read.
     AmbiguousRoute,
-}
-
-/// How an object in a model changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum Change {
-    /// It appeared.
-    Added,
-    /// It was there and some attribute differs now.
-    Changed,
-    /// It is gone.
-    Removed,
 }
 
 /// What happened. Every variant except `Resync`/`ResyncDone` describes the state after the change,
@@ -150,69 +198,4 @@ pub enum EventKind {
     Cgroup(CgroupEvent),
     /// Memory pressure changed, or the pressure reader reports its mode.
     Pressure(PressureEvent),
-}
-
-/// Counts for one source.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SourceCounters {
-    /// Events emitted (including Resync markers).
-    pub events: u64,
-    /// Times the kernel dropped notifications for us (IN_Q_OVERFLOW, ENOBUFS, truncation).
-    pub overflows: u64,
-    /// Resyncs started (overflows, unknown watches, lost roots, silent flushes, retries).
-    pub resyncs: u64,
-    /// Kernel messages that could not be parsed or had unknown attributes, skipped.
-    pub skipped: u64,
-}
-
-/// Counters for every source, indexed by [`Source`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counters {
-    per_source: [SourceCounters; 4],
-}
-
-impl Counters {
-    /// The counters of one source.
-    pub fn get(&self, source: Source) -> SourceCounters {
-        self.per_source[source.index()]
-    }
-
-    pub(crate) fn get_mut(&mut self, source: Source) -> &mut SourceCounters {
-        &mut self.per_source[source.index()]
-    }
-}
-
-/// Where readers put what they found: assigns sequence numbers and counts.
-pub(crate) struct Emitter<'a> {
-    pub(crate) queue: &'a mut std::collections::VecDeque<Event>,
-    pub(crate) next_seq: &'a mut u64,
-    pub(crate) counters: &'a mut Counters,
-}
-
-impl Emitter<'_> {
-    pub(crate) fn emit(&mut self, source: Source, kind: EventKind) {
-        let seq = *self.next_seq;
-        *self.next_seq += 1;
-        self.counters.get_mut(source).events += 1;
-        self.queue.push_back(Event { seq, source, kind });
-    }
-
-    pub(crate) fn resync(&mut self, source: Source, reason: ResyncReason) {
-        self.counters.get_mut(source).resyncs += 1;
-        self.emit(source, EventKind::Resync { source, reason });
-    }
-
-    pub(crate) fn resync_done(&mut self, source: Source) {
-        self.emit(source, EventKind::ResyncDone { source });
-    }
-
-    /// Counts one loss of kernel notifications (several may happen within one resync).
-    pub(crate) fn overflowed(&mut self, source: Source) {
-        self.counters.get_mut(source).overflows += 1;
-    }
-
-    pub(crate) fn skipped(&mut self, source: Source) {
-        self.counters.get_mut(source).skipped += 1;
-    }
 }

@@ -1,58 +1,99 @@
-//! Readings of `cgroup.events` and `memory.events`, and what changed between two of them.
+//! What changed: readings of `cgroup.events` and `memory.events` against the last state, and a
+//! parent's children against the last listing.
 //!
 //! Both files are "flat keyed": one `key value` line per entry. They are read whole, in one
-//! `pread` at offset 0 (so one reading is one snapshot of the kernel's counters), parsed
-//! strictly, and compared with the last reading. Nothing here trusts the contents: a line that
-//! is not `key value` with a decimal `u64` value is skipped and counted, and a key missing from
-//! a reading keeps its last value, so a bad reading can neither invent nor lose counts.
+//! `pread` at offset 0 (`cgroupfs::read_snapshot`: one reading is one snapshot of the kernel's
+//! counters), parsed strictly, and compared with the last reading. Nothing here trusts the
+//! contents: a line that is not `key value` with a decimal `u64` value is skipped and counted,
+//! and a key missing from a reading keeps its last value, so a bad reading can neither invent
+//! nor lose counts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
-/// Largest reading accepted. Today's files are under 200 bytes; a file that fills this much is
-/// not one we understand, and is skipped rather than read in pieces (pieces read at different
-/// offsets are different snapshots).
-pub(crate) const MAX_READING: usize = 64 * 1024;
+use crate::model::{CgroupEvent, CgroupState};
 
-/// The buffer a reader starts with; it grows (doubling) only if a reading fills it.
-pub(crate) const FIRST_BUFFER: usize = 1024;
-
-/// Reads the whole file from offset 0 in one call, growing `buf` and starting again while a
-/// reading fills it. Returns the reading's length, or `InvalidData` past [`MAX_READING`].
-pub(crate) fn read_snapshot(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.is_empty() {
-        buf.resize(FIRST_BUFFER, 0);
+/// Applies a reading of `cgroup.events` to `state` and pushes what changed; returns the
+/// anomalies found (malformed lines, `populated` missing).
+pub(super) fn apply_events_reading(
+    path: &Path,
+    state: &mut CgroupState,
+    bytes: &[u8],
+    out: &mut Vec<CgroupEvent>,
+) -> u64 {
+    let now = events_reading((state.populated, state.frozen), &parse_flat_keyed(bytes));
+    if now.populated != state.populated {
+        state.populated = now.populated;
+        out.push(CgroupEvent::Populated {
+            path: path.to_path_buf(),
+            populated: now.populated,
+        });
     }
-    loop {
-        let n = file.read_at(buf, 0)?;
-        if n < buf.len() {
-            return Ok(n);
-        }
-        if buf.len() >= MAX_READING {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("larger than {MAX_READING} bytes"),
-            ));
-        }
-        let grown = (buf.len() * 2).min(MAX_READING);
-        buf.resize(grown, 0);
+    if now.frozen != state.frozen {
+        state.frozen = now.frozen;
+        out.push(CgroupEvent::Frozen {
+            path: path.to_path_buf(),
+            frozen: now.frozen,
+        });
     }
+    now.anomalies
+}
+
+/// Applies a reading of `memory.events` to `state` and pushes the counters that moved; returns
+/// the anomalies found (malformed lines, counters missing).
+pub(super) fn apply_memory_reading(
+    path: &Path,
+    state: &mut CgroupState,
+    bytes: &[u8],
+    out: &mut Vec<CgroupEvent>,
+) -> u64 {
+    let parsed = parse_flat_keyed(bytes);
+    let change = counter_change(&state.memory, &parsed.values);
+    let anomalies = parsed.malformed + change.missing;
+    let is_change = change.is_change();
+    state.memory = change.totals;
+    if is_change {
+        out.push(CgroupEvent::Memory {
+            path: path.to_path_buf(),
+            deltas: change.deltas,
+            totals: state.memory.clone(),
+            resets: change.resets,
+        });
+    }
+    anomalies
+}
+
+/// How a parent's children changed between two listings (path to inode): the removed ones,
+/// then the added ones. A name listed again with another inode was removed and created again.
+pub(super) fn children_change(
+    old: &BTreeMap<PathBuf, u64>,
+    fresh: &BTreeMap<PathBuf, u64>,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let removed = old
+        .iter()
+        .filter(|(child, ino)| fresh.get(*child) != Some(*ino))
+        .map(|(child, _)| child.clone())
+        .collect();
+    let added = fresh
+        .iter()
+        .filter(|(child, ino)| old.get(*child) != Some(*ino))
+        .map(|(child, _)| child.clone())
+        .collect();
+    (removed, added)
 }
 
 /// One parsed reading of a flat-keyed file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct FlatKeyed {
+pub(super) struct FlatKeyed {
     /// `key -> value` for every well-formed line (the first one, if a key repeats).
-    pub(crate) values: BTreeMap<String, u64>,
+    pub(super) values: BTreeMap<String, u64>,
     /// Lines skipped: not two fields, not UTF-8, a value that is not decimal digits or does not
     /// fit in a u64, or a key seen before in the same reading.
-    pub(crate) malformed: u64,
+    pub(super) malformed: u64,
 }
 
 /// Parses a flat-keyed file. Never panics; empty lines are ignored, bad ones counted.
-pub(crate) fn parse_flat_keyed(bytes: &[u8]) -> FlatKeyed {
+pub(super) fn parse_flat_keyed(bytes: &[u8]) -> FlatKeyed {
     let mut reading = FlatKeyed::default();
     for line in bytes.split(|b| *b == b'\n') {
         if line.is_empty() {
@@ -85,19 +126,19 @@ pub(crate) fn parse_flat_keyed(bytes: &[u8]) -> FlatKeyed {
 
 /// The `cgroup.events` state a reading gives, given the last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EventsReading {
+pub(super) struct EventsReading {
     /// `populated` now (the last value if the reading lacks it).
-    pub(crate) populated: bool,
+    pub(super) populated: bool,
     /// `frozen` now (the last value if the reading lacks it).
-    pub(crate) frozen: bool,
+    pub(super) frozen: bool,
     /// Anomalies: malformed lines, and `populated` missing (every cgroup v2 kernel writes it;
     /// `frozen` is absent before Linux 5.2 and is not counted).
-    pub(crate) anomalies: u64,
+    pub(super) anomalies: u64,
 }
 
 /// Reads `populated` and `frozen` out of a `cgroup.events` reading. A key that is missing or
 /// malformed keeps its last value: a bad reading must not report a cgroup emptied or thawed.
-pub(crate) fn events_reading(last: (bool, bool), reading: &FlatKeyed) -> EventsReading {
+pub(super) fn events_reading(last: (bool, bool), reading: &FlatKeyed) -> EventsReading {
     let flag = |key: &str, last: bool| reading.values.get(key).map_or(last, |v| *v != 0);
     let populated_missing = !reading.values.contains_key("populated");
     EventsReading {
@@ -109,30 +150,30 @@ pub(crate) fn events_reading(last: (bool, bool), reading: &FlatKeyed) -> EventsR
 
 /// How `memory.events` changed between two readings.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct CounterChange {
+pub(super) struct CounterChange {
     /// How much each counter that moved went up. After a reset, the new value: the counter
     /// started again from zero, so that is how many events it counted since.
-    pub(crate) deltas: BTreeMap<String, u64>,
+    pub(super) deltas: BTreeMap<String, u64>,
     /// Counters lower than in the last reading: the cgroup was created again under the same
     /// path (or the kernel reset them); counted from zero since.
-    pub(crate) resets: BTreeSet<String>,
+    pub(super) resets: BTreeSet<String>,
     /// Every counter now. A counter of the last reading that this one lacks keeps its last
     /// value, so when it is read again only what it gained since is a delta.
-    pub(crate) totals: BTreeMap<String, u64>,
+    pub(super) totals: BTreeMap<String, u64>,
     /// Counters of the last reading missing from this one (malformed or absent lines).
-    pub(crate) missing: u64,
+    pub(super) missing: u64,
 }
 
 impl CounterChange {
     /// Whether anything changed that a consumer should hear about.
-    pub(crate) fn is_change(&self) -> bool {
+    pub(super) fn is_change(&self) -> bool {
         !self.deltas.is_empty() || !self.resets.is_empty()
     }
 }
 
 /// Compares a reading of counters with the last one. A counter seen for the first time counts
 /// from zero (so a baseline taken "from zero" reports everything already counted).
-pub(crate) fn counter_change(
+pub(super) fn counter_change(
     last: &BTreeMap<String, u64>,
     reading: &BTreeMap<String, u64>,
 ) -> CounterChange {
@@ -343,38 +384,53 @@ mod tests {
     }
 
     #[test]
-    fn a_reading_larger_than_the_first_buffer_is_read_whole_in_one_snapshot() {
-        let path = std::env::temp_dir().join(format!("edgegw-ke-reading-{}", std::process::id()));
+    fn a_reading_of_hundreds_of_counters_parses_them_all() {
         let mut text = String::new();
         for i in 0..300 {
             text.push_str(&format!("counter_{i:03} {}\n", 1_000_000 + i));
         }
-        assert!(text.len() > FIRST_BUFFER * 4);
-        std::fs::write(&path, &text).unwrap();
-        let file = File::open(&path).unwrap();
-        let mut buf = Vec::new();
-        let n = read_snapshot(&file, &mut buf).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(&buf[..n], text.as_bytes());
-        let r = parse_flat_keyed(&buf[..n]);
+        let r = parse_flat_keyed(text.as_bytes());
         assert_eq!((r.values.len(), r.malformed), (300, 0));
         assert_eq!(r.values["counter_299"], 1_000_299);
     }
 
     #[test]
-    fn a_reading_larger_than_the_limit_is_refused_not_cut() {
-        let path = std::env::temp_dir().join(format!("edgegw-ke-huge-{}", std::process::id()));
-        std::fs::write(&path, vec![b'x'; MAX_READING + 1]).unwrap();
-        let file = File::open(&path).unwrap();
-        let mut buf = Vec::new();
-        let err = read_snapshot(&file, &mut buf).unwrap_err();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    fn a_child_listed_again_with_another_inode_was_removed_and_added() {
+        let old = BTreeMap::from([("/cg/a".into(), 1), ("/cg/b".into(), 2)]);
+        let fresh = BTreeMap::from([("/cg/b".into(), 7), ("/cg/c".into(), 3)]);
+        let (removed, added) = children_change(&old, &fresh);
+        assert_eq!(removed, [PathBuf::from("/cg/a"), "/cg/b".into()]);
+        assert_eq!(added, [PathBuf::from("/cg/b"), "/cg/c".into()]);
+    }
+
+    #[test]
+    fn readings_applied_to_a_state_report_each_change_once() {
+        let path = Path::new("/cg/a");
+        let mut state = CgroupState::default();
+        let mut out = Vec::new();
+        let anomalies =
+            apply_events_reading(path, &mut state, b"populated 1\nfrozen 0\n", &mut out);
+        assert_eq!(anomalies, 0);
         assert_eq!(
-            buf.len(),
-            MAX_READING,
-            "the buffer stops growing at the limit"
+            out,
+            [CgroupEvent::Populated {
+                path: path.into(),
+                populated: true
+            }]
         );
+        out.clear();
+        apply_events_reading(path, &mut state, b"populated 1\nfrozen 0\n", &mut out);
+        assert!(out.is_empty(), "an unchanged reading reports nothing");
+        let anomalies = apply_memory_reading(path, &mut state, b"high 2\noom_kill x\n", &mut out);
+        assert_eq!(anomalies, 1);
+        let [CgroupEvent::Memory { deltas, totals, .. }] = &out[..] else {
+            panic!("one memory event: {out:?}");
+        };
+        assert_eq!(
+            (deltas, totals),
+            (&map(&[("high", 2)]), &map(&[("high", 2)]))
+        );
+        assert_eq!(state.memory, map(&[("high", 2)]));
     }
 
     proptest! {
