@@ -262,7 +262,7 @@ pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> Result<
     let tv = nix::sys::time::TimeVal::from(libc::timeval {
         tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX as _),
         // Under 10^6: fits suseconds_t, 32 bits on 32-bit targets (armv7).
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_usec: timeout.subsec_micros() as _,
     });
     socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &tv)
         .map_err(nix_err("setsockopt SO_RCVTIMEO"))
