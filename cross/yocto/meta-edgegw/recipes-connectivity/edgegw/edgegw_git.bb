@@ -24,11 +24,12 @@ require ${BPN}-crates.inc
 # The workspace root: its default member is the daemon, so the build makes the edgegw binary only.
 CARGO_SRC_DIR = ""
 
-# The TLS crypto provider: ring (default: small, C and assembly only) or aws-lc-rs (larger;
-# its build needs cmake and, for some targets, clang: see cross/README.md).
+# The TLS crypto provider: ring (default: the smaller binary) or aws-lc-rs (about 2 MB larger:
+# cross/README.md). aws-lc-sys compiles its C with the target's compiler through cc-rs for the
+# common targets; cmake is its fallback for the others.
 PACKAGECONFIG ??= "ring"
 PACKAGECONFIG[ring] = ""
-PACKAGECONFIG[aws-lc-rs] = ",,cmake-native clang-native"
+PACKAGECONFIG[aws-lc-rs] = ",,cmake-native"
 EDGEGW_CARGO_FEATURES = "${@bb.utils.contains('PACKAGECONFIG', 'aws-lc-rs', '--no-default-features --features aws-lc-rs', '', d)}"
 
 do_compile() {
