@@ -24,7 +24,7 @@ require ${BPN}-crates.inc
 # The workspace root: its default member is the daemon, so the build makes the edgegw binary only.
 CARGO_SRC_DIR = ""
 
-# The TLS crypto provider: ring (default: the smaller binary) or aws-lc-rs (about 2 MB larger:
+# The TLS crypto provider: ring (default: the smaller binary) or aws-lc-rs (1.2 MB larger:
 # cross/README.md). aws-lc-sys compiles its C with the target's compiler through cc-rs for the
 # common targets; cmake is its fallback for the others.
 PACKAGECONFIG ??= "ring"
