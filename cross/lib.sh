@@ -86,7 +86,6 @@ is_root() { [ "$(id -u)" = 0 ]; }
 # ~/.cache/edgegw-tools), so a version bump here installs the new one beside the old.
 declare -A TOOL_VERSION=(
   [cargo-auditable]=0.7.7
-  [cargo-cyclonedx]=0.5.9
   [cargo-deny]=0.20.2
   [cargo-bloat]=0.12.1
 )
