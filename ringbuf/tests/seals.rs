@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 fn memfd(len: usize) -> OwnedFd {
     let fd = memfd_create(c"test", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
-    nix::unistd::ftruncate(&fd, len as i64).unwrap();
+    nix::unistd::ftruncate(&fd, len as libc::off_t).unwrap();
     fd
 }
 

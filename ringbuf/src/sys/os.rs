@@ -97,7 +97,8 @@ pub(crate) fn file_size(fd: BorrowedFd<'_>) -> Result<u64> {
 /// `(device, inode)` of the file behind `fd`: tells whether two fds name the same memfd.
 pub(crate) fn file_identity(fd: BorrowedFd<'_>) -> Result<(u64, u64)> {
     let st = nix::sys::stat::fstat(fd).map_err(nix_err("fstat"))?;
-    Ok((st.st_dev, st.st_ino))
+    // ino_t is 32 bits on 32-bit glibc targets (armv7).
+    Ok((st.st_dev, st.st_ino as u64))
 }
 
 /// Read exactly `buf.len()` bytes at `offset`.
@@ -264,7 +265,8 @@ pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> Result<
     // nix's business.
     let tv = nix::sys::time::TimeVal::from(libc::timeval {
         tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX as _),
-        tv_usec: timeout.subsec_micros().into(),
+        // Under 10^6: fits suseconds_t, 32 bits on 32-bit targets (armv7).
+        tv_usec: timeout.subsec_micros() as _,
     });
     socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &tv)
         .map_err(nix_err("setsockopt SO_RCVTIMEO"))
