@@ -222,6 +222,18 @@ fn memory_comes_back_after_a_burst_of_connections() {
         "RSS idle {idle} KiB, after 1024 connections {after} KiB, {now} KiB {:.1} s later",
         ended.elapsed().as_secs_f64()
     );
+    if let Some(emulator) = emulator() {
+        // The 1024 connections were served (burst checks each echo); the figures are not the
+        // daemon's to judge.
+        report(
+            "memory_comes_back_after_a_burst_of_connections",
+            &format!(
+                "RSS NOT CHECKED under {emulator}: the process's RSS is the emulator's \
+                 (read: idle {idle} KiB, after the burst {after} KiB, then {now} KiB)"
+            ),
+        );
+        return;
+    }
     assert!(
         now <= idle + 1024,
         "RSS {now} KiB 30 s after the burst (idle {idle} KiB, right after {after} KiB)"

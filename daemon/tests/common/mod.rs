@@ -664,3 +664,30 @@ pub fn reply_data(producer: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]) {
         .send(edgegw::gateway::wire::DATA, 0, &payload)
         .unwrap();
 }
+
+/// Says what CI must show even when the test passes: a part skipped and why, or the path a
+/// fallback took. A passing test's stderr is shown to nobody, so the line also goes to
+/// `edgegw-test-report.txt` in cargo's target tmp dir, which `.ci/run` and `cross/test` print.
+pub fn report(test: &str, line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("edgegw-test-report.txt");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    match file {
+        Ok(mut f) => {
+            let _ = writeln!(f, "{test}: {line}");
+        }
+        Err(e) => eprintln!("cannot append to {}: {e}", path.display()),
+    }
+}
+
+/// The emulator the tests run under (`cross/*.toml` sets `EDGEGW_TEST_EMULATED` for qemu-user
+/// runs), if any: a process's RSS there is the emulator's, not the daemon's.
+pub fn emulator() -> Option<String> {
+    std::env::var("EDGEGW_TEST_EMULATED")
+        .ok()
+        .filter(|e| !e.is_empty())
+}
