@@ -1,14 +1,21 @@
 //! IPC benchmark: the ring against a unix `SOCK_SEQPACKET` socket pair and a pipe, in the same
 //! run, between two processes pinned to different CPUs.
 //!
-//! `cargo bench -p edgegw-ring --bench ipc` prints one JSON object per line on stdout and nothing
-//! else (progress goes to stderr):
-//! `{"transport","mode","size","msgs_per_s","mb_per_s","p50_ns","p99_ns"}`.
+//! `cargo bench -p edgegw-ring --bench ipc --profile app` prints one JSON object per line on
+//! stdout and nothing else (progress goes to stderr):
+//! `{"transport","mode","size","batch","msgs_per_s","mb_per_s","p50_ns","p99_ns","build"}`.
+//! `build` is the cargo profile the binary was built with: `app` (the workspace's profile for
+//! what an application gets, no LTO) is the one whose figures the README quotes; the default
+//! `bench` profile inherits the firmware's LTO, which inlines the library into the benchmark as
+//! no application that depends on it gets.
 //!
 //! - `throughput`: the parent writes messages of `size` bytes for a fixed time (every byte
 //!   written: an 8-byte sequence word, then the fill byte), the child reads every byte (sums the
-//!   payload as u64 words) and reports its sum, which must match. Ring: blocking waits with a
-//!   short spin; sockets and pipes: blocking calls. `p50_ns`/`p99_ns` are null.
+//!   payload as u64 words) and reports its sum, which must match. Ring: blocking waits with the
+//!   default spin; sockets and pipes: blocking calls. `p50_ns`/`p99_ns` are null. The ring has
+//!   two rows per size: `batch` 16 (publish every 16 packets, release when the ring is
+//!   drained) and `batch` 1 (publish after every packet, release after every packet, as an
+//!   application that handles one packet at a time does).
 //! - `busy-latency`: ping-pong, both sides spinning (non-blocking reads for sockets and pipes);
 //!   one-way latency = round trip / 2. `msgs_per_s` counts messages in both directions.
 //! - `block-latency`: the same with blocking waits (the ring's eventfd path, no spinning).
@@ -22,9 +29,9 @@
 //!   loads) against `memcpy` of the same bytes, in one process.
 //!
 //! Each measurement runs `EDGEGW_BENCH_SECONDS` (default 0.2) and is repeated
-//! `EDGEGW_BENCH_REPS` times (default 5), the transports interleaved; each line is the median
-//! repetition. `EDGEGW_BENCH_RING_CAPACITY` overrides the ring's 1 MiB; `-- --only MODE[:SIZE]`
-//! runs a subset.
+//! `EDGEGW_BENCH_REPS` times (default 3), the transports interleaved; each line is the median
+//! repetition. `EDGEGW_BENCH_RING_CAPACITY` overrides the ring's 1 MiB;
+//! `-- --only MODE[:SIZE[:BATCH]]` runs a subset.
 
 use edgegw_ring::{Consumer, Error, Producer, Readiness, RingConfig, RingFds, WrapMode};
 use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -130,7 +137,7 @@ fn sum_words(buf: &[u8]) -> u64 {
     })
 }
 
-/// Repetitions per measurement (`EDGEGW_BENCH_REPS`, default 5); the median is reported.
+/// Repetitions per measurement (`EDGEGW_BENCH_REPS`, default 3); the median is reported.
 fn reps() -> usize {
     std::env::var("EDGEGW_BENCH_REPS")
         .ok()
@@ -263,6 +270,7 @@ fn child_main(args: &[String]) {
     let transport = Transport::parse(&args[0]);
     let mode = Mode::parse(&args[1]);
     let size: usize = args[2].parse().unwrap();
+    let batch: usize = args[3].parse().unwrap();
     let _ = pin_to_cpu(CHILD_CPU);
     let fds: Vec<RawFd> = std::env::var("BENCH_FDS")
         .unwrap()
@@ -292,7 +300,12 @@ fn child_main(args: &[String]) {
                                 rec.payload().fold_words(0u64, |a, w| a.wrapping_add(w)),
                             );
                             count += 1;
+                            // Per packet: release each record as soon as it is read.
+                            if batch == 1 {
+                                c.release();
+                            }
                         }
+                        // Batched: release once the ring is drained.
                         c.release();
                         if stop {
                             break;
@@ -398,6 +411,7 @@ fn spawn_child(
     transport: Transport,
     mode: Mode,
     size: usize,
+    batch: usize,
     fds: &[BorrowedFd<'_>],
     ring_env: Option<String>,
 ) -> Run {
@@ -405,16 +419,22 @@ fn spawn_child(
     let mut list = vec![inheritable(result_w.as_fd())];
     list.extend(fds.iter().map(|f| inheritable(*f)));
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--child", transport.arg(), mode.name(), &size.to_string()])
-        .env(
-            "BENCH_FDS",
-            list.iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    cmd.args([
+        "--child",
+        transport.arg(),
+        mode.name(),
+        &size.to_string(),
+        &batch.to_string(),
+    ])
+    .env(
+        "BENCH_FDS",
+        list.iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
     if let Some(v) = ring_env {
         cmd.env(RingFds::ENV, v);
     }
@@ -468,7 +488,7 @@ struct Measurement {
     p99_ns: Option<f64>,
 }
 
-fn throughput(transport: Transport, size: usize) -> Measurement {
+fn throughput(transport: Transport, size: usize, batch: usize) -> Measurement {
     let duration = seconds();
     let mut expected = 0u64;
     let mut sent = 0u64;
@@ -481,6 +501,7 @@ fn throughput(transport: Transport, size: usize) -> Measurement {
                 transport,
                 Mode::Throughput,
                 size,
+                batch,
                 &[],
                 Some(fds.export_for_child().unwrap()),
             );
@@ -489,7 +510,7 @@ fn throughput(transport: Transport, size: usize) -> Measurement {
             while sent & 1023 != 0 || start.elapsed() < duration {
                 expected = expected.wrapping_add(ring_send(&mut p, size, TYPE_DATA, sent, false));
                 sent += 1;
-                if sent & 15 == 0 {
+                if sent.is_multiple_of(batch as u64) {
                     p.publish();
                 }
             }
@@ -510,7 +531,7 @@ fn throughput(transport: Transport, size: usize) -> Measurement {
                 (w, r)
             };
             let socket = transport == Transport::Unix;
-            let mut run = spawn_child(transport, Mode::Throughput, size, &[rx.as_fd()], None);
+            let mut run = spawn_child(transport, Mode::Throughput, size, 1, &[rx.as_fd()], None);
             drop(rx);
             let mut buf = vec![0u8; size];
             let start = Instant::now();
@@ -572,6 +593,7 @@ fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
                 transport,
                 mode,
                 size,
+                1,
                 &pong_fds.as_array(),
                 Some(ping_fds.export_for_child().unwrap()),
             );
@@ -603,7 +625,7 @@ fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
             let socket = transport == Transport::Unix;
             let (mine_rx, mine_tx, run) = if socket {
                 let (a, b) = socket_pair();
-                let run = spawn_child(transport, mode, size, &[b.as_fd()], None);
+                let run = spawn_child(transport, mode, size, 1, &[b.as_fd()], None);
                 (a.try_clone().unwrap(), a, run)
             } else {
                 let (to_child_r, to_child_w) = pipe();
@@ -612,6 +634,7 @@ fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
                     transport,
                     mode,
                     size,
+                    1,
                     &[to_child_r.as_fd(), to_parent_w.as_fd()],
                     None,
                 );
@@ -651,18 +674,72 @@ fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
     }
 }
 
-fn emit(transport: Transport, mode: Mode, size: usize, m: &Measurement, wrap_field: bool) {
+/// One row of the output: a transport, and for rings how many packets go per publish and
+/// release.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Subject {
+    transport: Transport,
+    /// Packets per publish (and, for the reader, per release): 1 is per packet. Sockets and
+    /// pipes are always 1 (one system call per message).
+    batch: usize,
+}
+
+/// The rows measured for `mode`: in throughput, the ring batched (publish every 16 packets,
+/// release when drained) and per packet (publish and release after every packet); the latency
+/// modes are per packet by nature.
+fn subjects(mode: Mode, transports: &[Transport]) -> Vec<Subject> {
+    let mut out = Vec::new();
+    for &transport in transports {
+        match (transport, mode) {
+            (Transport::Ring(_), Mode::Throughput) => {
+                out.push(Subject {
+                    transport,
+                    batch: BATCH,
+                });
+                out.push(Subject {
+                    transport,
+                    batch: 1,
+                });
+            }
+            _ => out.push(Subject {
+                transport,
+                batch: 1,
+            }),
+        }
+    }
+    out
+}
+
+/// Packets per publish in the batched throughput rows.
+const BATCH: usize = 16;
+
+/// The cargo profile this binary was built with (the directory above `deps/`): `app` is how an
+/// application builds a library it depends on (no LTO); see the README.
+fn build_profile() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            let deps = exe.parent()?;
+            let profile = deps.parent()?;
+            Some(profile.file_name()?.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn emit(subject: Subject, mode: Mode, size: usize, m: &Measurement, wrap_field: bool) {
     let mut obj = serde_json::json!({
-        "transport": transport.name(),
+        "transport": subject.transport.name(),
         "mode": mode.name(),
         "size": size,
+        "batch": subject.batch,
         "msgs_per_s": m.msgs_per_s.round(),
         "mb_per_s": (m.msgs_per_s * size as f64 / 1e6 * 10.0).round() / 10.0,
         "p50_ns": m.p50_ns.map(|v| v.round()),
         "p99_ns": m.p99_ns.map(|v| v.round()),
+        "build": build_profile(),
     });
     if wrap_field {
-        if let Transport::Ring(w) = transport {
+        if let Transport::Ring(w) = subject.transport {
             obj["wrap"] = serde_json::json!(w.to_string());
         }
     }
@@ -672,12 +749,17 @@ fn emit(transport: Transport, mode: Mode, size: usize, m: &Measurement, wrap_fie
     out.flush().unwrap();
 }
 
-fn measure(transport: Transport, mode: Mode, size: usize) -> Measurement {
-    eprintln!("ipc bench: {} {} {size}", transport.arg(), mode.name());
+fn measure(subject: Subject, mode: Mode, size: usize) -> Measurement {
+    eprintln!(
+        "ipc bench: {} {} {size} batch {}",
+        subject.transport.arg(),
+        mode.name(),
+        subject.batch
+    );
     match mode {
-        Mode::Throughput => throughput(transport, size),
-        Mode::BusyLatency => latency(transport, size, true),
-        Mode::BlockLatency => latency(transport, size, false),
+        Mode::Throughput => throughput(subject.transport, size, subject.batch),
+        Mode::BusyLatency => latency(subject.transport, size, true),
+        Mode::BlockLatency => latency(subject.transport, size, false),
     }
 }
 
@@ -750,7 +832,14 @@ fn main() {
             Transport::Pipe,
         ]
     };
-    // `--only MODE[:SIZE]` restricts the run (for quick experiments).
+    if build_profile() != "app" {
+        eprintln!(
+            "ipc bench: warning: built with the `{}` profile, not `app`: the figures are not those \
+             of an application that links edgegw-ring (run with `--profile app`)",
+            build_profile()
+        );
+    }
+    // `--only MODE[:SIZE[:BATCH]]` restricts the run (for quick experiments).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -758,6 +847,7 @@ fn main() {
         .cloned();
     for mode in [Mode::Throughput, Mode::BusyLatency, Mode::BlockLatency] {
         for size in SIZES {
+            let mut subjects = subjects(mode, &transports);
             if let Some(o) = &only {
                 let mut it = o.split(':');
                 if it.next() != Some(mode.name())
@@ -765,22 +855,27 @@ fn main() {
                 {
                     continue;
                 }
-            }
-            // Interleave repetitions of all transports, then report each transport's median
-            // repetition: the machine is shared, so noise hits every transport alike.
-            let mut runs: Vec<Vec<Measurement>> = transports.iter().map(|_| Vec::new()).collect();
-            for _ in 0..reps() {
-                for (i, &t) in transports.iter().enumerate() {
-                    runs[i].push(measure(t, mode, size));
+                if let Some(b) = it.next() {
+                    subjects.retain(|s| {
+                        s.batch.to_string() == b || !matches!(s.transport, Transport::Ring(_))
+                    });
                 }
             }
-            for (i, &t) in transports.iter().enumerate() {
+            // Interleave repetitions of all subjects, then report each one's median repetition:
+            // the machine is shared, so noise hits every transport alike.
+            let mut runs: Vec<Vec<Measurement>> = subjects.iter().map(|_| Vec::new()).collect();
+            for _ in 0..reps() {
+                for (i, &s) in subjects.iter().enumerate() {
+                    runs[i].push(measure(s, mode, size));
+                }
+            }
+            for (i, &s) in subjects.iter().enumerate() {
                 let mut r = std::mem::take(&mut runs[i]);
                 r.sort_by(|a, b| match mode {
                     Mode::Throughput => a.msgs_per_s.total_cmp(&b.msgs_per_s),
                     _ => a.p50_ns.unwrap_or(0.0).total_cmp(&b.p50_ns.unwrap_or(0.0)),
                 });
-                emit(t, mode, size, &r[r.len() / 2], compare_wrap);
+                emit(s, mode, size, &r[r.len() / 2], compare_wrap);
             }
         }
     }
