@@ -38,6 +38,7 @@ use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockTyp
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 64 * 1024];
@@ -60,6 +61,13 @@ enum Transport {
     Ring(WrapMode),
     Unix,
     Pipe,
+    /// Busy latency only: one cache line written by each side in shared memory, nothing else:
+    /// the floor of any shared-memory transport on this machine, now.
+    Line,
+    /// Throughput only: the least a shared-memory ring can do (a memfd, one position per side,
+    /// records of a fixed size with an 8-byte header, no checks, no sleeping, a busy-polling
+    /// reader): the floor the ring's own rows are measured against in the same run.
+    Bare,
 }
 
 impl Transport {
@@ -68,6 +76,8 @@ impl Transport {
             Transport::Ring(_) => "ring",
             Transport::Unix => "unix",
             Transport::Pipe => "pipe",
+            Transport::Line => "line",
+            Transport::Bare => "bare",
         }
     }
     fn arg(self) -> &'static str {
@@ -76,6 +86,8 @@ impl Transport {
             Transport::Ring(WrapMode::Mirror) => "ring-mirror",
             Transport::Unix => "unix",
             Transport::Pipe => "pipe",
+            Transport::Line => "line",
+            Transport::Bare => "bare",
         }
     }
     fn parse(s: &str) -> Transport {
@@ -84,6 +96,8 @@ impl Transport {
             "ring-mirror" => Transport::Ring(WrapMode::Mirror),
             "unix" => Transport::Unix,
             "pipe" => Transport::Pipe,
+            "line" => Transport::Line,
+            "bare" => Transport::Bare,
             _ => panic!("unknown transport {s}"),
         }
     }
@@ -264,6 +278,154 @@ fn ring_recv(c: &mut Consumer, busy: bool) -> (u16, u64) {
     }
 }
 
+/// A memfd of `len` bytes for the `line` and `bare` baselines.
+fn shared_memfd(name: &str, len: usize) -> OwnedFd {
+    let name = std::ffi::CString::new(name).unwrap();
+    let memfd =
+        nix::sys::memfd::memfd_create(name.as_c_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .unwrap();
+    nix::unistd::ftruncate(&memfd, len as i64).unwrap();
+    memfd
+}
+
+/// A memfd mapped by both processes of the `line` and `bare` baselines, accessed with atomic
+/// word loads and stores (and, by the `bare` writer, plain writes to space it alone owns).
+struct SharedMem(memmap2::MmapRaw);
+
+/// `line`: the parent writes a sequence number at `PING`, the child answers it at `PONG`.
+const PING: usize = 0;
+const PONG: usize = 128;
+
+impl SharedMem {
+    fn map(memfd: OwnedFd) -> SharedMem {
+        SharedMem(memmap2::MmapRaw::map_raw(&std::fs::File::from(memfd)).unwrap())
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.0.len());
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the two processes
+        // access these words only atomically.
+        unsafe { AtomicU64::from_ptr(self.0.as_mut_ptr().wrapping_add(offset).cast()) }
+    }
+
+    /// Spin until the word at `offset` is `seq` or the stop word; returns it.
+    fn wait_for(&self, offset: usize, seq: u64) -> u64 {
+        loop {
+            let v = self.word(offset).load(Ordering::Acquire);
+            if v == seq || v == STOP_WORD {
+                return v;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// `bare`: where the positions and the data live in its memfd.
+const BARE_PRODUCER_POS: usize = 0;
+const BARE_CONSUMER_POS: usize = 128;
+const BARE_DATA: usize = 4096;
+
+/// Where a `bare` record of `total` bytes goes: a record that would cross the end of the data
+/// area starts the next lap instead (both sides know the fixed size, so no padding record).
+fn bare_place(pos: u64, total: u64) -> u64 {
+    let offset = pos % BUFFER as u64;
+    if offset + total > BUFFER as u64 {
+        pos + (BUFFER as u64 - offset)
+    } else {
+        pos
+    }
+}
+
+/// The writing side of the `bare` baseline.
+struct BareWriter<'a> {
+    shm: &'a SharedMem,
+    size: usize,
+    total: u64,
+    write_pos: u64,
+    consumer_cache: u64,
+}
+
+impl<'a> BareWriter<'a> {
+    fn new(shm: &'a SharedMem, size: usize) -> Self {
+        BareWriter {
+            shm,
+            size,
+            total: (8 + size as u64 + 7) & !7,
+            write_pos: 0,
+            consumer_cache: 0,
+        }
+    }
+
+    /// Write message `seq` (or the stop record) in place, waiting for room; returns its sum.
+    fn send(&mut self, seq: u64, stop: bool) -> u64 {
+        let at = bare_place(self.write_pos, self.total);
+        while at + self.total - self.consumer_cache > BUFFER as u64 {
+            self.consumer_cache = self.shm.word(BARE_CONSUMER_POS).load(Ordering::Acquire);
+            std::hint::spin_loop();
+        }
+        let offset = BARE_DATA + (at % BUFFER as u64) as usize;
+        let header = if stop { STOP_WORD } else { self.size as u64 };
+        self.shm.word(offset).store(header, Ordering::Relaxed);
+        assert!(offset + 8 + self.size <= self.shm.0.len());
+        // SAFETY: in bounds (assert); this space is free (the reader released it, checked
+        // above) and unpublished, so nothing else accesses it until `publish`.
+        let payload = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.shm.0.as_mut_ptr().wrapping_add(offset + 8),
+                self.size,
+            )
+        };
+        write_message(seq, payload);
+        self.write_pos = at + self.total;
+        expected_sum(seq, self.size)
+    }
+
+    fn publish(&mut self) {
+        self.shm
+            .word(BARE_PRODUCER_POS)
+            .store(self.write_pos, Ordering::Release);
+    }
+}
+
+/// The reading side of the `bare` baseline: every record summed in place (atomic word loads),
+/// released after each one (`batch` 1) or when drained. Returns (count, sum, times empty).
+fn bare_reader(shm: &SharedMem, size: usize, batch: usize) -> (u64, u64, u64) {
+    let total = (8 + size as u64 + 7) & !7;
+    let (mut read_pos, mut producer_cache) = (0u64, 0u64);
+    let (mut count, mut sum, mut empty) = (0u64, 0u64, 0u64);
+    loop {
+        if read_pos == producer_cache {
+            producer_cache = shm.word(BARE_PRODUCER_POS).load(Ordering::Acquire);
+            if read_pos == producer_cache {
+                shm.word(BARE_CONSUMER_POS)
+                    .store(read_pos, Ordering::Release);
+                empty += 1;
+                while shm.word(BARE_PRODUCER_POS).load(Ordering::Acquire) == read_pos {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+        }
+        let at = bare_place(read_pos, total);
+        let offset = BARE_DATA + (at % BUFFER as u64) as usize;
+        if shm.word(offset).load(Ordering::Relaxed) == STOP_WORD {
+            break;
+        }
+        let mut s = 0u64;
+        for i in 0..size / 8 {
+            s = s.wrapping_add(shm.word(offset + 8 + i * 8).load(Ordering::Relaxed));
+        }
+        sum = sum.wrapping_add(s);
+        count += 1;
+        read_pos = at + total;
+        if batch == 1 {
+            shm.word(BARE_CONSUMER_POS)
+                .store(read_pos, Ordering::Release);
+        }
+    }
+    (count, sum, empty)
+}
+
 // ---------------------------------------------------------------- the child process
 
 fn child_main(args: &[String]) {
@@ -285,10 +447,10 @@ fn child_main(args: &[String]) {
     let mut result = std::fs::File::from(take(fds[0]));
     match mode {
         Mode::Throughput => {
-            let (count, sum) = match transport {
+            let (count, sum, empty) = match transport {
                 Transport::Ring(_) => {
                     let mut c = Consumer::from_fds(RingFds::from_env().unwrap()).unwrap();
-                    let (mut count, mut sum) = (0u64, 0u64);
+                    let (mut count, mut sum, mut empty) = (0u64, 0u64, 0u64);
                     loop {
                         let mut stop = false;
                         while let Some(rec) = c.read().unwrap() {
@@ -310,11 +472,14 @@ fn child_main(args: &[String]) {
                         if stop {
                             break;
                         }
+                        empty += 1;
                         let r = c.wait(Some(Duration::from_secs(30))).unwrap();
                         assert_eq!(r, Readiness::Ready);
                     }
-                    (count, sum)
+                    (count, sum, empty)
                 }
+                Transport::Line => unreachable!("line is a latency baseline only"),
+                Transport::Bare => bare_reader(&SharedMem::map(take(fds[1])), size, batch),
                 Transport::Unix | Transport::Pipe => {
                     let fd = take(fds[1]);
                     let socket = transport == Transport::Unix;
@@ -328,10 +493,10 @@ fn child_main(args: &[String]) {
                         sum = sum.wrapping_add(sum_words(&buf));
                         count += 1;
                     }
-                    (count, sum)
+                    (count, sum, 0)
                 }
             };
-            writeln!(result, "{count} {sum}").unwrap();
+            writeln!(result, "{count} {sum} {empty}").unwrap();
         }
         Mode::BusyLatency | Mode::BlockLatency => {
             let busy = mode == Mode::BusyLatency;
@@ -381,6 +546,19 @@ fn child_main(args: &[String]) {
                         assert_eq!(sum_words(&buf), expected_sum(seq, size), "ping payload");
                         write_message(seq, &mut buf);
                         fd_send(tx.as_fd(), &buf, socket);
+                        seq += 1;
+                    }
+                }
+                Transport::Bare => unreachable!("bare is a throughput baseline only"),
+                Transport::Line => {
+                    let lines = SharedMem::map(take(fds[1]));
+                    let mut seq = 1u64;
+                    loop {
+                        let v = lines.wait_for(PING, seq);
+                        if v == STOP_WORD {
+                            break;
+                        }
+                        lines.word(PONG).store(seq, Ordering::Release);
                         seq += 1;
                     }
                 }
@@ -486,13 +664,18 @@ struct Measurement {
     msgs_per_s: f64,
     p50_ns: Option<f64>,
     p99_ns: Option<f64>,
+    /// Ring throughput: how often, per 1000 packets, the writer found the ring full.
+    full_per_1000: Option<f64>,
+    /// Ring throughput: how often, per 1000 packets, the reader found the ring empty.
+    empty_per_1000: Option<f64>,
 }
 
 fn throughput(transport: Transport, size: usize, batch: usize) -> Measurement {
     let duration = seconds();
     let mut expected = 0u64;
     let mut sent = 0u64;
-    let ((), elapsed) = match transport {
+    let mut full = 0u64;
+    let (empty, elapsed) = match transport {
         Transport::Ring(wrap) => {
             let mut p =
                 Producer::create(RingConfig::with_capacity(ring_capacity()).wrap(wrap)).unwrap();
@@ -507,15 +690,62 @@ fn throughput(transport: Transport, size: usize, batch: usize) -> Measurement {
             );
             drop(fds);
             let start = Instant::now();
+            // The writer's loop as an application writes it: reserve, fill in place, publish,
+            // in the loop itself. (A call per packet that the compiler does not inline costs
+            // this loop about half its packets per second: its stack stores queue behind the
+            // ring's, see the README.)
             while sent & 1023 != 0 || start.elapsed() < duration {
-                expected = expected.wrapping_add(ring_send(&mut p, size, TYPE_DATA, sent, false));
-                sent += 1;
-                if sent.is_multiple_of(batch as u64) {
-                    p.publish();
+                match p.reserve(size, TYPE_DATA, 0) {
+                    Ok(buf) => {
+                        write_message(sent, buf);
+                        expected = expected.wrapping_add(expected_sum(sent, size));
+                        sent += 1;
+                        if sent.is_multiple_of(batch as u64) {
+                            p.publish();
+                        }
+                    }
+                    Err(Error::Full { .. }) => {
+                        full += 1;
+                        p.publish();
+                        let r = p
+                            .wait_for_space(size, Some(Duration::from_secs(30)))
+                            .unwrap();
+                        assert_eq!(r, Readiness::Ready, "producer waited 30 s for space");
+                    }
+                    Err(e) => panic!("reserve: {e}"),
                 }
             }
             ring_send(&mut p, 8, TYPE_STOP, 0, false);
             p.publish();
+            let line = run.line();
+            (
+                finish_throughput(run, line, sent, expected),
+                start.elapsed(),
+            )
+        }
+        Transport::Line => unreachable!("line is a latency baseline only"),
+        Transport::Bare => {
+            let memfd = shared_memfd("ipc-bench-bare", BARE_DATA + BUFFER);
+            let mut run = spawn_child(
+                transport,
+                Mode::Throughput,
+                size,
+                batch,
+                &[memfd.as_fd()],
+                None,
+            );
+            let shm = SharedMem::map(memfd);
+            let start = Instant::now();
+            let mut writer = BareWriter::new(&shm, size);
+            while sent & 1023 != 0 || start.elapsed() < duration {
+                expected = expected.wrapping_add(writer.send(sent, false));
+                sent += 1;
+                if sent.is_multiple_of(batch as u64) {
+                    writer.publish();
+                }
+            }
+            writer.send(0, true);
+            writer.publish();
             let line = run.line();
             (
                 finish_throughput(run, line, sent, expected),
@@ -550,20 +780,26 @@ fn throughput(transport: Transport, size: usize, batch: usize) -> Measurement {
             )
         }
     };
+    let ring = matches!(transport, Transport::Ring(_) | Transport::Bare);
     Measurement {
         msgs_per_s: sent as f64 / elapsed.as_secs_f64(),
         p50_ns: None,
         p99_ns: None,
+        full_per_1000: ring.then(|| full as f64 * 1000.0 / sent as f64),
+        empty_per_1000: ring.then(|| empty as f64 * 1000.0 / sent as f64),
     }
 }
 
-fn finish_throughput(run: Run, line: String, sent: u64, expected: u64) {
+/// Check the reader's report; returns how often it found the ring empty.
+fn finish_throughput(run: Run, line: String, sent: u64, expected: u64) -> u64 {
     let mut parts = line.split_whitespace();
     let count: u64 = parts.next().expect("child count").parse().unwrap();
     let sum: u64 = parts.next().expect("child sum").parse().unwrap();
+    let empty: u64 = parts.next().expect("child empty count").parse().unwrap();
     assert_eq!(count, sent, "the reader got every message");
     assert_eq!(sum, expected, "the reader read every byte");
     run.finish();
+    empty
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -621,6 +857,28 @@ fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
             let _ = run.line();
             run.finish();
         }
+        Transport::Bare => unreachable!("bare is a throughput baseline only"),
+        Transport::Line => {
+            let memfd = shared_memfd("ipc-bench-line", 4096);
+            let run = spawn_child(transport, mode, size, 1, &[memfd.as_fd()], None);
+            let lines = SharedMem::map(memfd);
+            start = Instant::now();
+            while start.elapsed() < duration || rounds < warmup + 100 {
+                let seq = rounds + 1;
+                let t0 = Instant::now();
+                lines.word(PING).store(seq, Ordering::Release);
+                lines.wait_for(PONG, seq);
+                let rtt = t0.elapsed().as_nanos() as u64;
+                if rounds >= warmup && samples.len() < samples.capacity() {
+                    samples.push(rtt);
+                }
+                rounds += 1;
+            }
+            lines.word(PING).store(STOP_WORD, Ordering::Release);
+            let mut run = run;
+            let _ = run.line();
+            run.finish();
+        }
         Transport::Unix | Transport::Pipe => {
             let socket = transport == Transport::Unix;
             let (mine_rx, mine_tx, run) = if socket {
@@ -671,6 +929,8 @@ fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
         msgs_per_s: 2.0 * samples.len() as f64 / (busy_ns as f64 / 1e9),
         p50_ns: Some(percentile(&samples, 0.5) / 2.0),
         p99_ns: Some(percentile(&samples, 0.99) / 2.0),
+        full_per_1000: None,
+        empty_per_1000: None,
     }
 }
 
@@ -701,6 +961,24 @@ fn subjects(mode: Mode, transports: &[Transport]) -> Vec<Subject> {
                     batch: 1,
                 });
             }
+            // The floor of one cache line, beside every busy-latency size: the rows show how
+            // the machine's cross-CPU latency moved during the run.
+            (Transport::Line, Mode::BusyLatency) => out.push(Subject {
+                transport,
+                batch: 1,
+            }),
+            (Transport::Line, _) => {}
+            (Transport::Bare, Mode::Throughput) => {
+                out.push(Subject {
+                    transport,
+                    batch: BATCH,
+                });
+                out.push(Subject {
+                    transport,
+                    batch: 1,
+                });
+            }
+            (Transport::Bare, _) => {}
             _ => out.push(Subject {
                 transport,
                 batch: 1,
@@ -738,6 +1016,10 @@ fn emit(subject: Subject, mode: Mode, size: usize, m: &Measurement, wrap_field: 
         "p99_ns": m.p99_ns.map(|v| v.round()),
         "build": build_profile(),
     });
+    if let (Some(full), Some(empty)) = (m.full_per_1000, m.empty_per_1000) {
+        obj["full_per_1000"] = serde_json::json!((full * 10.0).round() / 10.0);
+        obj["empty_per_1000"] = serde_json::json!((empty * 10.0).round() / 10.0);
+    }
     if wrap_field {
         if let Transport::Ring(w) = subject.transport {
             obj["wrap"] = serde_json::json!(w.to_string());
@@ -761,6 +1043,52 @@ fn measure(subject: Subject, mode: Mode, size: usize) -> Measurement {
         Mode::BusyLatency => latency(subject.transport, size, true),
         Mode::BlockLatency => latency(subject.transport, size, false),
     }
+}
+
+/// `-- --loop PACKETS BATCH SIZE`: one thread moves PACKETS packets of SIZE bytes through one
+/// ring through the public API (reserve, write every byte, publish every BATCH packets; read,
+/// sum every byte, release every BATCH packets) and prints the checksum. For instruction counts
+/// per packet, which do not depend on the load of the machine:
+/// `valgrind --tool=callgrind --toggle-collect='*ring_loop*' target/app/deps/ipc-* --loop ...`.
+fn single_thread_loop(args: &[String]) {
+    let num = |i: usize| -> usize {
+        args.get(i)
+            .and_then(|v| v.parse().ok())
+            .expect("--loop PACKETS BATCH SIZE")
+    };
+    let (packets, batch, size) = (num(0), num(1), num(2));
+    let mut p = Producer::create(RingConfig::with_capacity(ring_capacity())).unwrap();
+    let mut c = Consumer::from_fds(p.served_ring().unwrap().into_fds()).unwrap();
+    let sum = ring_loop(&mut p, &mut c, packets as u64, batch as u64, size);
+    println!(
+        "{}",
+        serde_json::json!({"bench": "loop", "packets": packets, "batch": batch, "size": size, "sum": sum})
+    );
+}
+
+#[inline(never)]
+fn ring_loop(p: &mut Producer, c: &mut Consumer, packets: u64, batch: u64, size: usize) -> u64 {
+    let mut sum = 0u64;
+    let mut seq = 0;
+    while seq < packets {
+        for _ in 0..batch {
+            write_message(seq, p.reserve(size, TYPE_DATA, 0).expect("room"));
+            seq += 1;
+            if batch == 1 {
+                p.publish();
+            }
+        }
+        p.publish();
+        for _ in 0..batch {
+            let rec = c.read().unwrap().expect("a record");
+            sum = sum.wrapping_add(rec.payload().fold_words(0u64, |a, w| a.wrapping_add(w)));
+            if batch == 1 {
+                c.release();
+            }
+        }
+        c.release();
+    }
+    sum
 }
 
 /// Copy out of a ring payload (atomic word loads) against memcpy of the same bytes.
@@ -816,6 +1144,9 @@ fn main() {
             "ipc bench: warning: fewer than 2 CPUs or pinning failed; results are not comparable"
         );
     }
+    if let Some(i) = args.iter().position(|a| a == "--loop") {
+        return single_thread_loop(&args[i + 1..]);
+    }
     if args.iter().any(|a| a == "--compare-copy") {
         return compare_copy();
     }
@@ -830,6 +1161,8 @@ fn main() {
             Transport::Ring(WrapMode::default()),
             Transport::Unix,
             Transport::Pipe,
+            Transport::Line,
+            Transport::Bare,
         ]
     };
     if build_profile() != "app" {
@@ -857,7 +1190,8 @@ fn main() {
                 }
                 if let Some(b) = it.next() {
                     subjects.retain(|s| {
-                        s.batch.to_string() == b || !matches!(s.transport, Transport::Ring(_))
+                        s.batch.to_string() == b
+                            || !matches!(s.transport, Transport::Ring(_) | Transport::Bare)
                     });
                 }
             }
