@@ -195,7 +195,7 @@ impl Consumer {
 
     /// The next record, or `None` if none is committed. Records read stay in the ring until
     /// [`release`](Consumer::release).
-    #[inline]
+    #[inline(always)]
     pub fn read(&mut self) -> Result<Option<Record<'_>>> {
         match self.core.next(&self.mem) {
             Next::Record(loc) => match self.mem.payload(loc.payload_offset, loc.len) {

@@ -177,6 +177,14 @@ pub(crate) enum Reserved {
 pub(crate) struct ProducerCore {
     capacity: u64,
     wrap: WrapMode,
+    /// `max_payload(capacity)`.
+    max_payload: usize,
+    /// Where a record must end, as a data offset, to need no padding record: the capacity in
+    /// pad mode, unbounded in mirror mode.
+    lap_end: u64,
+    /// Where the free space we know of ends: `consumer_cache + capacity`, or 0 once the ring is
+    /// corrupt (so that the fast path of `reserve` never passes and the slow path reports it).
+    limit: u64,
     /// Last value stored to `producer_pos`.
     published: u64,
     /// End of the records reserved so far (published or pending).
@@ -224,6 +232,12 @@ impl ProducerCore {
         Ok(ProducerCore {
             capacity,
             wrap,
+            max_payload: max_payload(capacity as usize),
+            lap_end: match wrap {
+                WrapMode::Pad => capacity,
+                WrapMode::Mirror => u64::MAX,
+            },
+            limit: consumer + capacity,
             published,
             write_pos: published,
             consumer_cache: consumer,
@@ -278,6 +292,7 @@ impl ProducerCore {
         }
         if c != self.consumer_cache {
             self.consumer_cache = c;
+            self.limit = c + self.capacity;
             hooks.set_checked_release(c);
         }
         Ok(())
@@ -291,6 +306,7 @@ impl ProducerCore {
             self.published, self.capacity
         );
         self.corrupt = Some(msg.clone());
+        self.limit = 0;
         corrupt(msg)
     }
 
@@ -362,8 +378,36 @@ impl ProducerCore {
 
     /// Reserve a record; returns the data offset of its payload. The record header is written;
     /// the record becomes visible at the next [`publish`](Self::publish).
+    ///
+    /// The common case (a legal record that needs no padding and fits in the free space known
+    /// without reloading `consumer_pos`) is a few instructions, inlined into the caller; the
+    /// rest is [`reserve_slow`](Self::reserve_slow).
     #[inline]
     pub(crate) fn reserve(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+        len: usize,
+        ty: u16,
+        flags: u16,
+    ) -> Reserved {
+        if len <= self.max_payload && ty < FIRST_RESERVED_TYPE {
+            let total = record_total(len) as u64;
+            let offset = self.write_pos & (self.capacity - 1);
+            // `limit` is 0 once the ring is corrupt, so this fails then.
+            if offset + total <= self.lap_end && self.write_pos + total <= self.limit {
+                mem.store_data(offset as usize, encode_record_header(len as u32, ty, flags));
+                self.write_pos += total;
+                return Reserved::Payload(offset as usize + RECORD_HEADER_LEN);
+            }
+        }
+        self.reserve_slow(mem, hooks, len, ty, flags)
+    }
+
+    /// [`reserve`](Self::reserve) when the fast path does not apply: errors, a padding record,
+    /// or a reload of `consumer_pos`.
+    #[inline(never)]
+    fn reserve_slow(
         &mut self,
         mem: &impl RingMem,
         hooks: &impl ReleaseHooks,
@@ -377,7 +421,7 @@ impl ProducerCore {
         if ty >= FIRST_RESERVED_TYPE {
             return Reserved::BadType;
         }
-        if len > max_payload(self.capacity as usize) {
+        if len > self.max_payload {
             return Reserved::TooLarge;
         }
         let total = record_total(len) as u64;
@@ -545,6 +589,9 @@ impl ProducerCore {
 pub(crate) struct ConsumerCore {
     capacity: u64,
     wrap: WrapMode,
+    /// Where a record may end, as a data offset: the capacity in pad mode, unbounded in mirror
+    /// mode (a record may run into the second view).
+    lap_end: usize,
     /// Last value stored to `consumer_pos`.
     released: u64,
     /// Start of the next record to read.
@@ -573,6 +620,10 @@ impl ConsumerCore {
         let mut core = ConsumerCore {
             capacity,
             wrap,
+            lap_end: match wrap {
+                WrapMode::Pad => capacity as usize,
+                WrapMode::Mirror => usize::MAX,
+            },
             released,
             read_pos: released,
             producer_cache: released,
@@ -685,7 +736,7 @@ impl ConsumerCore {
             if ty < FIRST_RESERVED_TYPE
                 && total <= cap / 2
                 && self.read_pos + total as u64 <= self.producer_cache
-                && (self.wrap != WrapMode::Pad || offset + total <= cap)
+                && offset + total <= self.lap_end
             {
                 self.read_pos += total as u64;
                 return Next::Record(RecordLoc {

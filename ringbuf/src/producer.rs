@@ -148,7 +148,7 @@ impl Producer {
     ///
     /// Errors: [`Error::Full`] (nothing reserved; drop or wait), [`Error::TooLarge`],
     /// [`Error::ReservedType`], [`Error::Corrupt`] (the consumer wrote an impossible position).
-    #[inline]
+    #[inline(always)]
     pub fn reserve(&mut self, len: usize, ty: u16, flags: u16) -> Result<&mut [u8]> {
         match self.core.reserve(&self.mem, &self.link, len, ty, flags) {
             Reserved::Payload(offset) => Ok(self.mem.payload_mut(offset, len)),
