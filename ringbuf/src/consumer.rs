@@ -224,7 +224,8 @@ impl Consumer {
         self.core.unreleased()
     }
 
-    /// A record is committed and unread (reloads the producer position).
+    /// A record is committed and unread, so the next [`read`](Consumer::read) returns it
+    /// (reloads the producer position when everything seen was read).
     pub fn has_data(&mut self) -> Result<bool> {
         self.core.has_data(&self.mem)
     }
@@ -266,7 +267,13 @@ impl Consumer {
 
     /// Block until a record is readable, the ring is finished and drained, the peer is gone
     /// (attached consumers: the owner's socket hung up) or the timeout passes (`None`: no
-    /// timeout). Spins briefly first; no system call while records keep coming.
+    /// timeout). Spins briefly first ([`set_spin`](Consumer::set_spin)); no system call while
+    /// records keep coming.
+    ///
+    /// [`Readiness::Ready`] means the next [`read`](Consumer::read) returns a record (or
+    /// [`Error::Corrupt`] if the producer broke the ring); it is never returned with nothing
+    /// to read. A wake-up that brings no record (the signal of an earlier sleep, or a padding
+    /// record published without the record after it) goes back to waiting.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness> {
         for _ in 0..self.spin {
             if self.core.has_data(&self.mem)? {

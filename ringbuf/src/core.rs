@@ -855,14 +855,32 @@ impl ConsumerCore {
         }
     }
 
-    /// Is a record (or padding) readable now? Reloads the producer position.
+    /// Is a record readable now, so that the next [`next`](Self::next) returns it (or finds the
+    /// ring corrupt)? Reloads the producer position if everything seen was read, and skips a
+    /// padding record, as `next` would: a producer that published a padding record without the
+    /// record after it (FORMAT.md section 3 says they are committed together) has published
+    /// nothing to read yet.
     pub(crate) fn has_data(&mut self, mem: &impl RingMem) -> Result<bool> {
         self.check_usable()?;
-        if self.read_pos != self.producer_cache {
-            return Ok(true);
+        loop {
+            if self.read_pos == self.producer_cache {
+                self.refresh_producer_checked(mem)?;
+                if self.read_pos == self.producer_cache {
+                    return Ok(false);
+                }
+            }
+            if self.wrap != WrapMode::Pad {
+                return Ok(true);
+            }
+            let offset = (self.read_pos & (self.capacity - 1)) as usize;
+            let (len, ty, _) = decode_record_header(mem.load_data(offset));
+            if ty != TYPE_PAD {
+                return Ok(true);
+            }
+            if !self.skip_padding(offset, len as usize) {
+                return Err(self.corrupt_error());
+            }
         }
-        self.refresh_producer_checked(mem)?;
-        Ok(self.read_pos != self.producer_cache)
     }
 
     /// The owner replaced this ring (FORMAT.md section 6): what was not released is in the new
