@@ -130,6 +130,42 @@ impl Mapping {
         self.access == Access::ReadWrite
     }
 
+    /// Fault in every page of the mapping now, writable if the mapping is, so that later
+    /// accesses take no page fault. `MADV_POPULATE_READ`/`WRITE` (Linux 5.14); on older
+    /// kernels, one atomic access per page (a load, or for a writable mapping an atomic add of
+    /// zero, which changes nothing another side could see).
+    pub(crate) fn prefault(&self, page_size: usize) -> std::io::Result<()> {
+        let advice = match self.access {
+            Access::ReadOnly => libc::MADV_POPULATE_READ,
+            Access::ReadWrite => libc::MADV_POPULATE_WRITE,
+        };
+        // SAFETY: the range is exactly this mapping, which we own; the POPULATE advice only
+        // faults pages in (it never changes their contents or the mapping).
+        let rc = unsafe { libc::madvise(self.as_ptr().cast(), self.len(), advice) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(err);
+        }
+        // A kernel without the POPULATE advice.
+        for offset in (0..self.len()).step_by(page_size) {
+            // SAFETY: in bounds (offset < len) and 8-aligned (page-aligned mapping); atomic, so
+            // racing with the peer's accesses is fine.
+            let word = unsafe { AtomicU64::from_ptr(self.as_ptr().add(offset).cast()) };
+            match self.access {
+                Access::ReadOnly => {
+                    std::hint::black_box(word.load(Ordering::Relaxed));
+                }
+                Access::ReadWrite => {
+                    word.fetch_add(0, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Atomic load of the u64 at `offset` (8-aligned, inside the mapping).
     #[inline]
     pub(crate) fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
@@ -275,6 +311,16 @@ impl MappedRing {
                     .cast(),
             )
         }
+    }
+
+    /// Fault in every page of both mappings (see [`Mapping::prefault`]).
+    pub(crate) fn prefault(&self) -> Result<()> {
+        let page_size = crate::sys::os::page_size();
+        for m in [&self.region, &self.consumer_page] {
+            m.prefault(page_size)
+                .map_err(|e| Error::io("prefault ring mapping (madvise)", e))?;
+        }
+        Ok(())
     }
 
     /// Address space this ring occupies in this process (mirror mode reserves the data twice;
@@ -611,6 +657,19 @@ impl<'a> Payload<'a> {
             acc = f(acc, u64::from_ne_bytes(b));
         }
         acc
+    }
+
+    /// The payload as a byte slice, for a ring whose producer is trusted never to write a record
+    /// between publishing it and its release: `Record::bytes` is the only caller, and says when
+    /// that holds.
+    pub(crate) fn bytes_of_trusted_producer(&self) -> &'a [u8] {
+        // SAFETY: the range lies inside the mapping (MappedRing::payload checked it), which
+        // outlives 'a (the view borrows the consumer, which owns the mapping). This process maps
+        // the region read-only, and the only process that can write it is the trusted producer,
+        // which does not write a published record before the consumer releases it; release
+        // needs the consumer mutably, so it cannot happen while 'a lives. So nothing writes
+        // these bytes while the slice exists.
+        unsafe { std::slice::from_raw_parts(self.base.add(self.start), self.len) }
     }
 
     /// Raw pointer to the first byte, for C-style in-place use (for example handing it to a
