@@ -431,7 +431,7 @@ impl Consumer {
     /// first call for a new ring allocates its memory (the capacity, which a ring otherwise
     /// takes in full only after its first lap). The README gives the first-packet latency
     /// with and without.
-    pub fn prefault(&self) -> Result<()> {
+    pub fn prefault(&self) {
         self.mem.prefault()
     }
 

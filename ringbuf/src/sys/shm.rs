@@ -131,29 +131,16 @@ impl Mapping {
     }
 
     /// Fault in every page of the mapping now, writable if the mapping is, so that later
-    /// accesses take no page fault. `MADV_POPULATE_READ`/`WRITE` (Linux 5.14); on older
-    /// kernels, one atomic access per page (a load, or for a writable mapping an atomic add of
-    /// zero, which changes nothing another side could see).
-    pub(crate) fn prefault(&self, page_size: usize) -> std::io::Result<()> {
-        let advice = match self.access {
-            Access::ReadOnly => libc::MADV_POPULATE_READ,
-            Access::ReadWrite => libc::MADV_POPULATE_WRITE,
-        };
-        // SAFETY: the range is exactly this mapping, which we own; the POPULATE advice only
-        // faults pages in (it never changes their contents or the mapping).
-        let rc = unsafe { libc::madvise(self.as_ptr().cast(), self.len(), advice) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINVAL) {
-            return Err(err);
-        }
-        // A kernel without the POPULATE advice.
+    /// accesses take no page fault: one atomic access per page, a load, or for a writable
+    /// mapping an atomic add of zero (which changes nothing the other side could see, and is
+    /// no data race with its atomic accesses). Plain accesses rather than
+    /// `MADV_POPULATE_READ`/`WRITE`: those need Linux 5.14, and emulators such as qemu-user
+    /// accept and ignore them.
+    pub(crate) fn prefault(&self, page_size: usize) {
         for offset in (0..self.len()).step_by(page_size) {
             // SAFETY: in bounds (offset < len) and 8-aligned (page-aligned mapping); atomic, so
             // racing with the peer's accesses is fine.
-            let word = unsafe { AtomicU64::from_ptr(self.as_ptr().add(offset).cast()) };
+            let word = unsafe { AtomicU64::from_ptr(self.as_ptr().wrapping_add(offset).cast()) };
             match self.access {
                 Access::ReadOnly => {
                     std::hint::black_box(word.load(Ordering::Relaxed));
@@ -163,7 +150,6 @@ impl Mapping {
                 }
             }
         }
-        Ok(())
     }
 
     /// Atomic load of the u64 at `offset` (8-aligned, inside the mapping).
@@ -314,13 +300,10 @@ impl MappedRing {
     }
 
     /// Fault in every page of both mappings (see [`Mapping::prefault`]).
-    pub(crate) fn prefault(&self) -> Result<()> {
+    pub(crate) fn prefault(&self) {
         let page_size = crate::sys::os::page_size();
-        for m in [&self.region, &self.consumer_page] {
-            m.prefault(page_size)
-                .map_err(|e| Error::io("prefault ring mapping (madvise)", e))?;
-        }
-        Ok(())
+        self.region.prefault(page_size);
+        self.consumer_page.prefault(page_size);
     }
 
     /// Address space this ring occupies in this process (mirror mode reserves the data twice;
@@ -669,7 +652,7 @@ impl<'a> Payload<'a> {
         // which does not write a published record before the consumer releases it; release
         // needs the consumer mutably, so it cannot happen while 'a lives. So nothing writes
         // these bytes while the slice exists.
-        unsafe { std::slice::from_raw_parts(self.base.add(self.start), self.len) }
+        unsafe { std::slice::from_raw_parts(self.base.wrapping_add(self.start), self.len) }
     }
 
     /// Raw pointer to the first byte, for C-style in-place use (for example handing it to a
