@@ -515,6 +515,15 @@ fn child_main(args: &[String]) {
                         ping.set_spin(0);
                         pong.set_spin(0);
                     }
+                    // `--first-packet`: say when set up (and prefaulted, if asked), so that the
+                    // parent times the first packet, not this process's start.
+                    if let Ok(v) = std::env::var(FIRST_PACKET_ENV) {
+                        if v == "prefault" {
+                            ping.prefault();
+                            pong.prefault();
+                        }
+                        writeln!(result, "ready").unwrap();
+                    }
                     let mut seq = 0u64;
                     loop {
                         let (ty, sum) = ring_recv(&mut ping, busy);
@@ -1091,6 +1100,82 @@ fn ring_loop(p: &mut Producer, c: &mut Consumer, packets: u64, batch: u64, size:
     sum
 }
 
+/// `--first-packet`: tells the latency child to report when it is set up, and whether to
+/// prefault its ends first (`prefault`) or not (`cold`).
+const FIRST_PACKET_ENV: &str = "EDGEGW_BENCH_FIRST_PACKET";
+
+/// `-- --first-packet`: how much the first packets through a new ring cost, with and without
+/// `prefault` on both ends. For each of 20 fresh pairs of rings (ping and pong, the bench's
+/// capacity, pad mode), busy ping-pong of 64-byte packets for one lap of the ring: the
+/// one-way latency of the very first packet, and the mean and median one-way latency over the
+/// lap. Prints the median over the rings of each (and the worst first packet), one JSON line
+/// per setting.
+fn first_packet() {
+    const RINGS: usize = 20;
+    let size = 64;
+    for prefault in [false, true] {
+        let (mut first, mut lap_mean, mut lap_p50) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..RINGS {
+            let config = RingConfig::with_capacity(ring_capacity());
+            let mut ping = Producer::create(config).unwrap();
+            let mut pong = Consumer::create(config).unwrap();
+            let ping_fds = ping.served_ring().unwrap().into_fds();
+            let pong_fds = pong.served_ring().unwrap().into_fds();
+            std::env::set_var(FIRST_PACKET_ENV, if prefault { "prefault" } else { "cold" });
+            let mut run = spawn_child(
+                Transport::Ring(WrapMode::Pad),
+                Mode::BusyLatency,
+                size,
+                1,
+                &pong_fds.as_array(),
+                Some(ping_fds.export_for_child().unwrap()),
+            );
+            std::env::remove_var(FIRST_PACKET_ENV);
+            drop((ping_fds, pong_fds));
+            if prefault {
+                ping.prefault();
+                pong.prefault();
+            }
+            assert_eq!(run.line().trim(), "ready");
+            let rounds = (ring_capacity() / (size + 8)) as u64;
+            let mut samples = Vec::with_capacity(rounds as usize);
+            for seq in 0..rounds {
+                let t0 = Instant::now();
+                ring_send(&mut ping, size, TYPE_DATA, seq, true);
+                ping.publish();
+                let (_, sum) = ring_recv(&mut pong, true);
+                samples.push(t0.elapsed().as_nanos() as f64 / 2.0);
+                assert_eq!(sum, expected_sum(seq, size), "pong payload");
+            }
+            first.push(samples[0]);
+            lap_mean.push(samples.iter().sum::<f64>() / rounds as f64);
+            samples.sort_by(f64::total_cmp);
+            lap_p50.push(samples[samples.len() / 2]);
+            ring_send(&mut ping, 8, TYPE_STOP, 0, true);
+            ping.publish();
+            let _ = run.line();
+            run.finish();
+        }
+        for v in [&mut first, &mut lap_mean, &mut lap_p50] {
+            v.sort_by(f64::total_cmp);
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "first-packet",
+                "prefault": prefault,
+                "size": size,
+                "rings": RINGS,
+                "first_p50_ns": first[RINGS / 2].round(),
+                "first_max_ns": first[RINGS - 1].round(),
+                "lap_mean_p50_ns": lap_mean[RINGS / 2].round(),
+                "lap_p50_p50_ns": lap_p50[RINGS / 2].round(),
+                "build": build_profile(),
+            })
+        );
+    }
+}
+
 /// Copy out of a ring payload (atomic word loads) against memcpy of the same bytes.
 fn compare_copy() {
     for size in [64, 256, 1024, 2048, 4096, 16384, 65536] {
@@ -1146,6 +1231,9 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--loop") {
         return single_thread_loop(&args[i + 1..]);
+    }
+    if args.iter().any(|a| a == "--first-packet") {
+        return first_packet();
     }
     if args.iter().any(|a| a == "--compare-copy") {
         return compare_copy();
