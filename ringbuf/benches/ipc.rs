@@ -512,8 +512,8 @@ fn child_main(args: &[String]) {
                     ]);
                     let mut pong = Producer::from_fds(pong_fds).unwrap();
                     if !busy {
-                        ping.set_spin(0);
-                        pong.set_spin(0);
+                        ping.set_spin(Duration::ZERO);
+                        pong.set_spin(Duration::ZERO);
                     }
                     // `--first-packet`: say when set up (and prefaulted, if asked), so that the
                     // parent times the first packet, not this process's start.
@@ -844,8 +844,8 @@ fn latency(transport: Transport, size: usize, busy: bool) -> Measurement {
             );
             drop((ping_fds, pong_fds));
             if !busy {
-                ping.set_spin(0);
-                pong.set_spin(0);
+                ping.set_spin(Duration::ZERO);
+                pong.set_spin(Duration::ZERO);
             }
             start = Instant::now();
             while start.elapsed() < duration || rounds < warmup + 100 {
@@ -1176,6 +1176,114 @@ fn first_packet() {
     }
 }
 
+/// Nanoseconds on the system's real-time clock, which both processes of `--compare-spin` read.
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// CPU time this process has run so far, in nanoseconds (`/proc/self/schedstat`).
+fn cpu_ns() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/schedstat").unwrap();
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// `-- --compare-spin`: what the consumer's spin before sleeping buys and costs. A producer
+/// sends 16-byte packets one at a time with a fixed gap between them (busy-waiting the gap, so
+/// the gap is exact), for 0.3 s; the consumer, in another process on the other CPU, waits with
+/// `Consumer::wait` and a given spin (`set_spin`). For each gap and spin: the one-way latency
+/// (p50, p99,
+/// from a timestamp in the packet) and the consumer's CPU time per packet. One JSON line each.
+fn compare_spin() {
+    for gap_us in [1u64, 5, 20, 100, 500] {
+        // At least 2000 packets and 0.3 s, so a preemption of a few milliseconds by another
+        // process is a small part of the run.
+        let messages = (300_000 / gap_us).max(2000);
+        for spin_us in [0u64, 2, 5, 10, 20, 50] {
+            let mut p = Producer::create(RingConfig::with_capacity(BUFFER)).unwrap();
+            let fds = p.served_ring().unwrap().into_fds();
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(["--spin-child", &(spin_us * 1000).to_string()])
+                .env(RingFds::ENV, fds.export_for_child().unwrap())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(fds);
+            let mut out = BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "ready");
+            let gap = Duration::from_micros(gap_us);
+            let mut next = Instant::now();
+            for seq in 0..messages {
+                while Instant::now() < next {
+                    std::hint::spin_loop();
+                }
+                next += gap;
+                let buf = p.reserve(16, TYPE_DATA, 0).unwrap();
+                buf[..8].copy_from_slice(&seq.to_le_bytes());
+                buf[8..].copy_from_slice(&wall_ns().to_le_bytes());
+                p.publish();
+            }
+            p.reserve(16, TYPE_STOP, 0).unwrap().fill(0);
+            p.publish();
+            line.clear();
+            out.read_line(&mut line).unwrap();
+            assert!(child.wait().unwrap().success());
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "spin",
+                    "gap_us": gap_us,
+                    "spin_us": spin_us,
+                    "p50_ns": v[0],
+                    "p99_ns": v[1],
+                    "consumer_cpu_ns_per_packet": v[2].round(),
+                    "build": build_profile(),
+                })
+            );
+        }
+    }
+}
+
+/// The consumer of `--compare-spin`, spinning `spin` nanoseconds before it sleeps.
+fn spin_child(spin: u64) {
+    let _ = pin_to_cpu(CHILD_CPU);
+    let mut c = Consumer::from_fds(RingFds::from_env().unwrap()).unwrap();
+    c.set_spin(Duration::from_nanos(spin));
+    let mut latencies = Vec::new();
+    println!("ready");
+    let cpu0 = cpu_ns();
+    'outer: loop {
+        while let Some(rec) = c.read().unwrap() {
+            if rec.record_type() == TYPE_STOP {
+                break 'outer;
+            }
+            let sent = rec.payload().read_u64_le(8).unwrap();
+            latencies.push(wall_ns().saturating_sub(sent));
+        }
+        c.release();
+        let r = c.wait(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(r, Readiness::Ready);
+    }
+    let cpu = cpu_ns() - cpu0;
+    let n = latencies.len();
+    latencies.sort_unstable();
+    println!(
+        "{} {} {}",
+        latencies[n / 2],
+        latencies[n * 99 / 100],
+        cpu as f64 / n as f64
+    );
+}
+
 /// Copy out of a ring payload (atomic word loads) against memcpy of the same bytes.
 fn compare_copy() {
     for size in [64, 256, 1024, 2048, 4096, 16384, 65536] {
@@ -1222,6 +1330,9 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         return child_main(&args[i + 1..]);
     }
+    if let Some(i) = args.iter().position(|a| a == "--spin-child") {
+        return spin_child(args[i + 1].parse().unwrap());
+    }
     // Count CPUs before pinning: afterwards this process sees only one.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 || pin_to_cpu(PARENT_CPU).is_err() {
@@ -1231,6 +1342,9 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--loop") {
         return single_thread_loop(&args[i + 1..]);
+    }
+    if args.iter().any(|a| a == "--compare-spin") {
+        return compare_spin();
     }
     if args.iter().any(|a| a == "--first-packet") {
         return first_packet();

@@ -1,7 +1,9 @@
 //! The consuming end of a ring.
 
 use crate::core::{ConsumerCore, Next};
-use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
+use crate::endpoint::{
+    spin_until, EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN,
+};
 use crate::format::{max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
 use crate::sys::os;
@@ -126,7 +128,7 @@ pub struct Consumer {
     link: Link,
     /// Identity of the region memfd, to recognise the same ring on re-attach.
     region_id: (u64, u64),
-    spin: u32,
+    spin: Duration,
     /// The producer is trusted not to write published records ([`Record::bytes`]).
     producer_trusted: bool,
 }
@@ -301,9 +303,11 @@ impl Consumer {
         self.core.is_finished(&self.mem)
     }
 
-    /// Spin iterations before [`wait`](Consumer::wait) sleeps (0: sleep at once).
-    pub fn set_spin(&mut self, iterations: u32) {
-        self.spin = iterations;
+    /// How long [`wait`](Consumer::wait) spins before it sleeps ([`DEFAULT_SPIN`] unless
+    /// set; zero: sleep at once). Spinning answers within a fraction of a microsecond but keeps
+    /// the CPU busy; sleeping costs a wake-up (about 20 µs on the development machine).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 
     /// The data eventfd, readable when the producer published after
@@ -341,13 +345,10 @@ impl Consumer {
     /// to read. A wake-up that brings no record (the signal of an earlier sleep, or a padding
     /// record published without the record after it) goes back to waiting.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness> {
-        for _ in 0..self.spin {
-            if self.core.has_data(&self.mem)? {
-                return Ok(Readiness::Ready);
-            }
-            std::hint::spin_loop();
-        }
         let deadline = timeout.map(|t| Instant::now() + t);
+        if spin_until(self.spin, deadline, || self.core.has_data(&self.mem))? {
+            return Ok(Readiness::Ready);
+        }
         loop {
             match self.core.prepare_wait(&self.mem) {
                 Ok(true) => {}

@@ -1,7 +1,9 @@
 //! The producing end of a ring.
 
 use crate::core::{ProducerCore, ReleaseHooks, Reserved};
-use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
+use crate::endpoint::{
+    spin_until, EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN,
+};
 use crate::format::{check_consumer_page_prefix, max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
 use crate::sys::os;
@@ -65,7 +67,7 @@ pub struct Producer {
     data_event: OwnedFd,
     space_event: OwnedFd,
     link: Link,
-    spin: u32,
+    spin: Duration,
 }
 
 impl Producer {
@@ -316,10 +318,10 @@ impl Producer {
         }
     }
 
-    /// Spin iterations before [`wait_for_space`](Producer::wait_for_space) sleeps (0: sleep at
-    /// once).
-    pub fn set_spin(&mut self, iterations: u32) {
-        self.spin = iterations;
+    /// How long [`wait_for_space`](Producer::wait_for_space) spins before it sleeps
+    /// ([`DEFAULT_SPIN`] unless set; zero: sleep at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 
     /// The space eventfd, readable when the consumer freed space after
@@ -355,12 +357,12 @@ impl Producer {
             });
         }
         let deadline = timeout.map(|t| Instant::now() + t);
-        for _ in 0..self.spin {
+        let has_space = spin_until(self.spin, deadline, || {
             let needed = self.core.needed_for(len);
-            if self.core.has_space(&self.mem, &self.link, needed)? {
-                return Ok(Readiness::Ready);
-            }
-            std::hint::spin_loop();
+            self.core.has_space(&self.mem, &self.link, needed)
+        })?;
+        if has_space {
+            return Ok(Readiness::Ready);
         }
         loop {
             if !self.prepare_wait_for_space(len)? {

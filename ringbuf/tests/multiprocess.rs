@@ -49,7 +49,7 @@ fn stress_consumer() {
     let path = std::env::var("RING_PATH").unwrap();
     let total: u64 = std::env::var("RING_TOTAL").unwrap().parse().unwrap();
     let mut c = Consumer::attach(&path).unwrap();
-    c.set_spin(50);
+    c.set_spin(Duration::from_micros(2));
     let mut seq = 0u64;
     let mut waits = 0u64;
     let mut buf = vec![0u8; 4096];
@@ -113,7 +113,7 @@ fn multi_process_stress_with_a_sleepy_consumer_never_stalls() {
     serve_until(&mut server, "attach", |e| {
         matches!(e, ServerEvent::Attached { .. })
     });
-    p.set_spin(50);
+    p.set_spin(Duration::from_micros(2));
     let mut seq = 0u64;
     let mut full_waits = 0u64;
     while seq < total {

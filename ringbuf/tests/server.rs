@@ -353,7 +353,7 @@ fn an_attached_consumer_learns_that_the_owner_went_away() {
     let mut producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
     let server = Running::start(&path, producer.served_ring().unwrap(), me());
     let mut consumer = Consumer::attach(&path).unwrap();
-    consumer.set_spin(0);
+    consumer.set_spin(Duration::ZERO);
     producer.send(1, 0, b"last words").unwrap();
     server.stop();
     drop(producer);

@@ -332,7 +332,7 @@ fn a_padding_record_published_alone_is_not_readiness() {
         Ordering::Relaxed,
     );
     attacker.store_u64(OFF_PRODUCER_POS, CAP as u64, Ordering::Release);
-    consumer.set_spin(10);
+    consumer.set_spin(Duration::from_micros(1));
     assert_eq!(
         consumer.wait(Some(Duration::from_millis(20))).unwrap(),
         Readiness::TimedOut,
