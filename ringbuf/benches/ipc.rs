@@ -1,13 +1,16 @@
 //! IPC benchmark: the ring against a unix `SOCK_SEQPACKET` socket pair and a pipe, in the same
-//! run, between two processes pinned to different CPUs.
+//! run, between two processes pinned to different CPUs, beside two floors measured in the same
+//! run: a cache line and a bare shared-memory ring.
 //!
 //! `cargo bench -p edgegw-ring --bench ipc --profile app` prints one JSON object per line on
 //! stdout and nothing else (progress goes to stderr):
-//! `{"transport","mode","size","batch","msgs_per_s","mb_per_s","p50_ns","p99_ns","build"}`.
-//! `build` is the cargo profile the binary was built with: `app` (the workspace's profile for
-//! what an application gets, no LTO) is the one whose figures the README quotes; the default
-//! `bench` profile inherits the firmware's LTO, which inlines the library into the benchmark as
-//! no application that depends on it gets.
+//! `{"transport","mode","size","batch","msgs_per_s","mb_per_s","p50_ns","p99_ns","build"}`, and
+//! for the ring and `bare` in throughput `"full_per_1000"`, `"empty_per_1000"` (how often, per
+//! 1000 packets, the writer found the ring full and the reader found it empty). `build` is the
+//! cargo profile the binary was built with: `app` (the workspace's profile for what an
+//! application gets, no LTO) is the one whose figures the README quotes; the default `bench`
+//! profile inherits the firmware's LTO, which inlines the library into the benchmark as no
+//! application that depends on it gets.
 //!
 //! - `throughput`: the parent writes messages of `size` bytes for a fixed time (every byte
 //!   written: an 8-byte sequence word, then the fill byte), the child reads every byte (sums the
@@ -20,13 +23,25 @@
 //!   one-way latency = round trip / 2. `msgs_per_s` counts messages in both directions.
 //! - `block-latency`: the same with blocking waits (the ring's eventfd path, no spinning).
 //!
+//! The floors: `line` (busy latency only) is one cache line per direction in a shared memfd,
+//! written by one side and polled by the other: what moving anything between the two CPUs costs
+//! now (on a shared virtual machine this moves by a factor of four as the host places the two
+//! vCPUs). `bare` (throughput only, both batches) is the least a shared-memory ring can do: a
+//! memfd, one position per side, fixed-size records with an 8-byte header, the same writing and
+//! summing of every byte, no checks, no fences, no sleeping (its reader busy-polls).
+//!
 //! Fairness: every transport gets the same 1 MiB of buffering (ring capacity, `SO_SNDBUF` and
 //! `SO_RCVBUF`, `F_SETPIPE_SZ`), and every receiver reads every byte.
 //!
 //! Extra runs (not part of the default output):
 //! - `-- --compare-wrap`: ring lines for both wrap strategies, with a `"wrap"` field;
 //! - `-- --compare-copy`: copying a payload out of a ring (`Payload::copy_to_slice`, atomic word
-//!   loads) against `memcpy` of the same bytes, in one process.
+//!   loads) against `memcpy` of the same bytes, in one process;
+//! - `-- --compare-spin`: latency and the reader's CPU time per packet against the gap between
+//!   packets and the reader's spin before it sleeps;
+//! - `-- --first-packet`: the first packets through new rings, with and without `prefault`;
+//! - `-- --loop PACKETS BATCH SIZE`: one thread, one ring, the public API and nothing else,
+//!   for instruction counts under callgrind.
 //!
 //! Each measurement runs `EDGEGW_BENCH_SECONDS` (default 0.2) and is repeated
 //! `EDGEGW_BENCH_REPS` times (default 3), the transports interleaved; each line is the median
@@ -343,6 +358,8 @@ struct BareWriter<'a> {
     total: u64,
     write_pos: u64,
     consumer_cache: u64,
+    /// Times the ring was found full.
+    full: u64,
 }
 
 impl<'a> BareWriter<'a> {
@@ -353,15 +370,21 @@ impl<'a> BareWriter<'a> {
             total: (8 + size as u64 + 7) & !7,
             write_pos: 0,
             consumer_cache: 0,
+            full: 0,
         }
     }
 
     /// Write message `seq` (or the stop record) in place, waiting for room; returns its sum.
     fn send(&mut self, seq: u64, stop: bool) -> u64 {
         let at = bare_place(self.write_pos, self.total);
-        while at + self.total - self.consumer_cache > BUFFER as u64 {
-            self.consumer_cache = self.shm.word(BARE_CONSUMER_POS).load(Ordering::Acquire);
-            std::hint::spin_loop();
+        if at + self.total - self.consumer_cache > BUFFER as u64 {
+            // Full: publish what is pending (a batch may not fit the ring), then wait for room.
+            self.full += 1;
+            self.publish();
+            while at + self.total - self.consumer_cache > BUFFER as u64 {
+                self.consumer_cache = self.shm.word(BARE_CONSUMER_POS).load(Ordering::Acquire);
+                std::hint::spin_loop();
+            }
         }
         let offset = BARE_DATA + (at % BUFFER as u64) as usize;
         let header = if stop { STOP_WORD } else { self.size as u64 };
@@ -755,6 +778,7 @@ fn throughput(transport: Transport, size: usize, batch: usize) -> Measurement {
             }
             writer.send(0, true);
             writer.publish();
+            full = writer.full;
             let line = run.line();
             (
                 finish_throughput(run, line, sent, expected),
