@@ -118,18 +118,18 @@ pub fn target_command(program: &std::path::Path) -> Command {
     }
 }
 
-/// Says what CI must show even when the test passes (a part this machine cannot check, and
-/// why): on stderr, and appended to `edgegw-test-report.txt` in cargo's target tmp dir, which
-/// `.ci/run` prints after the tests.
+/// Says what CI must show even when the test passes: a part skipped and why. A passing test's
+/// stderr is shown to nobody, so the line also goes to `edgegw-test-report.txt` in cargo's
+/// target tmp dir, which `.ci/run` and `cross/test` print.
 pub fn report(test: &str, line: &str) {
     use std::io::Write;
     eprintln!("{line}");
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("edgegw-test-report.txt");
-    match std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
-    {
+        .open(&path);
+    match file {
         Ok(mut f) => {
             let _ = writeln!(f, "{test}: {line}");
         }
