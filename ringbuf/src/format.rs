@@ -137,7 +137,8 @@ pub struct RingConfig {
 }
 
 impl RingConfig {
-    /// The gateway's default: 1 MiB of data, generation 1, pad mode.
+    /// The default: 1 MiB of data, generation 1, pad mode. (The edgegw daemon sizes its rings
+    /// from its config: 256 KiB unless set.)
     pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
     /// A config with the given capacity, generation 1 and the default wrap mode.

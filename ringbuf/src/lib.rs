@@ -63,6 +63,11 @@ pub use sys::shm::Payload;
 #[cfg(feature = "tokio")]
 pub use tokio_support::{AsyncRingServer, DataReadiness, SpaceReadiness};
 
+/// This crate's version (`MAJOR.MINOR.PATCH`, as in its `Cargo.toml`). The C ABI has it too:
+/// `EDGEGW_RING_VERSION_MAJOR`, `_MINOR`, `_PATCH` in the header, and `edgegw_ring_version()`
+/// from the library actually linked.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The system page size (rings are built and checked with it).
 pub fn page_size() -> usize {
     sys::os::page_size()

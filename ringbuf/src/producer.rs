@@ -1,7 +1,9 @@
 //! The producing end of a ring.
 
 use crate::core::{ProducerCore, ReleaseHooks, Reserved};
-use crate::endpoint::{EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN};
+use crate::endpoint::{
+    spin_until, EventWaker, Link, PeerState, PeerStatus, Readiness, DEFAULT_SPIN,
+};
 use crate::format::{check_consumer_page_prefix, max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
 use crate::sys::os;
@@ -65,7 +67,7 @@ pub struct Producer {
     data_event: OwnedFd,
     space_event: OwnedFd,
     link: Link,
-    spin: u32,
+    spin: Duration,
 }
 
 impl Producer {
@@ -148,7 +150,7 @@ impl Producer {
     ///
     /// Errors: [`Error::Full`] (nothing reserved; drop or wait), [`Error::TooLarge`],
     /// [`Error::ReservedType`], [`Error::Corrupt`] (the consumer wrote an impossible position).
-    #[inline]
+    #[inline(always)]
     pub fn reserve(&mut self, len: usize, ty: u16, flags: u16) -> Result<&mut [u8]> {
         match self.core.reserve(&self.mem, &self.link, len, ty, flags) {
             Reserved::Payload(offset) => Ok(self.mem.payload_mut(offset, len)),
@@ -277,6 +279,17 @@ impl Producer {
         self.core.positions()
     }
 
+    /// Fault in every page of this process's mappings of the ring now (the header page, the
+    /// data area, the consumer page), so the first packets through it take no page faults: a
+    /// fresh ring's pages are otherwise allocated and mapped one at a time as the first lap
+    /// writes and reads them. Call it once, after attaching or creating, on both ends; the
+    /// first call for a new ring allocates its memory (the capacity, which a ring otherwise
+    /// takes in full only after its first lap). The README gives the first-packet latency
+    /// with and without.
+    pub fn prefault(&self) {
+        self.mem.prefault()
+    }
+
     /// Bytes of address space this ring's mappings take in this process.
     pub fn mapped_bytes(&self) -> usize {
         self.mem.mapped_bytes()
@@ -305,10 +318,10 @@ impl Producer {
         }
     }
 
-    /// Spin iterations before [`wait_for_space`](Producer::wait_for_space) sleeps (0: sleep at
-    /// once).
-    pub fn set_spin(&mut self, iterations: u32) {
-        self.spin = iterations;
+    /// How long [`wait_for_space`](Producer::wait_for_space) spins before it sleeps
+    /// ([`DEFAULT_SPIN`] unless set; zero: sleep at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
     }
 
     /// The space eventfd, readable when the consumer freed space after
@@ -344,12 +357,12 @@ impl Producer {
             });
         }
         let deadline = timeout.map(|t| Instant::now() + t);
-        for _ in 0..self.spin {
+        let has_space = spin_until(self.spin, deadline, || {
             let needed = self.core.needed_for(len);
-            if self.core.has_space(&self.mem, &self.link, needed)? {
-                return Ok(Readiness::Ready);
-            }
-            std::hint::spin_loop();
+            self.core.has_space(&self.mem, &self.link, needed)
+        })?;
+        if has_space {
+            return Ok(Readiness::Ready);
         }
         loop {
             if !self.prepare_wait_for_space(len)? {

@@ -1,6 +1,8 @@
 //! Producer and consumer in different processes: a stress run of millions of packets with a
 //! consumer that sleeps between bursts (never a stall), a consumer killed with SIGKILL and
-//! replaced without losing a packet, and a forked child that consumes with no socket at all.
+//! replaced without losing a packet, a forked child that consumes with no socket at all, and
+//! the README's fork recipe (a parent creates a ring, a producer child and a consumer child
+//! use it).
 //!
 //! Each test re-runs this test binary for its child role (see `common::child_command`).
 
@@ -47,7 +49,7 @@ fn stress_consumer() {
     let path = std::env::var("RING_PATH").unwrap();
     let total: u64 = std::env::var("RING_TOTAL").unwrap().parse().unwrap();
     let mut c = Consumer::attach(&path).unwrap();
-    c.set_spin(50);
+    c.set_spin(Duration::from_micros(2));
     let mut seq = 0u64;
     let mut waits = 0u64;
     let mut buf = vec![0u8; 4096];
@@ -111,7 +113,7 @@ fn multi_process_stress_with_a_sleepy_consumer_never_stalls() {
     serve_until(&mut server, "attach", |e| {
         matches!(e, ServerEvent::Attached { .. })
     });
-    p.set_spin(50);
+    p.set_spin(Duration::from_micros(2));
     let mut seq = 0u64;
     let mut full_waits = 0u64;
     while seq < total {
@@ -356,6 +358,125 @@ fn a_child_process_consumes_inherited_fds_without_any_socket() {
         stdout.contains(&format!("RESULT packets={total}")),
         "{stdout}"
     );
+}
+
+/// The fork recipe's producer child: `total` packets through the `Producer` the parent created
+/// (its writable mapping came with the fork), then `finish`.
+fn fork_recipe_producer(producer: &mut Producer, total: u64) {
+    for seq in 0..total {
+        let len = (seq % 1500) as usize;
+        loop {
+            match producer.reserve(len, 1, seq as u16) {
+                Ok(buf) => {
+                    fill_payload(seq, buf);
+                    break;
+                }
+                Err(Error::Full { .. }) => {
+                    producer.publish();
+                    let ready = producer.wait_for_space(len, Some(STALL)).unwrap();
+                    assert_eq!(ready, Readiness::Ready, "space within {STALL:?}");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        producer.publish();
+    }
+    producer.finish();
+}
+
+/// The fork recipe's consumer child: every packet, in order, read in place as a byte slice (its
+/// producer is a sibling of the same program, so it declares it trusted), until `Finished`.
+fn fork_recipe_consumer(fds: RingFds, total: u64) {
+    let mut consumer = Consumer::from_fds(fds).unwrap();
+    // SAFETY: the producer is this program's own producer child, which publishes through the
+    // ring's API and so never writes a record it published.
+    unsafe { consumer.trust_producer() };
+    let mut seq = 0u64;
+    loop {
+        let mut batch = 0;
+        while let Some(rec) = consumer.read().unwrap() {
+            let bytes = rec.bytes().expect("trusted");
+            assert_eq!(bytes.len(), (seq % 1500) as usize, "length of packet {seq}");
+            assert_eq!(rec.flags(), seq as u16);
+            assert!(bytes
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == payload_byte(seq, i)));
+            seq += 1;
+            batch += 1;
+            if batch == 64 {
+                break;
+            }
+        }
+        consumer.release();
+        if batch == 64 {
+            continue;
+        }
+        match consumer.wait(Some(STALL)).unwrap() {
+            Readiness::Ready => {}
+            Readiness::Finished => break,
+            other => panic!("{other:?} after {seq} packets"),
+        }
+    }
+    assert_eq!(seq, total, "every packet");
+}
+
+/// Run `f` in a forked child and exit with 0 if it returned, 101 if it panicked.
+fn in_child(f: impl FnOnce()) -> ! {
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+    std::process::exit(if ok { 0 } else { 101 })
+}
+
+/// The parent of the fork recipe, in a fresh copy of this test binary running this one test.
+fn fork_recipe_parent() {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    let total: u64 = std::env::var("RING_TOTAL").unwrap().parse().unwrap();
+    let mut producer = Producer::create(RingConfig::with_capacity(16 * 1024)).unwrap();
+    let consumer_fds = producer.served_ring().unwrap().into_fds();
+    // SAFETY: this process runs only this test and starts no thread: the one other thread is
+    // libtest's main thread, blocked waiting for this test's result and holding no lock the
+    // child takes (glibc's fork leaves malloc usable in the child). So the child may allocate.
+    let producer_child = match unsafe { fork() }.unwrap() {
+        ForkResult::Child => in_child(|| fork_recipe_producer(&mut producer, total)),
+        ForkResult::Parent { child } => child,
+    };
+    // The parent keeps no producer: the child's is the only one.
+    drop(producer);
+    // SAFETY: as above (the producer child is another process, not a thread).
+    let consumer_child = match unsafe { fork() }.unwrap() {
+        ForkResult::Child => in_child(|| fork_recipe_consumer(consumer_fds, total)),
+        ForkResult::Parent { child } => child,
+    };
+    drop(consumer_fds);
+    for (who, pid) in [("producer", producer_child), ("consumer", consumer_child)] {
+        assert_eq!(
+            waitpid(pid, None).unwrap(),
+            WaitStatus::Exited(pid, 0),
+            "the {who} child"
+        );
+    }
+    println!("RESULT children ok");
+}
+
+#[test]
+fn a_ring_created_before_fork_carries_every_packet_from_a_producer_child_to_a_consumer_child() {
+    const NAME: &str =
+        "a_ring_created_before_fork_carries_every_packet_from_a_producer_child_to_a_consumer_child";
+    if child_role().as_deref() == Some("fork-parent") {
+        return fork_recipe_parent();
+    }
+    if child_role().is_some() {
+        return;
+    }
+    let out = child_command(NAME, "fork-parent")
+        .env("RING_TOTAL", scaled(20_000).to_string())
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "fork recipe failed: {stdout}");
+    assert!(stdout.contains("RESULT children ok"), "{stdout}");
 }
 
 #[test]

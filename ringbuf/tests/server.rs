@@ -353,7 +353,7 @@ fn an_attached_consumer_learns_that_the_owner_went_away() {
     let mut producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
     let server = Running::start(&path, producer.served_ring().unwrap(), me());
     let mut consumer = Consumer::attach(&path).unwrap();
-    consumer.set_spin(0);
+    consumer.set_spin(Duration::ZERO);
     producer.send(1, 0, b"last words").unwrap();
     server.stop();
     drop(producer);
@@ -788,4 +788,65 @@ fn a_consumer_of_a_replaced_ring_switches_without_draining_it_and_reads_the_reco
         "no need to drain it first"
     );
     assert_eq!(record, b"unread");
+}
+
+#[test]
+fn byte_slices_are_offered_to_a_consumer_of_its_owners_ring_and_never_to_an_owner_reading_its_peer()
+{
+    let dir = temp_dir("srv");
+    // Ingress: the owner produces, the attached consumer trusts it.
+    let path = dir.join("ingress.sock");
+    let mut producer = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let mut consumer = Consumer::attach(&path).unwrap();
+    assert!(consumer.producer_trusted());
+    for i in 0..50u64 {
+        fill_payload(i, producer.reserve(i as usize * 7, 1, 0).unwrap());
+    }
+    producer.publish();
+    for i in 0..50u64 {
+        let rec = consumer.read().unwrap().unwrap();
+        let bytes = rec.bytes().expect("the owner is the producer: trusted");
+        assert_eq!(bytes, rec.payload().to_vec().as_slice());
+        assert!(bytes
+            .iter()
+            .enumerate()
+            .all(|(j, &b)| b == payload_byte(i, j)));
+    }
+    consumer.release();
+    drop(consumer);
+    server.wait_for("detach", |e| matches!(e, ServerEvent::Detached { .. }));
+    assert!(Consumer::attach(&path).unwrap().producer_trusted());
+    server.stop();
+
+    // Reply: the owner consumes what an attached producer writes: no slices.
+    let path = dir.join("reply.sock");
+    let mut owner = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, owner.served_ring().unwrap(), me());
+    let mut peer = Producer::attach(&path).unwrap();
+    peer.send(2, 0, b"from the peer").unwrap();
+    assert!(!owner.producer_trusted());
+    let rec = owner.read().unwrap().unwrap();
+    assert_eq!(
+        rec.bytes(),
+        None,
+        "the owner never trusts its peer's writes"
+    );
+    assert_eq!(rec.payload().to_vec(), b"from the peer");
+    drop(peer);
+    server.stop();
+
+    // Inherited fds: unknown until the program says so.
+    let mut producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let mut inherited = Consumer::from_fds(producer.served_ring().unwrap().into_fds()).unwrap();
+    producer.send(3, 0, b"sibling").unwrap();
+    assert!(!inherited.producer_trusted());
+    assert_eq!(inherited.read().unwrap().unwrap().bytes(), None);
+    producer.send(3, 0, b"sibling again").unwrap();
+    // SAFETY: the producer is this test's own `Producer`, which never writes a published record.
+    unsafe { inherited.trust_producer() };
+    assert_eq!(
+        inherited.read().unwrap().unwrap().bytes(),
+        Some(&b"sibling again"[..])
+    );
 }

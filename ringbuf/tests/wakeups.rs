@@ -80,7 +80,7 @@ fn a_producer_waiting_for_space_is_signalled_by_the_release_that_frees_it() {
 #[test]
 fn a_blocking_wait_times_out_on_an_empty_ring() {
     let (_p, mut c) = pair(RingConfig::with_capacity(4096));
-    c.set_spin(0);
+    c.set_spin(Duration::ZERO);
     assert_eq!(
         c.wait(Some(Duration::from_millis(20))).unwrap(),
         Readiness::TimedOut
@@ -91,7 +91,7 @@ fn a_blocking_wait_times_out_on_an_empty_ring() {
 #[test]
 fn a_blocked_consumer_wakes_when_a_record_is_published_from_another_thread() {
     let (mut p, mut c) = pair(RingConfig::with_capacity(4096));
-    c.set_spin(0);
+    c.set_spin(Duration::ZERO);
     let t = std::thread::spawn(move || {
         let r = c.wait(Some(Duration::from_secs(30))).unwrap();
         let v = c.read().unwrap().map(|r| r.payload().to_vec());
@@ -108,7 +108,7 @@ fn a_blocked_consumer_wakes_when_a_record_is_published_from_another_thread() {
 fn a_blocked_producer_wakes_when_the_consumer_releases_space() {
     let (mut p, mut c) = pair(RingConfig::with_capacity(4096));
     while p.send(1, 0, &[1u8; 1000]).is_ok() {}
-    p.set_spin(0);
+    p.set_spin(Duration::ZERO);
     let t = std::thread::spawn(move || {
         let r = p
             .wait_for_space(1000, Some(Duration::from_secs(30)))
@@ -129,8 +129,8 @@ fn a_blocked_producer_wakes_when_the_consumer_releases_space() {
 fn bursts_with_a_sleeping_consumer_never_stall_between_threads() {
     let total = scaled(200_000);
     let (mut p, mut c) = pair(RingConfig::with_capacity(16 * 1024));
-    c.set_spin(0);
-    p.set_spin(0);
+    c.set_spin(Duration::ZERO);
+    p.set_spin(Duration::ZERO);
     let stall = Duration::from_secs(20);
     let consumer = std::thread::spawn(move || {
         let mut seq = 0u64;

@@ -370,6 +370,21 @@ pub unsafe extern "C" fn edgegw_ring_consumer_generation(c: *mut edgegw_ring_con
     })
 }
 
+/// Fault in every page of the ring now, so that the first packets take no page faults (the
+/// README measures the difference). Returns `EDGEGW_RING_OK`, or `EDGEGW_RING_E_INVALID` if
+/// `c` is NULL.
+///
+/// # Safety
+/// `c` is NULL or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn edgegw_ring_consumer_prefault(c: *mut edgegw_ring_consumer) -> c_int {
+    guard(EDGEGW_RING_E_PANIC, || {
+        // SAFETY: `c` is NULL or a live handle this thread alone uses (this function's
+        // contract).
+        unsafe { handle(c, |c| c.0.prefault()) }.map_or(EDGEGW_RING_E_INVALID, |()| EDGEGW_RING_OK)
+    })
+}
+
 /// The largest payload a record of this ring can have, in bytes. 0 if `c` is NULL.
 ///
 /// # Safety
@@ -413,6 +428,21 @@ pub unsafe extern "C" fn edgegw_ring_producer_attach(
                 Producer::attach(path).map(edgegw_ring_producer)
             })
         }
+    })
+}
+
+/// Fault in every page of the ring now, so that the first packets take no page faults (the
+/// README measures the difference). Returns `EDGEGW_RING_OK`, or `EDGEGW_RING_E_INVALID` if
+/// `p` is NULL.
+///
+/// # Safety
+/// `p` is NULL or a live producer handle.
+#[no_mangle]
+pub unsafe extern "C" fn edgegw_ring_producer_prefault(p: *mut edgegw_ring_producer) -> c_int {
+    guard(EDGEGW_RING_E_PANIC, || {
+        // SAFETY: `p` is NULL or a live handle this thread alone uses (this function's
+        // contract).
+        unsafe { handle(p, |p| p.0.prefault()) }.map_or(EDGEGW_RING_E_INVALID, |()| EDGEGW_RING_OK)
     })
 }
 
@@ -504,6 +534,20 @@ pub unsafe extern "C" fn edgegw_ring_producer_free(p: *mut edgegw_ring_producer)
     guard((), || unsafe { free(p) })
 }
 
+/// The version of the library linked, as a static, NUL-terminated `"MAJOR.MINOR.PATCH"`.
+#[no_mangle]
+pub extern "C" fn edgegw_ring_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// [`edgegw_ring::VERSION`] as a C string (this crate and `edgegw-ring` share the workspace's
+/// version; a test checks it).
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the version has no NUL byte"),
+    };
+
 /// A static, NUL-terminated description of an error code.
 #[no_mangle]
 pub extern "C" fn edgegw_ring_strerror(code: c_int) -> *const c_char {
@@ -542,6 +586,7 @@ mod tests {
             assert_eq!(edgegw_ring_consumer_prepare_wait(c), EDGEGW_RING_E_INVALID);
             assert_eq!(edgegw_ring_consumer_generation(c), 0);
             assert_eq!(edgegw_ring_consumer_max_payload(c), 0);
+            assert_eq!(edgegw_ring_consumer_prefault(c), EDGEGW_RING_E_INVALID);
             edgegw_ring_consumer_release(c);
             edgegw_ring_consumer_finish_wait(c);
             edgegw_ring_consumer_free(c);
@@ -555,6 +600,7 @@ mod tests {
                 EDGEGW_RING_E_INVALID
             );
             edgegw_ring_producer_publish(p);
+            assert_eq!(edgegw_ring_producer_prefault(p), EDGEGW_RING_E_INVALID);
             edgegw_ring_producer_free(p);
             assert_eq!(
                 edgegw_ring_consumer_attach(null(), &mut consumer, null_mut(), 0),
@@ -590,6 +636,13 @@ mod tests {
         assert_eq!(&bytes[..7], &message.as_bytes()[..7]);
         assert_eq!(bytes[7], 0, "terminated inside the buffer");
         assert_eq!(bytes[8], 0x55, "nothing written past err_len");
+    }
+
+    #[test]
+    fn the_version_is_the_crates_as_a_c_string() {
+        // SAFETY: a static NUL-terminated string.
+        let v = unsafe { CStr::from_ptr(edgegw_ring_version()) };
+        assert_eq!(v.to_str().unwrap(), edgegw_ring::VERSION);
     }
 
     #[test]

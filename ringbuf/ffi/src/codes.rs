@@ -34,6 +34,18 @@ pub const EDGEGW_RING_FINISHED: c_int = 2;
 /// The ring's owner hung up; what was published stays readable.
 pub const EDGEGW_RING_PEER_GONE: c_int = 3;
 
+/// The version of the library this header was generated from: major, minor, patch (the
+/// `edgegw-ring` crate's version). `edgegw_ring_version()` gives the version of the library
+/// actually linked, as a string; a program can compare the two.
+#[allow(dead_code, reason = "for C, through the header; a test checks it")]
+pub const EDGEGW_RING_VERSION_MAJOR: c_int = 0;
+/// See `EDGEGW_RING_VERSION_MAJOR`.
+#[allow(dead_code, reason = "for C, through the header; a test checks it")]
+pub const EDGEGW_RING_VERSION_MINOR: c_int = 1;
+/// See `EDGEGW_RING_VERSION_MAJOR`.
+#[allow(dead_code, reason = "for C, through the header; a test checks it")]
+pub const EDGEGW_RING_VERSION_PATCH: c_int = 0;
+
 /// The code C sees for a Rust error.
 pub(crate) fn code(e: &Error) -> c_int {
     match e {
@@ -71,5 +83,20 @@ pub(crate) fn describe(code: c_int) -> &'static CStr {
         EDGEGW_RING_E_RESERVED_TYPE => c"record type reserved by the format",
         EDGEGW_RING_E_PANIC => c"internal error (panic caught)",
         _ => c"unknown error code",
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    /// cbindgen cannot evaluate `env!`, so the header's version is spelled out above: a version
+    /// bump must update it (and regenerate the header).
+    #[test]
+    fn the_headers_version_is_the_crates() {
+        assert_eq!(
+            format!("{EDGEGW_RING_VERSION_MAJOR}.{EDGEGW_RING_VERSION_MINOR}.{EDGEGW_RING_VERSION_PATCH}"),
+            edgegw_ring::VERSION
+        );
     }
 }

@@ -12,7 +12,13 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// The smallest page size Linux has: every shared field of FORMAT.md section 1 lies below it.
+const MIN_PAGE_SIZE: usize = 4096;
+const _: () =
+    assert!(OFF_PRODUCER_FLAGS + 8 <= MIN_PAGE_SIZE && OFF_CONSUMER_SLEEP + 8 <= MIN_PAGE_SIZE);
 
 /// Read-only or writable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +130,30 @@ impl Mapping {
         self.access == Access::ReadWrite
     }
 
+    /// Fault in every page of the mapping now, writable if the mapping is, so that later
+    /// accesses take no page fault: one atomic access per page, a load, or for a writable
+    /// mapping an atomic add of zero (which changes nothing the other side could see, and is
+    /// no data race with its atomic accesses). Plain accesses rather than
+    /// `MADV_POPULATE_READ`/`WRITE`: those need Linux 5.14, and emulators such as qemu-user
+    /// accept and ignore them.
+    pub(crate) fn prefault(&self, page_size: usize) {
+        for offset in (0..self.len()).step_by(page_size) {
+            // SAFETY: in bounds (offset < len) and 8-aligned (page-aligned mapping); atomic, so
+            // racing with the peer's accesses is fine.
+            let word = unsafe { AtomicU64::from_ptr(self.as_ptr().wrapping_add(offset).cast()) };
+            match self.access {
+                Access::ReadOnly => {
+                    std::hint::black_box(word.load(Ordering::Relaxed));
+                }
+                Access::ReadWrite => {
+                    word.fetch_add(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Atomic load of the u64 at `offset` (8-aligned, inside the mapping).
+    #[inline]
     pub(crate) fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
         assert!(
             offset.is_multiple_of(8) && offset + 8 <= self.len(),
@@ -135,7 +164,9 @@ impl Mapping {
         unsafe { AtomicU64::from_ptr(self.as_ptr().wrapping_add(offset).cast()).load(order) }
     }
 
-    /// Atomic store of the u64 at `offset`; the mapping must be writable.
+    /// Atomic store of the u64 at `offset`; the mapping must be writable. (The rings store
+    /// through `MappedRing`; the hostile-peer tests scribble through this.)
+    #[cfg(test)]
     pub(crate) fn store_u64(&self, offset: usize, value: u64, order: Ordering) {
         assert!(
             offset.is_multiple_of(8) && offset + 8 <= self.len(),
@@ -151,15 +182,32 @@ impl Mapping {
 }
 
 /// A ring's two mappings as one process sees them.
+///
+/// The hot accessors (the shared fields, data words, payloads) go through pointers computed and
+/// checked once, when the ring is mapped, so that each access is one instruction and no bounds
+/// check: the field offsets are constants below the page size (which every mapping spans), and a
+/// data offset is masked into the data area. They are `#[inline]`: an application that links
+/// this crate without LTO gets them inlined into its own loop.
 #[derive(Debug)]
 pub(crate) struct MappedRing {
     region: Mapping,
     consumer_page: Mapping,
-    page_size: usize,
     capacity: usize,
     /// Bytes of data addressable from the data start: capacity, or twice it when mirrored.
     data_span: usize,
+    /// Start of the header page (`region`'s first byte).
+    header: NonNull<u8>,
+    /// Start of the consumer page (`consumer_page`'s first byte).
+    consumer: NonNull<u8>,
+    /// Start of the data area (`header + page_size`).
+    data: NonNull<u8>,
+    /// `(capacity - 1) & !7`: masks any offset into an 8-aligned word of the data area.
+    word_mask: usize,
 }
+
+// SAFETY: the pointers point into the two mappings this value owns (and unmaps on drop); they
+// are used only through `&self`/`&mut self` like the mappings themselves, which are `Send`.
+unsafe impl Send for MappedRing {}
 
 impl MappedRing {
     /// Map a ring whose fds were checked. `region`/`consumer` say which parts this process
@@ -178,27 +226,84 @@ impl MappedRing {
             }
         };
         let consumer_page = Mapping::plain(consumer_fd, header.page_size, consumer)?;
+        // Every field offset lies below the smallest page size; the region holds the header
+        // page and the data area, the consumer page one page. (StaticHeader was checked: a
+        // power-of-two capacity of at least one page.)
+        assert!(
+            header.page_size >= MIN_PAGE_SIZE
+                && header.capacity.is_power_of_two()
+                && region_map.len() >= header.page_size + header.capacity
+                && consumer_page.len() >= header.page_size,
+            "ring mapped with impossible sizes"
+        );
+        let base = |m: &Mapping| NonNull::new(m.as_ptr()).expect("a mapping is never at address 0");
+        let header_ptr = base(&region_map);
+        let consumer_ptr = base(&consumer_page);
+        let data = NonNull::new(header_ptr.as_ptr().wrapping_add(header.page_size))
+            .expect("inside a mapping");
         Ok(MappedRing {
             region: region_map,
             consumer_page,
-            page_size: header.page_size,
             capacity: header.capacity,
             data_span: match header.wrap {
                 WrapMode::Pad => header.capacity,
                 WrapMode::Mirror => 2 * header.capacity,
             },
+            header: header_ptr,
+            consumer: consumer_ptr,
+            data,
+            word_mask: (header.capacity - 1) & !7,
         })
     }
 
-    fn locate(&self, field: Field) -> (&Mapping, usize) {
-        match field {
-            Field::ProducerPos => (&self.region, OFF_PRODUCER_POS),
-            Field::ProducerSleep => (&self.region, OFF_PRODUCER_SLEEP),
-            Field::Drops => (&self.region, OFF_DROPS),
-            Field::ProducerFlags => (&self.region, OFF_PRODUCER_FLAGS),
-            Field::ConsumerPos => (&self.consumer_page, OFF_CONSUMER_POS),
-            Field::ConsumerSleep => (&self.consumer_page, OFF_CONSUMER_SLEEP),
+    /// The shared field `field`: its word, and whether this process may write it.
+    #[inline]
+    fn field(&self, field: Field) -> (&AtomicU64, bool) {
+        let (base, offset, writable) = match field {
+            Field::ProducerPos => (self.header, OFF_PRODUCER_POS, self.region.writable()),
+            Field::ProducerSleep => (self.header, OFF_PRODUCER_SLEEP, self.region.writable()),
+            Field::Drops => (self.header, OFF_DROPS, self.region.writable()),
+            Field::ProducerFlags => (self.header, OFF_PRODUCER_FLAGS, self.region.writable()),
+            Field::ConsumerPos => (
+                self.consumer,
+                OFF_CONSUMER_POS,
+                self.consumer_page.writable(),
+            ),
+            Field::ConsumerSleep => (
+                self.consumer,
+                OFF_CONSUMER_SLEEP,
+                self.consumer_page.writable(),
+            ),
+        };
+        // SAFETY: every field offset is a constant multiple of 8 below MIN_PAGE_SIZE, and each
+        // base starts a page-aligned mapping of at least one page (checked in `map`), which
+        // lives as long as `self`. Atomic accesses may race with the peer's.
+        let word = unsafe { AtomicU64::from_ptr(base.as_ptr().wrapping_add(offset).cast()) };
+        (word, writable)
+    }
+
+    /// The data word at `offset`, masked into the data area (the protocol passes 8-aligned
+    /// offsets below the capacity; the mask makes any other value harmless).
+    #[inline]
+    fn data_word(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: `offset & word_mask` is 8-aligned and below the capacity, so the word lies in
+        // the data area of the mapping (checked in `map`), 8-aligned because the mapping is
+        // page-aligned. Atomic accesses may race with the peer's.
+        unsafe {
+            AtomicU64::from_ptr(
+                self.data
+                    .as_ptr()
+                    .wrapping_add(offset & self.word_mask)
+                    .cast(),
+            )
         }
+    }
+
+    /// Fault in every page of both mappings (see [`Mapping::prefault`]).
+    pub(crate) fn prefault(&self) {
+        let page_size = crate::sys::os::page_size();
+        self.region.prefault(page_size);
+        self.consumer_page.prefault(page_size);
     }
 
     /// Address space this ring occupies in this process (mirror mode reserves the data twice;
@@ -216,7 +321,7 @@ impl MappedRing {
             return None;
         }
         // In bounds: offset + padded <= data_span, and the mapping holds page_size + data_span.
-        let base = self.region.as_ptr().wrapping_add(self.page_size + offset);
+        let base = self.data.as_ptr().wrapping_add(offset);
         Some(Payload {
             base,
             start: 0,
@@ -227,6 +332,7 @@ impl MappedRing {
 
     /// The writable payload bytes of a record this producer reserved and has not published.
     /// The reservation logic guarantees the range is free space no one else writes.
+    #[inline]
     pub(crate) fn payload_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
         assert!(self.region.writable(), "payload_mut on a read-only ring");
         assert!(
@@ -239,26 +345,21 @@ impl MappedRing {
         // (it maps it read-only and the memfd is sealed F_SEAL_FUTURE_WRITE, or we are the
         // attached producer of a ring whose owner only reads it), the range is reserved free
         // space, and the &mut borrows the endpoint, so nothing else aliases it meanwhile.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.region.as_ptr().wrapping_add(self.page_size + offset),
-                len,
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr().wrapping_add(offset), len) }
     }
 }
 
 impl RingMem for MappedRing {
     #[inline]
     fn load(&self, field: Field, order: Ordering) -> u64 {
-        let (m, off) = self.locate(field);
-        m.load_u64(off, order)
+        self.field(field).0.load(order)
     }
 
     #[inline]
     fn store(&self, field: Field, value: u64, order: Ordering) {
-        let (m, off) = self.locate(field);
-        m.store_u64(off, value, order)
+        let (word, writable) = self.field(field);
+        assert!(writable, "store to a read-only ring mapping");
+        word.store(value, order)
     }
 
     #[inline]
@@ -268,17 +369,41 @@ impl RingMem for MappedRing {
 
     #[inline]
     fn load_data(&self, offset: usize) -> u64 {
-        debug_assert!(offset < self.capacity);
-        self.region
-            .load_u64(self.page_size + offset, Ordering::Relaxed)
+        debug_assert!(offset < self.capacity && offset.is_multiple_of(8));
+        self.data_word(offset).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn prefetch_read(&self, offset: usize) {
+        prefetch(self.data_word(offset).as_ptr());
     }
 
     #[inline]
     fn store_data(&self, offset: usize, value: u64) {
-        debug_assert!(offset < self.capacity);
-        self.region
-            .store_u64(self.page_size + offset, value, Ordering::Relaxed)
+        debug_assert!(offset < self.capacity && offset.is_multiple_of(8));
+        assert!(self.region.writable(), "store to a read-only ring mapping");
+        self.data_word(offset).store(value, Ordering::Relaxed)
     }
+}
+
+/// A hint that the cache line at `addr` will be read soon. Not a memory access: it cannot fault,
+/// and it changes nothing any load returns.
+#[inline(always)]
+fn prefetch(addr: *mut u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 only moves a cache line: it never faults, reads or writes
+    // program-visible memory, touches the stack or changes flags.
+    unsafe {
+        std::arch::asm!("prefetcht0 [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: PRFM only moves a cache line: it never faults, reads or writes program-visible
+    // memory, touches the stack or changes flags.
+    unsafe {
+        std::arch::asm!("prfm pldl1keep, [{0}]", in(reg) addr, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = addr;
 }
 
 /// From this many bytes, `rep movsb` beats the word loop (measured by the `ipc` bench's
@@ -540,6 +665,19 @@ impl<'a> Payload<'a> {
             acc = f(acc, u64::from_ne_bytes(b));
         }
         acc
+    }
+
+    /// The payload as a byte slice, for a ring whose producer is trusted never to write a record
+    /// between publishing it and its release: `Record::bytes` is the only caller, and says when
+    /// that holds.
+    pub(crate) fn bytes_of_trusted_producer(&self) -> &'a [u8] {
+        // SAFETY: the range lies inside the mapping (MappedRing::payload checked it), which
+        // outlives 'a (the view borrows the consumer, which owns the mapping). This process maps
+        // the region read-only, and the only process that can write it is the trusted producer,
+        // which does not write a published record before the consumer releases it; release
+        // needs the consumer mutably, so it cannot happen while 'a lives. So nothing writes
+        // these bytes while the slice exists.
+        unsafe { std::slice::from_raw_parts(self.base.wrapping_add(self.start), self.len) }
     }
 
     /// Raw pointer to the first byte, for C-style in-place use (for example handing it to a

@@ -297,3 +297,56 @@ fn consumer_survives_concurrent_scribbling_while_the_producer_runs() {
         let _ = records;
     }
 }
+
+/// A padding record published without the record after it is nothing to read: `wait` does not
+/// return `Ready` for it (it times out), `read` returns nothing, and the record published after
+/// it is read normally.
+#[test]
+fn a_padding_record_published_alone_is_not_readiness() {
+    use crate::{Readiness, RECORD_HEADER_LEN};
+    use std::time::Duration;
+    let mut consumer = Consumer::create(RingConfig::with_capacity(CAP)).unwrap();
+    let fds = consumer.fds().unwrap().try_clone().unwrap();
+    let attacker =
+        Mapping::plain(fds.region.as_fd(), page_size() + CAP, Access::ReadWrite).unwrap();
+    let data = |offset: usize| page_size() + offset;
+    // A first record of CAP/2 - 8 bytes, published and read.
+    let first = CAP / 2 - 8;
+    attacker.store_u64(
+        data(0),
+        encode_record_header((first - RECORD_HEADER_LEN) as u32, 3, 0),
+        Ordering::Relaxed,
+    );
+    attacker.store_u64(OFF_PRODUCER_POS, first as u64, Ordering::Release);
+    assert_eq!(
+        consumer.wait(Some(Duration::ZERO)).unwrap(),
+        Readiness::Ready
+    );
+    assert_eq!(consumer.read().unwrap().unwrap().record_type(), 3);
+    consumer.release();
+    // Padding to the end of the lap, published alone.
+    let pad_len = CAP - first - RECORD_HEADER_LEN;
+    attacker.store_u64(
+        data(first),
+        encode_record_header(pad_len as u32, 0xffff, 0),
+        Ordering::Relaxed,
+    );
+    attacker.store_u64(OFF_PRODUCER_POS, CAP as u64, Ordering::Release);
+    consumer.set_spin(Duration::from_micros(1));
+    assert_eq!(
+        consumer.wait(Some(Duration::from_millis(20))).unwrap(),
+        Readiness::TimedOut,
+        "a lone padding record is no record"
+    );
+    assert!(!consumer.has_data().unwrap());
+    assert!(consumer.read().unwrap().is_none());
+    // The record after it, at the start of the next lap.
+    attacker.store_u64(data(0), encode_record_header(8, 4, 0), Ordering::Relaxed);
+    attacker.store_u64(OFF_PRODUCER_POS, (CAP + 16) as u64, Ordering::Release);
+    assert_eq!(
+        consumer.wait(Some(Duration::ZERO)).unwrap(),
+        Readiness::Ready
+    );
+    assert_eq!(consumer.read().unwrap().unwrap().record_type(), 4);
+    assert!(consumer.read().unwrap().is_none());
+}
