@@ -1,6 +1,8 @@
 //! edgegw, the edge gateway daemon, as a library: the `edgegw` binary is a thin CLI over it.
 //!
 //! How the pieces fit:
+//! - [`proto`] is the gateway's records inside a ring (OPEN, DATA, CLOSE): the ground floor,
+//!   importing nothing of the daemon.
 //! - [`config`] parses and validates the TOML config whole, with errors that name file, line
 //!   and key.
 //! - [`tls`] turns a listener's config into a rustls `ServerConfig` (certificates by SNI,
@@ -20,6 +22,7 @@ pub mod control;
 pub mod gateway;
 pub mod log;
 pub mod paths;
+pub mod proto;
 mod ringcmd;
 mod signals;
 mod sys;

@@ -8,9 +8,9 @@ use edgegw_ring::{Consumer, Producer, Readiness};
 
 use crate::cli::RingAction;
 use crate::config::Config;
-use crate::gateway::wire::{self, OpenInfo, DATA_HEADER_LEN};
 use crate::gateway::RingCounter;
 use crate::paths::Dirs;
+use crate::proto::{self, OpenInfo, DATA_HEADER_LEN};
 
 /// Runs a ring tool. `ring` is a ring name from `config` or a socket path.
 pub fn ring(action: RingAction, ring: &str, config: &Config) -> Result<()> {
@@ -129,12 +129,12 @@ fn echo_attached(
             let payload = record.payload();
             let answered = match record.record_type() {
                 // Connection id and bytes, copied straight from one ring to the other.
-                wire::DATA if payload.len() >= DATA_HEADER_LEN => {
-                    send_waiting(producer, wire::DATA, payload.len(), |reply| {
+                proto::DATA if payload.len() >= DATA_HEADER_LEN => {
+                    send_waiting(producer, proto::DATA, payload.len(), |reply| {
                         payload.copy_to_slice(reply);
                     })?
                 }
-                wire::OPEN => {
+                proto::OPEN => {
                     if let Some((id, info)) = OpenInfo::decode(&payload.to_vec()) {
                         eprintln!(
                             "connection {id} open: peer {} listener {} sni {:?} alpn {:?} client {:?}",
@@ -143,11 +143,11 @@ fn echo_attached(
                     }
                     None
                 }
-                wire::CLOSE => match (payload.read_u64_le(0), payload.read_u32_le(8)) {
+                proto::CLOSE => match (payload.read_u64_le(0), payload.read_u32_le(8)) {
                     (Some(id), Some(reason)) => {
                         eprintln!("connection {id} closed (reason {reason})");
                         // The client is done sending, so is the echo: the daemon may end it.
-                        send_waiting(producer, wire::CLOSE, 8, |reply| {
+                        send_waiting(producer, proto::CLOSE, 8, |reply| {
                             reply.copy_from_slice(&id.to_le_bytes());
                         })?
                     }

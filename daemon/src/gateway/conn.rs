@@ -10,8 +10,8 @@ use tokio::net::TcpStream;
 
 use super::session::Session;
 use super::stats::Stats;
-use super::wire::OpenInfo;
 use super::{Limits, Listener, ListenerSettings, Route, Shared};
+use crate::proto::OpenInfo;
 use crate::tls::clienthello::{self, Peek};
 
 /// Where handshakes are counted together: an IPv4 address, or an IPv6 /64 (the prefix one

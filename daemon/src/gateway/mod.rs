@@ -17,7 +17,6 @@ mod ring_route;
 pub mod session;
 mod socket_route;
 pub mod stats;
-pub mod wire;
 mod x509;
 
 use std::cell::{Cell, RefCell};

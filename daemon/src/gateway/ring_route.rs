@@ -37,12 +37,10 @@ use super::conn::{send_alert, with_scratch, SCRATCH_LEN};
 use super::framing::Framer;
 use super::session::{Progress, Session};
 use super::stats::{RingCounter, Stats};
-use super::wire::{self, CloseReason, OpenInfo, DATA_HEADER_LEN};
 use super::Limits;
 use crate::config::{Framing, WhenFull};
+use crate::proto::{self, encode_close, CloseReason, OpenInfo, CLOSE_LEN, DATA_HEADER_LEN};
 
-/// Payload of a CLOSE record: the connection id and the reason.
-const CLOSE_LEN: usize = 12;
 /// Unsent reply bytes one connection may hold; beyond, the client is too slow and is closed.
 const CONN_REPLY_CAP: usize = 256 * 1024;
 /// Unsent reply bytes all connections of a ring may hold before the reply task waits.
@@ -302,7 +300,7 @@ impl RingRoute {
         let mut closes = self.pending_closes.borrow_mut();
         let mut wrote = false;
         while let Some(&(id, reason)) = closes.front() {
-            let written = self.try_record(wire::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason));
+            let written = self.try_record(proto::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason));
             if written != Offered::Written {
                 break;
             }
@@ -331,7 +329,7 @@ impl RingRoute {
     /// Writes a connection's CLOSE record (queued if the ring is full: it is never dropped).
     fn close(&self, id: u64, reason: CloseReason) {
         if !self.flush_closes()
-            || self.try_record(wire::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason))
+            || self.try_record(proto::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason))
                 != Offered::Written
         {
             self.pending_closes.borrow_mut().push_back((id, reason));
@@ -361,7 +359,7 @@ impl RingRoute {
         if !self.pending_closes.borrow().is_empty() && !self.flush_closes() {
             return self.full();
         }
-        let offered = self.try_record(wire::DATA, DATA_HEADER_LEN + frame.len(), |b| {
+        let offered = self.try_record(proto::DATA, DATA_HEADER_LEN + frame.len(), |b| {
             b[..8].copy_from_slice(&id.to_le_bytes());
             b[8..].copy_from_slice(frame);
         });
@@ -391,11 +389,6 @@ impl RingRoute {
             }
         }
     }
-}
-
-fn encode_close(buf: &mut [u8], id: u64, reason: CloseReason) {
-    buf[..8].copy_from_slice(&id.to_le_bytes());
-    buf[8..12].copy_from_slice(&(reason as u32).to_le_bytes());
 }
 
 fn dup(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
@@ -432,7 +425,7 @@ pub async fn serve(
 ) {
     // OPEN is never dropped: wait for room.
     let open_len = info.encoded_len();
-    while route.try_record(wire::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
+    while route.try_record(proto::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
         let waited =
             tokio::time::timeout(limits.idle_timeout, route.wait_for_space(open_len)).await;
         if waited.is_err() {
@@ -631,7 +624,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
 /// referenced in place), encrypted and written if the socket takes it; CLOSE asks the connection
 /// to end. Malformed records and replies for unknown connections are counted and skipped.
 fn deliver_reply(route: &RingRoute, kind: u16, payload: edgegw_ring::Payload<'_>) {
-    if payload.len() < DATA_HEADER_LEN || !(kind == wire::DATA || kind == wire::CLOSE) {
+    if payload.len() < DATA_HEADER_LEN || !(kind == proto::DATA || kind == proto::CLOSE) {
         Stats::bump(&route.stats.malformed_replies);
         RingCounter::MalformedReplies.add(&route.counters, 1);
         log::debug!(
@@ -646,7 +639,7 @@ fn deliver_reply(route: &RingRoute, kind: u16, payload: edgegw_ring::Payload<'_>
     let Some(conn) = conn.filter(|c| c.close_requested.get().is_none()) else {
         // A CLOSE for a connection that already ended is how consumers answer the daemon's
         // CLOSE: not worth counting.
-        if kind == wire::DATA {
+        if kind == proto::DATA {
             Stats::bump(&route.stats.replies_for_unknown_connections);
             RingCounter::RepliesForUnknownConnections.add(&route.counters, 1);
             log::debug!(
@@ -656,7 +649,7 @@ fn deliver_reply(route: &RingRoute, kind: u16, payload: edgegw_ring::Payload<'_>
         }
         return;
     };
-    if kind == wire::CLOSE {
+    if kind == proto::CLOSE {
         conn.close_requested.set(Some(CloseReason::ConsumerClosed));
         conn.wake.notify_one();
         return;

@@ -367,7 +367,7 @@ pub fn pkcs8(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
 /// What a test consumer saw on a ring.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
-    pub opens: Vec<(u64, edgegw::gateway::wire::OpenInfo)>,
+    pub opens: Vec<(u64, edgegw::proto::OpenInfo)>,
     pub data: Vec<(u64, Vec<u8>)>,
     pub closes: Vec<(u64, u32)>,
 }
@@ -404,7 +404,7 @@ pub struct TestConsumer {
 impl TestConsumer {
     /// Attaches to both rings of `ring` and answers as `reply` says; `delay` slows each batch.
     pub fn attach(daemon: &TestDaemon, ring: &str, reply: Reply, delay: Duration) -> TestConsumer {
-        use edgegw::gateway::wire;
+        use edgegw::proto;
         use edgegw_ring::{Consumer, Producer, Readiness};
         let ingress_path = daemon.ring_socket(ring);
         let reply_path = daemon.reply_socket(ring);
@@ -423,22 +423,22 @@ impl TestConsumer {
                         let bytes = record.payload().to_vec();
                         let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
                         match record.record_type() {
-                            wire::OPEN => seen
+                            proto::OPEN => seen
                                 .lock()
                                 .unwrap()
                                 .opens
-                                .push(wire::OpenInfo::decode(&bytes).unwrap()),
-                            wire::CLOSE => {
+                                .push(proto::OpenInfo::decode(&bytes).unwrap()),
+                            proto::CLOSE => {
                                 let reason = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
                                 seen.lock().unwrap().closes.push((id, reason));
                                 // Done with it too: the daemon may end the connection.
-                                let _ = producer.send(wire::CLOSE, 0, &id.to_le_bytes());
+                                let _ = producer.send(proto::CLOSE, 0, &id.to_le_bytes());
                             }
-                            wire::DATA => {
+                            proto::DATA => {
                                 seen.lock().unwrap().data.push((id, bytes[8..].to_vec()));
                                 if reply != Reply::Silent {
                                     loop {
-                                        match producer.send(wire::DATA, 0, &bytes) {
+                                        match producer.send(proto::DATA, 0, &bytes) {
                                             Ok(()) => break,
                                             Err(edgegw_ring::Error::Full { .. }) => {
                                                 let _ = producer
@@ -453,7 +453,7 @@ impl TestConsumer {
                                     }
                                 }
                                 if reply == Reply::EchoThenClose {
-                                    producer.send(wire::CLOSE, 0, &id.to_le_bytes()).unwrap();
+                                    producer.send(proto::CLOSE, 0, &id.to_le_bytes()).unwrap();
                                 }
                             }
                             other => panic!("unexpected record type {other}"),
@@ -660,7 +660,5 @@ pub fn process_cert(dir: &Path) -> CertificateDer<'static> {
 pub fn reply_data(producer: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]) {
     let mut payload = id.to_le_bytes().to_vec();
     payload.extend_from_slice(bytes);
-    producer
-        .send(edgegw::gateway::wire::DATA, 0, &payload)
-        .unwrap();
+    producer.send(edgegw::proto::DATA, 0, &payload).unwrap();
 }
