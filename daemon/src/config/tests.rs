@@ -299,13 +299,34 @@ fn values_out_of_range_are_refused() {
         &GOOD.replace("tls_versions = [\"1.3\"]", "tls_versions = [\"1.1\"]"),
         "tls_versions",
         "listener.tls_versions",
-        "unsupported TLS version `1.1`",
+        "unknown variant `1.1`, expected `1.2` or `1.3`",
     );
     fails(
         &GOOD.replace("when_full = \"drop\"", "when_full = \"block\""),
         "when_full",
         "ring.when_full",
-        "unknown policy `block`",
+        "unknown variant `block`, expected `backpressure` or `drop`",
+    );
+    fails(
+        &GOOD.replace("unknown_sni = \"default\"", "unknown_sni = \"ignore\""),
+        "unknown_sni",
+        "listener.unknown_sni",
+        "unknown variant `ignore`, expected `reject` or `default`",
+    );
+    fails(
+        &GOOD.replace("framing = \"length-prefixed\"", "framing = \"lines\""),
+        "framing",
+        "route.framing",
+        "unknown variant `lines`, expected `stream` or `length-prefixed`",
+    );
+    fails(
+        &GOOD.replace(
+            "tls_versions = [\"1.3\"]",
+            "tls_versions = [\"1.3\", \"1.3\"]",
+        ),
+        "tls_versions",
+        "listener.tls_versions",
+        "TLS version `1.3` listed twice",
     );
 }
 
