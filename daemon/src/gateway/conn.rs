@@ -1,13 +1,18 @@
-//! A connection's life up to its route: limits, handshake under a deadline, refusal of unknown
-//! server names with the right alert, then the route's own loop.
+//! A connection's life: limits, handshake under a deadline, refusal of unknown server names
+//! with the right alert, then its route's backend and the relay.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::backend::ring::RingBackend;
+use super::backend::socket::SocketBackend;
+use super::client::Client;
+use super::relay::{self, Context};
 use super::session::Session;
 use super::stats::Stats;
 use super::{Limits, Listener, ListenerSettings, Route, Shared};
@@ -128,25 +133,16 @@ impl Drop for Admission {
 }
 
 /// Why a handshake did not complete.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum HandshakeError {
-    Io(io::Error),
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    #[error("client closed the connection")]
     Eof,
+    #[error("no certificate for server name `{0}`")]
     UnknownSni(String),
-    Tls(rustls::Error),
-}
-
-impl std::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HandshakeError::Io(e) => write!(f, "socket error: {e}"),
-            HandshakeError::Eof => f.write_str("client closed the connection"),
-            HandshakeError::UnknownSni(name) => {
-                write!(f, "no certificate for server name `{name}`")
-            }
-            HandshakeError::Tls(e) => write!(f, "TLS error: {e}"),
-        }
-    }
+    #[error("TLS error: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// Runs one accepted connection to its end.
@@ -159,17 +155,16 @@ pub async fn run(
     id: u64,
 ) {
     let stats = &shared.stats;
-    let mut session = match Session::new(settings.tls.config.clone()) {
-        Ok(s) => s,
+    let mut client = match Session::new(settings.tls.config.clone()) {
+        Ok(session) => Client::new(stream, session),
         Err(e) => {
             log::warn!("connection {id} from {peer}: cannot start TLS: {e}");
             return;
         }
     };
-
     let handshake = tokio::time::timeout(
         settings.limits.handshake_timeout,
-        handshake(&stream, &mut session, &settings, stats),
+        handshake(&mut client, &settings, stats),
     )
     .await;
     let sni = match handshake {
@@ -187,133 +182,125 @@ pub async fn run(
     admission.handshake_done();
     Stats::bump(&stats.handshakes);
 
-    let info = OpenInfo {
+    let cx = Context {
+        id,
+        stats,
+        handshake_timeout: settings.limits.handshake_timeout,
+        idle_timeout: settings.limits.idle_timeout,
+    };
+    match &settings.route {
+        Route::Ring { ring, framing } => {
+            let info = open_info(&client, &settings, peer, sni);
+            let wait = settings.limits.idle_timeout;
+            if let Some(mut backend) = RingBackend::open(ring, id, &info, *framing, wait).await {
+                drop(info);
+                relay::run(&mut client, &mut backend, &cx).await;
+            }
+        }
+        Route::Socket { target, framing } => {
+            let limit = settings.limits.handshake_timeout;
+            match SocketBackend::connect(target, *framing, limit, shared.stats.clone()).await {
+                Ok(mut backend) => relay::run(&mut client, &mut backend, &cx).await,
+                Err(e) => {
+                    Stats::bump(&stats.backend_errors);
+                    log::warn!("backend {target:?}: {e}");
+                    client.close(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// What the consumer learns of a connection in its OPEN record.
+fn open_info(
+    client: &Client,
+    settings: &ListenerSettings,
+    peer: SocketAddr,
+    sni: Option<String>,
+) -> OpenInfo {
+    let conn = client.session.conn();
+    OpenInfo {
         peer: peer.to_string(),
         listener: settings.listener.clone(),
         sni: sni.unwrap_or_default(),
-        alpn: session
-            .conn()
+        alpn: conn
             .alpn_protocol()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default(),
-        client_subject: session
-            .conn()
+        client_subject: conn
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| super::x509::subject(leaf))
             .unwrap_or_default(),
-    };
-    match &settings.route {
-        Route::Ring { ring, framing } => {
-            super::ring_route::serve(
-                ring,
-                id,
-                info,
-                stream,
-                session,
-                &settings.limits,
-                *framing,
-                stats,
-            )
-            .await
-        }
-        Route::Socket { target, framing } => {
-            super::socket_route::serve(target, stream, session, &settings.limits, *framing, stats)
-                .await
-        }
     }
 }
 
 /// Reads and answers handshake messages until the handshake is complete. Returns the client's
 /// server name. Application data that arrives with the client's last flight stays in the
-/// session for the route.
+/// session for the relay.
 async fn handshake(
-    stream: &TcpStream,
-    session: &mut Session,
+    client: &mut Client,
     settings: &ListenerSettings,
     stats: &Stats,
 ) -> Result<Option<String>, HandshakeError> {
     let mut server_name: Option<Option<String>> = None;
     loop {
-        stream.readable().await.map_err(HandshakeError::Io)?;
-        match session.read_from(|buf| stream.try_read(buf)) {
+        client.readable().await?;
+        match client.read() {
             Ok(0) => return Err(HandshakeError::Eof),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(HandshakeError::Io(e)),
+            Err(e) => return Err(e.into()),
         }
         if server_name.is_none() {
-            if clienthello::oversized_plaintext_record(session.incoming()) {
-                Stats::bump(&stats.oversized_records);
-                session.queue_raw(&clienthello::ALERT_RECORD_OVERFLOW);
-                let _ = session.flush_to(|b| stream.try_write(b));
-                return Err(HandshakeError::Tls(rustls::Error::PeerSentOversizedRecord));
-            }
-            match clienthello::peek(session.incoming()) {
-                Peek::Incomplete => continue,
-                Peek::NotUnderstood => server_name = Some(None),
-                Peek::Hello(hello) => {
-                    let config = settings.tls.config_for(&hello);
-                    if !Arc::ptr_eq(config, &settings.tls.config) {
-                        // rustls has not seen a byte yet: start it over with this config.
-                        session
-                            .restart(config.clone())
-                            .map_err(HandshakeError::Tls)?;
-                    }
-                    let name = hello.server_name;
-                    if settings.tls.resolver.lookup(name.as_deref()).is_none() {
-                        Stats::bump(&stats.unknown_sni);
-                        session.queue_raw(&clienthello::ALERT_UNRECOGNIZED_NAME);
-                        let _ = session.flush_to(|b| stream.try_write(b));
-                        return Err(HandshakeError::UnknownSni(name.unwrap_or_default()));
-                    }
-                    server_name = Some(name);
-                }
+            match peek_hello(client, settings, stats)? {
+                Some(name) => server_name = Some(name),
+                None => continue,
             }
         }
-        if let Err(e) = session.process(&mut |_| 0) {
-            stats.count_tls_error(&e);
-            session.queue_alert_after_error();
+        if let Err(e) = client.session.process(&mut |_| 0) {
             // Best effort: the alert goes out if the socket takes it now.
-            let _ = session.flush_to(|b| stream.try_write(b));
-            return Err(HandshakeError::Tls(e));
+            client.alert(stats, &e);
+            return Err(e.into());
         }
-        flush(stream, session).await.map_err(HandshakeError::Io)?;
-        if !session.is_handshaking() {
+        client.flush().await?;
+        if !client.session.is_handshaking() {
             return Ok(server_name.flatten());
         }
     }
 }
 
-/// Writes the whole outbox, waiting for the socket as needed.
-pub async fn flush(stream: &TcpStream, session: &mut Session) -> io::Result<()> {
-    while !session.flush_to(|b| stream.try_write(b))? {
-        stream.writable().await?;
+/// Looks at the ClientHello before rustls does: refuses an oversized record or an unknown
+/// server name with the right alert, and picks the config for the client's cipher preference.
+/// `None` while the ClientHello is incomplete; then the server name it asked for.
+fn peek_hello(
+    client: &mut Client,
+    settings: &ListenerSettings,
+    stats: &Stats,
+) -> Result<Option<Option<String>>, HandshakeError> {
+    if clienthello::oversized_plaintext_record(client.session.incoming()) {
+        Stats::bump(&stats.oversized_records);
+        client.refuse(&clienthello::ALERT_RECORD_OVERFLOW);
+        return Err(rustls::Error::PeerSentOversizedRecord.into());
     }
-    Ok(())
-}
-
-/// Ends a connection after a TLS error: the alert rustls queued goes out, best effort.
-pub fn send_alert(stream: &TcpStream, session: &mut Session, stats: &Stats, error: &rustls::Error) {
-    stats.count_tls_error(error);
-    if let Ok(peer) = stream.peer_addr() {
-        log::debug!("client {peer}: TLS error after the handshake, closed with an alert: {error}");
+    let hello = match clienthello::peek(client.session.incoming()) {
+        Peek::Incomplete => return Ok(None),
+        Peek::NotUnderstood => return Ok(Some(None)),
+        Peek::Hello(hello) => hello,
+    };
+    let config = settings.tls.config_for(&hello);
+    if !Arc::ptr_eq(config, &settings.tls.config) {
+        // rustls has not seen a byte yet: start it over with this config.
+        client.session.restart(config.clone())?;
     }
-    session.queue_alert_after_error();
-    let _ = session.flush_to(|b| stream.try_write(b));
-}
-
-/// Thread-local scratch space for reading from backends and reply rings before encryption.
-pub fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Box<[u8]>> =
-            std::cell::RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+    let name = hello.server_name;
+    if settings.tls.resolver.lookup(name.as_deref()).is_none() {
+        Stats::bump(&stats.unknown_sni);
+        client.refuse(&clienthello::ALERT_UNRECOGNIZED_NAME);
+        return Err(HandshakeError::UnknownSni(name.unwrap_or_default()));
     }
-    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+    Ok(Some(name))
 }
-
-/// Size of [`with_scratch`]'s buffer: one TLS record of plaintext.
-pub const SCRATCH_LEN: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests {

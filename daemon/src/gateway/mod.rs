@@ -11,11 +11,13 @@
 //! Connections keep the settings they started with (an established connection survives any
 //! reload); new connections get the new ones.
 
+mod backend;
+mod client;
 mod conn;
 pub mod framing;
-mod ring_route;
+mod relay;
+mod ring_pair;
 pub mod session;
-mod socket_route;
 pub mod stats;
 mod x509;
 
@@ -29,9 +31,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Framing, WhenFull};
+use crate::config::{Framing, RouteTarget, WhenFull};
 use crate::tls::ListenerTls;
-pub use ring_route::RingEndpoints;
+pub use ring_pair::RingEndpoints;
 pub use stats::{RingCounter, Snapshot, Stats};
 
 /// How the TLS thread is started.
@@ -417,7 +419,7 @@ struct Shared {
     /// Listening sockets by address, with the task accepting on each.
     sockets: RefCell<HashMap<SocketAddr, Accepting>>,
     /// Rings by name.
-    rings: RefCell<HashMap<String, Rc<ring_route::RingRoute>>>,
+    rings: RefCell<HashMap<String, Rc<ring_pair::RingPair>>>,
 }
 
 struct Accepting {
@@ -447,11 +449,11 @@ struct ListenerSettings {
 /// A route, resolved on the TLS thread.
 enum Route {
     Ring {
-        ring: Rc<ring_route::RingRoute>,
+        ring: Rc<ring_pair::RingPair>,
         framing: Framing,
     },
     Socket {
-        target: socket_route::Target,
+        target: RouteTarget,
         framing: Framing,
     },
 }
@@ -497,7 +499,7 @@ impl Shared {
             match ring.endpoints {
                 Some(endpoints) => new_rings.push((
                     ring.name.clone(),
-                    ring_route::RingRoute::start(
+                    ring_pair::RingPair::start(
                         &ring.name,
                         endpoints,
                         ring.when_full,
@@ -535,11 +537,11 @@ impl Shared {
                     framing: plan.route.framing,
                 },
                 RouteTargetPlan::Tcp(addr) => Route::Socket {
-                    target: socket_route::Target::Tcp(*addr),
+                    target: RouteTarget::Tcp(*addr),
                     framing: plan.route.framing,
                 },
                 RouteTargetPlan::Unix(path) => Route::Socket {
-                    target: socket_route::Target::Unix(path.clone()),
+                    target: RouteTarget::Unix(path.clone()),
                     framing: plan.route.framing,
                 },
             };

@@ -1,24 +1,22 @@
-//! Routes into a shared-memory ring pair: connections' plaintext goes into the ingress ring,
-//! the consumer's replies come back on the reply ring and are encrypted to their connection.
+//! A ring pair on the TLS thread: the producer end of the ingress ring, shared by every
+//! connection routed to it, and the task that reads the reply ring and hands each reply to its
+//! connection (`backend::ring` is one connection's side).
 //!
-//! All of it runs on the TLS thread. The ingress producer is shared by every connection of the
-//! ring (the TLS thread is the ring's only producer, as the format requires); each connection
-//! writes its records and publishes them with one store per read from its socket. When the ring
-//! is full, `backpressure` connections stop reading their socket and wait on the ring's space
-//! eventfd; `drop` connections count the packet as dropped. OPEN and CLOSE records are never
-//! dropped: a consumer must always see a connection begin and end.
+//! The ingress producer is shared by every connection of the ring (the TLS thread is the ring's
+//! only producer, as the format requires); each connection writes its records and publishes
+//! them with one store per read from its socket. When the ring is full, `backpressure`
+//! connections stop reading their socket and wait on the ring's space eventfd; `drop`
+//! connections count the packet as dropped. OPEN and CLOSE records are never dropped: a
+//! consumer must always see a connection begin and end.
 //!
 //! One task per ring reads the reply ring. Reply bytes are copied out of the shared memory
-//! (the consumer process wrote them: we never form a reference over them) into a scratch
-//! buffer, encrypted into the connection's outbox and written to its socket at once if it takes
-//! them. Replies waiting for slow clients are bounded twice: a connection whose unsent replies
-//! exceed [`CONN_REPLY_CAP`] is closed (it does not read; the others must not wait for it), and
-//! when the ring's connections together hold [`RING_REPLY_BUDGET`] the reply task stops reading
-//! the reply ring until some drain, which pushes back on the consumer instead of growing memory.
-//!
-//! A client's close_notify ends its direction only: the consumer gets CLOSE (reason 0) and may
-//! still answer; the connection ends when the consumer sends CLOSE, the client goes away, or
-//! the idle timeout passes.
+//! (the consumer process wrote them: we never form a reference over them) into their
+//! connection's reply queue, which its relay encrypts and writes. Replies waiting for slow
+//! clients are bounded twice: a connection whose unsent replies exceed [`CONN_REPLY_CAP`]
+//! while its client takes no more is closed (it does not read; the others must not wait for
+//! it), and when the ring's connections together hold [`RING_REPLY_BUDGET`] the reply task
+//! stops reading the reply ring until some drain, which pushes back on the consumer instead of
+//! growing memory.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -28,17 +26,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use edgegw_ring::{Consumer, OwnerCounters, Producer};
-use tokio::io::unix::AsyncFd;
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use std::time::Duration;
 
-use super::conn::{send_alert, with_scratch, SCRATCH_LEN};
-use super::framing::Framer;
-use super::session::{Progress, Session};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::session::PooledBuf;
 use super::stats::{RingCounter, Stats};
-use super::Limits;
-use crate::config::{Framing, WhenFull};
+use crate::config::WhenFull;
 use crate::proto::{self, encode_close, CloseReason, OpenInfo, CLOSE_LEN, DATA_HEADER_LEN};
 
 /// Unsent reply bytes one connection may hold; beyond, the client is too slow and is closed.
@@ -58,7 +53,7 @@ pub struct RingEndpoints {
 }
 
 /// A ring pair on the TLS thread.
-pub struct RingRoute {
+pub struct RingPair {
     name: String,
     ingress: RefCell<Producer>,
     when_full: Cell<WhenFull>,
@@ -81,7 +76,7 @@ pub struct RingRoute {
     /// To the control plane (a ring to replace).
     events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
     /// The consumer broke the ingress ring (an impossible position): nothing is written until
-    /// the control plane hands over a fresh one ([`RingRoute::restart_ingress`]).
+    /// the control plane hands over a fresh one ([`RingPair::restart_ingress`]).
     ingress_broken: Cell<bool>,
     /// Wakes connections waiting for ingress space.
     space_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
@@ -99,38 +94,84 @@ enum Offered {
     Broken,
 }
 
-/// What the reply task needs of a connection.
-struct RingConn {
-    stream: TcpStream,
-    session: RefCell<Session>,
-    /// Woken when the reply task queued bytes or the consumer asked to close.
+/// A connection's place in its ring pair: the replies the reply task copied out for it, and
+/// the consumer's request to close it. Its relay's side is `backend::ring`.
+#[derive(Default)]
+pub(super) struct RingConn {
+    /// Reply bytes copied out of the reply ring, waiting for the relay to encrypt them.
+    replies: RefCell<PooledBuf>,
+    /// Woken when replies were queued or the consumer asked to close.
     wake: Notify,
-    /// Set by the consumer's CLOSE, or by the reply task for a client that stopped reading.
-    close_requested: Cell<Option<CloseReason>>,
-    /// This connection's share of the ring's `reply_bytes`.
+    /// The consumer sent CLOSE: no reply is taken for it any more.
+    closed_by_consumer: Cell<bool>,
+    /// Bytes of its replies in the client's outbox, as its relay last said.
+    unsent: Cell<usize>,
+    /// This connection's share of the ring's `reply_bytes`: `replies` and `unsent`.
     accounted: Cell<usize>,
 }
 
 impl RingConn {
-    /// Brings the ring's count of unsent reply bytes up to date with this outbox.
-    fn account(&self, route: &RingRoute) {
-        let now = self.session.borrow().outbox_len();
-        self.set_accounted(route, now);
+    /// Waits until the reply task queued replies or the consumer asked to close.
+    pub(super) async fn woken(&self) {
+        self.wake.notified().await
     }
 
-    fn set_accounted(&self, route: &RingRoute, now: usize) {
+    /// Whether replies wait in the queue.
+    pub(super) fn has_replies(&self) -> bool {
+        !self.replies.borrow().is_empty()
+    }
+
+    /// Whether the consumer sent CLOSE.
+    pub(super) fn closed_by_consumer(&self) -> bool {
+        self.closed_by_consumer.get()
+    }
+
+    /// Whether the replies it holds (queued and unsent) are over [`CONN_REPLY_CAP`].
+    pub(super) fn over_cap(&self) -> bool {
+        self.accounted.get() > CONN_REPLY_CAP
+    }
+
+    /// Hands the queued replies to `sink` and empties the queue.
+    pub(super) fn take_replies<E>(
+        &self,
+        pair: &RingPair,
+        sink: impl FnOnce(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut replies = self.replies.borrow_mut();
+        let n = replies.len();
+        if n > 0 {
+            sink(replies.as_slice())?;
+            replies.consume(n);
+        }
+        drop(replies);
+        self.account(pair);
+        Ok(n)
+    }
+
+    /// The client's outbox holds `bytes` of its replies.
+    pub(super) fn set_unsent(&self, pair: &RingPair, bytes: usize) {
+        self.unsent.set(bytes);
+        self.account(pair);
+    }
+
+    /// Brings the ring's count of held reply bytes up to date.
+    fn account(&self, pair: &RingPair) {
+        self.set_accounted(pair, self.replies.borrow().len() + self.unsent.get());
+    }
+
+    /// Sets this connection's share of the ring's reply bytes (0: it holds none any more).
+    pub(super) fn set_accounted(&self, pair: &RingPair, now: usize) {
         let before = self.accounted.replace(now);
         // `reply_bytes` is the sum of every connection's `accounted`, so it holds `before`.
-        route
-            .reply_bytes
-            .set(route.reply_bytes.get().saturating_sub(before) + now);
+        pair.reply_bytes
+            .set(pair.reply_bytes.get().saturating_sub(before) + now);
         if now < before {
-            route.drained.notify_waiters();
+            pair.drained.notify_waiters();
         }
     }
 }
 
-impl RingRoute {
+impl RingPair {
     /// Starts a ring's tasks on the TLS thread.
     pub fn start(
         name: &str,
@@ -138,10 +179,10 @@ impl RingRoute {
         when_full: WhenFull,
         stats: Arc<Stats>,
         events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
-    ) -> io::Result<Rc<RingRoute>> {
+    ) -> io::Result<Rc<RingPair>> {
         let space_fd = crate::sys::async_fd(dup(endpoints.ingress.space_fd())?)?;
         let data_fd = crate::sys::async_fd(dup(endpoints.reply.data_fd())?)?;
-        let route = Rc::new(RingRoute {
+        let pair = Rc::new(RingPair {
             name: name.to_string(),
             ingress: RefCell::new(endpoints.ingress),
             when_full: Cell::new(when_full),
@@ -158,16 +199,16 @@ impl RingRoute {
             space_task: RefCell::default(),
             reply_task: RefCell::default(),
         });
-        *route.space_task.borrow_mut() = Some(tokio::task::spawn_local(watch_space(
-            route.clone(),
+        *pair.space_task.borrow_mut() = Some(tokio::task::spawn_local(watch_space(
+            pair.clone(),
             space_fd,
         )));
-        *route.reply_task.borrow_mut() = Some(tokio::task::spawn_local(dispatch_replies(
-            route.clone(),
+        *pair.reply_task.borrow_mut() = Some(tokio::task::spawn_local(dispatch_replies(
+            pair.clone(),
             endpoints.reply,
             data_fd,
         )));
-        Ok(route)
+        Ok(pair)
     }
 
     /// Reads replies from `reply` from now on, in place of the reply ring the control plane
@@ -222,6 +263,41 @@ impl RingRoute {
         self.conns.borrow_mut().clear();
     }
 
+    /// Writes a connection's OPEN record, waiting for room (it is never dropped) for at most
+    /// `wait` at a time, and takes the connection in. `None` if it waited in vain.
+    pub(super) async fn open(
+        &self,
+        id: u64,
+        info: &OpenInfo,
+        wait: Duration,
+    ) -> Option<Rc<RingConn>> {
+        let open_len = info.encoded_len();
+        while self.try_record(proto::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
+            if tokio::time::timeout(wait, self.wait_for_space(open_len))
+                .await
+                .is_err()
+            {
+                Stats::bump(&self.stats.idle_timeouts);
+                return None;
+            }
+        }
+        self.publish();
+        RingCounter::Connections.add(&self.counters, 1);
+        let conn = Rc::new(RingConn::default());
+        self.conns.borrow_mut().insert(id, conn.clone());
+        Some(conn)
+    }
+
+    /// Lets a connection go: replies for it are no longer taken.
+    pub(super) fn forget(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    /// Payload length of the last record that found the ring full.
+    pub(super) fn refused_len(&self) -> usize {
+        self.refused_len.get()
+    }
+
     /// Writes one record, or says why not (nothing written).
     fn try_record(&self, kind: u16, len: usize, fill: impl FnOnce(&mut [u8])) -> Offered {
         if self.ingress_broken.get() {
@@ -261,7 +337,7 @@ impl RingRoute {
         });
     }
 
-    fn publish(&self) {
+    pub(super) fn publish(&self) {
         self.ingress.borrow_mut().publish();
     }
 
@@ -283,7 +359,7 @@ impl RingRoute {
     }
 
     /// Waits until a record with `len` payload bytes fits.
-    async fn wait_for_space(&self, len: usize) {
+    pub(super) async fn wait_for_space(&self, len: usize) {
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
@@ -327,7 +403,7 @@ impl RingRoute {
     }
 
     /// Writes a connection's CLOSE record (queued if the ring is full: it is never dropped).
-    fn close(&self, id: u64, reason: CloseReason) {
+    pub(super) fn close(&self, id: u64, reason: CloseReason) {
         if !self.flush_closes()
             || self.try_record(proto::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason))
                 != Offered::Written
@@ -341,7 +417,7 @@ impl RingRoute {
 
     /// Offers a chunk of plaintext (stream framing): cut into records of at most the ring's
     /// record size. Returns how much was taken (written, or dropped under the drop policy).
-    fn offer_stream(&self, id: u64, data: &[u8]) -> usize {
+    pub(super) fn offer_stream(&self, id: u64, data: &[u8]) -> usize {
         let max = self.ingress.borrow().max_payload() - DATA_HEADER_LEN;
         let mut taken = 0;
         for chunk in data.chunks(max) {
@@ -355,7 +431,7 @@ impl RingRoute {
 
     /// Offers one packet. `true` if it was written or dropped by policy; `false` if the ring is
     /// full and the policy is backpressure.
-    fn offer_frame(&self, id: u64, frame: &[u8]) -> bool {
+    pub(super) fn offer_frame(&self, id: u64, frame: &[u8]) -> bool {
         if !self.pending_closes.borrow().is_empty() && !self.flush_closes() {
             return self.full();
         }
@@ -396,205 +472,42 @@ fn dup(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
 }
 
 /// Wakes connections waiting for ingress space when the consumer frees some.
-async fn watch_space(route: Rc<RingRoute>, space_fd: AsyncFd<OwnedFd>) {
+async fn watch_space(pair: Rc<RingPair>, space_fd: AsyncFd<OwnedFd>) {
     loop {
         match space_fd.readable().await {
             Ok(mut guard) => guard.clear_ready(),
             Err(e) => {
-                log::error!("ring `{}`: space eventfd: {e}", route.name);
+                log::error!("ring `{}`: space eventfd: {e}", pair.name);
                 return;
             }
         }
-        route.ingress.borrow_mut().finish_wait_for_space();
-        route.keep_closes_moving();
-        route.space.notify_waiters();
-    }
-}
-
-/// Serves one established connection on a ring route until it ends.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
-    route: &Rc<RingRoute>,
-    id: u64,
-    info: OpenInfo,
-    stream: TcpStream,
-    session: Session,
-    limits: &Limits,
-    framing: Framing,
-    stats: &Stats,
-) {
-    // OPEN is never dropped: wait for room.
-    let open_len = info.encoded_len();
-    while route.try_record(proto::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
-        let waited =
-            tokio::time::timeout(limits.idle_timeout, route.wait_for_space(open_len)).await;
-        if waited.is_err() {
-            Stats::bump(&stats.idle_timeouts);
-            return;
-        }
-    }
-    route.publish();
-    RingCounter::Connections.add(&route.counters, 1);
-    drop(info);
-
-    let conn = Rc::new(RingConn {
-        stream,
-        session: RefCell::new(session),
-        wake: Notify::new(),
-        close_requested: Cell::new(None),
-        accounted: Cell::new(0),
-    });
-    route.conns.borrow_mut().insert(id, conn.clone());
-    let (reason, close_sent) = relay(route, id, &conn, limits, framing, stats).await;
-    route.conns.borrow_mut().remove(&id);
-    if !close_sent {
-        route.close(id, reason);
-    }
-    if reason == CloseReason::SlowClient {
-        // It did not read 256 KiB of replies: the rest would not go out either. Drop them now,
-        // so they stop counting against the ring's budget (and free their memory) at once,
-        // rather than after the final flush's timeout.
-        conn.session.borrow_mut().discard_outbox();
-        conn.set_accounted(route, 0);
-        return;
-    }
-    conn.session.borrow_mut().close();
-    let _ = tokio::time::timeout(limits.handshake_timeout, flush_conn(&conn)).await;
-    conn.set_accounted(route, 0);
-}
-
-async fn flush_conn(conn: &RingConn) -> io::Result<()> {
-    loop {
-        let done = conn
-            .session
-            .borrow_mut()
-            .flush_to(|b| conn.stream.try_write(b))?;
-        if done {
-            return Ok(());
-        }
-        conn.stream.writable().await?;
-    }
-}
-
-/// The connection's loop: client bytes into the ring, replies (queued by the reply task) out.
-/// Returns why it ended and whether the CLOSE record was already written (at the client's
-/// close_notify, when the connection stays open for the consumer's last replies).
-async fn relay(
-    route: &Rc<RingRoute>,
-    id: u64,
-    conn: &Rc<RingConn>,
-    limits: &Limits,
-    framing: Framing,
-    stats: &Stats,
-) -> (CloseReason, bool) {
-    let mut framer = match framing {
-        Framing::LengthPrefixed { max_frame } => Some(Framer::new(max_frame)),
-        Framing::Stream => None,
-    };
-    let mut deadline = Instant::now() + limits.idle_timeout;
-    let mut client_done = false;
-    loop {
-        // Client plaintext into the ring.
-        let mut blocked = false;
-        if !client_done {
-            let mut bad_frame = None;
-            let progress = conn
-                .session
-                .borrow_mut()
-                .process(&mut |data| match framer.as_mut() {
-                    None => route.offer_stream(id, data),
-                    Some(framer) => {
-                        match framer.push(data, &mut |frame| route.offer_frame(id, frame)) {
-                            Ok(used) => used,
-                            Err(e) => {
-                                bad_frame = Some(e);
-                                data.len()
-                            }
-                        }
-                    }
-                });
-            route.publish();
-            if let Some(e) = bad_frame {
-                Stats::bump(&stats.oversized_frames);
-                log::debug!("connection {id}: {e}");
-                return (CloseReason::ProtocolError, false);
-            }
-            match progress {
-                Ok(Progress::NeedInput) => {}
-                Ok(Progress::SinkFull) => blocked = true,
-                Ok(Progress::PeerClosed | Progress::Closed) => {
-                    // The client is done sending; the consumer may still answer.
-                    client_done = true;
-                    route.close(id, CloseReason::ClientClosed);
-                }
-                Err(e) => {
-                    send_alert(&conn.stream, &mut conn.session.borrow_mut(), stats, &e);
-                    return (CloseReason::ProtocolError, false);
-                }
-            }
-        }
-        if let Some(reason) = conn.close_requested.get() {
-            return (reason, client_done);
-        }
-
-        let wants_write = conn.session.borrow().wants_write();
-        let read = !blocked && !client_done;
-        let wanted = if blocked { route.refused_len.get() } else { 0 };
-        tokio::select! {
-            r = conn.stream.readable(), if read => {
-                if r.is_err() { return (CloseReason::ClientAborted, client_done); }
-                let got = conn.session.borrow_mut().read_from(|b| conn.stream.try_read(b));
-                match got {
-                    Ok(0) => return (CloseReason::ClientAborted, client_done),
-                    Ok(_) => deadline = Instant::now() + limits.idle_timeout,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return (CloseReason::ClientAborted, client_done),
-                }
-            }
-            () = route.wait_for_space(wanted), if blocked => {}
-            r = conn.stream.writable(), if wants_write => {
-                if r.is_err() { return (CloseReason::ClientAborted, client_done); }
-                let flushed = conn.session.borrow_mut().flush_to(|b| conn.stream.try_write(b));
-                let before = conn.accounted.get();
-                conn.account(route);
-                match flushed {
-                    Err(_) => return (CloseReason::ClientAborted, client_done),
-                    // The client reads: it is not idle.
-                    Ok(_) if conn.accounted.get() < before => deadline = Instant::now() + limits.idle_timeout,
-                    Ok(_) => {}
-                }
-            }
-            // Replies were queued or a close was asked for: look again.
-            () = conn.wake.notified() => {}
-            () = tokio::time::sleep_until(deadline) => {
-                Stats::bump(&stats.idle_timeouts);
-                return (CloseReason::Idle, client_done);
-            }
-        }
+        pair.ingress.borrow_mut().finish_wait_for_space();
+        pair.keep_closes_moving();
+        pair.space.notify_waiters();
     }
 }
 
 /// Reads the reply ring and hands each record to its connection.
-async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: AsyncFd<OwnedFd>) {
+async fn dispatch_replies(pair: Rc<RingPair>, mut reply: Consumer, data_fd: AsyncFd<OwnedFd>) {
     loop {
         // Everything available now, as long as the reply budget lasts.
-        while route.reply_bytes.get() < RING_REPLY_BUDGET {
+        while pair.reply_bytes.get() < RING_REPLY_BUDGET {
             let record = match reply.read() {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
-                Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
+                Err(e) => return reply_ring_corrupt(&pair, reply.generation(), &e),
             };
-            deliver_reply(&route, record.record_type(), record.payload());
+            deliver_reply(&pair, record.record_type(), record.payload());
         }
         reply.release();
 
-        if route.reply_bytes.get() >= RING_REPLY_BUDGET {
+        if pair.reply_bytes.get() >= RING_REPLY_BUDGET {
             // Slow clients hold the whole budget: wait until one drains or goes away. The
             // consumer meanwhile finds the reply ring full: backpressure, not memory growth.
-            let drained = route.drained.notified();
+            let drained = pair.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if route.reply_bytes.get() >= RING_REPLY_BUDGET {
+            if pair.reply_bytes.get() >= RING_REPLY_BUDGET {
                 drained.await;
             }
             continue;
@@ -605,7 +518,7 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
                 match data_fd.readable().await {
                     Ok(mut guard) => guard.clear_ready(),
                     Err(e) => {
-                        log::error!("ring `{}`: reply eventfd: {e}", route.name);
+                        log::error!("ring `{}`: reply eventfd: {e}", pair.name);
                         return;
                     }
                 }
@@ -613,95 +526,74 @@ async fn dispatch_replies(route: Rc<RingRoute>, mut reply: Consumer, data_fd: As
             }
             Ok(false) => {}
             Err(edgegw_ring::Error::Finished) => {
-                return reply_ring_finished(&route, reply.generation())
+                return reply_ring_finished(&pair, reply.generation())
             }
-            Err(e) => return reply_ring_corrupt(&route, reply.generation(), &e),
+            Err(e) => return reply_ring_corrupt(&pair, reply.generation(), &e),
         }
     }
 }
 
 /// Hands one reply record to its connection: DATA is copied out of the peer's memory (never
-/// referenced in place), encrypted and written if the socket takes it; CLOSE asks the connection
-/// to end. Malformed records and replies for unknown connections are counted and skipped.
-fn deliver_reply(route: &RingRoute, kind: u16, payload: edgegw_ring::Payload<'_>) {
-    if payload.len() < DATA_HEADER_LEN || !(kind == proto::DATA || kind == proto::CLOSE) {
-        Stats::bump(&route.stats.malformed_replies);
-        RingCounter::MalformedReplies.add(&route.counters, 1);
+/// referenced in place) into the connection's reply queue; CLOSE asks the connection to end.
+/// Malformed records and replies for unknown connections are counted and skipped.
+fn deliver_reply(pair: &RingPair, kind: u16, payload: edgegw_ring::Payload<'_>) {
+    let body = payload.slice(
+        DATA_HEADER_LEN,
+        payload.len().saturating_sub(DATA_HEADER_LEN),
+    );
+    let (Some(body), true) = (body, kind == proto::DATA || kind == proto::CLOSE) else {
+        Stats::bump(&pair.stats.malformed_replies);
+        RingCounter::MalformedReplies.add(&pair.counters, 1);
         log::debug!(
             "ring `{}`: skipped a malformed reply record (type {kind}, {} bytes)",
-            route.name,
+            pair.name,
             payload.len()
         );
         return;
-    }
+    };
     let id = payload.read_u64_le(0).unwrap_or(0);
-    let conn = route.conns.borrow().get(&id).cloned();
-    let Some(conn) = conn.filter(|c| c.close_requested.get().is_none()) else {
+    let conn = pair.conns.borrow().get(&id).cloned();
+    let Some(conn) = conn.filter(|c| !c.closed_by_consumer.get()) else {
         // A CLOSE for a connection that already ended is how consumers answer the daemon's
         // CLOSE: not worth counting.
         if kind == proto::DATA {
-            Stats::bump(&route.stats.replies_for_unknown_connections);
-            RingCounter::RepliesForUnknownConnections.add(&route.counters, 1);
+            Stats::bump(&pair.stats.replies_for_unknown_connections);
+            RingCounter::RepliesForUnknownConnections.add(&pair.counters, 1);
             log::debug!(
                 "ring `{}`: dropped a reply for connection {id}, which is closed or never existed",
-                route.name
+                pair.name
             );
         }
         return;
     };
     if kind == proto::CLOSE {
-        conn.close_requested.set(Some(CloseReason::ConsumerClosed));
+        conn.closed_by_consumer.set(true);
         conn.wake.notify_one();
         return;
     }
-    // Copy out of the peer's memory, one TLS record's worth at a time, and encrypt.
-    let len = payload.len() - DATA_HEADER_LEN;
-    let mut at = DATA_HEADER_LEN;
-    let mut failed = false;
-    while at < payload.len() && !failed {
-        let n = (payload.len() - at).min(SCRATCH_LEN);
-        with_scratch(|buf| {
-            let copied = payload
-                .slice(at, n)
-                .map_or(0, |part| part.copy_to_slice(&mut buf[..n]));
-            failed = copied != n || conn.session.borrow_mut().write(&buf[..n]).is_err();
-        });
-        at += n;
-    }
-    if failed {
-        conn.close_requested.set(Some(CloseReason::ProtocolError));
-        conn.wake.notify_one();
-        return;
-    }
-    Stats::add(&route.stats.bytes_to_clients, len as u64);
-    RingCounter::BytesOut.add(&route.counters, len as u64);
-    let _ = conn
-        .session
+    let len = body.len();
+    conn.replies
         .borrow_mut()
-        .flush_to(|b| conn.stream.try_write(b));
-    conn.account(route);
-    if conn.accounted.get() > CONN_REPLY_CAP {
-        // Not reading its replies: drop it rather than hold the ring for it.
-        conn.close_requested.set(Some(CloseReason::SlowClient));
-    }
-    if conn.accounted.get() > 0 || conn.close_requested.get().is_some() {
-        conn.wake.notify_one();
-    }
+        .append_with(len, |buf| body.copy_to_slice(buf));
+    Stats::add(&pair.stats.bytes_to_clients, len as u64);
+    RingCounter::BytesOut.add(&pair.counters, len as u64);
+    conn.account(pair);
+    conn.wake.notify_one();
 }
 
 /// The consumer finished its reply ring (FORMAT.md section 7) and everything it committed has
 /// been delivered: it is done replying, as if it had detached. Connections keep their ingress;
 /// the control plane serves a fresh reply ring for the next producer.
-fn reply_ring_finished(route: &RingRoute, generation: u64) {
-    Stats::bump(&route.stats.finished_reply_rings);
-    RingCounter::FinishedReplyRings.add(&route.counters, 1);
+fn reply_ring_finished(pair: &RingPair, generation: u64) {
+    Stats::bump(&pair.stats.finished_reply_rings);
+    RingCounter::FinishedReplyRings.add(&pair.counters, 1);
     log::info!(
         "ring `{}`: the consumer finished its reply ring; its replies are delivered and a fresh \
          reply ring is served for the next producer",
-        route.name
+        pair.name
     );
-    let _ = route.events.send(super::GatewayEvent::ReplyRingFinished {
-        ring: route.name.clone(),
+    let _ = pair.events.send(super::GatewayEvent::ReplyRingFinished {
+        ring: pair.name.clone(),
         generation,
     });
 }
@@ -709,9 +601,9 @@ fn reply_ring_finished(route: &RingRoute, generation: u64) {
 /// The consumer broke the reply ring's contract: stop reading it and ask the control plane for
 /// a fresh one (it logs and counts the replacement). Connections stay; what the corrupt ring
 /// held is lost with it.
-fn reply_ring_corrupt(route: &RingRoute, generation: u64, error: &edgegw_ring::Error) {
-    let _ = route.events.send(super::GatewayEvent::ReplyRingBroken {
-        ring: route.name.clone(),
+fn reply_ring_corrupt(pair: &RingPair, generation: u64, error: &edgegw_ring::Error) {
+    let _ = pair.events.send(super::GatewayEvent::ReplyRingBroken {
+        ring: pair.name.clone(),
         generation,
         reason: error.to_string(),
     });
