@@ -210,6 +210,16 @@ pub enum RouteTarget {
     Unix(PathBuf),
 }
 
+impl RouteTarget {
+    /// The ring's name, for a route to a ring.
+    pub fn ring(&self) -> Option<&str> {
+        match self {
+            RouteTarget::Ring(name) => Some(name),
+            RouteTarget::Tcp(_) | RouteTarget::Unix(_) => None,
+        }
+    }
+}
+
 /// How the decrypted byte stream is cut into packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {

@@ -2,135 +2,25 @@
 //! with the right alert, then its route's backend and the relay.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::admission::Admission;
 use super::backend::ring::RingBackend;
 use super::backend::socket::SocketBackend;
 use super::client::Client;
 use super::relay::{self, Context};
+use super::ring_pair::RingPair;
 use super::session::Session;
 use super::stats::Stats;
-use super::{Limits, Listener, ListenerSettings, Route, Shared};
+use crate::config::{ListenerConfig, RouteConfig};
 use crate::proto::OpenInfo;
 use crate::tls::clienthello::{self, Peek};
-
-/// Where handshakes are counted together: an IPv4 address, or an IPv6 /64 (the prefix one
-/// host, or one customer line, gets: anyone holding a /64 can pick any address in it, so a
-/// per-address count would limit nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// An IPv4 address (also an IPv4-mapped IPv6 one).
-    V4(Ipv4Addr),
-    /// The high 64 bits of an IPv6 address.
-    V6(u64),
-}
-
-impl Source {
-    /// The source a client address counts under.
-    pub fn of(ip: IpAddr) -> Source {
-        match ip {
-            IpAddr::V4(a) => Source::V4(a),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => Source::V4(v4),
-                None => Source::V6((u128::from(a) >> 64) as u64),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::V4(a) => write!(f, "{a}"),
-            Source::V6(prefix) => write!(f, "{}/64", Ipv6Addr::from(u128::from(*prefix) << 64)),
-        }
-    }
-}
-
-/// Which limit refused a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// `max_connections`.
-    Connections,
-    /// `max_handshakes`.
-    Handshakes,
-    /// `max_handshakes_per_source`.
-    Source,
-}
-
-/// A connection's places in its listener's counts (connections, handshakes, handshakes from
-/// its source), taken when it is accepted, so a burst of accepts sees every earlier one, and
-/// given back as each ends.
-pub struct Admission {
-    listener: Rc<Listener>,
-    stats: Arc<Stats>,
-    source: Source,
-    handshaking: bool,
-}
-
-impl Admission {
-    /// Takes the places, or says which limit is reached.
-    pub fn take(
-        listener: &Rc<Listener>,
-        limits: &Limits,
-        source: Source,
-        stats: &Arc<Stats>,
-    ) -> Result<Admission, Refused> {
-        if listener.active.get() >= limits.max_connections {
-            return Err(Refused::Connections);
-        }
-        if listener.handshaking.get() >= limits.max_handshakes {
-            return Err(Refused::Handshakes);
-        }
-        let mut sources = listener.sources.borrow_mut();
-        let from_source = sources.entry(source).or_insert(0);
-        if *from_source >= limits.max_handshakes_per_source {
-            return Err(Refused::Source);
-        }
-        *from_source += 1;
-        listener.active.set(listener.active.get() + 1);
-        listener.handshaking.set(listener.handshaking.get() + 1);
-        Stats::bump(&stats.active);
-        Ok(Admission {
-            listener: listener.clone(),
-            stats: stats.clone(),
-            source,
-            handshaking: true,
-        })
-    }
-
-    /// The handshake is over: its places go back.
-    pub fn handshake_done(&mut self) {
-        if !std::mem::take(&mut self.handshaking) {
-            return;
-        }
-        let listener = &self.listener;
-        listener.handshaking.set(listener.handshaking.get() - 1);
-        let mut sources = listener.sources.borrow_mut();
-        if let Some(n) = sources.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                // Memory follows the sources handshaking now, not every source ever seen.
-                sources.remove(&self.source);
-            }
-        }
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.handshake_done();
-        self.listener.active.set(self.listener.active.get() - 1);
-        self.stats
-            .active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+use crate::tls::ListenerTls;
 
 /// Why a handshake did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -145,16 +35,42 @@ enum HandshakeError {
     Tls(#[from] rustls::Error),
 }
 
+/// What a connection runs with, fixed for its lifetime (a reload changes what new connections
+/// get).
+#[derive(Debug)]
+pub struct ConnSettings {
+    /// Its listener's config: name and limits.
+    pub listener: ListenerConfig,
+    /// Its listener's TLS.
+    pub tls: ListenerTls,
+    /// Where its plaintext goes.
+    pub route: RouteConfig,
+    /// The ring pair of a route to a ring.
+    pub ring: Option<Rc<RingPair>>,
+}
+
+/// A connection just accepted, with its places in the listener's load.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Its socket.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Its id, unique across the daemon's restarts.
+    pub id: u64,
+    /// Its places in the listener's load, given back when it ends.
+    pub admission: Admission,
+}
+
 /// Runs one accepted connection to its end.
-pub async fn run(
-    shared: Rc<Shared>,
-    mut admission: Admission,
-    settings: Rc<ListenerSettings>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-) {
-    let stats = &shared.stats;
+pub async fn run(accepted: Accepted, settings: Rc<ConnSettings>, stats: Arc<Stats>) {
+    let Accepted {
+        stream,
+        peer,
+        id,
+        mut admission,
+    } = accepted;
+    let limits = &settings.listener;
     let mut client = match Session::new(settings.tls.config.clone()) {
         Ok(session) => Client::new(stream, session),
         Err(e) => {
@@ -163,8 +79,8 @@ pub async fn run(
         }
     };
     let handshake = tokio::time::timeout(
-        settings.limits.handshake_timeout,
-        handshake(&mut client, &settings, stats),
+        limits.handshake_timeout,
+        handshake(&mut client, &settings, &stats),
     )
     .await;
     let sni = match handshake {
@@ -184,29 +100,27 @@ pub async fn run(
 
     let cx = Context {
         id,
-        stats,
-        handshake_timeout: settings.limits.handshake_timeout,
-        idle_timeout: settings.limits.idle_timeout,
+        stats: &stats,
+        handshake_timeout: limits.handshake_timeout,
+        idle_timeout: limits.idle_timeout,
     };
-    match &settings.route {
-        Route::Ring { ring, framing } => {
-            let info = open_info(&client, &settings, peer, sni);
-            let wait = settings.limits.idle_timeout;
-            if let Some(mut backend) = RingBackend::open(ring, id, &info, *framing, wait).await {
-                drop(info);
-                relay::run(&mut client, &mut backend, &cx).await;
-            }
+    let route = &settings.route;
+    if let Some(ring) = &settings.ring {
+        let info = open_info(&client, &settings, peer, sni);
+        let wait = limits.idle_timeout;
+        if let Some(mut backend) = RingBackend::open(ring, id, &info, route.framing, wait).await {
+            drop(info);
+            relay::run(&mut client, &mut backend, &cx).await;
         }
-        Route::Socket { target, framing } => {
-            let limit = settings.limits.handshake_timeout;
-            match SocketBackend::connect(target, *framing, limit, shared.stats.clone()).await {
-                Ok(mut backend) => relay::run(&mut client, &mut backend, &cx).await,
-                Err(e) => {
-                    Stats::bump(&stats.backend_errors);
-                    log::warn!("backend {target:?}: {e}");
-                    client.close(Duration::from_secs(1)).await;
-                }
-            }
+        return;
+    }
+    let limit = limits.handshake_timeout;
+    match SocketBackend::connect(&route.target, route.framing, limit, stats.clone()).await {
+        Ok(mut backend) => relay::run(&mut client, &mut backend, &cx).await,
+        Err(e) => {
+            Stats::bump(&stats.backend_errors);
+            log::warn!("route `{}` to {:?}: {e}", route.name, route.target);
+            client.close(Duration::from_secs(1)).await;
         }
     }
 }
@@ -214,14 +128,14 @@ pub async fn run(
 /// What the consumer learns of a connection in its OPEN record.
 fn open_info(
     client: &Client,
-    settings: &ListenerSettings,
+    settings: &ConnSettings,
     peer: SocketAddr,
     sni: Option<String>,
 ) -> OpenInfo {
     let conn = client.session.conn();
     OpenInfo {
         peer: peer.to_string(),
-        listener: settings.listener.clone(),
+        listener: settings.listener.name.clone(),
         sni: sni.unwrap_or_default(),
         alpn: conn
             .alpn_protocol()
@@ -240,7 +154,7 @@ fn open_info(
 /// session for the relay.
 async fn handshake(
     client: &mut Client,
-    settings: &ListenerSettings,
+    settings: &ConnSettings,
     stats: &Stats,
 ) -> Result<Option<String>, HandshakeError> {
     let mut server_name: Option<Option<String>> = None;
@@ -275,7 +189,7 @@ async fn handshake(
 /// `None` while the ClientHello is incomplete; then the server name it asked for.
 fn peek_hello(
     client: &mut Client,
-    settings: &ListenerSettings,
+    settings: &ConnSettings,
     stats: &Stats,
 ) -> Result<Option<Option<String>>, HandshakeError> {
     if clienthello::oversized_plaintext_record(client.session.incoming()) {
@@ -300,27 +214,4 @@ fn peek_hello(
         return Err(HandshakeError::UnknownSni(name.unwrap_or_default()));
     }
     Ok(Some(name))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Source;
-
-    #[test]
-    fn ipv4_counts_by_address_and_ipv6_by_its_64_bit_prefix() {
-        let of = |s: &str| Source::of(s.parse().unwrap());
-        assert_eq!(
-            of("192.0.2.1"),
-            of("::ffff:192.0.2.1"),
-            "mapped IPv4 is IPv4"
-        );
-        assert_ne!(of("192.0.2.1"), of("192.0.2.2"));
-        assert_eq!(
-            of("2001:db8:1:2::1"),
-            of("2001:db8:1:2:ffff:ffff:ffff:ffff")
-        );
-        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
-        assert_eq!(of("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
-        assert_eq!(of("192.0.2.1").to_string(), "192.0.2.1");
-    }
 }

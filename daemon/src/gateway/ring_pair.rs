@@ -24,13 +24,14 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
-
-use edgegw_ring::{Consumer, OwnerCounters, Producer};
 use std::time::Duration;
 
+use edgegw_ring::{Consumer, OwnerCounters, Producer};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
+use super::event::GatewayEvent;
+use super::plan::RingEndpoints;
 use super::session::PooledBuf;
 use super::stats::{RingCounter, Stats};
 use crate::config::WhenFull;
@@ -40,17 +41,6 @@ use crate::proto::{self, encode_close, CloseReason, OpenInfo, CLOSE_LEN, DATA_HE
 const CONN_REPLY_CAP: usize = 256 * 1024;
 /// Unsent reply bytes all connections of a ring may hold before the reply task waits.
 const RING_REPLY_BUDGET: usize = 4 * 1024 * 1024;
-
-/// The local ends of a ring pair, built by the control plane and moved to the TLS thread.
-#[derive(Debug)]
-pub struct RingEndpoints {
-    /// We produce into it; the consumer process reads.
-    pub ingress: Producer,
-    /// The consumer process produces into it; we read.
-    pub reply: Consumer,
-    /// The ring's counters (see [`RingCounter`]), also served by its attach servers.
-    pub counters: Arc<OwnerCounters>,
-}
 
 /// A ring pair on the TLS thread.
 pub struct RingPair {
@@ -74,7 +64,7 @@ pub struct RingPair {
     drained: Notify,
     stats: Arc<Stats>,
     /// To the control plane (a ring to replace).
-    events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
+    events: tokio::sync::mpsc::UnboundedSender<GatewayEvent>,
     /// The consumer broke the ingress ring (an impossible position): nothing is written until
     /// the control plane hands over a fresh one ([`RingPair::restart_ingress`]).
     ingress_broken: Cell<bool>,
@@ -82,6 +72,15 @@ pub struct RingPair {
     space_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     /// Reads the reply ring.
     reply_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RingPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingPair")
+            .field("name", &self.name)
+            .field("connections", &self.conns.borrow().len())
+            .finish()
+    }
 }
 
 /// What became of a record offered to the ingress ring.
@@ -178,7 +177,7 @@ impl RingPair {
         endpoints: RingEndpoints,
         when_full: WhenFull,
         stats: Arc<Stats>,
-        events: tokio::sync::mpsc::UnboundedSender<super::GatewayEvent>,
+        events: tokio::sync::mpsc::UnboundedSender<GatewayEvent>,
     ) -> io::Result<Rc<RingPair>> {
         let space_fd = crate::sys::async_fd(dup(endpoints.ingress.space_fd())?)?;
         let data_fd = crate::sys::async_fd(dup(endpoints.reply.data_fd())?)?;
@@ -330,7 +329,7 @@ impl RingPair {
     fn ingress_ring_corrupt(&self, generation: u64, error: &edgegw_ring::Error) {
         self.ingress_broken.set(true);
         self.refused_len.set(0);
-        let _ = self.events.send(super::GatewayEvent::IngressRingBroken {
+        let _ = self.events.send(GatewayEvent::IngressRingBroken {
             ring: self.name.clone(),
             generation,
             reason: error.to_string(),
@@ -592,7 +591,7 @@ fn reply_ring_finished(pair: &RingPair, generation: u64) {
          reply ring is served for the next producer",
         pair.name
     );
-    let _ = pair.events.send(super::GatewayEvent::ReplyRingFinished {
+    let _ = pair.events.send(GatewayEvent::ReplyRingFinished {
         ring: pair.name.clone(),
         generation,
     });
@@ -602,7 +601,7 @@ fn reply_ring_finished(pair: &RingPair, generation: u64) {
 /// a fresh one (it logs and counts the replacement). Connections stay; what the corrupt ring
 /// held is lost with it.
 fn reply_ring_corrupt(pair: &RingPair, generation: u64, error: &edgegw_ring::Error) {
-    let _ = pair.events.send(super::GatewayEvent::ReplyRingBroken {
+    let _ = pair.events.send(GatewayEvent::ReplyRingBroken {
         ring: pair.name.clone(),
         generation,
         reason: error.to_string(),

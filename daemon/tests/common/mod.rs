@@ -64,7 +64,7 @@ impl TestDaemon {
                         return;
                     }
                 };
-                let addrs = daemon.listening().iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+                let addrs = daemon.listening().into_iter().map(|l| (l.listener, l.addr)).collect();
                 let _ = ready_tx.send(Ok((addrs, daemon.gateway().stats_handle())));
                 loop {
                     tokio::select! {
@@ -79,7 +79,7 @@ impl TestDaemon {
                                         Err(e) => Err(e.to_string()),
                                     };
                                     let result = result.map(|()| {
-                                        daemon.listening().iter().map(|(n, _, a)| (n.clone(), *a)).collect()
+                                        daemon.listening().into_iter().map(|l| (l.listener, l.addr)).collect()
                                     });
                                     let _ = reply.send(result);
                                 }
