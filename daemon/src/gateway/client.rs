@@ -7,6 +7,7 @@
 use std::io;
 use std::time::Duration;
 
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
 use super::session::Session;
@@ -31,9 +32,17 @@ impl Client {
         self.stream.readable().await
     }
 
-    /// Waits until the socket is writable.
-    pub async fn writable(&self) -> io::Result<()> {
-        self.stream.writable().await
+    /// Waits until the socket is readable (if `read`) or writable (if `write`), with one
+    /// readiness future (a connection's task keeps it for its whole life: every byte of it is
+    /// per connection). Pending forever if neither is asked.
+    pub async fn ready(&self, read: bool, write: bool) -> io::Result<Ready> {
+        let interest = match (read, write) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (true, false) => Interest::READABLE,
+            (false, true) => Interest::WRITABLE,
+            (false, false) => return std::future::pending().await,
+        };
+        self.stream.ready(interest).await
     }
 
     /// One non-blocking read into the session. `Ok(0)` is end of stream.

@@ -101,8 +101,7 @@ pub async fn run(accepted: Accepted, settings: Rc<ConnSettings>, stats: Arc<Stat
     let cx = Context {
         id,
         stats: &stats,
-        handshake_timeout: limits.handshake_timeout,
-        idle_timeout: limits.idle_timeout,
+        listener: limits,
     };
     let route = &settings.route;
     if let Some(ring) = &settings.ring {

@@ -15,7 +15,6 @@
 //! more) fit the same two answers.
 
 use std::io;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -23,6 +22,7 @@ use super::client::Client;
 use super::framing::FrameTooLarge;
 use super::session::Progress;
 use super::stats::Stats;
+use crate::config::ListenerConfig;
 use crate::proto::CloseReason;
 
 /// Ciphertext allowed to wait for a slow client before the relay stops asking the backend for
@@ -36,10 +36,9 @@ pub struct Context<'a> {
     pub id: u64,
     /// The gateway's counters.
     pub stats: &'a Stats,
-    /// The listener's handshake timeout: also the bound on the last flush.
-    pub handshake_timeout: Duration,
-    /// The listener's idle timeout.
-    pub idle_timeout: Duration,
+    /// Its listener's settings: the idle timeout, and the handshake timeout, which also bounds
+    /// the last flush.
+    pub listener: &'a ListenerConfig,
 }
 
 /// What the relay waits for from a backend, besides the end of the connection (always).
@@ -135,7 +134,7 @@ pub(super) async fn run<B: Backend>(client: &mut Client, backend: &mut B, cx: &C
     match ending {
         Ending::Close(reason) => {
             backend.finish(reason);
-            client.close(cx.handshake_timeout).await;
+            client.close(cx.listener.handshake_timeout).await;
         }
         Ending::Drop(reason) => {
             backend.finish(reason);
@@ -146,7 +145,7 @@ pub(super) async fn run<B: Backend>(client: &mut Client, backend: &mut B, cx: &C
 
 /// The loop: client plaintext to the backend, the backend's bytes to the client.
 async fn relay<B: Backend>(client: &mut Client, backend: &mut B, cx: &Context<'_>) -> Ending {
-    let mut deadline = Instant::now() + cx.idle_timeout;
+    let mut deadline = Instant::now() + cx.listener.idle_timeout;
     let mut client_done = false;
     loop {
         let mut blocked = false;
@@ -174,31 +173,35 @@ async fn relay<B: Backend>(client: &mut Client, backend: &mut B, cx: &Context<'_
             offer: blocked,
             read: unsent < OUTBOX_LIMIT,
         };
+        let read_client = !client_done && !blocked;
         tokio::select! {
-            r = client.readable(), if !client_done && !blocked => {
-                if r.is_err() {
+            ready = client.ready(read_client, unsent > 0), if read_client || unsent > 0 => {
+                let Ok(ready) = ready else {
                     return Ending::Close(CloseReason::ClientAborted);
-                }
-                match client.read() {
-                    Ok(0) => {
-                        // End of stream without close_notify: a truncation, not a clean close.
-                        client_done = true;
-                        if let Some(reason) = backend.close_write(false) {
-                            return Ending::Close(reason);
-                        }
+                };
+                if ready.is_writable() && unsent > 0 {
+                    if client.try_flush().is_err() {
+                        return Ending::Close(CloseReason::ClientAborted);
                     }
-                    Ok(_) => deadline = Instant::now() + cx.idle_timeout,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Ending::Close(CloseReason::ClientAborted),
+                    if client.session.outbox_len() < unsent {
+                        // The client reads: it is not idle.
+                        deadline = Instant::now() + cx.listener.idle_timeout;
+                    }
                 }
-            }
-            r = client.writable(), if unsent > 0 => {
-                if r.is_err() || client.try_flush().is_err() {
-                    return Ending::Close(CloseReason::ClientAborted);
-                }
-                if client.session.outbox_len() < unsent {
-                    // The client reads: it is not idle.
-                    deadline = Instant::now() + cx.idle_timeout;
+                if ready.is_readable() && read_client {
+                    match client.read() {
+                        Ok(0) => {
+                            // End of stream without close_notify: a truncation, not a clean
+                            // close.
+                            client_done = true;
+                            if let Some(reason) = backend.close_write(false) {
+                                return Ending::Close(reason);
+                            }
+                        }
+                        Ok(_) => deadline = Instant::now() + cx.listener.idle_timeout,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Ending::Close(CloseReason::ClientAborted),
+                    }
                 }
             }
             event = backend.ready(interest) => match event {
@@ -206,7 +209,7 @@ async fn relay<B: Backend>(client: &mut Client, backend: &mut B, cx: &Context<'_
                 Event::Read => {
                     let session = &mut client.session;
                     match backend.read(&mut |bytes| session.write(bytes)) {
-                        Ok(Read::Data(_)) => deadline = Instant::now() + cx.idle_timeout,
+                        Ok(Read::Data(_)) => deadline = Instant::now() + cx.listener.idle_timeout,
                         Ok(Read::Nothing) => {}
                         Ok(Read::End) => return Ending::Close(CloseReason::ConsumerClosed),
                         Err(e) => {

@@ -47,8 +47,8 @@ pub struct RingPair {
     name: String,
     ingress: RefCell<Producer>,
     when_full: Cell<WhenFull>,
-    /// Connections waiting for ingress space; woken by the space task.
-    space: Notify,
+    /// Connections waiting for ingress space; the space task wakes them.
+    waiting_room: RefCell<Vec<Rc<RingConn>>>,
     /// CLOSE records that found the ring full; written before anything else when room comes.
     pending_closes: RefCell<VecDeque<(u64, CloseReason)>>,
     /// Payload length of the last record that found the ring full: what a blocked connection
@@ -99,10 +99,12 @@ enum Offered {
 pub(super) struct RingConn {
     /// Reply bytes copied out of the reply ring, waiting for the relay to encrypt them.
     replies: RefCell<PooledBuf>,
-    /// Woken when replies were queued or the consumer asked to close.
+    /// Woken when replies were queued, the consumer asked to close, or room came.
     wake: Notify,
     /// The consumer sent CLOSE: no reply is taken for it any more.
     closed_by_consumer: Cell<bool>,
+    /// It is on the ring's list of connections waiting for room.
+    waiting_room: Cell<bool>,
     /// Bytes of its replies in the client's outbox, as its relay last said.
     unsent: Cell<usize>,
     /// This connection's share of the ring's `reply_bytes`: `replies` and `unsent`.
@@ -110,7 +112,8 @@ pub(super) struct RingConn {
 }
 
 impl RingConn {
-    /// Waits until the reply task queued replies or the consumer asked to close.
+    /// Waits until the reply task queued replies, the consumer asked to close, or (after
+    /// [`RingPair::room_or_wake`]) the ring has room.
     pub(super) async fn woken(&self) {
         self.wake.notified().await
     }
@@ -185,7 +188,7 @@ impl RingPair {
             name: name.to_string(),
             ingress: RefCell::new(endpoints.ingress),
             when_full: Cell::new(when_full),
-            space: Notify::new(),
+            waiting_room: RefCell::default(),
             pending_closes: RefCell::default(),
             refused_len: Cell::new(0),
             conns: RefCell::default(),
@@ -243,7 +246,7 @@ impl RingPair {
         }
         // Whoever waited for room in the broken ring tries the fresh one.
         self.keep_closes_moving();
-        self.space.notify_waiters();
+        self.wake_waiting_room();
         Ok(moved)
     }
 
@@ -270,11 +273,11 @@ impl RingPair {
         info: &OpenInfo,
         wait: Duration,
     ) -> Option<Rc<RingConn>> {
+        let conn = Rc::new(RingConn::default());
         let open_len = info.encoded_len();
         while self.try_record(proto::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
-            if tokio::time::timeout(wait, self.wait_for_space(open_len))
-                .await
-                .is_err()
+            if !self.room_or_wake(&conn, open_len)
+                && tokio::time::timeout(wait, conn.woken()).await.is_err()
             {
                 Stats::bump(&self.stats.idle_timeouts);
                 return None;
@@ -282,7 +285,6 @@ impl RingPair {
         }
         self.publish();
         RingCounter::Connections.add(&self.counters, 1);
-        let conn = Rc::new(RingConn::default());
         self.conns.borrow_mut().insert(id, conn.clone());
         Some(conn)
     }
@@ -357,16 +359,20 @@ impl RingPair {
         }
     }
 
-    /// Waits until a record with `len` payload bytes fits.
-    pub(super) async fn wait_for_space(&self, len: usize) {
-        loop {
-            let notified = self.space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.prepare_wait_for_space(len) {
-                return;
-            }
-            notified.await;
+    /// Whether a record with `len` payload bytes fits now; if not, `conn` is woken when the
+    /// consumer frees room (or the ring is replaced).
+    pub(super) fn room_or_wake(&self, conn: &Rc<RingConn>, len: usize) -> bool {
+        if !conn.waiting_room.replace(true) {
+            self.waiting_room.borrow_mut().push(conn.clone());
+        }
+        !self.prepare_wait_for_space(len)
+    }
+
+    /// Wakes every connection waiting for room: they try again.
+    fn wake_waiting_room(&self) {
+        for conn in self.waiting_room.take() {
+            conn.waiting_room.set(false);
+            conn.wake.notify_one();
         }
     }
 
@@ -482,7 +488,7 @@ async fn watch_space(pair: Rc<RingPair>, space_fd: AsyncFd<OwnedFd>) {
         }
         pair.ingress.borrow_mut().finish_wait_for_space();
         pair.keep_closes_moving();
-        pair.space.notify_waiters();
+        pair.wake_waiting_room();
     }
 }
 

@@ -88,10 +88,11 @@ impl Backend for RingBackend {
                 // It does not read its replies: drop it rather than hold the ring for it.
                 return Event::Close(CloseReason::SlowClient);
             }
-            tokio::select! {
-                () = self.conn.woken() => {}
-                () = self.pair.wait_for_space(wanted), if interest.offer => return Event::Offer,
+            if interest.offer && self.pair.room_or_wake(&self.conn, wanted) {
+                return Event::Offer;
             }
+            // Replies, the consumer's CLOSE, or room.
+            self.conn.woken().await;
         }
     }
 

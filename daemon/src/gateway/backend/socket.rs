@@ -9,7 +9,6 @@
 //! stream becomes close_notify. Length-prefixed framing is only checked here: the stream goes
 //! through as it is.
 
-use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -119,10 +118,22 @@ impl Backend for SocketBackend {
     }
 
     async fn ready(&mut self, interest: Interest) -> Event {
-        // Readiness errors show again, as errors, when the relay writes or reads.
-        match &self.stream {
-            Stream::Tcp(s) => first_of(s.writable(), s.readable(), interest).await,
-            Stream::Unix(s) => first_of(s.writable(), s.readable(), interest).await,
+        let wanted = match (interest.offer, interest.read) {
+            (true, true) => tokio::io::Interest::WRITABLE | tokio::io::Interest::READABLE,
+            (true, false) => tokio::io::Interest::WRITABLE,
+            (false, true) => tokio::io::Interest::READABLE,
+            (false, false) => return std::future::pending().await,
+        };
+        let ready = match &self.stream {
+            Stream::Tcp(s) => s.ready(wanted).await,
+            Stream::Unix(s) => s.ready(wanted).await,
+        };
+        match ready {
+            Ok(ready) if interest.read && ready.is_readable() => Event::Read,
+            // Not readable (or an error, which shows again when the relay writes or reads):
+            // whichever was asked.
+            _ if interest.offer => Event::Offer,
+            _ => Event::Read,
         }
     }
 
@@ -141,19 +152,6 @@ impl Backend for SocketBackend {
             // A failed backend ends its side as an end of stream would.
             Err(_) => Ok(Read::End),
         })
-    }
-}
-
-/// Whichever of the two readinesses `interest` asks for comes first.
-async fn first_of(
-    writable: impl Future<Output = io::Result<()>>,
-    readable: impl Future<Output = io::Result<()>>,
-    interest: Interest,
-) -> Event {
-    tokio::select! {
-        _ = writable, if interest.offer => Event::Offer,
-        _ = readable, if interest.read => Event::Read,
-        else => std::future::pending().await,
     }
 }
 
