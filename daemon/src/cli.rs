@@ -270,57 +270,12 @@ fn events(options: EventsOptions) -> Result<()> {
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config.
 fn run(file: Option<PathBuf>) -> Result<()> {
-    let config = load(file.as_deref())?;
     if file.is_none() {
         log::info!(
             "no --config: running the built-in default (edgegw print-default-config shows it)"
         );
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .event_interval(61)
-        .build()
-        .context("start the control-plane runtime")?;
-    runtime.block_on(async move {
-        let mut signals = crate::signals::Signals::new()?;
-        let mut daemon = crate::control::Daemon::start(config)?;
-        let mut housekeeping = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                () = daemon.attach_ready() => daemon.process_attach(),
-                _ = housekeeping.tick() => {
-                    daemon.process_attach();
-                    crate::log::flush();
-                }
-                signal = signals.next() => match signal? {
-                    crate::signals::Signal::Reload => {
-                        let new = match &file {
-                            Some(path) => Config::load(path),
-                            None => Ok(Config::builtin()),
-                        };
-                        let result = match new {
-                            Ok(config) => daemon.reload(config).await,
-                            Err(e) => Err(crate::control::ReloadError::Config(e)),
-                        };
-                        match result {
-                            Ok(()) => log::info!("reloaded {}", daemon.config().file.display()),
-                            Err(e) => log::error!("reload failed, still running the previous config: {e}"),
-                        }
-                    }
-                    crate::signals::Signal::DumpCounters => {
-                        log::info!("counters: {}", daemon.counters());
-                    }
-                    crate::signals::Signal::Stop => {
-                        log::info!("stopping");
-                        break;
-                    }
-                },
-            }
-        }
-        Ok::<(), anyhow::Error>(())
-    })?;
-    Ok(())
+    crate::control::main(crate::config::ConfigSource::from_option(file))
 }
 
 #[cfg(test)]

@@ -24,6 +24,5 @@ pub mod log;
 pub mod paths;
 pub mod proto;
 mod ringcmd;
-mod signals;
 mod sys;
 pub mod tls;

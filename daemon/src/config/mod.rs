@@ -268,6 +268,31 @@ pub struct RingConfig {
     pub allow_gids: Vec<u32>,
 }
 
+/// Where the daemon's config comes from: a file, read again at every reload, or the built-in
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file.
+    File(PathBuf),
+    /// [`BUILTIN_DEFAULT`].
+    Builtin,
+}
+
+impl ConfigSource {
+    /// The file, or the built-in default without one.
+    pub fn from_option(file: Option<PathBuf>) -> ConfigSource {
+        file.map_or(ConfigSource::Builtin, ConfigSource::File)
+    }
+
+    /// Reads and validates the config.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::File(path) => Config::load(path),
+            ConfigSource::Builtin => Ok(Config::builtin()),
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -1,40 +1,76 @@
-//! The control plane: turns configs into running state and swaps it on reload.
+//! The control plane: the daemon's main thread and its one loop.
 //!
-//! [`Daemon::start`] validates a config whole, loads its certificates, opens its sockets
-//! (`sockets.rs`, the one socket table), creates its rings and their attach servers
-//! (`rings.rs`), and starts the TLS thread with the resulting plan. [`Daemon::reload`] does the
-//! same for a new config *beside* the running one and only then swaps it in; if anything fails,
-//! the old config keeps running and the error says why. Sockets whose address stays are handed
-//! over, not rebound; rings whose name stays are kept with their unread records.
+//! [`main`] is the daemon's life: it reads the config, starts a current_thread runtime, installs
+//! the signal handlers ([`Requests`]), starts the [`Daemon`] and runs its loop until asked to
+//! stop. [`Daemon::start`] validates a config whole, loads its certificates, opens its sockets
+//! (`sockets.rs`: the one socket table), creates its rings and their attach servers
+//! (`rings.rs`), and starts the TLS thread with the resulting plan (`build.rs`).
+//!
+//! [`Daemon::run`] is the loop. Each thing the daemon reacts to is one branch of it, with its
+//! handler beside it:
+//!
+//! - an attach socket has work: serve it (`rings.rs`);
+//! - the TLS thread found a ring broken or finished: replace it (`rings.rs`);
+//! - a request (`requests.rs`: a signal, or the in-process queue): reload, dump the counters,
+//!   stop;
+//! - the reload in flight is built and handed over: commit it (`reload.rs`: one at a time, a
+//!   request meanwhile queued once; the build runs on the blocking pool, so the loop keeps
+//!   serving meanwhile);
+//! - the one-second tick: expire silent attach connections, flush the log's rate limits.
+//!
+//! What comes next plugs in the same way. systemd's notifications go where the loop starts
+//! (READY=1), where a reload starts and ends ([`Daemon::run`]'s `start_reload` and
+//! `reload_done`) and where it stops; its watchdog is one more branch, a tick that pets systemd
+//! only while the TLS thread's heartbeat counter moves; a control socket is one more source of
+//! [`Request`]s (a reload's reply carries its outcome back); kernel events (certificate files,
+//! addresses, consumer cgroups, memory pressure) are one more branch whose reactions are a
+//! reload request, socket operations against the socket table, or a change of the plan. A time
+//! budget for a reload wraps the future `start_reload` hands to [`Reloads`].
 
+mod build;
+mod reload;
+mod requests;
 mod rings;
+mod signals;
 mod sockets;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::config::{Config, ConfigError};
-use crate::gateway::{Gateway, GatewayError, GatewayEvent, GatewayEvents, Plan, ThreadSettings};
+use crate::config::{Config, ConfigSource};
+use crate::gateway::{Gateway, GatewayEvents, ThreadSettings};
 use crate::paths::Dirs;
 use crate::sys::SystemdSockets;
 use crate::tls::{SelfSignedMode, TlsBuilder};
+use build::{Build, Commit};
+pub use reload::{ReloadError, ReloadOutcome, ReloadReply, Reloaded};
+pub use requests::{Request, RequestSender, Requests};
 pub use sockets::{bind_tcp, Listening};
 
-/// Why a reload did not happen. The old config is still running.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The new config (or a certificate it names) is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The new config is valid but cannot be put in place (a port in use, ...).
-    #[error("{0:#}")]
-    Apply(anyhow::Error),
-    /// The TLS thread refused the new plan.
-    #[error(transparent)]
-    Gateway(#[from] GatewayError),
+/// Runs the daemon on this thread until SIGTERM or SIGINT: SIGHUP reloads `source`, SIGUSR1
+/// logs every counter.
+pub fn main(source: ConfigSource) -> Result<()> {
+    let config = source.load()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .event_interval(61)
+        // Reloads build on it, one at a time; its thread goes 10 s after the last.
+        .max_blocking_threads(1)
+        .thread_name("edgegw-reload")
+        .build()
+        .context("start the control-plane runtime")?;
+    let result = runtime.block_on(async move {
+        let requests = Requests::from_signals()?;
+        Daemon::start(config)?.run(source, requests).await
+    });
+    // A reload still building is abandoned.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// The running daemon, as the control plane sees it.
@@ -42,21 +78,13 @@ pub enum ReloadError {
 pub struct Daemon {
     config: Arc<Config>,
     dirs: Dirs,
-    tls: TlsBuilder,
+    tls: Arc<TlsBuilder>,
+    systemd: Arc<SystemdSockets>,
     gateway: Gateway,
     events: GatewayEvents,
     sockets: sockets::SocketTable,
     rings: rings::Rings,
-    systemd: SystemdSockets,
-    /// Events from the TLS thread, taken while waiting, handled by `process_attach`.
-    gateway_events: Vec<GatewayEvent>,
-}
-
-/// What a new config needs that the running daemon does not have yet.
-struct Prepared {
-    plan: Plan,
-    sockets: sockets::SocketTable,
-    new_rings: Vec<rings::NewRing>,
+    reloads: reload::Reloads<Commit>,
 }
 
 impl Daemon {
@@ -66,21 +94,26 @@ impl Daemon {
         let dirs = Dirs::resolve(&config.daemon)?;
         dirs.create()?;
         raise_fd_limit();
-        let tls = TlsBuilder::new()?;
-        let systemd = SystemdSockets::from_env()?;
-        let config = Arc::new(config);
-        let empty = (sockets::SocketTable::default(), rings::Rings::default());
-        let prepared = prepare(&config, &dirs, &tls, &empty.0, &empty.1, &systemd)?;
-        let (gateway, events) = Gateway::start(
-            &ThreadSettings {
-                stack_size: config.daemon.tls_stack_size,
-                cpu: config.daemon.tls_cpu,
-            },
-            prepared.plan,
+        let tls = Arc::new(TlsBuilder::new()?);
+        let systemd = Arc::new(SystemdSockets::from_env()?);
+        let nothing = sockets::SocketTable::default();
+        let built = build::build(
+            Arc::new(config),
+            &dirs,
+            &tls,
+            &nothing,
+            &HashMap::new(),
+            &systemd,
         )?;
-        let mut rings = empty.1;
-        rings.add(prepared.new_rings)?;
+        let settings = ThreadSettings {
+            stack_size: built.commit.config.daemon.tls_stack_size,
+            cpu: built.commit.config.daemon.tls_cpu,
+        };
+        let (gateway, events) = Gateway::start(&settings, built.plan)?;
+        let mut rings = rings::Rings::default();
+        rings.add(built.commit.new_rings)?;
         drop_startup_pages();
+        let config = built.commit.config;
         log::info!(
             "edgegw {} running with {} ({} crypto, {} first); state in {}, rings in {}",
             env!("CARGO_PKG_VERSION"),
@@ -98,12 +131,12 @@ impl Daemon {
             config,
             dirs,
             tls,
+            systemd,
             gateway,
             events,
-            sockets: prepared.sockets,
+            sockets: built.commit.sockets,
             rings,
-            systemd,
-            gateway_events: Vec::new(),
+            reloads: reload::Reloads::default(),
         })
     }
 
@@ -133,102 +166,90 @@ impl Daemon {
         serde_json::json!({ "gateway": self.gateway.stats(), "rings": self.rings.counters() })
     }
 
-    /// Replaces the running config with `config`: everything is built and checked first; on any
-    /// error the running config stays and the error says why. Established connections are
-    /// untouched either way; new handshakes use the new certificates.
-    pub async fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
-        if config.daemon != self.config.daemon {
-            log::warn!("reload: [daemon] settings changed; they take effect at the next restart");
-        }
-        for ring in &config.rings {
-            match self.rings.capacity(&ring.name) {
-                Some(running) if running != ring.capacity => {
-                    return Err(ReloadError::Apply(anyhow::anyhow!(
-                        "ring `{}`: capacity cannot change on reload ({running} -> {}); restart the daemon",
-                        ring.name,
-                        ring.capacity
-                    )))
+    /// The control loop: serves attach sockets and the TLS thread's events, runs reloads of
+    /// `source` one at a time, and acts on `requests` until one says stop.
+    pub async fn run(mut self, source: ConfigSource, mut requests: Requests) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = self.rings.ready() => self.rings.serve(&self.gateway),
+                event = self.events.next() => self.rings.on_gateway_event(&self.gateway, event),
+                built = self.reloads.finished() => {
+                    let result = built.and_then(|commit| self.commit(commit));
+                    self.reload_done(result, &source);
                 }
-                _ => {}
+                _ = tick.tick() => {
+                    self.rings.serve(&self.gateway);
+                    crate::log::flush();
+                }
+                request = requests.next() => match request.context("read signals")? {
+                    Request::Reload(reply) => {
+                        if self.reloads.request(reply) {
+                            self.start_reload(&source);
+                        }
+                    }
+                    Request::DumpCounters => log::info!("counters: {}", self.counters()),
+                    Request::Stop => {
+                        log::info!("stopping");
+                        return Ok(());
+                    }
+                },
             }
         }
-        let config = Arc::new(config);
-        let prepared = prepare(
-            &config,
-            &self.dirs,
-            &self.tls,
-            &self.sockets,
-            &self.rings,
-            &self.systemd,
-        )
-        .map_err(|e| match e.downcast::<ConfigError>() {
-            Ok(config_error) => ReloadError::Config(config_error),
-            Err(other) => ReloadError::Apply(other),
-        })?;
-        self.gateway.apply(prepared.plan).answer().await?;
-        // In force: update our side.
-        self.rings
-            .add(prepared.new_rings)
-            .map_err(ReloadError::Apply)?;
-        self.rings.update(&config);
-        self.sockets = prepared.sockets;
-        self.config = config;
+    }
+
+    /// Starts building `source`'s config on the blocking pool and handing it to the TLS
+    /// thread, from a snapshot of what runs now.
+    fn start_reload(&mut self, source: &ConfigSource) {
+        let build = Build {
+            source: source.clone(),
+            daemon: self.config.daemon.clone(),
+            dirs: self.dirs.clone(),
+            tls: self.tls.clone(),
+            systemd: self.systemd.clone(),
+            sockets: self.sockets.clone(),
+            rings: self.rings.capacities(),
+        };
+        let applier = self.gateway.applier();
+        self.reloads.start(async move {
+            let built = tokio::task::spawn_blocking(move || build.run())
+                .await
+                .map_err(|e| {
+                    ReloadError::Apply(anyhow::anyhow!("the reload's build failed: {e}"))
+                })??;
+            applier.apply(built.plan).answer().await?;
+            Ok(built.commit)
+        });
+    }
+
+    /// The TLS thread runs the new plan: the control plane's side follows.
+    fn commit(&mut self, commit: Commit) -> Result<(), ReloadError> {
+        let served = self.rings.add(commit.new_rings);
+        self.rings.update(&commit.config);
+        self.sockets = commit.sockets;
+        self.config = commit.config;
         drop_startup_pages();
-        Ok(())
+        served.map_err(ReloadError::Apply)
     }
 
-    /// Waits until an attach server has work (a connection, a hello, a hang-up), or the TLS
-    /// thread has told us something (a corrupt reply ring).
-    pub async fn attach_ready(&mut self) {
-        tokio::select! {
-            event = self.events.next() => self.gateway_events.push(event),
-            () = self.rings.ready() => {}
+    /// A reload is over: says so, answers who asked, and starts the one queued behind it.
+    fn reload_done(&mut self, result: Result<(), ReloadError>, source: &ConfigSource) {
+        let outcome = match result {
+            Ok(()) => {
+                log::info!("reloaded {}", self.config.file.display());
+                Ok(Reloaded {
+                    listening: self.listening(),
+                })
+            }
+            Err(e) => {
+                log::error!("reload failed, still running the previous config: {e}");
+                Err(Arc::new(e))
+            }
+        };
+        if self.reloads.finish(&outcome) {
+            self.start_reload(source);
         }
     }
-
-    /// Does whatever work the attach servers have now, and what the TLS thread asked for (a
-    /// fresh ring); also expires silent connections, so call it periodically too.
-    pub fn process_attach(&mut self) {
-        for event in std::mem::take(&mut self.gateway_events) {
-            self.rings.on_gateway_event(&self.gateway, event);
-        }
-        self.rings.serve(&self.gateway);
-    }
-}
-
-/// Builds, beside the running state, everything `config` needs: TLS configs, sockets for new
-/// addresses, new rings with their attach servers. Nothing running is touched.
-fn prepare(
-    config: &Arc<Config>,
-    dirs: &Dirs,
-    tls: &TlsBuilder,
-    sockets: &sockets::SocketTable,
-    running: &rings::Rings,
-    systemd: &SystemdSockets,
-) -> Result<Prepared> {
-    let mut listener_tls = HashMap::new();
-    for listener in &config.listeners {
-        let built = tls.listener(listener, &dirs.state, SelfSignedMode::Persist)?;
-        listener_tls.insert(listener.name.clone(), built);
-    }
-    let (sockets, socket_ops) = sockets.plan(config, systemd)?;
-    let mut new_endpoints = HashMap::new();
-    let mut new_rings = Vec::new();
-    for ring in config.rings.iter().filter(|r| !running.contains(&r.name)) {
-        let (endpoints, served) = rings::create(ring, dirs)?;
-        new_endpoints.insert(ring.name.clone(), endpoints);
-        new_rings.push(served);
-    }
-    Ok(Prepared {
-        plan: Plan {
-            config: config.clone(),
-            tls: listener_tls,
-            new_rings: new_endpoints,
-            sockets: socket_ops,
-        },
-        sockets,
-        new_rings,
-    })
 }
 
 /// Gives back the executable's pages that start-up (or a reload) touched and the running daemon

@@ -70,14 +70,12 @@ pub struct Rings {
 }
 
 impl Rings {
-    /// The capacity of the ring named `name`, if it runs.
-    pub fn capacity(&self, name: &str) -> Option<usize> {
-        self.rings.get(name).map(|r| r.config.capacity)
-    }
-
-    /// Whether a ring named `name` runs.
-    pub fn contains(&self, name: &str) -> bool {
-        self.rings.contains_key(name)
+    /// The rings that run, with their capacities (which cannot change until a restart).
+    pub fn capacities(&self) -> HashMap<String, usize> {
+        self.rings
+            .iter()
+            .map(|(name, ring)| (name.clone(), ring.config.capacity))
+            .collect()
     }
 
     /// Serves rings the TLS thread now has.

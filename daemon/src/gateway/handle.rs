@@ -56,6 +56,21 @@ impl Applying {
     }
 }
 
+/// Hands plans to the TLS thread.
+#[derive(Debug, Clone)]
+pub struct Applier(mpsc::UnboundedSender<Command>);
+
+impl Applier {
+    /// Hands over a new plan; the TLS thread swaps it in between two events and answers.
+    /// Established connections keep their settings.
+    pub fn apply(&self, plan: Plan) -> Applying {
+        let (answer, answered) = oneshot::channel();
+        // If the thread is gone, the answer's sender is dropped with the command: `Stopped`.
+        let _ = self.0.send(Command::Apply(plan, answer));
+        Applying(answered)
+    }
+}
+
 impl Gateway {
     /// Starts the TLS thread with a first plan; returns once the plan is in force.
     pub fn start(
@@ -91,13 +106,9 @@ impl Gateway {
         Ok((gateway, GatewayEvents(events)))
     }
 
-    /// Hands over a new plan; the TLS thread swaps it in between two events and answers.
-    /// Established connections keep their settings.
-    pub fn apply(&self, plan: Plan) -> Applying {
-        let (answer, answered) = oneshot::channel();
-        // If the thread is gone, the answer's sender is dropped with the command: `Stopped`.
-        let _ = self.commands.send(Command::Apply(plan, answer));
-        Applying(answered)
+    /// A handle that hands plans to the TLS thread (a reload in flight holds one).
+    pub fn applier(&self) -> Applier {
+        Applier(self.commands.clone())
     }
 
     /// Hands the TLS thread a fresh reply ring for `ring` (see

@@ -38,6 +38,6 @@ mod x509;
 
 pub use error::{GatewayError, PlanError};
 pub use event::GatewayEvent;
-pub use handle::{Applying, Gateway, GatewayEvents, ThreadSettings};
+pub use handle::{Applier, Applying, Gateway, GatewayEvents, ThreadSettings};
 pub use plan::{Plan, RingEndpoints, SocketId, SocketOp};
 pub use stats::{RingCounter, Snapshot, Stats};
