@@ -23,6 +23,5 @@ pub mod gateway;
 pub mod log;
 pub mod paths;
 pub mod proto;
-mod ringcmd;
 mod sys;
 pub mod tls;

@@ -98,6 +98,89 @@ fn usage_errors_exit_2_with_usage() {
     assert!(stderr(&output).contains("usage:"));
 }
 
+#[test]
+fn usage_errors_exit_2_even_when_stderr_is_closed() {
+    // A pipe whose reader is gone: every write to it fails (EPIPE). Printing the usage must
+    // not panic (exit 101); the exit code still says "usage error".
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = edgegw().arg("frobnicate").stderr(writer).status().unwrap();
+    assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_successfully() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    for args in [&["print-default-config"][..], &["--help"], &["--version"]] {
+        let status = edgegw()
+            .args(args)
+            .stdout(writer.try_clone().unwrap())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "edgegw {args:?} | (closed)");
+    }
+}
+
+#[test]
+#[ignore = "needs root: runs the ring tools as uid 65534, who has no home directory"]
+fn ring_tools_need_no_state_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it runs the tools as uid 65534"
+    );
+    let daemon = TestDaemon::start(&ring_config(
+        "",
+        "self_signed = true",
+        "",
+        "allow_uids = [65534]",
+    ));
+    // uid 65534 must be able to run the binary and reach the socket, wherever the build is.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("edgegw");
+    std::fs::copy(env!("CARGO_BIN_EXE_edgegw"), &bin).unwrap();
+    for d in [
+        daemon.dir.path().to_path_buf(),
+        daemon.dir.path().join("run"),
+    ] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // As a DynamicUser= service runs: no $HOME, no XDG directories.
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        let output = Command::new(&bin)
+            .args(args)
+            .env_clear()
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "edgegw {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let socket = daemon.ring_socket("app");
+    let by_path = as_nobody(&["ring".as_ref(), "stat".as_ref(), socket.as_os_str()]);
+    assert!(by_path.contains("generation  1"), "{by_path}");
+    // By name, the runtime directory from $RUNTIME_DIRECTORY (RuntimeDirectory=).
+    let output = Command::new(&bin)
+        .args(["ring", "stat", "app", "--json"])
+        .env_clear()
+        .env("RUNTIME_DIRECTORY", daemon.dir.path().join("run"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["generation"], 1, "{json}");
+}
+
 /// Sends a line through `openssl s_client` and returns the first line that comes back.
 fn openssl_round_trip(addr: &str, servername: &str, line: &str) -> String {
     let mut client = Command::new("openssl")

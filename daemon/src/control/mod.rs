@@ -35,17 +35,16 @@ mod signals;
 mod sockets;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::config::{Config, ConfigSource};
 use crate::gateway::{Gateway, GatewayEvents, ThreadSettings};
 use crate::paths::Dirs;
 use crate::sys::SystemdSockets;
-use crate::tls::{SelfSignedMode, TlsBuilder};
+use crate::tls::TlsBuilder;
 use build::{Build, Commit};
 pub use reload::{ReloadError, ReloadOutcome, ReloadReply, Reloaded};
 pub use requests::{Request, RequestSender, Requests};
@@ -279,19 +278,4 @@ fn raise_fd_limit() {
             }
         }
     }
-}
-
-/// Loads a config file for `check-config`: syntax, semantics, certificates and keys, client-auth
-/// files. Writes nothing (self-signed certificates are generated in memory).
-pub fn check_config(path: &Path) -> Result<Config> {
-    let config = Config::load(path)?;
-    let tls = TlsBuilder::new()?;
-    let scratch = PathBuf::from("/nonexistent");
-    for listener in &config.listeners {
-        tls.listener(listener, &scratch, SelfSignedMode::InMemory)?;
-    }
-    if config.listeners.is_empty() {
-        bail!("no listeners");
-    }
-    Ok(config)
 }

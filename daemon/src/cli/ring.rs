@@ -1,63 +1,93 @@
 //! `edgegw ring stat|tail|echo`: tools for a ring's operator and an example consumer.
+//!
+//! RING is a socket path (nothing else is needed) or a ring's name, whose sockets are in the
+//! runtime directory: `--config`'s, or without one the default (`paths::runtime_dir`), and
+//! when the ring is not there but in the system daemon's (`/run/edgegw`), that one: a user's
+//! tools find the rings of the daemon systemd runs.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edgegw_ring::{Consumer, Producer, Readiness};
 
-use crate::cli::RingAction;
+use super::{note, RingAction};
 use crate::config::Config;
 use crate::gateway::RingCounter;
-use crate::paths::Dirs;
+use crate::paths::{self, SYSTEM_RUNTIME_DIR};
 use crate::proto::{self, OpenInfo, DATA_HEADER_LEN};
 
-/// Runs a ring tool. `ring` is a ring name from `config` or a socket path.
-pub fn ring(action: RingAction, ring: &str, config: &Config) -> Result<()> {
-    let dirs = Dirs::resolve(&config.daemon)?;
-    let socket = socket_path(ring, &dirs);
+/// Runs a ring tool on `ring`, a ring name or a socket path.
+pub fn run(
+    action: RingAction,
+    ring: &str,
+    config: Option<&Path>,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let (socket, reply) = sockets(ring, config)?;
     match action {
-        RingAction::Stat { json } => {
-            let stat = edgegw_ring::tools::stat(&socket)?;
-            // The owner counters of a ring the daemon serves, by name (FORMAT.md section 6).
-            let counters = RingCounter::named(&stat.owner_counters);
-            if json {
-                let mut value = serde_json::to_value(&stat)?;
-                value["counters"] = counters.into();
-                println!("{value}");
-            } else {
-                let counters: Vec<String> =
-                    counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{stat}\ncounters    {}", counters.join(" "));
-            }
-        }
+        RingAction::Stat { json } => stat(&socket, json, out)?,
         RingAction::Tail { count } => {
             let options = edgegw_ring::tools::TailOptions {
                 max_packets: count,
                 ..Default::default()
             };
-            let stdout = std::io::stdout();
-            let (packets, end) = edgegw_ring::tools::tail(&socket, stdout.lock(), &options)?;
-            eprintln!("{packets} packet(s); stopped: {end:?}");
+            let (packets, end) = edgegw_ring::tools::tail(&socket, out, &options)?;
+            note!("{packets} packet(s); stopped: {end:?}");
         }
-        RingAction::Echo => echo(ring, &socket, &reply_path(ring, &dirs))?,
+        RingAction::Echo => echo(ring, &socket, &reply)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A ring's two sockets (ingress, reply): a path as given (`X.sock` and `X.reply.sock`), or
+/// the named ring's in the runtime directory.
+fn sockets(ring: &str, config: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+    if ring.contains('/') {
+        let reply = match ring.strip_suffix(".sock") {
+            Some(stem) => PathBuf::from(format!("{stem}.reply.sock")),
+            None => PathBuf::from(format!("{ring}.reply.sock")),
+        };
+        return Ok((PathBuf::from(ring), reply));
+    }
+    let runtime = match config {
+        Some(file) => paths::runtime_dir(&Config::load(file)?.daemon),
+        None => find(
+            ring,
+            paths::runtime_dir(&Config::builtin().daemon),
+            Path::new(SYSTEM_RUNTIME_DIR),
+        ),
+    };
+    Ok((
+        paths::ring_socket(&runtime, ring),
+        paths::reply_socket(&runtime, ring),
+    ))
+}
+
+/// The runtime directory that has `ring`: `own`, unless only `system` has it.
+fn find(ring: &str, own: PathBuf, system: &Path) -> PathBuf {
+    if !paths::ring_socket(&own, ring).exists() && paths::ring_socket(system, ring).exists() {
+        system.to_path_buf()
+    } else {
+        own
+    }
+}
+
+/// Prints a ring's state, with the daemon's counters for it by name (FORMAT.md section 6).
+fn stat(socket: &Path, json: bool, out: &mut impl Write) -> Result<()> {
+    let stat = edgegw_ring::tools::stat(socket)?;
+    let counters = RingCounter::named(&stat.owner_counters);
+    if json {
+        let mut value = serde_json::to_value(&stat)?;
+        value["counters"] = counters.into();
+        writeln!(out, "{value}")?;
+    } else {
+        let counters: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(out, "{stat}\ncounters    {}", counters.join(" "))?;
     }
     Ok(())
-}
-
-fn socket_path(ring: &str, dirs: &Dirs) -> PathBuf {
-    if ring.contains('/') {
-        PathBuf::from(ring)
-    } else {
-        dirs.ring_socket(ring)
-    }
-}
-
-fn reply_path(ring: &str, dirs: &Dirs) -> PathBuf {
-    match ring.strip_suffix(".sock") {
-        Some(stem) if ring.contains('/') => PathBuf::from(format!("{stem}.reply.sock")),
-        _ => dirs.reply_socket(ring),
-    }
 }
 
 /// The example consumer: every DATA packet goes back to its connection, unchanged. Survives
@@ -71,7 +101,7 @@ fn echo(name: &str, ingress_path: &std::path::Path, reply_path: &std::path::Path
             Ok(pair) => pair,
             Err(e) if is_retryable(&e) => {
                 if !announced_wait {
-                    eprintln!("edgegw ring echo: waiting for ring `{name}` ({e})");
+                    note!("edgegw ring echo: waiting for ring `{name}` ({e})");
                     announced_wait = true;
                 }
                 std::thread::sleep(Duration::from_millis(500));
@@ -80,17 +110,17 @@ fn echo(name: &str, ingress_path: &std::path::Path, reply_path: &std::path::Path
             Err(e) => return Err(e).with_context(|| format!("attach to ring `{name}`")),
         };
         announced_wait = false;
-        eprintln!(
+        note!(
             "edgegw ring echo: attached to `{name}` (generation {}); echoing",
             consumer.generation()
         );
         match echo_attached(&mut consumer, &mut producer, reply_path)? {
             Readiness::PeerGone | Readiness::Finished => {
-                eprintln!(
+                note!(
                     "edgegw ring echo: the daemon went away (or replaced the ring); attaching again"
                 );
             }
-            other => eprintln!("edgegw ring echo: {other:?}"),
+            other => note!("edgegw ring echo: {other:?}"),
         }
     }
 }
@@ -116,9 +146,7 @@ fn echo_attached(
             // to the reply socket again; if the daemon is gone, so is the ingress ring.
             match Producer::attach(reply_path) {
                 Ok(fresh) => {
-                    eprintln!(
-                        "edgegw ring echo: the daemon replaced the reply ring; attached again"
-                    );
+                    note!("edgegw ring echo: the daemon replaced the reply ring; attached again");
                     *producer = fresh;
                 }
                 Err(e) if is_retryable(&e) => return Ok(Readiness::PeerGone),
@@ -136,7 +164,7 @@ fn echo_attached(
                 }
                 proto::OPEN => {
                     if let Some((id, info)) = OpenInfo::decode(&payload.to_vec()) {
-                        eprintln!(
+                        note!(
                             "connection {id} open: peer {} listener {} sni {:?} alpn {:?} client {:?}",
                             info.peer, info.listener, info.sni, info.alpn, info.client_subject
                         );
@@ -145,7 +173,7 @@ fn echo_attached(
                 }
                 proto::CLOSE => match (payload.read_u64_le(0), payload.read_u32_le(8)) {
                     (Some(id), Some(reason)) => {
-                        eprintln!("connection {id} closed (reason {reason})");
+                        note!("connection {id} closed (reason {reason})");
                         // The client is done sending, so is the echo: the daemon may end it.
                         send_waiting(producer, proto::CLOSE, 8, |reply| {
                             reply.copy_from_slice(&id.to_le_bytes());
@@ -154,7 +182,7 @@ fn echo_attached(
                     _ => None,
                 },
                 other => {
-                    eprintln!("skipping record of unknown type {other}");
+                    note!("skipping record of unknown type {other}");
                     None
                 }
             };
@@ -198,5 +226,35 @@ fn send_waiting(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_ring_is_looked_for_in_the_own_runtime_directory_then_in_the_system_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (own, system) = (dir.path().join("own"), dir.path().join("system"));
+        let serve = |runtime: &Path, ring: &str| {
+            std::fs::create_dir_all(runtime.join("rings")).unwrap();
+            std::fs::write(paths::ring_socket(runtime, ring), "").unwrap();
+        };
+        // Neither has it: the own directory (whose path the error then names).
+        assert_eq!(find("app", own.clone(), &system), own);
+        // Only the system daemon's has it.
+        serve(&system, "app");
+        assert_eq!(find("app", own.clone(), &system), system);
+        // Both: the own one first.
+        serve(&own, "app");
+        assert_eq!(find("app", own.clone(), &system), own);
+    }
+
+    #[test]
+    fn a_socket_path_names_both_sockets_without_any_directory() {
+        let (ingress, reply) = sockets("/srv/x/app.sock", None).unwrap();
+        assert_eq!(ingress, Path::new("/srv/x/app.sock"));
+        assert_eq!(reply, Path::new("/srv/x/app.reply.sock"));
     }
 }
