@@ -30,11 +30,7 @@ pub fn run(
     match action {
         RingAction::Stat { json } => stat(&socket, json, out)?,
         RingAction::Tail { count } => {
-            let options = edgegw_ring::tools::TailOptions {
-                max_packets: count,
-                ..Default::default()
-            };
-            let (packets, end) = edgegw_ring::tools::tail(&socket, out, &options)?;
+            let (packets, end) = tail(&socket, count, out)?;
             note!("{packets} packet(s); stopped: {end:?}");
         }
         RingAction::Echo => echo(ring, &socket, &reply)?,
@@ -86,6 +82,118 @@ fn stat(socket: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     } else {
         let counters: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(out, "{stat}\ncounters    {}", counters.join(" "))?;
+    }
+    Ok(())
+}
+
+/// Bytes of each payload `ring tail` shows (the rest is summed up).
+const DUMP_BYTES: usize = 256;
+
+/// Why `ring tail` stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TailEnd {
+    /// It printed `--count` packets.
+    Count,
+    /// The ring was finished and drained.
+    Finished,
+    /// The server hung up.
+    PeerGone,
+    /// The output was closed (a broken pipe, as with `| head`).
+    OutputClosed,
+}
+
+/// Attaches to the ring at `socket` as its consumer and prints each packet: sequence number,
+/// length, type, flags and a hex dump. Packets printed are released: `tail` *is* the consumer
+/// while it runs (the server refuses it while another consumer is attached). Returns packets
+/// printed and why it stopped.
+fn tail(socket: &Path, count: Option<u64>, out: &mut impl Write) -> Result<(u64, TailEnd)> {
+    let mut consumer = Consumer::attach(socket)?;
+    let mut printed = 0u64;
+    let mut line = String::with_capacity(128);
+    let mut buf = Vec::with_capacity(DUMP_BYTES);
+    loop {
+        while let Some(record) = consumer.read()? {
+            buf.clear();
+            buf.resize(record.len().min(DUMP_BYTES), 0);
+            record.payload().copy_to_slice(&mut buf);
+            let written = writeln!(
+                out,
+                "#{printed} len={} type={:#06x} flags={:#06x}",
+                record.len(),
+                record.record_type(),
+                record.flags()
+            )
+            .and_then(|()| write_hex(out, &buf, record.len(), &mut line));
+            if let Err(e) = written {
+                consumer.release();
+                return output_closed(e).map(|end| (printed, end));
+            }
+            printed += 1;
+            if count.is_some_and(|n| printed >= n) {
+                consumer.release();
+                return match out.flush() {
+                    Ok(()) => Ok((printed, TailEnd::Count)),
+                    Err(e) => output_closed(e).map(|end| (printed, end)),
+                };
+            }
+        }
+        consumer.release();
+        if let Err(e) = out.flush() {
+            return output_closed(e).map(|end| (printed, end));
+        }
+        match consumer.wait(None)? {
+            Readiness::Ready | Readiness::TimedOut => {}
+            Readiness::Finished => return Ok((printed, TailEnd::Finished)),
+            Readiness::PeerGone => return Ok((printed, TailEnd::PeerGone)),
+        }
+    }
+}
+
+/// A closed output ends `tail` normally; any other write error is an error.
+fn output_closed(e: std::io::Error) -> Result<TailEnd> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(TailEnd::OutputClosed)
+    } else {
+        Err(e).context("write the packets")
+    }
+}
+
+/// `hexdump -C` style lines for `bytes`, the first of a payload of `total`; notes the bytes
+/// not shown.
+fn write_hex(
+    out: &mut impl Write,
+    bytes: &[u8],
+    total: usize,
+    line: &mut String,
+) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        line.clear();
+        let _ = write!(line, "  {:08x} ", i * 16);
+        for j in 0..16 {
+            if j == 8 {
+                line.push(' ');
+            }
+            match chunk.get(j) {
+                Some(b) => {
+                    let _ = write!(line, " {b:02x}");
+                }
+                None => line.push_str("   "),
+            }
+        }
+        line.push_str("  |");
+        line.extend(chunk.iter().map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        }));
+        line.push('|');
+        writeln!(out, "{line}")?;
+    }
+    if total > bytes.len() {
+        writeln!(out, "  ... {} more bytes", total - bytes.len())?;
     }
     Ok(())
 }
@@ -249,6 +357,18 @@ mod tests {
         // Both: the own one first.
         serve(&own, "app");
         assert_eq!(find("app", own.clone(), &system), own);
+    }
+
+    #[test]
+    fn hex_lines_show_offsets_bytes_and_ascii() {
+        let mut out = Vec::new();
+        let mut line = String::new();
+        write_hex(&mut out, b"hello, ring!\x00\x01\x02\x03xyz", 40, &mut line).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "  00000000  68 65 6c 6c 6f 2c 20 72  69 6e 67 21 00 01 02 03  |hello, ring!....|\n  00000010  78 79 7a                                          |xyz|\n  ... 21 more bytes\n"
+        );
     }
 
     #[test]
