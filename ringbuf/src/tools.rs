@@ -129,7 +129,7 @@ pub struct RawAttachment {
 /// Performs only the attach handshake for `role` and returns the fds, unchecked and unmapped.
 /// For tools and tests that look at a ring's memory through the file interface, and for
 /// bindings that map it their own way: they must do FORMAT.md section 6's checks themselves.
-/// [`Consumer::attach`] and [`crate::Producer::attach`] are the checked way.
+/// [`crate::Consumer::attach`] and [`crate::Producer::attach`] are the checked way.
 pub fn attach_raw(path: impl AsRef<Path>, role: Role) -> Result<RawAttachment> {
     let attachment = crate::attach::connect(path.as_ref(), role)?;
     Ok(RawAttachment {

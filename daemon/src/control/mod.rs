@@ -25,7 +25,7 @@
 //! [`Request`]s (a reload's reply carries its outcome back); kernel events (certificate files,
 //! addresses, consumer cgroups, memory pressure) are one more branch whose reactions are a
 //! reload request, socket operations against the socket table, or a change of the plan. A time
-//! budget for a reload wraps the future `start_reload` hands to [`Reloads`].
+//! budget for a reload wraps the future `start_reload` hands to `reload::Reloads`.
 
 mod build;
 mod reload;
