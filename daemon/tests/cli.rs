@@ -125,7 +125,6 @@ fn a_closed_stdout_ends_a_command_successfully() {
 #[test]
 #[ignore = "needs root: runs the ring tools as uid 65534, who has no home directory"]
 fn ring_tools_need_no_state_directory() {
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -137,17 +136,7 @@ fn ring_tools_need_no_state_directory() {
         "",
         "allow_uids = [65534]",
     ));
-    // uid 65534 must be able to run the binary and reach the socket, wherever the build is.
-    let bin_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = bin_dir.path().join("edgegw");
-    std::fs::copy(env!("CARGO_BIN_EXE_edgegw"), &bin).unwrap();
-    for d in [
-        daemon.dir.path().to_path_buf(),
-        daemon.dir.path().join("run"),
-    ] {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (_bin_dir, bin) = binary_for_nobody(&daemon);
     // As a DynamicUser= service runs: no $HOME, no XDG directories.
     let as_nobody = |args: &[&std::ffi::OsStr]| {
         let output = Command::new(&bin)

@@ -214,17 +214,7 @@ fn reload_changes_who_may_attach_to_a_ring() {
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), &ca, 1);
     let mut daemon = TestDaemon::start_in(dir, &config("")).unwrap();
-    // uid 65534 must be able to run the binary and reach the socket, wherever the build is.
-    let bin_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = bin_dir.path().join("edgegw");
-    std::fs::copy(env!("CARGO_BIN_EXE_edgegw"), &bin).unwrap();
-    for d in [
-        daemon.dir.path().to_path_buf(),
-        daemon.dir.path().join("run"),
-    ] {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (_bin_dir, bin) = binary_for_nobody(&daemon);
     let socket = daemon.ring_socket("app");
     let tail_as_nobody = || {
         std::process::Command::new(&bin)

@@ -155,6 +155,23 @@ impl TestDaemon {
     }
 }
 
+/// A copy of the binary that uid 65534 can run, wherever the build is, with the daemon's
+/// directories opened so that it reaches the ring sockets. Keep the directory while it runs.
+pub fn binary_for_nobody(daemon: &TestDaemon) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("edgegw");
+    std::fs::copy(env!("CARGO_BIN_EXE_edgegw"), &bin).unwrap();
+    for d in [
+        daemon.dir.path().to_path_buf(),
+        daemon.dir.path().join("run"),
+    ] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (bin_dir, bin)
+}
+
 /// A reload asked for, whose outcome is yet to come.
 pub struct PendingReload(tokio::sync::oneshot::Receiver<ReloadOutcome>);
 
