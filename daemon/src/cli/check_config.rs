@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use super::note;
+use super::note::note;
 use crate::config::Config;
 use crate::tls::{SelfSignedMode, TlsBuilder};
 

@@ -13,7 +13,7 @@ use edgegw_kernel_events::net::NetOptions;
 use edgegw_kernel_events::pressure::PressureOptions;
 use edgegw_kernel_events::{KernelEvents, KernelEventsBuilder};
 
-use super::EventsOptions;
+use super::args::EventsOptions;
 
 /// The sources the options name.
 fn sources(options: &EventsOptions) -> KernelEventsBuilder {

@@ -11,6 +11,7 @@
 mod args;
 mod check_config;
 mod events;
+mod note;
 mod ring;
 mod run;
 
@@ -20,15 +21,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 pub use args::{parse, Command, EventsOptions, RingAction, USAGE};
-
-/// Writes a line to stderr; a closed stderr is ignored (there is nobody to tell).
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-pub(crate) use note;
+use note::note;
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {

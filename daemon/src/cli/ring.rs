@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use edgegw_ring::{Consumer, Producer, Readiness};
 
-use super::{note, RingAction};
+use super::args::RingAction;
+use super::note::note;
 use crate::config::Config;
 use crate::gateway::RingCounter;
 use crate::paths::{self, SYSTEM_RUNTIME_DIR};

@@ -5,7 +5,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{TlsVersion, UnknownSni, WhenFull};
+use super::model::{TlsVersion, UnknownSni, WhenFull};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,12 +7,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{self, FramingKind};
-use super::{
-    units, Bind, CertificateConfig, CertificateSource, ClientAuthConfig, Config, ConfigError,
-    DaemonConfig, Framing, ListenerConfig, Location, RingConfig, RouteConfig, RouteTarget,
-    TlsVersion, UnknownSni, WhenFull,
+use super::error::ConfigError;
+use super::model::{
+    Bind, CertificateConfig, CertificateSource, ClientAuthConfig, Config, DaemonConfig, Framing,
+    ListenerConfig, RingConfig, RouteConfig, RouteTarget, TlsVersion, UnknownSni, WhenFull,
 };
+use super::raw::{self, FramingKind};
+use super::source::Location;
+use super::units;
 
 /// Validation state: the file and its text, for locating errors.
 pub(super) struct Validator<'a> {
