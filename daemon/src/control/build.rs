@@ -1,6 +1,7 @@
 //! What a config needs, built beside the running daemon: rustls configs, sockets for new
 //! addresses, new rings with their attach sockets, and the plan for the TLS thread. Nothing
-//! running is touched; a reload builds on the blocking pool, from a snapshot of what runs.
+//! running is touched, and everything that can fail fails here, before the TLS thread sees the
+//! plan; a reload builds on the blocking pool, from a snapshot of what runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::reload::ReloadError;
-use super::rings::{self, NewRing};
+use super::rings::{self, RingState};
 use super::sockets::SocketTable;
 use crate::config::{Config, ConfigError, ConfigSource, DaemonConfig};
 use crate::gateway::Plan;
@@ -25,7 +26,7 @@ pub struct Commit {
     /// The socket table after the plan's socket operations.
     pub sockets: SocketTable,
     /// The new rings, to be served.
-    pub new_rings: Vec<NewRing>,
+    pub new_rings: Vec<RingState>,
 }
 
 /// A config, built: the plan for the TLS thread and what the control plane commits after it.

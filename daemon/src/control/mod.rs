@@ -110,7 +110,7 @@ impl Daemon {
         };
         let (gateway, events) = Gateway::start(&settings, built.plan)?;
         let mut rings = rings::Rings::default();
-        rings.add(built.commit.new_rings)?;
+        rings.add(built.commit.new_rings);
         drop_startup_pages();
         let config = built.commit.config;
         log::info!(
@@ -174,7 +174,7 @@ impl Daemon {
                 () = self.rings.ready() => self.rings.serve(&self.gateway),
                 event = self.events.next() => self.rings.on_gateway_event(&self.gateway, event),
                 built = self.reloads.finished() => {
-                    let result = built.and_then(|commit| self.commit(commit));
+                    let result = built.map(|commit| self.commit(commit));
                     self.reload_done(result, &source);
                 }
                 _ = tick.tick() => {
@@ -221,14 +221,14 @@ impl Daemon {
         });
     }
 
-    /// The TLS thread runs the new plan: the control plane's side follows.
-    fn commit(&mut self, commit: Commit) -> Result<(), ReloadError> {
-        let served = self.rings.add(commit.new_rings);
+    /// The TLS thread runs the new plan: the control plane's side follows (nothing here can
+    /// fail: the build did whatever could).
+    fn commit(&mut self, commit: Commit) {
+        self.rings.add(commit.new_rings);
         self.rings.update(&commit.config);
         self.sockets = commit.sockets;
         self.config = commit.config;
         drop_startup_pages();
-        served.map_err(ReloadError::Apply)
     }
 
     /// A reload is over: says so, answers who asked, and starts the one queued behind it.

@@ -52,17 +52,6 @@ impl AttachServer {
     }
 }
 
-/// A ring that is built but not yet served: its attach servers are bound (consumers' connects
-/// wait in the backlog) and registered with the runtime only once the TLS thread has its other
-/// ends.
-#[derive(Debug)]
-pub struct NewRing {
-    config: RingConfig,
-    ingress: RingServer,
-    reply: RingServer,
-    counters: Arc<OwnerCounters>,
-}
-
 /// Every ring, by name.
 #[derive(Debug, Default)]
 pub struct Rings {
@@ -78,18 +67,12 @@ impl Rings {
             .collect()
     }
 
-    /// Serves rings the TLS thread now has.
-    pub fn add(&mut self, new: Vec<NewRing>) -> Result<()> {
+    /// Serves rings the TLS thread now has (until then, consumers' connects wait in the
+    /// backlog of their sockets).
+    pub fn add(&mut self, new: Vec<RingState>) {
         for ring in new {
-            let state = RingState {
-                ingress: AttachServer::new(ring.ingress)?,
-                reply: AttachServer::new(ring.reply)?,
-                counters: ring.counters,
-                config: ring.config,
-            };
-            self.rings.insert(state.config.name.clone(), state);
+            self.rings.insert(ring.config.name.clone(), ring);
         }
-        Ok(())
     }
 
     /// Applies a reloaded config's allow lists. A ring it no longer names stays until restart
@@ -374,8 +357,9 @@ fn allow_list(ring: &RingConfig) -> AllowList {
 }
 
 /// Creates a ring pair (ingress: we produce; reply: we consume) and binds its two attach
-/// sockets.
-pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, NewRing)> {
+/// sockets, registered with the runtime (so inside one: the control loop's, or its blocking
+/// pool's) but served only once [`Rings::add`] has them.
+pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingState)> {
     let layout = RingLayout::with_capacity(ring.capacity);
     let ingress =
         Producer::create(layout).with_context(|| format!("ring `{}`: create", ring.name))?;
@@ -408,10 +392,10 @@ pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, NewRing)
             reply,
             counters: counters.clone(),
         },
-        NewRing {
+        RingState {
             config: ring.clone(),
-            ingress: ingress_server,
-            reply: reply_server,
+            ingress: AttachServer::new(ingress_server)?,
+            reply: AttachServer::new(reply_server)?,
             counters,
         },
     ))

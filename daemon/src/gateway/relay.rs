@@ -238,15 +238,19 @@ fn offer<B: Backend>(
     cx: &Context<'_>,
 ) -> Result<Progress, Ending> {
     let mut refused = None;
-    let progress = client
-        .session
-        .process(&mut |data| match backend.offer(data) {
+    let progress = client.session.process(&mut |data| {
+        if refused.is_some() {
+            // Nothing after a refusal reaches the backend: the connection ends.
+            return data.len();
+        }
+        match backend.offer(data) {
             Ok(taken) => taken,
             Err(e) => {
                 refused = Some(e);
                 data.len()
             }
-        });
+        }
+    });
     backend.flush();
     match refused {
         Some(BackendError::Frame(e)) => {
