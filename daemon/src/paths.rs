@@ -3,7 +3,9 @@
 //!
 //! Under systemd, `StateDirectory=` and `RuntimeDirectory=` set `$STATE_DIRECTORY` and
 //! `$RUNTIME_DIRECTORY`; run by hand, the per-user XDG directories are used, so a newcomer's
-//! `cargo run -- run` needs no root and no setup. The config may override both.
+//! `cargo run -- run` needs no root and no setup. The config may override both. The ring tools
+//! need only the runtime directory ([`runtime_dir`]), so they work where no state directory
+//! can be worked out (a `DynamicUser=` unit has no `$HOME`).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -28,11 +30,10 @@ impl Dirs {
             Some(dir) => dir.clone(),
             None => default_state_dir()?,
         };
-        let runtime = match &config.runtime_dir {
-            Some(dir) => dir.clone(),
-            None => default_runtime_dir(),
-        };
-        Ok(Dirs { state, runtime })
+        Ok(Dirs {
+            state,
+            runtime: runtime_dir(config),
+        })
     }
 
     /// Creates both directories if needed.
@@ -49,13 +50,36 @@ impl Dirs {
 
     /// Attach socket of a ring's ingress direction (the consumer reads from it).
     pub fn ring_socket(&self, ring: &str) -> PathBuf {
-        self.rings().join(format!("{ring}.sock"))
+        ring_socket(&self.runtime, ring)
     }
 
     /// Attach socket of a ring's reply direction (the consumer writes to it).
     pub fn reply_socket(&self, ring: &str) -> PathBuf {
-        self.rings().join(format!("{ring}.reply.sock"))
+        reply_socket(&self.runtime, ring)
     }
+}
+
+/// The runtime directory of the system daemon (root's default, and systemd's
+/// `RuntimeDirectory=edgegw`).
+pub const SYSTEM_RUNTIME_DIR: &str = "/run/edgegw";
+
+/// The runtime directory: the config's `runtime_dir`, else `$RUNTIME_DIRECTORY`, else
+/// `$XDG_RUNTIME_DIR/edgegw`, else `/run/edgegw` (root) or `/tmp/edgegw-<uid>`.
+pub fn runtime_dir(config: &DaemonConfig) -> PathBuf {
+    match &config.runtime_dir {
+        Some(dir) => dir.clone(),
+        None => default_runtime_dir(),
+    }
+}
+
+/// Attach socket of a ring's ingress direction in `runtime_dir`.
+pub fn ring_socket(runtime_dir: &Path, ring: &str) -> PathBuf {
+    runtime_dir.join("rings").join(format!("{ring}.sock"))
+}
+
+/// Attach socket of a ring's reply direction in `runtime_dir`.
+pub fn reply_socket(runtime_dir: &Path, ring: &str) -> PathBuf {
+    runtime_dir.join("rings").join(format!("{ring}.reply.sock"))
 }
 
 fn first_of_list(var: &str) -> Option<PathBuf> {
@@ -90,7 +114,7 @@ fn default_runtime_dir() -> PathBuf {
     }
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
-        PathBuf::from("/run/edgegw")
+        PathBuf::from(SYSTEM_RUNTIME_DIR)
     } else {
         std::env::temp_dir().join(format!("edgegw-{uid}"))
     }

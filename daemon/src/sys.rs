@@ -97,29 +97,21 @@ impl SystemdSockets {
         Ok(SystemdSockets { entries })
     }
 
-    /// The sockets named `name`: a duplicate of each, except for those the TLS thread already
-    /// has (listed in `bound`).
-    pub fn take(
-        &self,
-        name: &str,
-        bound: &[SocketAddr],
-    ) -> Result<Vec<(SocketAddr, Option<std::net::TcpListener>)>> {
-        let mut out = Vec::new();
-        for entry in self.entries.iter().filter(|e| e.name == name) {
-            if bound.contains(&entry.addr) {
-                out.push((entry.addr, None));
-            } else {
-                let socket = entry.socket.try_clone().with_context(|| {
-                    format!("duplicate systemd socket `{name}` ({})", entry.addr)
-                })?;
-                out.push((entry.addr, Some(socket)));
-            }
-        }
-        if out.is_empty() {
+    /// The sockets named `name`, with their addresses. The daemon keeps them for its life; the
+    /// TLS thread gets duplicates, so a failed reload or a listener removed and added back
+    /// never loses the socket systemd gave us.
+    pub fn named(&self, name: &str) -> Result<Vec<(SocketAddr, &std::net::TcpListener)>> {
+        let named: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|e| e.name == name)
+            .map(|e| (e.addr, &e.socket))
+            .collect();
+        if named.is_empty() {
             let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
             bail!("systemd passed no listening socket named `{name}` (it passed: {known:?}); check FileDescriptorName= in the .socket unit");
         }
-        Ok(out)
+        Ok(named)
     }
 }
 

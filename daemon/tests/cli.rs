@@ -98,6 +98,156 @@ fn usage_errors_exit_2_with_usage() {
     assert!(stderr(&output).contains("usage:"));
 }
 
+#[test]
+fn usage_errors_exit_2_even_when_stderr_is_closed() {
+    // A pipe whose reader is gone: every write to it fails (EPIPE). Printing the usage must
+    // not panic (exit 101); the exit code still says "usage error".
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = edgegw().arg("frobnicate").stderr(writer).status().unwrap();
+    assert_eq!(status.code(), Some(2));
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_successfully() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    for args in [&["print-default-config"][..], &["--help"], &["--version"]] {
+        let status = edgegw()
+            .args(args)
+            .stdout(writer.try_clone().unwrap())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "edgegw {args:?} | (closed)");
+    }
+}
+
+#[test]
+#[ignore = "needs root: runs the ring tools as uid 65534, who has no home directory"]
+fn ring_tools_need_no_state_directory() {
+    use std::os::unix::process::CommandExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: it runs the tools as uid 65534"
+    );
+    let daemon = TestDaemon::start(&ring_config(
+        "",
+        "self_signed = true",
+        "",
+        "allow_uids = [65534]",
+    ));
+    let (_bin_dir, bin) = binary_for_nobody(&daemon);
+    // As a DynamicUser= service runs: no $HOME, no XDG directories.
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        let output = Command::new(&bin)
+            .args(args)
+            .env_clear()
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "edgegw {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let socket = daemon.ring_socket("app");
+    let by_path = as_nobody(&["ring".as_ref(), "stat".as_ref(), socket.as_os_str()]);
+    assert!(by_path.contains("generation  1"), "{by_path}");
+    // By name, the runtime directory from $RUNTIME_DIRECTORY (RuntimeDirectory=).
+    let output = Command::new(&bin)
+        .args(["ring", "stat", "app", "--json"])
+        .env_clear()
+        .env("RUNTIME_DIRECTORY", daemon.dir.path().join("run"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["generation"], 1, "{json}");
+}
+
+/// Serves a ring at `path` on a thread until the returned flag is set.
+fn serve_ring(
+    path: &std::path::Path,
+) -> (
+    edgegw_ring::Producer,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let producer =
+        edgegw_ring::Producer::create(edgegw_ring::RingConfig::with_capacity(8192)).unwrap();
+    let mut server = edgegw_ring::RingServer::bind(
+        path,
+        producer.served_ring().unwrap(),
+        edgegw_ring::AllowList::current_user(),
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !stopped.load(Ordering::Relaxed) {
+            server.serve_for(Some(Duration::from_millis(20))).unwrap();
+        }
+    });
+    (producer, stop, thread)
+}
+
+#[test]
+fn ring_tail_prints_each_packet_with_length_type_flags_and_hex_then_stops_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sock");
+    let (mut producer, stop, server) = serve_ring(&path);
+    producer.send(0x12, 0x3, b"hello tail").unwrap();
+    producer.send(0x13, 0, &[0xffu8; 300]).unwrap();
+    producer.finish();
+    let output = run(&["ring", "tail", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "#0 len=10 type=0x0012 flags=0x0003",
+        "68 65 6c 6c 6f 20 74 61  69 6c",
+        "|hello tail|",
+        "#1 len=300 type=0x0013 flags=0x0000",
+        "  ... 44 more bytes",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
+    }
+    assert!(stderr(&output).contains("2 packet(s); stopped: Finished"));
+    // The packets it printed were released.
+    assert_eq!(edgegw_ring::tools::stat(&path).unwrap().fill, 0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+}
+
+#[test]
+fn ring_tail_stops_after_the_count_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.sock");
+    let (mut producer, stop, server) = serve_ring(&path);
+    for i in 0..5u8 {
+        producer.send(1, 0, &[i]).unwrap();
+    }
+    let output = run(&["ring", "tail", path.to_str().unwrap(), "--count", "3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("3 packet(s); stopped: Count"));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .matches("len=1 ")
+            .count(),
+        3
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+}
+
 /// Sends a line through `openssl s_client` and returns the first line that comes back.
 fn openssl_round_trip(addr: &str, servername: &str, line: &str) -> String {
     let mut client = Command::new("openssl")

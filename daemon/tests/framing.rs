@@ -368,3 +368,48 @@ fn a_close_that_found_the_ring_full_reaches_the_consumer_once_it_reads() {
         drop(tls);
     });
 }
+
+#[test]
+fn a_socket_route_checks_frames_and_forwards_nothing_of_an_oversized_one() {
+    block_on(async {
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = format!(
+            "[[listener]]\nname = \"tls\"\nbind = [\"127.0.0.1:0\"]\nroute = \"backend\"\n  \
+             [[listener.certificate]]\n  self_signed = true\n[[route]]\nname = \"backend\"\n\
+             tcp = \"{}\"\nframing = \"length-prefixed\"\nmax_frame = 100\n",
+            backend.local_addr().unwrap()
+        );
+        let daemon = TestDaemon::start(&config);
+        let roots = [self_signed_cert(&daemon, "localhost")];
+        let received = tokio::spawn(async move {
+            let (mut conn, _) = backend.accept().await.unwrap();
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut got)
+                .await
+                .unwrap();
+            got
+        });
+        let mut tls = connect(daemon.addr("tls"), client_config(&roots, &[]), "localhost")
+            .await
+            .unwrap();
+        tls.write_all(&frame(b"ok")).await.unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // One record: a frame over max_frame, then one that would be fine on its own.
+        let bad = [frame(&[7u8; 101]), frame(b"after")].concat();
+        tls.write_all(&bad).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest),
+        )
+        .await
+        .expect("the connection is closed");
+        let got = tokio::time::timeout(Duration::from_secs(10), received)
+            .await
+            .expect("the backend connection is closed")
+            .unwrap();
+        assert_eq!(got, frame(b"ok"), "the backend got only the frame before");
+        daemon.wait_for("oversized frame counted", |s| s.oversized_frames == 1);
+    });
+}

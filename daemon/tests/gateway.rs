@@ -101,14 +101,14 @@ fn a_consumer_close_record_closes_the_client_connection() {
 
 #[test]
 fn replies_for_unknown_connections_are_counted_and_dropped() {
-    use edgegw::gateway::wire;
+    use edgegw::proto;
     let daemon = TestDaemon::start(&ring_route());
     // Attach the reply side only, as a consumer would after a restart with stale ids.
     let mut producer = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
     let mut bogus = 999u64.to_le_bytes().to_vec();
     bogus.extend_from_slice(b"nobody is listening");
-    producer.send(wire::DATA, 0, &bogus).unwrap();
-    producer.send(wire::DATA, 0, b"short").unwrap();
+    producer.send(proto::DATA, 0, &bogus).unwrap();
+    producer.send(proto::DATA, 0, b"short").unwrap();
     producer.send(77, 0, &1u64.to_le_bytes()).unwrap();
     let stats = daemon.wait_for("unknown and malformed replies counted", |s| {
         s.replies_for_unknown_connections == 1 && s.malformed_replies == 2
@@ -136,7 +136,7 @@ fn replies_for_unknown_connections_are_counted_and_dropped() {
 
 #[test]
 fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connection() {
-    use edgegw::gateway::wire;
+    use edgegw::proto;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     let daemon = TestDaemon::start(&ring_route());
@@ -148,9 +148,9 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
             .await
             .unwrap();
         tls.write_all(b"one").await.unwrap();
-        assert_eq!(next_record(&mut ingress).0, wire::OPEN);
+        assert_eq!(next_record(&mut ingress).0, proto::OPEN);
         let (kind, data) = next_record(&mut ingress);
-        assert_eq!((kind, &data[8..]), (wire::DATA, &b"one"[..]));
+        assert_eq!((kind, &data[8..]), (proto::DATA, &b"one"[..]));
         let id = u64::from_le_bytes(data[..8].try_into().unwrap());
         reply_data(&mut reply, id, b"one");
         let mut got = [0u8; 3];
@@ -205,7 +205,7 @@ fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connectio
         let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
         tls.write_all(b"two").await.unwrap();
         let (kind, data) = next_record(&mut ingress);
-        assert_eq!((kind, &data[8..]), (wire::DATA, &b"two"[..]));
+        assert_eq!((kind, &data[8..]), (proto::DATA, &b"two"[..]));
         reply_data(&mut reply, id, b"two");
         tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut got))
             .await

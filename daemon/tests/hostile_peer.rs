@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use edgegw::gateway::wire;
+use edgegw::proto;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -407,17 +407,17 @@ impl Harness {
             let payload = record.payload().to_vec();
             let conn = u64::from_le_bytes(payload[..8].try_into().unwrap());
             match (record.record_type(), id) {
-                (wire::OPEN, None) => id = Some(conn),
-                (wire::DATA, Some(this)) if conn == this => {
+                (proto::OPEN, None) => id = Some(conn),
+                (proto::DATA, Some(this)) if conn == this => {
                     got.extend_from_slice(&payload[8..]);
-                    let _ = replies.send(wire::DATA, 0, &payload);
+                    let _ = replies.send(proto::DATA, 0, &payload);
                 }
                 // Earlier rounds' connections: their CLOSE comes late; answer it.
-                (wire::CLOSE, _) => {
-                    let _ = replies.send(wire::CLOSE, 0, &payload[..8]);
+                (proto::CLOSE, _) => {
+                    let _ = replies.send(proto::CLOSE, 0, &payload[..8]);
                 }
                 (kind, this) => prop_assert!(
-                    this.is_none() && kind == wire::DATA,
+                    this.is_none() && kind == proto::DATA,
                     "round {r}: unexpected record type {kind} for connection {conn} (this round's: {this:?})"
                 ),
             }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use edgegw::gateway::wire;
+use edgegw::proto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config() -> String {
@@ -43,7 +43,7 @@ fn a_finished_reply_ring_is_drained_and_a_new_producer_continues_while_the_gatew
             .await
             .unwrap();
         tls.write_all(b"one").await.unwrap();
-        assert_eq!(next_record(&mut ingress).0, wire::OPEN);
+        assert_eq!(next_record(&mut ingress).0, proto::OPEN);
         let (_, data) = next_record(&mut ingress);
         let id = u64::from_le_bytes(data[..8].try_into().unwrap());
 
@@ -74,7 +74,7 @@ fn a_finished_reply_ring_is_drained_and_a_new_producer_continues_while_the_gatew
         }
         assert!(kinds
             .iter()
-            .any(|(k, d)| *k == wire::DATA && d[8..] == *b"two"));
+            .any(|(k, d)| *k == proto::DATA && d[8..] == *b"two"));
 
         // ...and a new producer attaches to the reply socket and answers the same connection.
         drop(replies);
@@ -115,7 +115,7 @@ fn a_broken_consumer_page_is_replaced_and_nothing_accepted_is_lost(
         if consume_first {
             // A conforming consumer reads and releases everything, then detaches.
             let mut first = attach_consumer(&daemon.ring_socket("app"));
-            assert_eq!(next_record(&mut first).0, wire::OPEN);
+            assert_eq!(next_record(&mut first).0, proto::OPEN);
             let (_, data) = next_record(&mut first);
             assert_eq!(&data[8..], b"before");
             id = Some(u64::from_le_bytes(data[..8].try_into().unwrap()));
@@ -138,9 +138,9 @@ fn a_broken_consumer_page_is_replaced_and_nothing_accepted_is_lost(
         let mut replies = attach_producer(&daemon.reply_socket("app"));
         if !consume_first {
             let (kind, open) = next_record(&mut ingress);
-            assert_eq!(kind, wire::OPEN, "the OPEN record is delivered again");
+            assert_eq!(kind, proto::OPEN, "the OPEN record is delivered again");
             let (kind, data) = next_record(&mut ingress);
-            assert_eq!((kind, &data[8..]), (wire::DATA, &b"before"[..]));
+            assert_eq!((kind, &data[8..]), (proto::DATA, &b"before"[..]));
             assert_eq!(open[..8], data[..8]);
             id = Some(u64::from_le_bytes(data[..8].try_into().unwrap()));
         }
@@ -149,7 +149,7 @@ fn a_broken_consumer_page_is_replaced_and_nothing_accepted_is_lost(
         let (kind, data) = next_record(&mut ingress);
         assert_eq!(
             (kind, &data[..]),
-            (wire::DATA, &[&id.to_le_bytes()[..], b"after"].concat()[..])
+            (proto::DATA, &[&id.to_le_bytes()[..], b"after"].concat()[..])
         );
         reply_data(&mut replies, id, b"still");
         assert_eq!(read_exactly(&mut tls, 5).await, b"still");
@@ -221,11 +221,11 @@ fn a_bad_position_written_while_attached_is_caught_when_the_daemon_needs_room() 
         daemon.wait_for("the broken ring replaced", |s| s.corrupt_ingress_rings == 1);
         // A conforming consumer gets every byte, from the OPEN on.
         let mut ingress = attach_consumer(&daemon.ring_socket("app"));
-        assert_eq!(next_record(&mut ingress).0, wire::OPEN);
+        assert_eq!(next_record(&mut ingress).0, proto::OPEN);
         let mut got = Vec::new();
         while got.len() < sent.len() {
             let (kind, data) = next_record(&mut ingress);
-            assert_eq!(kind, wire::DATA);
+            assert_eq!(kind, proto::DATA);
             got.extend_from_slice(&data[8..]);
         }
         assert_same_bytes(&got, &sent, "bytes through a replaced ring");

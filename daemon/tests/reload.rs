@@ -1,5 +1,6 @@
-//! Hot reload: `Daemon::reload` builds the new config beside the running one and swaps it in;
-//! established connections survive, a failed reload changes nothing and says why.
+//! Hot reload: a reload builds the new config beside the running one and swaps it in;
+//! established connections survive, a failed reload changes nothing and says why, and reloads
+//! run one at a time while the control loop goes on.
 
 mod common;
 
@@ -213,17 +214,7 @@ fn reload_changes_who_may_attach_to_a_ring() {
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), &ca, 1);
     let mut daemon = TestDaemon::start_in(dir, &config("")).unwrap();
-    // uid 65534 must be able to run the binary and reach the socket, wherever the build is.
-    let bin_dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = bin_dir.path().join("edgegw");
-    std::fs::copy(env!("CARGO_BIN_EXE_edgegw"), &bin).unwrap();
-    for d in [
-        daemon.dir.path().to_path_buf(),
-        daemon.dir.path().join("run"),
-    ] {
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (_bin_dir, bin) = binary_for_nobody(&daemon);
     let socket = daemon.ring_socket("app");
     let tail_as_nobody = || {
         std::process::Command::new(&bin)
@@ -277,4 +268,52 @@ fn reload_changes_who_may_attach_to_a_ring() {
         );
         assert!(String::from_utf8_lossy(&output.stdout).contains("type=0x0001"));
     });
+}
+
+/// Opens the named pipe `path` for writing (waiting for its reader) and writes `text` into it.
+fn feed(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).expect("a reload reads the config pipe");
+}
+
+#[test]
+fn a_reload_in_flight_leaves_the_loop_serving_and_requests_meanwhile_make_exactly_one_more() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ca = Pki::new("CA");
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &ca, 1);
+    let daemon = TestDaemon::start_in(dir, &config("")).unwrap();
+    // The config file becomes a named pipe: a reload's build waits on it until the test writes
+    // the config, so the test decides how long a build takes.
+    let file = daemon.config_file();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+    let first = daemon.request_reload();
+    // While it builds, the control loop serves the attach sockets: a stat is answered and a
+    // consumer attaches (and detaches).
+    std::thread::sleep(Duration::from_millis(100));
+    let stat = edgegw_ring::tools::stat(daemon.ring_socket("app")).expect("stat during a reload");
+    assert!(!stat.attached);
+    drop(edgegw_ring::Consumer::attach(daemon.ring_socket("app")).expect("attach during a reload"));
+    let storm: Vec<_> = (0..50).map(|_| daemon.request_reload()).collect();
+
+    feed(&file, &text);
+    first.wait().expect("the first reload");
+    // The storm made one more reload, which reads the config again.
+    feed(&file, &text);
+    for queued in storm {
+        queued.wait().expect("the queued reload");
+    }
+    // And no third: nobody opens the pipe for reading any more.
+    std::thread::sleep(Duration::from_millis(300));
+    let third = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&file);
+    assert_eq!(
+        third.unwrap_err().raw_os_error(),
+        Some(libc::ENXIO),
+        "a third reload is reading the config"
+    );
 }

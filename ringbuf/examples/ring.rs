@@ -1,21 +1,20 @@
-//! A small command-line front end to the ring tools until the daemon's CLI has them.
+//! A test ring without the daemon: serve one and produce packets into it, and look at a
+//! ring's state. To read the packets, `edgegw ring tail PATH` (the daemon's binary).
 //!
 //! ```text
-//! ring stat PATH [--json]                       positions, capacity, fill, drops, generation
-//! ring tail PATH [--count N] [--bytes N] [--idle-ms N]
-//!                                               attach as the consumer and print packets
+//! ring stat PATH                                positions, capacity, fill, drops, generation
 //! ring serve PATH [--capacity N] [--packets N] [--size N] [--interval-ms N]
 //!                                               serve a test ring and produce packets into it
 //! ```
 
-use edgegw_ring::tools::{self, TailOptions};
+use edgegw_ring::tools;
 use edgegw_ring::{AllowList, Error, Producer, RingConfig, RingServer};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  ring stat PATH [--json]\n  ring tail PATH [--count N] [--bytes N] [--idle-ms N]\n  ring serve PATH [--capacity N] [--packets N] [--size N] [--interval-ms N]"
+        "usage:\n  ring stat PATH\n  ring serve PATH [--capacity N] [--packets N] [--size N] [--interval-ms N]"
     );
     ExitCode::from(2)
 }
@@ -40,26 +39,7 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     match cmd {
         "stat" => {
-            let stat = tools::stat(path).map_err(|e| e.to_string())?;
-            if rest.iter().any(|a| a == "--json") {
-                println!(
-                    "{}",
-                    serde_json::to_string(&stat).map_err(|e| e.to_string())?
-                );
-            } else {
-                println!("{stat}");
-            }
-            Ok(())
-        }
-        "tail" => {
-            let options = TailOptions {
-                max_packets: option(rest, "--count")?,
-                dump_bytes: option(rest, "--bytes")?.unwrap_or(256) as usize,
-                idle_timeout: option(rest, "--idle-ms")?.map(Duration::from_millis),
-            };
-            let stdout = std::io::stdout();
-            let (n, end) = tools::tail(path, stdout.lock(), &options).map_err(|e| e.to_string())?;
-            eprintln!("{n} packets, stopped: {end:?}");
+            println!("{}", tools::stat(path).map_err(|e| e.to_string())?);
             Ok(())
         }
         "serve" => serve(path, rest),

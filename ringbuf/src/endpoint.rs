@@ -70,7 +70,8 @@ impl PeerState {
 }
 
 /// Whether the peer of an owner's ring is attached, as its server last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PeerStatus {
     /// A peer is attached now.
     pub attached: bool,

@@ -21,7 +21,9 @@
 //!   per ring, credentials checked against an [`AllowList`], fds passed after a versioned hello.
 //!   The server only needs the fds and a shared attach state, so it runs on one thread (the
 //!   daemon's main loop) while the owner's endpoint runs on another (the TLS thread).
-//! - [`tools`]: `stat` and `tail`, for the daemon's CLI.
+//! - [`tools`]: queries for operators' tools and tests (`stat`, the bare attach handshake);
+//!   the commands are the daemon's. `Serialize` for what they print comes with the `serde`
+//!   feature, off by default.
 //! - With the `tokio` feature: `AsyncRingServer`, `DataReadiness`, `SpaceReadiness`, the same
 //!   fds in tokio's `AsyncFd`. The core crate never depends on tokio.
 //! - `sys`: the only module with `unsafe`: mappings, atomics over shared memory, fds.

@@ -5,6 +5,8 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::model::{TlsVersion, UnknownSni, WhenFull};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
@@ -39,7 +41,7 @@ pub struct Listener {
     pub bind: Option<Vec<Spanned<String>>>,
     pub systemd_socket: Option<Spanned<String>>,
     pub route: Spanned<String>,
-    pub tls_versions: Option<Vec<Spanned<String>>>,
+    pub tls_versions: Option<Vec<Spanned<TlsVersion>>>,
     #[serde(default)]
     pub alpn: Vec<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
@@ -47,7 +49,7 @@ pub struct Listener {
     pub max_connections: Option<Spanned<u64>>,
     pub max_handshakes: Option<Spanned<u64>>,
     pub max_handshakes_per_source: Option<Spanned<u64>>,
-    pub unknown_sni: Option<Spanned<String>>,
+    pub unknown_sni: Option<UnknownSni>,
     #[serde(default)]
     pub certificate: Vec<Certificate>,
     pub client_auth: Option<ClientAuth>,
@@ -79,7 +81,7 @@ pub struct Route {
     pub ring: Option<Spanned<String>>,
     pub tcp: Option<Spanned<String>>,
     pub unix: Option<Spanned<String>>,
-    pub framing: Option<Spanned<String>>,
+    pub framing: Option<FramingKind>,
     pub max_frame: Option<Spanned<Size>>,
 }
 
@@ -88,11 +90,19 @@ pub struct Route {
 pub struct Ring {
     pub name: Spanned<String>,
     pub capacity: Option<Spanned<Size>>,
-    pub when_full: Option<Spanned<String>>,
+    pub when_full: Option<WhenFull>,
     #[serde(default)]
     pub allow_uids: Vec<u32>,
     #[serde(default)]
     pub allow_gids: Vec<u32>,
+}
+
+/// `framing` as written; with `max_frame` it makes a [`super::Framing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FramingKind {
+    Stream,
+    LengthPrefixed,
 }
 
 /// A byte size as written: an integer, or a string with a unit (checked by validation).

@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 const GOOD: &str = r#"
 [daemon]
@@ -253,60 +254,89 @@ fn routes_to_missing_rings_and_listeners_to_missing_routes_are_refused() {
 
 #[test]
 fn values_out_of_range_are_refused() {
-    fails(
-        &GOOD.replace("capacity = \"1MiB\"", "capacity = 5000"),
-        "capacity = 5000",
-        "ring.capacity",
-        "power of two",
-    );
-    fails(
-        &GOOD.replace("handshake_timeout = \"5s\"", "handshake_timeout = \"5\""),
-        "handshake_timeout",
-        "listener.handshake_timeout",
-        "no unit",
-    );
-    fails(
-        &GOOD.replace("max_handshakes = 50", "max_handshakes = 5000"),
-        "max_handshakes",
-        "listener.max_handshakes",
-        "exceeds max_connections",
-    );
-    fails(
-        &GOOD.replace(
+    // (replace, with, on the line of, key, message)
+    let cases = [
+        (
+            "capacity = \"1MiB\"",
+            "capacity = 5000",
+            "capacity = 5000",
+            "ring.capacity",
+            "power of two",
+        ),
+        (
+            "handshake_timeout = \"5s\"",
+            "handshake_timeout = \"5\"",
+            "handshake_timeout",
+            "listener.handshake_timeout",
+            "no unit",
+        ),
+        (
+            "max_handshakes = 50",
+            "max_handshakes = 5000",
+            "max_handshakes",
+            "listener.max_handshakes",
+            "exceeds max_connections",
+        ),
+        (
             "max_handshakes = 50",
             "max_handshakes = 50\nmax_handshakes_per_source = 51",
+            "max_handshakes_per_source",
+            "listener.max_handshakes_per_source",
+            "max_handshakes_per_source (51) exceeds max_handshakes (50)",
         ),
-        "max_handshakes_per_source",
-        "listener.max_handshakes_per_source",
-        "max_handshakes_per_source (51) exceeds max_handshakes (50)",
-    );
-    fails(
-        &GOOD.replace(
+        (
             "max_handshakes = 50",
             "max_handshakes = 50\nmax_handshakes_per_source = 0",
+            "max_handshakes_per_source",
+            "listener.max_handshakes_per_source",
+            "between 1 and 1000000",
         ),
-        "max_handshakes_per_source",
-        "listener.max_handshakes_per_source",
-        "between 1 and 1000000",
-    );
-    fails(
-        &GOOD.replace("max_frame = \"16KiB\"", "max_frame = \"1MiB\""),
-        "max_frame",
-        "route.max_frame",
-        "does not fit in ring `app`",
-    );
-    fails(
-        &GOOD.replace("tls_versions = [\"1.3\"]", "tls_versions = [\"1.1\"]"),
-        "tls_versions",
-        "listener.tls_versions",
-        "unsupported TLS version `1.1`",
-    );
-    fails(
-        &GOOD.replace("when_full = \"drop\"", "when_full = \"block\""),
-        "when_full",
-        "ring.when_full",
-        "unknown policy `block`",
-    );
+        (
+            "max_frame = \"16KiB\"",
+            "max_frame = \"1MiB\"",
+            "max_frame",
+            "route.max_frame",
+            "does not fit in ring `app`",
+        ),
+        (
+            "tls_versions = [\"1.3\"]",
+            "tls_versions = [\"1.1\"]",
+            "tls_versions",
+            "listener.tls_versions",
+            "unknown variant `1.1`, expected `1.2` or `1.3`",
+        ),
+        (
+            "when_full = \"drop\"",
+            "when_full = \"block\"",
+            "when_full",
+            "ring.when_full",
+            "unknown variant `block`, expected `backpressure` or `drop`",
+        ),
+        (
+            "unknown_sni = \"default\"",
+            "unknown_sni = \"ignore\"",
+            "unknown_sni",
+            "listener.unknown_sni",
+            "unknown variant `ignore`, expected `reject` or `default`",
+        ),
+        (
+            "framing = \"length-prefixed\"",
+            "framing = \"lines\"",
+            "framing",
+            "route.framing",
+            "unknown variant `lines`, expected `stream` or `length-prefixed`",
+        ),
+        (
+            "tls_versions = [\"1.3\"]",
+            "tls_versions = [\"1.3\", \"1.3\"]",
+            "tls_versions",
+            "listener.tls_versions",
+            "TLS version `1.3` listed twice",
+        ),
+    ];
+    for (from, to, at, key, needle) in cases {
+        fails(&GOOD.replace(from, to), at, key, needle);
+    }
 }
 
 #[test]

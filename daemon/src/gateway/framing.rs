@@ -3,26 +3,18 @@
 //! The client sends u32 big-endian lengths, each followed by that many bytes; each frame is one
 //! packet (without its length). A frame that arrives whole in one chunk goes straight from the
 //! decrypted record to the ring; one split across records is assembled in a per-connection
-//! buffer that exists only while a frame is incomplete. (`stream` framing needs no state: the
-//! ring sink cuts chunks to the ring's record size itself.)
+//! buffer that exists only while a frame is incomplete (the ring backend's [`Framer`]); a socket
+//! backend forwards the stream as it is and only checks it ([`FrameChecker`]). (`stream`
+//! framing needs no state: the ring backend cuts chunks to the ring's record size itself.)
 
 /// A frame longer than the route allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("frame of {len} bytes exceeds max_frame {max}")]
 pub struct FrameTooLarge {
     /// Announced length.
     pub len: u32,
     /// The route's limit.
     pub max: u32,
-}
-
-impl std::fmt::Display for FrameTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "frame of {} bytes exceeds max_frame {}",
-            self.len, self.max
-        )
-    }
 }
 
 /// A connection's framing state.

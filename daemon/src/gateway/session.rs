@@ -70,6 +70,19 @@ impl PooledBuf {
         self.bytes.extend_from_slice(data);
     }
 
+    /// Appends `len` bytes written by `fill` into the new room; `fill` returns how many it
+    /// wrote, and only those are kept.
+    pub fn append_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) {
+        self.reserve(len);
+        let start = self.bytes.len();
+        self.bytes.resize(start + len, 0);
+        let written = fill(&mut self.bytes[start..]).min(len);
+        self.bytes.truncate(start + written);
+        if self.bytes.is_empty() {
+            self.release();
+        }
+    }
+
     /// Removes `n` bytes from the front; gives the buffer back to the pool when it empties.
     pub fn consume(&mut self, n: usize) {
         if n >= self.bytes.len() {

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -185,75 +186,10 @@ impl TlsBuilder {
         }
         let resolver = Arc::new(resolver);
 
-        let versions: Vec<&'static rustls::SupportedProtocolVersion> = listener
-            .versions
-            .iter()
-            .map(|v| match v {
-                TlsVersion::Tls13 => &rustls::version::TLS13,
-                TlsVersion::Tls12 => &rustls::version::TLS12,
-            })
-            .collect();
-        let verifier = match &listener.client_auth {
-            None => None,
-            Some(auth) => {
-                let fail = |message: String| ConfigError {
-                    location: Some(auth.location.clone()),
-                    message,
-                };
-                let roots = certs::load_roots(&auth.ca).map_err(fail)?;
-                let mut crls = Vec::new();
-                for path in &auth.crls {
-                    crls.extend(certs::load_crls(path).map_err(fail)?);
-                }
-                let mut verifier = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    self.provider.clone(),
-                )
-                .with_crls(crls);
-                if auth.optional {
-                    verifier = verifier.allow_unauthenticated();
-                }
-                Some(
-                    verifier
-                        .build()
-                        .map_err(|e| fail(format!("client_auth: {e}")))?,
-                )
-            }
-        };
-        let build = |provider: &Arc<CryptoProvider>| -> Result<Arc<ServerConfig>, ConfigError> {
-            let builder = ServerConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(&versions)
-                .map_err(|e| ConfigError {
-                    location: None,
-                    message: format!("listener `{}`: {e}", listener.name),
-                })?;
-            let builder = match &verifier {
-                None => builder.with_no_client_auth(),
-                Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
-            };
-            let mut config = builder.with_cert_resolver(resolver.clone());
-            config.alpn_protocols = listener.alpn.clone();
-            config.max_early_data_size = 0;
-            config.ignore_client_order = true;
-            // An oversized record gets a record_overflow alert sealed with the connection's own
-            // keys (`gateway::session`); they never leave the TLS thread.
-            config.enable_secret_extraction = true;
-            if listener.client_auth.is_none() {
-                config.ticketer = self.ticketer.clone();
-                config.session_storage = self.sessions.clone();
-                // One ticket per connection is what clients use; each costs a seal and a record.
-                config.send_tls13_tickets = 1;
-            } else {
-                // A resumed session skips client-certificate verification, so a revoked client
-                // (a CRL reloaded since) could resume. No resumption with client certificates.
-                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-                config.send_tls13_tickets = 0;
-            }
-            Ok(Arc::new(config))
-        };
-        let config = build(&self.provider)?;
+        let verifier = self.client_verifier(listener)?;
+        let config = self.server_config(&self.provider, listener, &resolver, &verifier)?;
         let chacha_config = match &self.chacha_provider {
-            Some(chacha) => build(chacha)?,
+            Some(chacha) => self.server_config(chacha, listener, &resolver, &verifier)?,
             None => config.clone(),
         };
         Ok(ListenerTls {
@@ -263,26 +199,98 @@ impl TlsBuilder {
         })
     }
 
+    /// The client-certificate verifier of a listener with `client_auth` (mTLS).
+    fn client_verifier(
+        &self,
+        listener: &ListenerConfig,
+    ) -> Result<Option<Arc<dyn ClientCertVerifier>>, ConfigError> {
+        let Some(auth) = &listener.client_auth else {
+            return Ok(None);
+        };
+        let fail = |message: String| ConfigError::at(auth.location.clone(), message);
+        let roots = certs::load_roots(&auth.ca).map_err(|e| fail(e.to_string()))?;
+        let mut crls = Vec::new();
+        for path in &auth.crls {
+            crls.extend(certs::load_crls(path).map_err(|e| fail(e.to_string()))?);
+        }
+        let mut verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .with_crls(crls);
+        if auth.optional {
+            verifier = verifier.allow_unauthenticated();
+        }
+        let verifier = verifier
+            .build()
+            .map_err(|e| fail(format!("client_auth: {e}")))?;
+        Ok(Some(verifier))
+    }
+
+    /// A listener's rustls config with `provider`'s suite order.
+    fn server_config(
+        &self,
+        provider: &Arc<CryptoProvider>,
+        listener: &ListenerConfig,
+        resolver: &Arc<SniResolver>,
+        verifier: &Option<Arc<dyn ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>, ConfigError> {
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = listener
+            .versions
+            .iter()
+            .map(|v| match v {
+                TlsVersion::Tls13 => &rustls::version::TLS13,
+                TlsVersion::Tls12 => &rustls::version::TLS12,
+            })
+            .collect();
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| ConfigError {
+                location: None,
+                message: format!("listener `{}`: {e}", listener.name),
+            })?;
+        let builder = match verifier {
+            None => builder.with_no_client_auth(),
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
+        config.alpn_protocols = listener.alpn.clone();
+        config.max_early_data_size = 0;
+        config.ignore_client_order = true;
+        // An oversized record gets a record_overflow alert sealed with the connection's own
+        // keys (`gateway::session`); they never leave the TLS thread.
+        config.enable_secret_extraction = true;
+        if listener.client_auth.is_none() {
+            config.ticketer = self.ticketer.clone();
+            config.session_storage = self.sessions.clone();
+            // One ticket per connection is what clients use; each costs a seal and a record.
+            config.send_tls13_tickets = 1;
+        } else {
+            // A resumed session skips client-certificate verification, so a revoked client
+            // (a CRL reloaded since) could resume. No resumption with client certificates.
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        Ok(Arc::new(config))
+    }
+
     fn certified_key(
         &self,
         cert: &CertificateConfig,
         state_dir: &Path,
         mode: SelfSignedMode,
     ) -> Result<Arc<CertifiedKey>, ConfigError> {
-        let fail = |location: &crate::config::Location, message: String| ConfigError {
-            location: Some(location.clone()),
-            message,
+        let fail = |location: &crate::config::Location, message: &dyn std::fmt::Display| {
+            ConfigError::at(location.clone(), message.to_string())
         };
         let (chain, key) = match (&cert.source, mode) {
             (CertificateSource::Files { cert: c, key: k }, _) => (
-                certs::load_chain(c).map_err(|e| fail(&cert.cert_location, e))?,
-                certs::load_key(k).map_err(|e| fail(&cert.key_location, e))?,
+                certs::load_chain(c).map_err(|e| fail(&cert.cert_location, &e))?,
+                certs::load_key(k).map_err(|e| fail(&cert.key_location, &e))?,
             ),
             (CertificateSource::SelfSigned, SelfSignedMode::Persist) => {
                 let files = selfsigned::SelfSigned::paths(state_dir, &cert.server_names);
                 if files
                     .ensure(&cert.server_names)
-                    .map_err(|e| fail(&cert.location, e))?
+                    .map_err(|e| fail(&cert.location, &e))?
                 {
                     log::info!(
                         "generated a self-signed ECDSA P-256 certificate for {:?}: {}",
@@ -291,33 +299,33 @@ impl TlsBuilder {
                     );
                 }
                 (
-                    certs::load_chain(&files.cert).map_err(|e| fail(&cert.location, e))?,
-                    certs::load_key(&files.key).map_err(|e| fail(&cert.location, e))?,
+                    certs::load_chain(&files.cert).map_err(|e| fail(&cert.location, &e))?,
+                    certs::load_key(&files.key).map_err(|e| fail(&cert.location, &e))?,
                 )
             }
             (CertificateSource::SelfSigned, SelfSignedMode::InMemory) => {
                 selfsigned::generate_in_memory(&cert.server_names)
-                    .map_err(|e| fail(&cert.location, e))?
+                    .map_err(|e| fail(&cert.location, &e))?
             }
         };
         let signing_key = self
             .provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| fail(&cert.key_location, format!("unusable private key: {e}")))?;
+            .map_err(|e| fail(&cert.key_location, &format!("unusable private key: {e}")))?;
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
             Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
                 return Err(fail(
                     &cert.key_location,
-                    "the private key does not match the certificate".to_string(),
+                    &"the private key does not match the certificate",
                 ))
             }
             Err(e) => {
                 return Err(fail(
                     &cert.cert_location,
-                    format!("unusable certificate: {e}"),
+                    &format!("unusable certificate: {e}"),
                 ))
             }
         }

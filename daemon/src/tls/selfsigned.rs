@@ -56,7 +56,7 @@ impl SelfSigned {
 
     /// Generates the certificate and key if they are missing, stale or for other names.
     /// Returns whether it generated new ones.
-    pub fn ensure(&self, names: &[String]) -> Result<bool, String> {
+    pub fn ensure(&self, names: &[String]) -> Result<bool, SelfSignedError> {
         if self.is_current(names) {
             return Ok(false);
         }
@@ -64,14 +64,16 @@ impl SelfSigned {
         Ok(true)
     }
 
-    fn generate(&self, names: &[String]) -> Result<(), String> {
+    fn generate(&self, names: &[String]) -> Result<(), SelfSignedError> {
         let generated = Generated::new(names)?;
         let dir = self
             .cert
             .parent()
             .expect("paths() puts files in a directory");
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|cause| SelfSignedError::CreateDir {
+            dir: dir.to_path_buf(),
+            cause,
+        })?;
         write_atomically(&self.key, generated.key.serialize_pem().as_bytes(), 0o600)?;
         write_atomically(&self.cert, generated.cert.pem().as_bytes(), 0o644)?;
         let meta = std::iter::once(generated.not_after.to_string())
@@ -80,6 +82,41 @@ impl SelfSigned {
             .join("\n");
         write_atomically(&self.meta(), meta.as_bytes(), 0o644)
     }
+}
+
+/// Why a self-signed certificate could not be made or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum SelfSignedError {
+    /// The names cannot go into a certificate.
+    #[error("cannot make a certificate for {names:?}: {cause}")]
+    Names {
+        /// The names.
+        names: Vec<String>,
+        /// Why.
+        cause: rcgen::Error,
+    },
+    /// Key generation failed.
+    #[error("cannot generate a P-256 key: {0}")]
+    Key(rcgen::Error),
+    /// Signing failed.
+    #[error("cannot self-sign: {0}")]
+    Sign(rcgen::Error),
+    /// The state directory cannot be made.
+    #[error("cannot create {}: {cause}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// A file cannot be written.
+    #[error("cannot write {}: {cause}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
 }
 
 /// A freshly generated certificate and key.
@@ -91,14 +128,17 @@ struct Generated {
 }
 
 impl Generated {
-    fn new(names: &[String]) -> Result<Generated, String> {
+    fn new(names: &[String]) -> Result<Generated, SelfSignedError> {
         let mut sans: Vec<String> = names.to_vec();
         if names.iter().any(|n| n == "localhost") {
             // Clients that connect to the loopback address by number check these.
             sans.extend(["127.0.0.1".to_string(), "::1".to_string()]);
         }
-        let mut params = rcgen::CertificateParams::new(sans)
-            .map_err(|e| format!("cannot make a certificate for {names:?}: {e}"))?;
+        let mut params =
+            rcgen::CertificateParams::new(sans).map_err(|cause| SelfSignedError::Names {
+                names: names.to_vec(),
+                cause,
+            })?;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::seconds(VALIDITY.as_secs() as i64);
@@ -111,10 +151,8 @@ impl Generated {
             ),
         );
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| format!("cannot generate a P-256 key: {e}"))?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| format!("cannot self-sign: {e}"))?;
+            .map_err(SelfSignedError::Key)?;
+        let cert = params.self_signed(&key).map_err(SelfSignedError::Sign)?;
         Ok(Generated {
             cert,
             key,
@@ -131,7 +169,7 @@ pub fn generate_in_memory(
         Vec<rustls::pki_types::CertificateDer<'static>>,
         rustls::pki_types::PrivateKeyDer<'static>,
     ),
-    String,
+    SelfSignedError,
 > {
     let generated = Generated::new(names)?;
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(generated.key.serialize_der());
@@ -139,7 +177,7 @@ pub fn generate_in_memory(
 }
 
 /// Writes `path` through a temporary file and a rename, so a crash never leaves half a key.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SelfSignedError> {
     let tmp = path.with_extension("tmp");
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
@@ -152,9 +190,12 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| {
+    result.map_err(|cause| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
+        SelfSignedError::Write {
+            path: path.to_path_buf(),
+            cause,
+        }
     })
 }
 

@@ -8,26 +8,20 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgegw::config::Config;
-use edgegw::control::Daemon;
+use edgegw::config::{Config, ConfigSource};
+use edgegw::control::{Daemon, Listening, ReloadOutcome, Request, RequestSender, Requests};
 use edgegw::gateway::{Snapshot, Stats};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
-type Listening = Vec<(String, SocketAddr)>;
-
-enum Control {
-    Reload(String, mpsc::Sender<Result<Listening, String>>),
-    Stop,
-}
-
-/// A daemon running in this process: the control plane on a thread of its own (as in the real
-/// daemon, where the TLS thread is separate from the main thread).
+/// A daemon running in this process: the control plane's own loop (`Daemon::run`) on a thread
+/// of its own (as in the real daemon, where the TLS thread is separate from the main thread),
+/// fed reload and stop requests through its in-process queue.
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     /// Bound addresses, by listener name.
     pub addrs: Vec<(String, SocketAddr)>,
     stats: Arc<Stats>,
-    control: mpsc::Sender<Control>,
+    requests: RequestSender,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -45,50 +39,30 @@ impl TestDaemon {
 
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Result<TestDaemon, String> {
         edgegw::log::init();
-        let text = with_dirs(config, dir.path());
-        let config =
-            Config::from_toml(&dir.path().join("edgegw.toml"), &text).map_err(|e| e.to_string())?;
+        let file = dir.path().join("edgegw.toml");
+        std::fs::write(&file, with_dirs(config, dir.path())).unwrap();
+        let config = Config::load(&file).map_err(|e| e.to_string())?;
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (control_tx, control_rx) = mpsc::channel::<Control>();
-        let dir_path = dir.path().to_path_buf();
+        let (requests_tx, requests) = Requests::queue();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let mut daemon = match Daemon::start(config) {
+                let daemon = match Daemon::start(config) {
                     Ok(d) => d,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:#}")));
                         return;
                     }
                 };
-                let addrs = daemon.listening().iter().map(|(n, _, a)| (n.clone(), *a)).collect();
+                let addrs = by_listener(daemon.listening());
                 let _ = ready_tx.send(Ok((addrs, daemon.gateway().stats_handle())));
-                loop {
-                    tokio::select! {
-                        () = daemon.attach_ready() => daemon.process_attach(),
-                        () = tokio::time::sleep(Duration::from_millis(20)) => {
-                            daemon.process_attach();
-                            match control_rx.try_recv() {
-                                Ok(Control::Reload(text, reply)) => {
-                                    let text = with_dirs(&text, &dir_path);
-                                    let result = match Config::from_toml(&dir_path.join("edgegw.toml"), &text) {
-                                        Ok(config) => daemon.reload(config).await.map_err(|e| e.to_string()),
-                                        Err(e) => Err(e.to_string()),
-                                    };
-                                    let result = result.map(|()| {
-                                        daemon.listening().iter().map(|(n, _, a)| (n.clone(), *a)).collect()
-                                    });
-                                    let _ = reply.send(result);
-                                }
-                                Ok(Control::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
-                                Err(mpsc::TryRecvError::Empty) => {}
-                            }
-                        }
-                    }
-                }
+                daemon
+                    .run(ConfigSource::File(file), requests)
+                    .await
+                    .expect("the control loop ends when asked");
             });
         });
         match ready_rx
@@ -99,7 +73,7 @@ impl TestDaemon {
                 dir,
                 addrs,
                 stats,
-                control: control_tx,
+                requests: requests_tx,
                 thread: Some(thread),
             }),
             Err(e) => {
@@ -118,17 +92,28 @@ impl TestDaemon {
             .1
     }
 
-    /// Reloads with a new config; on success `addrs` follows the new listeners.
+    /// Reloads with a new config (written to the config file, as an operator would, then a
+    /// reload request); on success `addrs` follows the new listeners.
     pub fn reload(&mut self, config: &str) -> Result<(), String> {
-        let (tx, rx) = mpsc::channel();
-        self.control
-            .send(Control::Reload(config.to_string(), tx))
-            .unwrap();
-        let addrs = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("reload answered")?;
-        self.addrs = addrs;
+        std::fs::write(self.config_file(), with_dirs(config, self.dir.path())).unwrap();
+        let outcome = self.request_reload().wait()?;
+        self.addrs = by_listener(outcome);
         Ok(())
+    }
+
+    /// Asks for a reload of the config file as it is, without waiting for it.
+    pub fn request_reload(&self) -> PendingReload {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        assert!(
+            self.requests.send(Request::Reload(Some(reply))),
+            "daemon gone"
+        );
+        PendingReload(answer)
+    }
+
+    /// The config file a reload reads.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("edgegw.toml")
     }
 
     pub fn stats(&self) -> Snapshot {
@@ -170,9 +155,53 @@ impl TestDaemon {
     }
 }
 
+/// A copy of the binary that uid 65534 can run, wherever the build is, with the daemon's
+/// directories opened so that it reaches the ring sockets. Keep the directory while it runs.
+pub fn binary_for_nobody(daemon: &TestDaemon) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("edgegw");
+    std::fs::copy(env!("CARGO_BIN_EXE_edgegw"), &bin).unwrap();
+    for d in [
+        daemon.dir.path().to_path_buf(),
+        daemon.dir.path().join("run"),
+    ] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (bin_dir, bin)
+}
+
+/// A reload asked for, whose outcome is yet to come.
+pub struct PendingReload(tokio::sync::oneshot::Receiver<ReloadOutcome>);
+
+impl PendingReload {
+    /// Waits (up to 30 s) for the outcome: the listening sockets, or why it failed.
+    pub fn wait(self) -> Result<Vec<Listening>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let answer = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), self.0).await })
+            .expect("reload answered within 30 s")
+            .expect("daemon answered");
+        answer
+            .map(|reloaded| reloaded.listening)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn by_listener(listening: Vec<Listening>) -> Vec<(String, SocketAddr)> {
+    listening
+        .into_iter()
+        .map(|l| (l.listener, l.addr))
+        .collect()
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
-        let _ = self.control.send(Control::Stop);
+        let _ = self.requests.send(Request::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -367,7 +396,7 @@ pub fn pkcs8(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
 /// What a test consumer saw on a ring.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
-    pub opens: Vec<(u64, edgegw::gateway::wire::OpenInfo)>,
+    pub opens: Vec<(u64, edgegw::proto::OpenInfo)>,
     pub data: Vec<(u64, Vec<u8>)>,
     pub closes: Vec<(u64, u32)>,
 }
@@ -404,7 +433,7 @@ pub struct TestConsumer {
 impl TestConsumer {
     /// Attaches to both rings of `ring` and answers as `reply` says; `delay` slows each batch.
     pub fn attach(daemon: &TestDaemon, ring: &str, reply: Reply, delay: Duration) -> TestConsumer {
-        use edgegw::gateway::wire;
+        use edgegw::proto;
         use edgegw_ring::{Consumer, Producer, Readiness};
         let ingress_path = daemon.ring_socket(ring);
         let reply_path = daemon.reply_socket(ring);
@@ -423,22 +452,22 @@ impl TestConsumer {
                         let bytes = record.payload().to_vec();
                         let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
                         match record.record_type() {
-                            wire::OPEN => seen
+                            proto::OPEN => seen
                                 .lock()
                                 .unwrap()
                                 .opens
-                                .push(wire::OpenInfo::decode(&bytes).unwrap()),
-                            wire::CLOSE => {
+                                .push(proto::OpenInfo::decode(&bytes).unwrap()),
+                            proto::CLOSE => {
                                 let reason = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
                                 seen.lock().unwrap().closes.push((id, reason));
                                 // Done with it too: the daemon may end the connection.
-                                let _ = producer.send(wire::CLOSE, 0, &id.to_le_bytes());
+                                let _ = producer.send(proto::CLOSE, 0, &id.to_le_bytes());
                             }
-                            wire::DATA => {
+                            proto::DATA => {
                                 seen.lock().unwrap().data.push((id, bytes[8..].to_vec()));
                                 if reply != Reply::Silent {
                                     loop {
-                                        match producer.send(wire::DATA, 0, &bytes) {
+                                        match producer.send(proto::DATA, 0, &bytes) {
                                             Ok(()) => break,
                                             Err(edgegw_ring::Error::Full { .. }) => {
                                                 let _ = producer
@@ -453,7 +482,7 @@ impl TestConsumer {
                                     }
                                 }
                                 if reply == Reply::EchoThenClose {
-                                    producer.send(wire::CLOSE, 0, &id.to_le_bytes()).unwrap();
+                                    producer.send(proto::CLOSE, 0, &id.to_le_bytes()).unwrap();
                                 }
                             }
                             other => panic!("unexpected record type {other}"),
@@ -660,9 +689,7 @@ pub fn process_cert(dir: &Path) -> CertificateDer<'static> {
 pub fn reply_data(producer: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]) {
     let mut payload = id.to_le_bytes().to_vec();
     payload.extend_from_slice(bytes);
-    producer
-        .send(edgegw::gateway::wire::DATA, 0, &payload)
-        .unwrap();
+    producer.send(edgegw::proto::DATA, 0, &payload).unwrap();
 }
 
 /// Says what CI must show even when the test passes: a part skipped and why, or the path a

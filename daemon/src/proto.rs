@@ -11,8 +11,12 @@
 //!
 //! Every connection's records come in order: one OPEN, any number of DATA, one CLOSE. A reply
 //! DATA for a connection id that is closed or unknown is counted and dropped. This module is
-//! the single place that encodes and decodes them; `docs` in FORMAT.md repeat the table for
-//! consumers in other languages.
+//! the single place that encodes and decodes them; the repository's README repeats the table
+//! for consumers in other languages.
+//!
+//! It is the daemon's ground floor: it imports nothing of the daemon, so the config (which
+//! checks that a route's frames fit its ring), the data path and the ring tools all build on it.
+//! A later step makes it a crate of its own for consumers.
 
 /// Record type: a connection opened.
 pub const OPEN: u16 = 1;
@@ -23,6 +27,9 @@ pub const CLOSE: u16 = 3;
 
 /// Bytes before the data in a DATA record: the connection id.
 pub const DATA_HEADER_LEN: usize = 8;
+
+/// Payload length of an ingress CLOSE record: the connection id and the reason.
+pub const CLOSE_LEN: usize = 12;
 
 /// Why a connection closed, in an ingress CLOSE record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +118,12 @@ impl OpenInfo {
         };
         Some((id, info))
     }
+}
+
+/// Writes an ingress CLOSE payload (exactly [`CLOSE_LEN`] bytes).
+pub fn encode_close(out: &mut [u8], conn_id: u64, reason: CloseReason) {
+    out[..8].copy_from_slice(&conn_id.to_le_bytes());
+    out[8..12].copy_from_slice(&(reason as u32).to_le_bytes());
 }
 
 /// The largest frame (DATA payload after the connection id) a ring of `capacity` carries.

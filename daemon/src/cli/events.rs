@@ -6,71 +6,48 @@
 //! current_thread runtime, and prints until `--count` events or a closed output.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use edgegw_kernel_events::net::NetOptions;
 use edgegw_kernel_events::pressure::PressureOptions;
 use edgegw_kernel_events::{KernelEvents, KernelEventsBuilder};
 
-/// What `edgegw events` was asked to watch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EventsOptions {
-    /// One JSON object per line instead of human lines (`--json`).
-    pub json: bool,
-    /// Files or trees to watch (`--path P`, repeatable): a directory is watched as a tree, and
-    /// anything else as a single file, decided again whenever the path appears or changes type.
-    pub paths: Vec<PathBuf>,
-    /// Links, addresses and routes (`--netlink`).
-    pub netlink: bool,
-    /// cgroups to watch, with their children (`--cgroup C`, repeatable; inside the cgroup2
-    /// mount or relative to it).
-    pub cgroups: Vec<PathBuf>,
-    /// The system's memory pressure (`--pressure`).
-    pub pressure: bool,
-    /// Stop after this many events (`--count N`); run until the output closes otherwise.
-    pub count: Option<u64>,
-}
+use super::args::EventsOptions;
 
-impl EventsOptions {
-    /// Whether the options name any source to watch.
-    pub fn watches_something(&self) -> bool {
-        !self.paths.is_empty() || self.netlink || !self.cgroups.is_empty() || self.pressure
+/// The sources the options name.
+fn sources(options: &EventsOptions) -> KernelEventsBuilder {
+    let mut builder = KernelEvents::builder();
+    for path in &options.paths {
+        builder = builder.watch_path(path);
     }
-
-    /// The sources to open.
-    fn sources(&self) -> KernelEventsBuilder {
-        let mut builder = KernelEvents::builder();
-        for path in &self.paths {
-            builder = builder.watch_path(path);
-        }
-        if self.netlink {
-            builder = builder.network(NetOptions::default());
-        }
-        for cgroup in &self.cgroups {
-            builder = builder.cgroup(cgroup).cgroup_children(cgroup);
-        }
-        if self.pressure {
-            builder = builder.pressure(PressureOptions::default());
-        }
-        builder
+    if options.netlink {
+        builder = builder.network(NetOptions::default());
     }
+    for cgroup in &options.cgroups {
+        builder = builder.cgroup(cgroup).cgroup_children(cgroup);
+    }
+    if options.pressure {
+        builder = builder.pressure(PressureOptions::default());
+    }
+    builder
 }
 
 /// Runs `edgegw events` on a new current_thread runtime until `count` events were printed, the
 /// output is closed (a broken pipe is a normal end), or a reader fails.
-pub fn run(options: EventsOptions) -> Result<()> {
+pub fn run(options: EventsOptions) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .context("start tokio runtime")?;
-    runtime.block_on(print_events(options, io::stdout().lock()))
+    runtime.block_on(print_events(options, io::stdout().lock()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Opens the sources and prints their events to `out`.
 async fn print_events(options: EventsOptions, mut out: impl Write) -> Result<()> {
-    let mut events = options.sources().build().await?;
+    let mut events = sources(&options).build().await?;
     let mut printed = 0u64;
     while options.count.is_none_or(|n| printed < n) {
         let event = events.next().await?;

@@ -1,0 +1,381 @@
+//! `edgegw ring stat|tail|echo`: tools for a ring's operator and an example consumer.
+//!
+//! RING is a socket path (nothing else is needed) or a ring's name, whose sockets are in the
+//! runtime directory: `--config`'s, or without one the default (`paths::runtime_dir`), and
+//! when the ring is not there but in the system daemon's (`/run/edgegw`), that one: a user's
+//! tools find the rings of the daemon systemd runs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use edgegw_ring::{Consumer, Producer, Readiness};
+
+use super::args::RingAction;
+use super::note::note;
+use crate::config::Config;
+use crate::gateway::RingCounter;
+use crate::paths::{self, SYSTEM_RUNTIME_DIR};
+use crate::proto::{self, OpenInfo, DATA_HEADER_LEN};
+
+/// Runs a ring tool on `ring`, a ring name or a socket path.
+pub fn run(
+    action: RingAction,
+    ring: &str,
+    config: Option<&Path>,
+    out: &mut impl Write,
+) -> Result<ExitCode> {
+    let (socket, reply) = sockets(ring, config)?;
+    match action {
+        RingAction::Stat { json } => stat(&socket, json, out)?,
+        RingAction::Tail { count } => {
+            let (packets, end) = tail(&socket, count, out)?;
+            note!("{packets} packet(s); stopped: {end:?}");
+        }
+        RingAction::Echo => echo(ring, &socket, &reply)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A ring's two sockets (ingress, reply): a path as given (`X.sock` and `X.reply.sock`), or
+/// the named ring's in the runtime directory.
+fn sockets(ring: &str, config: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+    if ring.contains('/') {
+        let reply = match ring.strip_suffix(".sock") {
+            Some(stem) => PathBuf::from(format!("{stem}.reply.sock")),
+            None => PathBuf::from(format!("{ring}.reply.sock")),
+        };
+        return Ok((PathBuf::from(ring), reply));
+    }
+    let runtime = match config {
+        Some(file) => paths::runtime_dir(&Config::load(file)?.daemon),
+        None => find(
+            ring,
+            paths::runtime_dir(&Config::builtin().daemon),
+            Path::new(SYSTEM_RUNTIME_DIR),
+        ),
+    };
+    Ok((
+        paths::ring_socket(&runtime, ring),
+        paths::reply_socket(&runtime, ring),
+    ))
+}
+
+/// The runtime directory that has `ring`: `own`, unless only `system` has it.
+fn find(ring: &str, own: PathBuf, system: &Path) -> PathBuf {
+    if !paths::ring_socket(&own, ring).exists() && paths::ring_socket(system, ring).exists() {
+        system.to_path_buf()
+    } else {
+        own
+    }
+}
+
+/// Prints a ring's state, with the daemon's counters for it by name (FORMAT.md section 6).
+fn stat(socket: &Path, json: bool, out: &mut impl Write) -> Result<()> {
+    let stat = edgegw_ring::tools::stat(socket)?;
+    let counters = RingCounter::named(&stat.owner_counters);
+    if json {
+        let mut value = serde_json::to_value(&stat)?;
+        value["counters"] = counters.into();
+        writeln!(out, "{value}")?;
+    } else {
+        let counters: Vec<String> = counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(out, "{stat}\ncounters    {}", counters.join(" "))?;
+    }
+    Ok(())
+}
+
+/// Bytes of each payload `ring tail` shows (the rest is summed up).
+const DUMP_BYTES: usize = 256;
+
+/// Why `ring tail` stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TailEnd {
+    /// It printed `--count` packets.
+    Count,
+    /// The ring was finished and drained.
+    Finished,
+    /// The server hung up.
+    PeerGone,
+    /// The output was closed (a broken pipe, as with `| head`).
+    OutputClosed,
+}
+
+/// Attaches to the ring at `socket` as its consumer and prints each packet: sequence number,
+/// length, type, flags and a hex dump. Packets printed are released: `tail` *is* the consumer
+/// while it runs (the server refuses it while another consumer is attached). Returns packets
+/// printed and why it stopped.
+fn tail(socket: &Path, count: Option<u64>, out: &mut impl Write) -> Result<(u64, TailEnd)> {
+    let mut consumer = Consumer::attach(socket)?;
+    let mut printed = 0u64;
+    let mut line = String::with_capacity(128);
+    let mut buf = Vec::with_capacity(DUMP_BYTES);
+    loop {
+        while let Some(record) = consumer.read()? {
+            buf.clear();
+            buf.resize(record.len().min(DUMP_BYTES), 0);
+            record.payload().copy_to_slice(&mut buf);
+            let written = writeln!(
+                out,
+                "#{printed} len={} type={:#06x} flags={:#06x}",
+                record.len(),
+                record.record_type(),
+                record.flags()
+            )
+            .and_then(|()| write_hex(out, &buf, record.len(), &mut line));
+            if let Err(e) = written {
+                consumer.release();
+                return output_closed(e).map(|end| (printed, end));
+            }
+            printed += 1;
+            if count.is_some_and(|n| printed >= n) {
+                consumer.release();
+                return match out.flush() {
+                    Ok(()) => Ok((printed, TailEnd::Count)),
+                    Err(e) => output_closed(e).map(|end| (printed, end)),
+                };
+            }
+        }
+        consumer.release();
+        if let Err(e) = out.flush() {
+            return output_closed(e).map(|end| (printed, end));
+        }
+        match consumer.wait(None)? {
+            Readiness::Ready | Readiness::TimedOut => {}
+            Readiness::Finished => return Ok((printed, TailEnd::Finished)),
+            Readiness::PeerGone => return Ok((printed, TailEnd::PeerGone)),
+        }
+    }
+}
+
+/// A closed output ends `tail` normally; any other write error is an error.
+fn output_closed(e: std::io::Error) -> Result<TailEnd> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(TailEnd::OutputClosed)
+    } else {
+        Err(e).context("write the packets")
+    }
+}
+
+/// `hexdump -C` style lines for `bytes`, the first of a payload of `total`; notes the bytes
+/// not shown.
+fn write_hex(
+    out: &mut impl Write,
+    bytes: &[u8],
+    total: usize,
+    line: &mut String,
+) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        line.clear();
+        let _ = write!(line, "  {:08x} ", i * 16);
+        for j in 0..16 {
+            if j == 8 {
+                line.push(' ');
+            }
+            match chunk.get(j) {
+                Some(b) => {
+                    let _ = write!(line, " {b:02x}");
+                }
+                None => line.push_str("   "),
+            }
+        }
+        line.push_str("  |");
+        line.extend(chunk.iter().map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        }));
+        line.push('|');
+        writeln!(out, "{line}")?;
+    }
+    if total > bytes.len() {
+        writeln!(out, "  ... {} more bytes", total - bytes.len())?;
+    }
+    Ok(())
+}
+
+/// The example consumer: every DATA packet goes back to its connection, unchanged. Survives
+/// daemon restarts: when the daemon goes away it waits and attaches again.
+fn echo(name: &str, ingress_path: &std::path::Path, reply_path: &std::path::Path) -> Result<()> {
+    let mut announced_wait = false;
+    loop {
+        let attached =
+            Consumer::attach(ingress_path).and_then(|c| Ok((c, Producer::attach(reply_path)?)));
+        let (mut consumer, mut producer) = match attached {
+            Ok(pair) => pair,
+            Err(e) if is_retryable(&e) => {
+                if !announced_wait {
+                    note!("edgegw ring echo: waiting for ring `{name}` ({e})");
+                    announced_wait = true;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("attach to ring `{name}`")),
+        };
+        announced_wait = false;
+        note!(
+            "edgegw ring echo: attached to `{name}` (generation {}); echoing",
+            consumer.generation()
+        );
+        match echo_attached(&mut consumer, &mut producer, reply_path)? {
+            Readiness::PeerGone | Readiness::Finished => {
+                note!(
+                    "edgegw ring echo: the daemon went away (or replaced the ring); attaching again"
+                );
+            }
+            other => note!("edgegw ring echo: {other:?}"),
+        }
+    }
+}
+
+fn is_retryable(e: &edgegw_ring::Error) -> bool {
+    match e {
+        edgegw_ring::Error::Attach { .. } => true,
+        edgegw_ring::Error::Refused { reason, .. } => *reason == edgegw_ring::Refusal::Busy,
+        _ => false,
+    }
+}
+
+/// Echoes until the daemon goes away. Each batch of ingress records is released with one store,
+/// and the replies written for it are published with one store.
+fn echo_attached(
+    consumer: &mut Consumer,
+    producer: &mut Producer,
+    reply_path: &std::path::Path,
+) -> Result<Readiness> {
+    loop {
+        if producer.peer_gone() {
+            // The daemon gave up our reply ring (it found it corrupt) or is going away: attach
+            // to the reply socket again; if the daemon is gone, so is the ingress ring.
+            match Producer::attach(reply_path) {
+                Ok(fresh) => {
+                    note!("edgegw ring echo: the daemon replaced the reply ring; attached again");
+                    *producer = fresh;
+                }
+                Err(e) if is_retryable(&e) => return Ok(Readiness::PeerGone),
+                Err(e) => return Err(e).context("attach to the reply ring again"),
+            }
+        }
+        while let Some(record) = consumer.read()? {
+            let payload = record.payload();
+            let answered = match record.record_type() {
+                // Connection id and bytes, copied straight from one ring to the other.
+                proto::DATA if payload.len() >= DATA_HEADER_LEN => {
+                    send_waiting(producer, proto::DATA, payload.len(), |reply| {
+                        payload.copy_to_slice(reply);
+                    })?
+                }
+                proto::OPEN => {
+                    if let Some((id, info)) = OpenInfo::decode(&payload.to_vec()) {
+                        note!(
+                            "connection {id} open: peer {} listener {} sni {:?} alpn {:?} client {:?}",
+                            info.peer, info.listener, info.sni, info.alpn, info.client_subject
+                        );
+                    }
+                    None
+                }
+                proto::CLOSE => match (payload.read_u64_le(0), payload.read_u32_le(8)) {
+                    (Some(id), Some(reason)) => {
+                        note!("connection {id} closed (reason {reason})");
+                        // The client is done sending, so is the echo: the daemon may end it.
+                        send_waiting(producer, proto::CLOSE, 8, |reply| {
+                            reply.copy_from_slice(&id.to_le_bytes());
+                        })?
+                    }
+                    _ => None,
+                },
+                other => {
+                    note!("skipping record of unknown type {other}");
+                    None
+                }
+            };
+            if let Some(end) = answered {
+                return Ok(end);
+            }
+        }
+        producer.publish();
+        consumer.release();
+        match consumer.wait(None)? {
+            Readiness::Ready => {}
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Writes one reply record, waiting for room if the reply ring is full. `Some(readiness)` if
+/// the daemon went away while waiting.
+fn send_waiting(
+    producer: &mut Producer,
+    kind: u16,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Result<Option<Readiness>> {
+    let mut fill = Some(fill);
+    loop {
+        match producer.reserve(len, kind, 0) {
+            Ok(buf) => {
+                if let Some(fill) = fill.take() {
+                    fill(buf);
+                }
+                return Ok(None);
+            }
+            Err(edgegw_ring::Error::Full { .. }) => {
+                // Let the daemon see what is done, then wait for room.
+                producer.publish();
+                match producer.wait_for_space(len, None)? {
+                    Readiness::Ready => {}
+                    other => return Ok(Some(other)),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_ring_is_looked_for_in_the_own_runtime_directory_then_in_the_system_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (own, system) = (dir.path().join("own"), dir.path().join("system"));
+        let serve = |runtime: &Path, ring: &str| {
+            std::fs::create_dir_all(runtime.join("rings")).unwrap();
+            std::fs::write(paths::ring_socket(runtime, ring), "").unwrap();
+        };
+        // Neither has it: the own directory (whose path the error then names).
+        assert_eq!(find("app", own.clone(), &system), own);
+        // Only the system daemon's has it.
+        serve(&system, "app");
+        assert_eq!(find("app", own.clone(), &system), system);
+        // Both: the own one first.
+        serve(&own, "app");
+        assert_eq!(find("app", own.clone(), &system), own);
+    }
+
+    #[test]
+    fn hex_lines_show_offsets_bytes_and_ascii() {
+        let mut out = Vec::new();
+        let mut line = String::new();
+        write_hex(&mut out, b"hello, ring!\x00\x01\x02\x03xyz", 40, &mut line).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "  00000000  68 65 6c 6c 6f 2c 20 72  69 6e 67 21 00 01 02 03  |hello, ring!....|\n  00000010  78 79 7a                                          |xyz|\n  ... 21 more bytes\n"
+        );
+    }
+
+    #[test]
+    fn a_socket_path_names_both_sockets_without_any_directory() {
+        let (ingress, reply) = sockets("/srv/x/app.sock", None).unwrap();
+        assert_eq!(ingress, Path::new("/srv/x/app.sock"));
+        assert_eq!(reply, Path::new("/srv/x/app.reply.sock"));
+    }
+}

@@ -1,0 +1,281 @@
+//! The control plane: the daemon's main thread and its one loop.
+//!
+//! [`main`] is the daemon's life: it reads the config, starts a current_thread runtime, installs
+//! the signal handlers ([`Requests`]), starts the [`Daemon`] and runs its loop until asked to
+//! stop. [`Daemon::start`] validates a config whole, loads its certificates, opens its sockets
+//! (`sockets.rs`: the one socket table), creates its rings and their attach servers
+//! (`rings.rs`), and starts the TLS thread with the resulting plan (`build.rs`).
+//!
+//! [`Daemon::run`] is the loop. Each thing the daemon reacts to is one branch of it, with its
+//! handler beside it:
+//!
+//! - an attach socket has work: serve it (`rings.rs`);
+//! - the TLS thread found a ring broken or finished: replace it (`rings.rs`);
+//! - a request (`requests.rs`: a signal, or the in-process queue): reload, dump the counters,
+//!   stop;
+//! - the reload in flight is built and handed over: commit it (`reload.rs`: one at a time, a
+//!   request meanwhile queued once; the build runs on the blocking pool, so the loop keeps
+//!   serving meanwhile);
+//! - the one-second tick: expire silent attach connections, flush the log's rate limits.
+//!
+//! What comes next plugs in the same way. systemd's notifications go where the loop starts
+//! (READY=1), where a reload starts and ends ([`Daemon::run`]'s `start_reload` and
+//! `reload_done`) and where it stops; its watchdog is one more branch, a tick that pets systemd
+//! only while the TLS thread's heartbeat counter moves; a control socket is one more source of
+//! [`Request`]s (a reload's reply carries its outcome back); kernel events (certificate files,
+//! addresses, consumer cgroups, memory pressure) are one more branch whose reactions are a
+//! reload request, socket operations against the socket table, or a change of the plan. A time
+//! budget for a reload wraps the future `start_reload` hands to `reload::Reloads`.
+
+mod build;
+mod reload;
+mod requests;
+mod rings;
+mod signals;
+mod sockets;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Config, ConfigSource};
+use crate::gateway::{Gateway, GatewayEvents, ThreadSettings};
+use crate::paths::Dirs;
+use crate::sys::SystemdSockets;
+use crate::tls::TlsBuilder;
+use build::{Build, Commit};
+pub use reload::{ReloadError, ReloadOutcome, ReloadReply, Reloaded};
+pub use requests::{Request, RequestSender, Requests};
+pub use sockets::{bind_tcp, Listening};
+
+/// Runs the daemon on this thread until SIGTERM or SIGINT: SIGHUP reloads `source`, SIGUSR1
+/// logs every counter.
+pub fn main(source: ConfigSource) -> Result<()> {
+    let config = source.load()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .event_interval(61)
+        // Reloads build on it, one at a time; its thread goes 10 s after the last.
+        .max_blocking_threads(1)
+        .thread_name("edgegw-reload")
+        .build()
+        .context("start the control-plane runtime")?;
+    let result = runtime.block_on(async move {
+        let requests = Requests::from_signals()?;
+        Daemon::start(config)?.run(source, requests).await
+    });
+    // A reload still building is abandoned.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// The running daemon, as the control plane sees it.
+#[derive(Debug)]
+pub struct Daemon {
+    config: Arc<Config>,
+    dirs: Dirs,
+    tls: Arc<TlsBuilder>,
+    systemd: Arc<SystemdSockets>,
+    gateway: Gateway,
+    events: GatewayEvents,
+    sockets: sockets::SocketTable,
+    rings: rings::Rings,
+    reloads: reload::Reloads<Commit>,
+}
+
+impl Daemon {
+    /// Starts the daemon on `config`. Must be called inside a tokio runtime (the attach servers
+    /// register with it).
+    pub fn start(config: Config) -> Result<Daemon> {
+        let dirs = Dirs::resolve(&config.daemon)?;
+        dirs.create()?;
+        raise_fd_limit();
+        let tls = Arc::new(TlsBuilder::new()?);
+        let systemd = Arc::new(SystemdSockets::from_env()?);
+        let nothing = sockets::SocketTable::default();
+        let built = build::build(
+            Arc::new(config),
+            &dirs,
+            &tls,
+            &nothing,
+            &HashMap::new(),
+            &systemd,
+        )?;
+        let settings = ThreadSettings {
+            stack_size: built.commit.config.daemon.tls_stack_size,
+            cpu: built.commit.config.daemon.tls_cpu,
+        };
+        let (gateway, events) = Gateway::start(&settings, built.plan)?;
+        let mut rings = rings::Rings::default();
+        rings.add(built.commit.new_rings);
+        drop_startup_pages();
+        let config = built.commit.config;
+        log::info!(
+            "edgegw {} running with {} ({} crypto, {} first); state in {}, rings in {}",
+            env!("CARGO_PKG_VERSION"),
+            config.file.display(),
+            crate::tls::PROVIDER_NAME,
+            if crate::tls::aes_in_hardware() {
+                "AES-128-GCM"
+            } else {
+                "ChaCha20-Poly1305"
+            },
+            dirs.state.display(),
+            dirs.rings().display()
+        );
+        Ok(Daemon {
+            config,
+            dirs,
+            tls,
+            systemd,
+            gateway,
+            events,
+            sockets: built.commit.sockets,
+            rings,
+            reloads: reload::Reloads::default(),
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The directories in use.
+    pub fn dirs(&self) -> &Dirs {
+        &self.dirs
+    }
+
+    /// Where each listener accepts.
+    pub fn listening(&self) -> Vec<Listening> {
+        self.sockets.listening()
+    }
+
+    /// The gateway's counters.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Every counter the daemon keeps, as one JSON object: the gateway's, and each ring's by
+    /// name (what `edgegw ring stat --json` shows of one ring).
+    pub fn counters(&self) -> serde_json::Value {
+        serde_json::json!({ "gateway": self.gateway.stats(), "rings": self.rings.counters() })
+    }
+
+    /// The control loop: serves attach sockets and the TLS thread's events, runs reloads of
+    /// `source` one at a time, and acts on `requests` until one says stop.
+    pub async fn run(mut self, source: ConfigSource, mut requests: Requests) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = self.rings.ready() => self.rings.serve(&self.gateway),
+                event = self.events.next() => self.rings.on_gateway_event(&self.gateway, event),
+                built = self.reloads.finished() => {
+                    let result = built.map(|commit| self.commit(commit));
+                    self.reload_done(result, &source);
+                }
+                _ = tick.tick() => {
+                    self.rings.serve(&self.gateway);
+                    crate::log::flush();
+                }
+                request = requests.next() => match request.context("read signals")? {
+                    Request::Reload(reply) => {
+                        if self.reloads.request(reply) {
+                            self.start_reload(&source);
+                        }
+                    }
+                    Request::DumpCounters => log::info!("counters: {}", self.counters()),
+                    Request::Stop => {
+                        log::info!("stopping");
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Starts building `source`'s config on the blocking pool and handing it to the TLS
+    /// thread, from a snapshot of what runs now.
+    fn start_reload(&mut self, source: &ConfigSource) {
+        let build = Build {
+            source: source.clone(),
+            daemon: self.config.daemon.clone(),
+            dirs: self.dirs.clone(),
+            tls: self.tls.clone(),
+            systemd: self.systemd.clone(),
+            sockets: self.sockets.clone(),
+            rings: self.rings.capacities(),
+        };
+        let applier = self.gateway.applier();
+        self.reloads.start(async move {
+            let built = tokio::task::spawn_blocking(move || build.run())
+                .await
+                .map_err(|e| {
+                    ReloadError::Apply(anyhow::anyhow!("the reload's build failed: {e}"))
+                })??;
+            applier.apply(built.plan).answer().await?;
+            Ok(built.commit)
+        });
+    }
+
+    /// The TLS thread runs the new plan: the control plane's side follows (nothing here can
+    /// fail: the build did whatever could).
+    fn commit(&mut self, commit: Commit) {
+        self.rings.add(commit.new_rings);
+        self.rings.update(&commit.config);
+        self.sockets = commit.sockets;
+        self.config = commit.config;
+        drop_startup_pages();
+    }
+
+    /// A reload is over: says so, answers who asked, and starts the one queued behind it.
+    fn reload_done(&mut self, result: Result<(), ReloadError>, source: &ConfigSource) {
+        let outcome = match result {
+            Ok(()) => {
+                log::info!("reloaded {}", self.config.file.display());
+                Ok(Reloaded {
+                    listening: self.listening(),
+                })
+            }
+            Err(e) => {
+                log::error!("reload failed, still running the previous config: {e}");
+                Err(Arc::new(e))
+            }
+        };
+        if self.reloads.finish(&outcome) {
+            self.start_reload(source);
+        }
+    }
+}
+
+/// Gives back the executable's pages that start-up (or a reload) touched and the running daemon
+/// does not need: config parsing, certificate generation and rustls config building leave most
+/// of the binary resident otherwise (about 3 MiB of a 5.7 MiB idle RSS), on devices where every
+/// MiB counts. Pages the data path uses come back from the file on first use.
+fn drop_startup_pages() {
+    match crate::sys::page_out_executable() {
+        Ok(bytes) => {
+            log::debug!("asked the kernel to reclaim {bytes} bytes of executable mappings")
+        }
+        // Kernels before 5.4 have no MADV_PAGEOUT: the pages stay, nothing else changes.
+        Err(e) => log::debug!("cannot page out start-up code: {e}"),
+    }
+    // And the heap it freed (parsed configs, certificate generation, rustls builders).
+    crate::sys::trim_heap();
+}
+
+/// Raises the soft fd limit to the hard limit: each connection is an fd (two on socket
+/// routes), and the default soft limit of 1024 would cap the daemon far below max_connections.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the fd limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
