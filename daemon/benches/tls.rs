@@ -679,7 +679,7 @@ fn tcp_sink(addr: SocketAddr, bytes: u64) {
 
 /// The ring's consumer: counts DATA bytes per connection, answers one byte when all arrived.
 fn ring_sink(ingress: &Path, reply: &Path, bytes: u64) {
-    use edgegw::proto as wire;
+    use edgegw_proto as wire;
     pin(CLIENT_CPU);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut consumer = loop {

@@ -18,8 +18,8 @@
 //! replies back) or a local TCP or unix socket. It talks to the main thread only through
 //! commands, events and counters.
 //!
-//! Below both sits [`proto`], the gateway's records inside a ring (OPEN, DATA, CLOSE), which
-//! imports nothing of the daemon; beside them [`paths`] (the state and runtime directories)
+//! Below both sits the `edgegw-proto` crate, the gateway's records inside a ring (OPEN, DATA,
+//! CLOSE), which depends on nothing and is what Rust consumers use too; beside them [`paths`] (the state and runtime directories)
 //! and [`log`] (the `log` facade's backend, rate-limited). [`cli`] is the command line: it
 //! parses, and each command either runs the daemon or uses the same modules as a tool
 //! (`check-config`, `ring stat|tail|echo`, `events`).
@@ -34,6 +34,5 @@ pub mod control;
 pub mod gateway;
 pub mod log;
 pub mod paths;
-pub mod proto;
 mod sys;
 pub mod tls;

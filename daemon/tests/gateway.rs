@@ -101,7 +101,7 @@ fn a_consumer_close_record_closes_the_client_connection() {
 
 #[test]
 fn replies_for_unknown_connections_are_counted_and_dropped() {
-    use edgegw::proto;
+    use edgegw_proto as proto;
     let daemon = TestDaemon::start(&ring_route());
     // Attach the reply side only, as a consumer would after a restart with stale ids.
     let mut producer = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
@@ -136,7 +136,7 @@ fn replies_for_unknown_connections_are_counted_and_dropped() {
 
 #[test]
 fn a_corrupt_reply_ring_is_replaced_and_replies_flow_again_on_the_same_connection() {
-    use edgegw::proto;
+    use edgegw_proto as proto;
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     let daemon = TestDaemon::start(&ring_route());

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use edgegw::proto;
+use edgegw_proto as proto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config() -> String {

@@ -18,7 +18,7 @@ use super::note::note;
 use crate::config::Config;
 use crate::gateway::RingCounter;
 use crate::paths::{self, SYSTEM_RUNTIME_DIR};
-use crate::proto::{self, OpenInfo, DATA_HEADER_LEN};
+use edgegw_proto::{self as proto, OpenInfo, DATA_HEADER_LEN};
 
 /// Runs a ring tool on `ring`, a ring name or a socket path.
 pub fn run(

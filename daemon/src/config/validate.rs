@@ -122,7 +122,8 @@ impl Validator<'_> {
                     return self.err(span, format!("route to ring `{ring}`, which is not defined (add a [[ring]] named `{ring}`)"));
                 };
                 if let Framing::LengthPrefixed { max_frame } = route_config.framing {
-                    let limit = crate::proto::max_frame_for_ring(ring_config.capacity);
+                    let limit =
+                        edgegw_proto::max_frame(edgegw_ring::max_payload(ring_config.capacity));
                     if max_frame as usize > limit {
                         return self.err(
                             route.max_frame.as_ref().map_or(span, |m| m.span()),

@@ -18,9 +18,9 @@ use super::ring_pair::RingPair;
 use super::session::Session;
 use super::stats::Stats;
 use crate::config::{ListenerConfig, RouteConfig};
-use crate::proto::OpenInfo;
 use crate::tls::clienthello::{self, Peek};
 use crate::tls::ListenerTls;
+use edgegw_proto::OpenInfo;
 
 /// Why a handshake did not complete.
 #[derive(Debug, thiserror::Error)]

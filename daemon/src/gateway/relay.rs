@@ -23,7 +23,7 @@ use super::framing::FrameTooLarge;
 use super::session::Progress;
 use super::stats::Stats;
 use crate::config::ListenerConfig;
-use crate::proto::CloseReason;
+use edgegw_proto::CloseReason;
 
 /// Ciphertext allowed to wait for a slow client before the relay stops asking the backend for
 /// more.

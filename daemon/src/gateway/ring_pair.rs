@@ -35,7 +35,9 @@ use super::plan::RingEndpoints;
 use super::session::PooledBuf;
 use super::stats::{RingCounter, Stats};
 use crate::config::WhenFull;
-use crate::proto::{self, encode_close, CloseReason, OpenInfo, CLOSE_LEN, DATA_HEADER_LEN};
+use edgegw_proto::{
+    self as proto, encode_close, CloseReason, OpenInfo, CLOSE_LEN, DATA_HEADER_LEN,
+};
 
 /// Unsent reply bytes one connection may hold; beyond, the client is too slow and is closed.
 const CONN_REPLY_CAP: usize = 256 * 1024;

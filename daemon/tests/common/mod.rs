@@ -396,7 +396,7 @@ pub fn pkcs8(key: &rcgen::KeyPair) -> PrivateKeyDer<'static> {
 /// What a test consumer saw on a ring.
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
-    pub opens: Vec<(u64, edgegw::proto::OpenInfo)>,
+    pub opens: Vec<(u64, edgegw_proto::OpenInfo)>,
     pub data: Vec<(u64, Vec<u8>)>,
     pub closes: Vec<(u64, u32)>,
 }
@@ -433,7 +433,7 @@ pub struct TestConsumer {
 impl TestConsumer {
     /// Attaches to both rings of `ring` and answers as `reply` says; `delay` slows each batch.
     pub fn attach(daemon: &TestDaemon, ring: &str, reply: Reply, delay: Duration) -> TestConsumer {
-        use edgegw::proto;
+        use edgegw_proto as proto;
         use edgegw_ring::{Consumer, Producer, Readiness};
         let ingress_path = daemon.ring_socket(ring);
         let reply_path = daemon.reply_socket(ring);
@@ -689,7 +689,7 @@ pub fn process_cert(dir: &Path) -> CertificateDer<'static> {
 pub fn reply_data(producer: &mut edgegw_ring::Producer, id: u64, bytes: &[u8]) {
     let mut payload = id.to_le_bytes().to_vec();
     payload.extend_from_slice(bytes);
-    producer.send(edgegw::proto::DATA, 0, &payload).unwrap();
+    producer.send(edgegw_proto::DATA, 0, &payload).unwrap();
 }
 
 /// Says what CI must show even when the test passes: a part skipped and why, or the path a

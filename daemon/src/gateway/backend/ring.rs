@@ -13,7 +13,7 @@ use crate::config::Framing;
 use crate::gateway::framing::Framer;
 use crate::gateway::relay::{Backend, BackendError, Event, Interest, Read};
 use crate::gateway::ring_pair::{RingConn, RingPair};
-use crate::proto::{CloseReason, OpenInfo};
+use edgegw_proto::{CloseReason, OpenInfo};
 
 /// One connection's side of a ring pair.
 pub(in crate::gateway) struct RingBackend {

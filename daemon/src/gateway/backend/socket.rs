@@ -20,7 +20,7 @@ use crate::config::{Framing, RouteTarget};
 use crate::gateway::framing::FrameChecker;
 use crate::gateway::relay::{Backend, BackendError, Event, Interest, Read};
 use crate::gateway::stats::Stats;
-use crate::proto::CloseReason;
+use edgegw_proto::CloseReason;
 
 /// Bytes read from the backend at a time: one TLS record of plaintext.
 const READ_CHUNK: usize = 16 * 1024;

@@ -14,9 +14,11 @@
 //! the single place that encodes and decodes them; the repository's README repeats the table
 //! for consumers in other languages.
 //!
-//! It is the daemon's ground floor: it imports nothing of the daemon, so the config (which
-//! checks that a route's frames fit its ring), the data path and the ring tools all build on it.
-//! A later step makes it a crate of its own for consumers.
+//! It depends on nothing, so the daemon's config (which checks that a route's frames fit its
+//! ring), its data path, its ring tools and every Rust consumer build on it without pulling in
+//! rustls, tokio or the daemon.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 /// Record type: a connection opened.
 pub const OPEN: u16 = 1;
@@ -126,9 +128,10 @@ pub fn encode_close(out: &mut [u8], conn_id: u64, reason: CloseReason) {
     out[8..12].copy_from_slice(&(reason as u32).to_le_bytes());
 }
 
-/// The largest frame (DATA payload after the connection id) a ring of `capacity` carries.
-pub fn max_frame_for_ring(capacity: usize) -> usize {
-    edgegw_ring::max_payload(capacity).saturating_sub(DATA_HEADER_LEN)
+/// The largest frame (DATA payload after the connection id) in a record of at most
+/// `max_payload` bytes (a ring's largest record: `edgegw_ring::max_payload(capacity)`).
+pub fn max_frame(max_payload: usize) -> usize {
+    max_payload.saturating_sub(DATA_HEADER_LEN)
 }
 
 #[cfg(test)]
