@@ -20,6 +20,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Shared-memory rings to local consumers.
     pub rings: Vec<RingConfig>,
+    /// Which files the daemon follows (`[watch]`).
+    pub watch: super::WatchConfig,
+    /// Load shedding under memory pressure (`[pressure]`).
+    pub pressure: super::PressureConfig,
 }
 
 /// Daemon-wide settings.

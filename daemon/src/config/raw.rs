@@ -17,6 +17,8 @@ pub struct File {
     pub route: Vec<Route>,
     #[serde(default)]
     pub ring: Vec<Ring>,
+    pub watch: Option<super::reactions::RawWatch>,
+    pub pressure: Option<super::reactions::RawPressure>,
 }
 
 #[derive(Debug, Default, Deserialize)]

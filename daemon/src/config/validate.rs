@@ -165,6 +165,8 @@ impl Validator<'_> {
             listeners,
             routes,
             rings,
+            watch: super::reactions::watch(self.file, self.text, raw.watch)?,
+            pressure: super::reactions::pressure(self.file, self.text, raw.pressure)?,
         })
     }
 

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgegw::config::{Config, ConfigSource};
-use edgegw::control::{Daemon, Listening, ReloadOutcome, Request, RequestSender, Requests};
+use edgegw::control::{
+    Daemon, Listening, ReloadOutcome, Request, RequestSender, Requests, WatchHandle,
+};
 use edgegw::gateway::{Snapshot, Stats};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
@@ -21,6 +23,8 @@ pub struct TestDaemon {
     /// Bound addresses, by listener name.
     pub addrs: Vec<(String, SocketAddr)>,
     stats: Arc<Stats>,
+    /// The kernel watchers' status and feed.
+    pub watch: WatchHandle,
     requests: RequestSender,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -58,7 +62,8 @@ impl TestDaemon {
                     }
                 };
                 let addrs = by_listener(daemon.listening());
-                let _ = ready_tx.send(Ok((addrs, daemon.gateway().stats_handle())));
+                let handles = (daemon.gateway().stats_handle(), daemon.watch());
+                let _ = ready_tx.send(Ok((addrs, handles)));
                 daemon
                     .run(ConfigSource::File(file), requests)
                     .await
@@ -69,10 +74,11 @@ impl TestDaemon {
             .recv()
             .map_err(|_| "control thread died".to_string())?
         {
-            Ok((addrs, stats)) => Ok(TestDaemon {
+            Ok((addrs, (stats, watch))) => Ok(TestDaemon {
                 dir,
                 addrs,
                 stats,
+                watch,
                 requests: requests_tx,
                 thread: Some(thread),
             }),
@@ -229,8 +235,15 @@ fn with_dirs(config: &str, dir: &Path) -> String {
         "[daemon]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\n",
         d = dir.display()
     );
+    // The host's memory pressure must not make a test refuse connections: tests of shedding
+    // configure it themselves.
+    let pressure = if config.contains("[pressure]") {
+        ""
+    } else {
+        "[pressure]\nshed = false\n"
+    };
     format!(
-        "{dirs}{}",
+        "{dirs}{pressure}{}",
         config.replace("{dir}", &dir.display().to_string())
     )
 }

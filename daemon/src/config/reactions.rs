@@ -1,0 +1,207 @@
+//! The keys for the daemon's reactions to the kernel: `[watch]` (reload when the config or a
+//! certificate file changes) and `[pressure]` (shed load under memory pressure). Raw form,
+//! validated form and the check between them, in one place.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::error::ConfigError;
+use super::source::Location;
+use super::units;
+
+/// `[watch]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    pub files: Option<bool>,
+    pub debounce: Option<Spanned<String>>,
+}
+
+/// `[pressure]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPressure {
+    pub shed: Option<bool>,
+    pub stall_kind: Option<Spanned<String>>,
+    pub cgroup: Option<Spanned<String>>,
+    pub stall: Option<Spanned<String>>,
+    pub window: Option<Spanned<String>>,
+    pub poll_interval: Option<Spanned<String>>,
+    pub resume_after: Option<Spanned<String>>,
+}
+
+/// Which files the daemon follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// Reload when the config file or a certificate, key, CA or CRL file it names changes.
+    pub files: bool,
+    /// Quiet time after the last change before the reload (a rotation is several renames).
+    pub debounce: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            files: true,
+            debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Whose memory pressure the daemon watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PressureCgroup {
+    /// The daemon's own cgroup (from /proc/self/cgroup).
+    Own,
+    /// The whole system (/proc/pressure/memory).
+    System,
+    /// A cgroup, absolute inside the cgroup2 mount or relative to it.
+    Path(PathBuf),
+}
+
+/// Load shedding under memory pressure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PressureConfig {
+    /// Shed load under pressure.
+    pub shed: bool,
+    /// Whose pressure.
+    pub cgroup: PressureCgroup,
+    /// Which PSI line: `full` (every task of the cgroup stalled at once: the daemon cannot make
+    /// progress) or `some` (at least one stalled).
+    pub full: bool,
+    /// Stall time within `window` that is pressure.
+    pub stall: Duration,
+    /// PSI window.
+    pub window: Duration,
+    /// How often the averages are read (the fallback, and how relief is noticed).
+    pub poll_interval: Duration,
+    /// Pressure must stay low this long before the daemon accepts again.
+    pub resume_after: Duration,
+}
+
+impl Default for PressureConfig {
+    fn default() -> Self {
+        PressureConfig {
+            shed: true,
+            cgroup: PressureCgroup::Own,
+            full: true,
+            // Every task stalled a quarter of the time: the daemon cannot make progress. `some`
+            // at 150 ms in 2 s (the reader's default) fires on a busy development host that
+            // is not short of memory, and would refuse connections for nothing.
+            stall: Duration::from_millis(500),
+            window: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(5),
+            resume_after: Duration::from_secs(10),
+        }
+    }
+}
+
+fn duration(
+    file: &std::path::Path,
+    text: &str,
+    value: Option<&Spanned<String>>,
+    default: Duration,
+    min: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let at =
+        |message: String| ConfigError::at(Location::of_span(file, text, value.span()), message);
+    match units::parse_duration(value.get_ref()) {
+        Ok(d) if d < min => Err(at(format!("must be at least {min:?}"))),
+        Ok(d) => Ok(d),
+        Err(e) => Err(at(e)),
+    }
+}
+
+/// Validates `[watch]`.
+pub fn watch(
+    file: &std::path::Path,
+    text: &str,
+    raw: Option<RawWatch>,
+) -> Result<WatchConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let default = WatchConfig::default();
+    Ok(WatchConfig {
+        files: raw.files.unwrap_or(default.files),
+        debounce: duration(
+            file,
+            text,
+            raw.debounce.as_ref(),
+            default.debounce,
+            Duration::from_millis(1),
+        )?,
+    })
+}
+
+/// Validates `[pressure]`.
+pub fn pressure(
+    file: &std::path::Path,
+    text: &str,
+    raw: Option<RawPressure>,
+) -> Result<PressureConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let default = PressureConfig::default();
+    let ms = Duration::from_millis;
+    let stall = duration(file, text, raw.stall.as_ref(), default.stall, ms(1))?;
+    let window = duration(file, text, raw.window.as_ref(), default.window, ms(500))?;
+    if stall > window {
+        let span = raw.stall.as_ref().map_or(0..0, |s| s.span());
+        return Err(ConfigError::at(
+            Location::of_span(file, text, span),
+            format!("stall ({stall:?}) must be at most the window ({window:?})"),
+        ));
+    }
+    let cgroup = match &raw.cgroup {
+        None => default.cgroup,
+        Some(c) => match c.get_ref().as_str() {
+            "self" => PressureCgroup::Own,
+            "system" => PressureCgroup::System,
+            "" => {
+                return Err(ConfigError::at(
+                    Location::of_span(file, text, c.span()),
+                    "cgroup is empty (\"self\", \"system\" or a cgroup path)",
+                ))
+            }
+            path => PressureCgroup::Path(PathBuf::from(path)),
+        },
+    };
+    let full = match &raw.stall_kind {
+        None => default.full,
+        Some(kind) => match kind.get_ref().as_str() {
+            "full" => true,
+            "some" => false,
+            other => {
+                return Err(ConfigError::at(
+                    Location::of_span(file, text, kind.span()),
+                    format!("stall_kind is \"full\" or \"some\", not {other:?}"),
+                ))
+            }
+        },
+    };
+    Ok(PressureConfig {
+        shed: raw.shed.unwrap_or(default.shed),
+        full,
+        cgroup,
+        stall,
+        window,
+        poll_interval: duration(
+            file,
+            text,
+            raw.poll_interval.as_ref(),
+            default.poll_interval,
+            ms(100),
+        )?,
+        resume_after: duration(
+            file,
+            text,
+            raw.resume_after.as_ref(),
+            default.resume_after,
+            ms(1),
+        )?,
+    })
+}

@@ -1,0 +1,253 @@
+//! The daemon's reactions to the kernel: certificate and config files, and memory pressure.
+//!
+//! Each source runs as a task of the control plane's runtime, reading its part of
+//! `edgegw-kernel-events`, and feeds what it saw into one channel ([`Feed`]). [`Watch::next`]
+//! turns that into what the control loop must do ([`Reaction`]); everything else (the pressure
+//! state, the counters) [`Watch`] keeps itself, so the loop has one branch for all of it:
+//!
+//! - `files.rs`: the config file and every certificate, key, CA and CRL file it names, through
+//!   their directories (atomic renames, certbot's `live/` links and Kubernetes' `..data` swap
+//!   are seen), debounced by the reader; a settled change, or the end of a resync after an
+//!   inotify overflow, asks for one reload through the same one-at-a-time path as SIGHUP. The
+//!   task follows the config: a reload that names other files restarts it.
+//! - `pressure.rs`: the PSI reader of the daemon's own cgroup (a trigger, or the poll where the
+//!   kernel refuses one) drives [`pressure::Shedding`]: under pressure new connections are
+//!   closed at once and the heap is trimmed; once pressure stayed low for `resume_after`,
+//!   connections are accepted again. Both edges are logged.
+//!
+//! What the watchers saw is [`WatchStatus`], which `counters()` (SIGUSR1) and status show.
+
+mod files;
+mod pressure;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use edgegw_kernel_events::pressure::PressureEvent;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{Config, ConfigSource};
+use crate::gateway::Stats;
+pub use pressure::{PressureStatus, Shedding};
+
+/// What a watcher task saw.
+#[derive(Debug)]
+pub enum Feed {
+    /// Watched files changed (or a resync ended): reload.
+    FilesChanged {
+        /// The paths that changed (empty after a resync).
+        paths: Vec<PathBuf>,
+    },
+    /// A pressure event of the daemon's cgroup.
+    Pressure(PressureEvent),
+}
+
+/// What the control loop must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reaction {
+    /// Reload the config, as SIGHUP does.
+    Reload,
+}
+
+/// The file watcher's part of the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FilesStatus {
+    /// Files to watch.
+    pub watched: usize,
+    /// Their watches are in place (the reader read their initial state).
+    pub active: bool,
+    /// Settled changes seen (one per debounced batch).
+    pub changes: u64,
+    /// Inotify overflows (or lost watches) recovered from.
+    pub resyncs: u64,
+    /// Reloads asked for by file changes.
+    pub reloads_requested: u64,
+    /// Why the files are not watched, if they are not.
+    pub error: Option<String>,
+}
+
+/// What the daemon's kernel watchers saw: `counters()` and status show it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct WatchStatus {
+    /// Certificate and config files.
+    pub files: FilesStatus,
+    /// Memory pressure and load shedding.
+    pub pressure: PressureStatus,
+    /// The error of the last reload, while reloads keep failing with it (logged once).
+    pub reload_error: Option<String>,
+}
+
+/// A handle on the watchers: their status, and their feed (tests inject events through it).
+#[derive(Debug, Clone)]
+pub struct WatchHandle {
+    status: Arc<Mutex<WatchStatus>>,
+    feed: mpsc::UnboundedSender<Feed>,
+}
+
+impl WatchHandle {
+    /// The status now.
+    pub fn status(&self) -> WatchStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Feeds an event as if a watcher had seen it (the tests' way to cause pressure where the
+    /// kernel gives none). False if the daemon is gone.
+    pub fn inject(&self, feed: Feed) -> bool {
+        self.feed.send(feed).is_ok()
+    }
+}
+
+fn lock(status: &Mutex<WatchStatus>) -> std::sync::MutexGuard<'_, WatchStatus> {
+    status.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The watcher tasks and what they found, owned by the control loop.
+#[derive(Debug)]
+pub struct Watch {
+    handle: WatchHandle,
+    feed: mpsc::UnboundedReceiver<Feed>,
+    files: Option<(Vec<PathBuf>, JoinHandle<()>)>,
+    pressure: Option<JoinHandle<()>>,
+    shedding: Shedding,
+    stats: Arc<Stats>,
+}
+
+impl Watch {
+    /// The watchers' state for `config`; nothing runs before [`Watch::run`].
+    pub fn new(config: &Config, stats: Arc<Stats>) -> Watch {
+        let (sender, feed) = mpsc::unbounded_channel();
+        Watch {
+            handle: WatchHandle {
+                status: Arc::default(),
+                feed: sender,
+            },
+            feed,
+            files: None,
+            pressure: None,
+            shedding: Shedding::new(config.pressure.resume_after),
+            stats,
+        }
+    }
+
+    /// Starts the watchers `config` asks for. Inside the control plane's runtime.
+    pub fn run(&mut self, config: &Config, source: &ConfigSource) {
+        if config.pressure.shed && self.pressure.is_none() {
+            self.pressure = Some(pressure::spawn(&config.pressure, self.handle.clone()));
+        }
+        self.follow(config, source);
+    }
+
+    /// A handle on the status and the feed.
+    pub fn handle(&self) -> WatchHandle {
+        self.handle.clone()
+    }
+
+    /// The status now.
+    pub fn status(&self) -> WatchStatus {
+        self.handle.status()
+    }
+
+    /// A config is in force: watches the files it names (restarting the file watcher only if
+    /// they are not the ones watched already).
+    pub fn follow(&mut self, config: &Config, source: &ConfigSource) {
+        self.shedding.set_resume_after(config.pressure.resume_after);
+        let paths = if config.watch.files {
+            files::paths(config, source)
+        } else {
+            Vec::new()
+        };
+        if self.files.as_ref().is_some_and(|(now, _)| *now == paths) {
+            return;
+        }
+        if let Some((_, task)) = self.files.take() {
+            task.abort();
+        }
+        {
+            let mut status = lock(&self.handle.status);
+            status.files.watched = paths.len();
+            status.files.active = false;
+        }
+        if paths.is_empty() {
+            return;
+        }
+        let task = files::spawn(paths.clone(), config.watch.debounce, self.handle.clone());
+        self.files = Some((paths, task));
+    }
+
+    /// The next thing the loop must do. Cancel-safe: pressure edges and counters are handled
+    /// here, between two awaits.
+    pub async fn next(&mut self) -> Reaction {
+        loop {
+            let resume = self.shedding.resume_at();
+            let feed = tokio::select! {
+                feed = self.feed.recv() => feed,
+                () = sleep_until(resume) => {
+                    self.shedding
+                        .resume_if_due(Instant::now(), &self.stats, &self.handle.status);
+                    continue;
+                }
+            };
+            match feed {
+                Some(Feed::FilesChanged { paths }) => {
+                    let mut status = lock(&self.handle.status);
+                    if paths.is_empty() {
+                        status.files.resyncs += 1;
+                    } else {
+                        status.files.changes += 1;
+                    }
+                    status.files.reloads_requested += 1;
+                    drop(status);
+                    log::info!(
+                        "{} changed: reloading",
+                        if paths.is_empty() {
+                            "watched files may have".to_string()
+                        } else {
+                            paths
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    );
+                    return Reaction::Reload;
+                }
+                Some(Feed::Pressure(event)) => {
+                    self.shedding
+                        .on_event(&event, Instant::now(), &self.stats, &self.handle.status)
+                }
+                // We hold a sender ourselves: never.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// A reload ended: whether its error (if any) should be logged, which is once for as long
+    /// as reloads keep failing with the same one (a half-written certificate pair fails every
+    /// reload until its second file lands).
+    pub fn reload_done(&mut self, error: Option<String>) -> bool {
+        let mut status = lock(&self.handle.status);
+        let new = error.is_some() && status.reload_error != error;
+        status.reload_error = error;
+        new
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.files.take() {
+            task.abort();
+        }
+        if let Some(task) = self.pressure.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
