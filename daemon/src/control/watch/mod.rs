@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{Config, ConfigSource};
+use crate::config::{Config, ConfigSource, PressureConfig};
 use crate::gateway::Stats;
 pub use pressure::{PressureStatus, Shedding};
 
@@ -109,7 +109,8 @@ pub struct Watch {
     handle: WatchHandle,
     feed: mpsc::UnboundedReceiver<Feed>,
     files: Option<(Vec<PathBuf>, JoinHandle<()>)>,
-    pressure: Option<JoinHandle<()>>,
+    /// The pressure reader and the settings it runs with.
+    pressure: Option<(PressureConfig, JoinHandle<()>)>,
     shedding: Shedding,
     stats: Arc<Stats>,
 }
@@ -133,9 +134,6 @@ impl Watch {
 
     /// Starts the watchers `config` asks for. Inside the control plane's runtime.
     pub fn run(&mut self, config: &Config, source: &ConfigSource) {
-        if config.pressure.shed && self.pressure.is_none() {
-            self.pressure = Some(pressure::spawn(&config.pressure, self.handle.clone()));
-        }
         self.follow(config, source);
     }
 
@@ -149,10 +147,42 @@ impl Watch {
         self.handle.status()
     }
 
-    /// A config is in force: watches the files it names (restarting the file watcher only if
-    /// they are not the ones watched already).
+    /// A config is in force: watches the files it names and the pressure it asks for
+    /// (restarting a watcher only if what it watches changed).
     pub fn follow(&mut self, config: &Config, source: &ConfigSource) {
-        self.shedding.set_resume_after(config.pressure.resume_after);
+        self.follow_pressure(&config.pressure);
+        self.follow_files(config, source);
+    }
+
+    fn follow_pressure(&mut self, config: &PressureConfig) {
+        self.shedding.configure(
+            config.shed,
+            config.resume_after,
+            &self.stats,
+            &self.handle.status,
+        );
+        let reader = |c: &PressureConfig| PressureConfig {
+            resume_after: Default::default(),
+            ..c.clone()
+        };
+        let wanted = config.shed.then(|| reader(config));
+        if self.pressure.as_ref().map(|(running, _)| running) == wanted.as_ref() {
+            return;
+        }
+        if let Some((_, task)) = self.pressure.take() {
+            task.abort();
+            let mut status = lock(&self.handle.status);
+            status.pressure.mode = None;
+            status.pressure.target = None;
+            status.pressure.error = None;
+        }
+        if let Some(wanted) = wanted {
+            let task = pressure::spawn(&wanted, self.handle.clone());
+            self.pressure = Some((wanted, task));
+        }
+    }
+
+    fn follow_files(&mut self, config: &Config, source: &ConfigSource) {
         let paths = if config.watch.files {
             files::paths(config, source)
         } else {
@@ -239,7 +269,7 @@ impl Drop for Watch {
         if let Some((_, task)) = self.files.take() {
             task.abort();
         }
-        if let Some(task) = self.pressure.take() {
+        if let Some((_, task)) = self.pressure.take() {
             task.abort();
         }
     }

@@ -48,6 +48,8 @@ pub struct PressureStatus {
 /// Whether the daemon sheds load, and when it may stop.
 #[derive(Debug)]
 pub struct Shedding {
+    /// `[pressure] shed`: off, events are counted and nothing else.
+    enabled: bool,
     resume_after: Duration,
     on: bool,
     /// Set while shedding once pressure was reported low: when to resume.
@@ -58,15 +60,35 @@ impl Shedding {
     /// Not shedding; resumes `resume_after` after relief.
     pub fn new(resume_after: Duration) -> Shedding {
         Shedding {
+            enabled: true,
             resume_after,
             on: false,
             resume_at: None,
         }
     }
 
-    /// A reload changed the wait (a wait under way keeps its end).
-    pub fn set_resume_after(&mut self, resume_after: Duration) {
+    /// A config is in force: shedding on or off, and the wait (a wait under way keeps its
+    /// end). Turned off while shedding, the daemon accepts again at once.
+    pub fn configure(
+        &mut self,
+        enabled: bool,
+        resume_after: Duration,
+        stats: &Stats,
+        status: &Mutex<WatchStatus>,
+    ) {
+        self.enabled = enabled;
         self.resume_after = resume_after;
+        if !enabled && self.on {
+            self.stop(stats, status);
+            log::info!("load shedding turned off: accepting connections again");
+        }
+    }
+
+    fn stop(&mut self, stats: &Stats, status: &Mutex<WatchStatus>) {
+        self.on = false;
+        self.resume_at = None;
+        stats.shedding.store(0, Ordering::Relaxed);
+        lock(status).pressure.shedding = false;
     }
 
     /// When shedding ends if nothing else happens.
@@ -99,7 +121,7 @@ impl Shedding {
                 status.stalls += 1;
                 status.some_avg10 = averages.some_avg10;
                 self.resume_at = None;
-                if !self.on {
+                if self.enabled && !self.on {
                     self.on = true;
                     status.shedding = true;
                     status.episodes += 1;
@@ -132,10 +154,7 @@ impl Shedding {
         if !self.on || self.resume_at.is_none_or(|at| now < at) {
             return;
         }
-        self.on = false;
-        self.resume_at = None;
-        stats.shedding.store(0, Ordering::Relaxed);
-        lock(status).pressure.shedding = false;
+        self.stop(stats, status);
         log::info!(
             "memory pressure stayed low for {:?}: accepting connections again",
             self.resume_after
