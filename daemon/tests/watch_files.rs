@@ -309,3 +309,93 @@ fn wait_error(daemon: &TestDaemon) -> String {
         assert!(Instant::now() < deadline, "the reload never failed");
     }
 }
+
+/// Serializes changes of the inotify sysctls with every other test on the machine that makes
+/// them (the same lock file as kernel-events' tests).
+fn sysctl_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("edgegw-kernel-events-inotify-sysctl.lock"))
+        .expect("open the sysctl lock file");
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the sysctl lock file")
+}
+
+/// Sets a sysctl and puts the old value back when dropped (also on panic).
+struct Sysctl(&'static str, String);
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).expect("read the sysctl");
+        std::fs::write(path, value).expect("write the sysctl");
+        Sysctl(path, old)
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        std::fs::write(self.0, self.1.trim()).expect("restore the sysctl");
+    }
+}
+
+#[test]
+#[ignore = "needs root: lowers fs.inotify.max_queued_events while the daemon starts"]
+fn an_inotify_overflow_during_a_rotation_still_ends_with_the_new_certificate() {
+    let ca = Pki::new("overflow CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert1, key1, der1) = ca.issue(&["gw.example"], false, 1);
+    let (cert2, key2, der2) = ca.issue(&["gw.example"], false, 2);
+    let (cert, key) = Rotation::AtomicRename.install(dir.path(), &(cert1, key1));
+    let text = format!(
+        "[[listener]]\nname = \"tls\"\nbind = [\"127.0.0.1:0\"]\nroute = \"sink\"\n\
+         [[listener.certificate]]\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [[route]]\nname = \"sink\"\ntcp = \"127.0.0.1:9\"\n\
+         [pressure]\nshed = false\n"
+    );
+    let config = write(dir.path(), "edgegw.toml", &text);
+    // The queue limit is copied into an inotify instance when it is created: lowered while
+    // the daemon starts its file watcher only.
+    let daemon = {
+        let _lock = sysctl_lock();
+        let _small = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "16");
+        let mut command = edgegw();
+        command.args(["run", "--config", config.to_str().unwrap()]);
+        let daemon = Process::spawn(command, dir.path(), "daemon");
+        daemon.wait_for_log("files for changes");
+        daemon
+    };
+    let addr = accepting_on(&daemon);
+    let rt = runtime();
+    let served = || {
+        let client = client_config(std::slice::from_ref(&ca.ca_der), &[]);
+        rt.block_on(connect(addr, client, "gw.example"))
+            .ok()
+            .and_then(|tls| Some(tls.get_ref().1.peer_certificates()?[0].clone()))
+    };
+    assert_eq!(served(), Some(der1));
+
+    // The daemon reads nothing while 200 events and the rotation happen.
+    daemon.signal(nix::sys::signal::Signal::SIGSTOP);
+    for i in 0..200 {
+        write(dir.path(), &format!("noise-{i:03}"), "x");
+    }
+    Rotation::AtomicRename.rotate(dir.path(), &(cert2, key2), 2);
+    for i in 0..50 {
+        std::fs::remove_file(dir.path().join(format!("noise-{i:03}"))).unwrap();
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGCONT);
+
+    daemon.wait_for_log("lost events");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served().as_ref() != Some(&der2) {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -78,7 +78,10 @@ async fn watch(
         status.files.error = None;
         status.files.active = true;
     }
-    log::debug!("watching {} certificate and config files", paths.len());
+    log::info!(
+        "watching {} files for changes (the config, its certificates, keys, CAs and CRLs)",
+        paths.len()
+    );
     loop {
         // One debounced batch comes out together: everything ready now is one change.
         let first = events.next().await?;
