@@ -222,6 +222,8 @@ pub struct RingConfig {
     pub allow_uids: Vec<u32>,
     /// gids allowed to attach.
     pub allow_gids: Vec<u32>,
+    /// The consumer's cgroup, supervised: why it went away is recorded.
+    pub consumer: Option<super::ConsumerCgroup>,
 }
 
 impl Config {

@@ -97,6 +97,8 @@ pub struct Ring {
     pub allow_uids: Vec<u32>,
     #[serde(default)]
     pub allow_gids: Vec<u32>,
+    pub consumer_cgroup: Option<Spanned<String>>,
+    pub consumer_unit: Option<Spanned<String>>,
 }
 
 /// `framing` as written; with `max_frame` it makes a [`super::Framing`].

@@ -1,6 +1,7 @@
 //! The keys for the daemon's reactions to the kernel: `[watch]` (reload when the config or a
-//! certificate file changes) and `[pressure]` (shed load under memory pressure). Raw form,
-//! validated form and the check between them, in one place.
+//! certificate file changes), `[pressure]` (shed load under memory pressure) and a ring's
+//! `consumer_cgroup`/`consumer_unit` (supervise its consumer). Raw form, validated form and the
+//! check between them, in one place.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -204,4 +205,57 @@ pub fn pressure(
             ms(1),
         )?,
     })
+}
+
+/// Where a ring's consumer runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerCgroup {
+    /// A cgroup path, absolute inside the cgroup2 mount or relative to it.
+    Path(PathBuf),
+    /// A systemd unit; its cgroup is looked up (`systemctl show -P ControlGroup`, or its slice
+    /// while it is not running).
+    Unit(String),
+}
+
+/// Validates a ring's `consumer_cgroup` / `consumer_unit` (one or neither).
+pub fn consumer(
+    file: &std::path::Path,
+    text: &str,
+    cgroup: Option<&Spanned<String>>,
+    unit: Option<&Spanned<String>>,
+) -> Result<Option<ConsumerCgroup>, ConfigError> {
+    let at = |value: &Spanned<String>, message: &str| {
+        ConfigError::at(Location::of_span(file, text, value.span()), message)
+    };
+    match (cgroup, unit) {
+        (Some(_), Some(unit)) => Err(at(unit, "give consumer_cgroup or consumer_unit, not both")),
+        (Some(path), None) => {
+            let p = PathBuf::from(path.get_ref());
+            let bad = path.get_ref().trim_matches('/').is_empty()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir));
+            if bad {
+                return Err(at(
+                    path,
+                    "consumer_cgroup must name a cgroup below the root, without `..`",
+                ));
+            }
+            Ok(Some(ConsumerCgroup::Path(p)))
+        }
+        (None, Some(unit)) => {
+            let name = unit.get_ref();
+            let valid = [".service", ".scope", ".slice"]
+                .iter()
+                .any(|suffix| name.len() > suffix.len() && name.ends_with(suffix))
+                && !name.contains('/');
+            if !valid {
+                return Err(at(
+                    unit,
+                    "consumer_unit must be a systemd unit name (app.service, app.scope)",
+                ));
+            }
+            Ok(Some(ConsumerCgroup::Unit(name.clone())))
+        }
+        (None, None) => Ok(None),
+    }
 }

@@ -226,6 +226,12 @@ impl Validator<'_> {
             when_full,
             allow_uids: raw.allow_uids.clone(),
             allow_gids: raw.allow_gids.clone(),
+            consumer: super::reactions::consumer(
+                self.file,
+                self.text,
+                raw.consumer_cgroup.as_ref(),
+                raw.consumer_unit.as_ref(),
+            )?,
         })
     }
 

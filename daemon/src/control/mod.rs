@@ -53,7 +53,9 @@ use build::{Build, Commit};
 pub use reload::{ReloadError, ReloadOutcome, ReloadReply, Reloaded};
 pub use requests::{Request, RequestSender, Requests};
 pub use sockets::{bind_tcp, Listening};
-pub use watch::{Feed, FilesStatus, PressureStatus, WatchHandle, WatchStatus};
+pub use watch::{
+    ConsumerStatus, Feed, FilesStatus, Gone, PressureStatus, WatchHandle, WatchStatus,
+};
 
 /// Runs the daemon on this thread until SIGTERM or SIGINT: SIGHUP reloads `source`, SIGUSR1
 /// logs every counter.

@@ -15,8 +15,13 @@
 //!   closed at once and the heap is trimmed; once pressure stayed low for `resume_after`,
 //!   connections are accepted again. Both edges are logged.
 //!
+//! - `consumers.rs`: the cgroups of rings' consumers (a path, or a systemd unit's): an emptied
+//!   cgroup or an OOM kill in it is recorded as why the consumer went away, logged once and
+//!   counted; the ring keeps its unread records for the next consumer.
+//!
 //! What the watchers saw is [`WatchStatus`], which `counters()` (SIGUSR1) and status show.
 
+mod consumers;
 mod files;
 mod pressure;
 
@@ -30,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, ConfigSource, PressureConfig};
 use crate::gateway::Stats;
+pub use consumers::{ConsumerStatus, Gone};
 pub use pressure::{PressureStatus, Shedding};
 
 /// What a watcher task saw.
@@ -75,6 +81,8 @@ pub struct WatchStatus {
     pub files: FilesStatus,
     /// Memory pressure and load shedding.
     pub pressure: PressureStatus,
+    /// Supervised consumers, by ring.
+    pub consumers: std::collections::BTreeMap<String, ConsumerStatus>,
     /// The error of the last reload, while reloads keep failing with it (logged once).
     pub reload_error: Option<String>,
 }
@@ -109,6 +117,8 @@ pub struct Watch {
     handle: WatchHandle,
     feed: mpsc::UnboundedReceiver<Feed>,
     files: Option<(Vec<PathBuf>, JoinHandle<()>)>,
+    /// The consumer supervisor and what it supervises.
+    consumers: Option<(Vec<(String, crate::config::ConsumerCgroup)>, JoinHandle<()>)>,
     /// The pressure reader and the settings it runs with.
     pressure: Option<(PressureConfig, JoinHandle<()>)>,
     shedding: Shedding,
@@ -126,6 +136,7 @@ impl Watch {
             },
             feed,
             files: None,
+            consumers: None,
             pressure: None,
             shedding: Shedding::new(config.pressure.resume_after),
             stats,
@@ -152,6 +163,27 @@ impl Watch {
     pub fn follow(&mut self, config: &Config, source: &ConfigSource) {
         self.follow_pressure(&config.pressure);
         self.follow_files(config, source);
+        self.follow_consumers(config);
+    }
+
+    fn follow_consumers(&mut self, config: &Config) {
+        let targets = consumers::targets(config);
+        if self
+            .consumers
+            .as_ref()
+            .is_some_and(|(now, _)| *now == targets)
+        {
+            return;
+        }
+        if let Some((_, task)) = self.consumers.take() {
+            task.abort();
+        }
+        lock(&self.handle.status).consumers.clear();
+        if targets.is_empty() {
+            return;
+        }
+        let task = consumers::spawn(targets.clone(), self.handle.clone());
+        self.consumers = Some((targets, task));
     }
 
     fn follow_pressure(&mut self, config: &PressureConfig) {
@@ -270,6 +302,9 @@ impl Drop for Watch {
             task.abort();
         }
         if let Some((_, task)) = self.pressure.take() {
+            task.abort();
+        }
+        if let Some((_, task)) = self.consumers.take() {
             task.abort();
         }
     }
