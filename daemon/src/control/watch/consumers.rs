@@ -49,8 +49,11 @@ pub struct ConsumerStatus {
     pub error: Option<String>,
 }
 
-/// The supervised consumers of `config`: (ring, where its consumer runs).
-pub(super) fn targets(config: &Config) -> Vec<(String, ConsumerCgroup)> {
+/// The supervised consumers of a config: (ring, where its consumer runs).
+pub(super) type Targets = Vec<(String, ConsumerCgroup)>;
+
+/// The supervised consumers of `config`.
+pub(super) fn targets(config: &Config) -> Targets {
     config
         .rings
         .iter()
@@ -59,7 +62,7 @@ pub(super) fn targets(config: &Config) -> Vec<(String, ConsumerCgroup)> {
 }
 
 /// Starts supervising `targets`.
-pub(super) fn spawn(targets: Vec<(String, ConsumerCgroup)>, handle: WatchHandle) -> JoinHandle<()> {
+pub(super) fn spawn(targets: Targets, handle: WatchHandle) -> JoinHandle<()> {
     {
         let mut status = lock(&handle.status);
         status.consumers = targets

@@ -118,7 +118,7 @@ pub struct Watch {
     feed: mpsc::UnboundedReceiver<Feed>,
     files: Option<(Vec<PathBuf>, JoinHandle<()>)>,
     /// The consumer supervisor and what it supervises.
-    consumers: Option<(Vec<(String, crate::config::ConsumerCgroup)>, JoinHandle<()>)>,
+    consumers: Option<(consumers::Targets, JoinHandle<()>)>,
     /// The pressure reader and the settings it runs with.
     pressure: Option<(PressureConfig, JoinHandle<()>)>,
     shedding: Shedding,
