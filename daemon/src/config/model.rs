@@ -88,6 +88,8 @@ pub struct ListenerConfig {
     pub name: String,
     /// Where its sockets come from.
     pub bind: Bind,
+    /// Binds that follow the network: an interface's addresses, an address once present.
+    pub dynamic: Vec<super::DynamicBind>,
     /// Name of the route its connections take.
     pub route: String,
     /// Allowed protocol versions (non-empty).

@@ -1,6 +1,7 @@
 //! The keys for the daemon's reactions to the kernel: `[watch]` (reload when the config or a
 //! certificate file changes), `[pressure]` (shed load under memory pressure) and a ring's
-//! `consumer_cgroup`/`consumer_unit` (supervise its consumer). Raw form, validated form and the
+//! `consumer_cgroup`/`consumer_unit` (supervise its consumer), and the binds that follow the
+//! network (`iface:NAME:PORT`, `when-present:ADDR:PORT`). Raw form, validated form and the
 //! check between them, in one place.
 
 use std::path::PathBuf;
@@ -258,4 +259,82 @@ pub fn consumer(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// A bind that follows the network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DynamicBind {
+    /// `iface:NAME:PORT`: every usable address of the interface (IPv4 and IPv6, link-local
+    /// ones with the interface as scope) while it is up.
+    Interface {
+        /// Interface name.
+        name: String,
+        /// Port.
+        port: u16,
+    },
+    /// `when-present:ADDR:PORT`: the address, while an interface that is up has it.
+    Address(std::net::SocketAddr),
+}
+
+/// Whether a `bind` entry follows the network.
+pub fn is_dynamic(entry: &str) -> bool {
+    entry.starts_with("iface:") || entry.starts_with("when-present:")
+}
+
+/// The `iface:` and `when-present:` entries of a listener's `bind`.
+pub fn dynamic_binds(
+    file: &std::path::Path,
+    text: &str,
+    list: Option<&[Spanned<String>]>,
+) -> Result<Vec<DynamicBind>, ConfigError> {
+    let mut out = Vec::new();
+    for item in list.unwrap_or_default() {
+        let at =
+            |message: String| ConfigError::at(Location::of_span(file, text, item.span()), message);
+        let entry = item.get_ref();
+        let bind = if let Some(rest) = entry.strip_prefix("iface:") {
+            let (name, port) = rest.rsplit_once(':').ok_or_else(|| {
+                at(format!(
+                    "bad bind `{entry}`: want iface:NAME:PORT (e.g. iface:wlan0:8443)"
+                ))
+            })?;
+            // IFNAMSIZ is 16 with the NUL; the kernel refuses `/`, `:` and whitespace.
+            let bad_name = name.is_empty()
+                || name.len() > 15
+                || name.contains(['/', ':'])
+                || name.chars().any(char::is_whitespace);
+            if bad_name {
+                return Err(at(format!(
+                    "bad bind `{entry}`: `{name}` is not an interface name"
+                )));
+            }
+            let port = match port.parse::<u16>() {
+                Ok(p) if p != 0 => p,
+                _ => return Err(at(format!("bad bind `{entry}`: port must be 1-65535"))),
+            };
+            DynamicBind::Interface {
+                name: name.to_string(),
+                port,
+            }
+        } else if let Some(rest) = entry.strip_prefix("when-present:") {
+            let addr: std::net::SocketAddr = rest.parse().map_err(|e| {
+                at(format!(
+                    "bad bind `{entry}`: {e} (want e.g. \"when-present:192.0.2.10:443\")"
+                ))
+            })?;
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return Err(at(format!(
+                    "bad bind `{entry}`: when-present needs a specific address and port"
+                )));
+            }
+            DynamicBind::Address(addr)
+        } else {
+            continue;
+        };
+        if out.contains(&bind) {
+            return Err(at(format!("`{entry}` is bound twice")));
+        }
+        out.push(bind);
+    }
+    Ok(out)
 }

@@ -332,6 +332,7 @@ impl Validator<'_> {
         Ok(ListenerConfig {
             name: raw.name.get_ref().clone(),
             bind: self.bind(raw, addresses)?,
+            dynamic: super::reactions::dynamic_binds(self.file, self.text, raw.bind.as_deref())?,
             route: raw.route.get_ref().clone(),
             versions: self.versions(raw)?,
             alpn: self.alpn(&raw.alpn)?,
@@ -376,6 +377,10 @@ impl Validator<'_> {
                 }
                 let mut out = Vec::new();
                 for item in list {
+                    // `iface:` and `when-present:` binds follow the network (`dynamic`).
+                    if super::reactions::is_dynamic(item.get_ref()) {
+                        continue;
+                    }
                     let addr: SocketAddr = item.get_ref().parse().or_else(|e| {
                         self.err(
                             item.span(),

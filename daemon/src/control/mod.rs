@@ -54,7 +54,8 @@ pub use reload::{ReloadError, ReloadOutcome, ReloadReply, Reloaded};
 pub use requests::{Request, RequestSender, Requests};
 pub use sockets::{bind_tcp, Listening};
 pub use watch::{
-    ConsumerStatus, Feed, FilesStatus, Gone, PressureStatus, WatchHandle, WatchStatus,
+    ConsumerStatus, Feed, FilesStatus, Gone, NetSnapshot, NetworkStatus, PressureStatus,
+    WatchHandle, WatchStatus,
 };
 
 /// Runs the daemon on this thread until SIGTERM or SIGINT: SIGHUP reloads `source`, SIGUSR1
@@ -111,6 +112,7 @@ impl Daemon {
             &nothing,
             &HashMap::new(),
             &systemd,
+            &watch::NetSnapshot::default(),
         )?;
         let settings = ThreadSettings {
             stack_size: built.commit.config.daemon.tls_stack_size,
@@ -233,6 +235,7 @@ impl Daemon {
             systemd: self.systemd.clone(),
             sockets: self.sockets.clone(),
             rings: self.rings.capacities(),
+            net: self.watch.net(),
         };
         let applier = self.gateway.applier();
         self.reloads.start(async move {

@@ -23,6 +23,7 @@
 
 mod consumers;
 mod files;
+mod net;
 mod pressure;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use tokio::time::Instant;
 use crate::config::{Config, ConfigSource, PressureConfig};
 use crate::gateway::Stats;
 pub use consumers::{ConsumerStatus, Gone};
+pub use net::NetSnapshot;
 pub use pressure::{PressureStatus, Shedding};
 
 /// What a watcher task saw.
@@ -48,6 +50,8 @@ pub enum Feed {
     },
     /// A pressure event of the daemon's cgroup.
     Pressure(PressureEvent),
+    /// The network changed what dynamic binds resolve to.
+    Network(NetSnapshot),
 }
 
 /// What the control loop must do.
@@ -74,6 +78,21 @@ pub struct FilesStatus {
     pub error: Option<String>,
 }
 
+/// The network watcher's part of the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkStatus {
+    /// Link and address changes seen.
+    pub changes: u64,
+    /// Resyncs (ENOBUFS, truncation, ...) recovered from.
+    pub resyncs: u64,
+    /// Rebinds asked for (each a reload).
+    pub rebinds: u64,
+    /// Usable addresses on interfaces that are up, at the last change.
+    pub addresses: usize,
+    /// Why the network is not watched, if it is not.
+    pub error: Option<String>,
+}
+
 /// What the daemon's kernel watchers saw: `counters()` and status show it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct WatchStatus {
@@ -81,6 +100,8 @@ pub struct WatchStatus {
     pub files: FilesStatus,
     /// Memory pressure and load shedding.
     pub pressure: PressureStatus,
+    /// The network, for iface and when-present binds.
+    pub network: NetworkStatus,
     /// Supervised consumers, by ring.
     pub consumers: std::collections::BTreeMap<String, ConsumerStatus>,
     /// The error of the last reload, while reloads keep failing with it (logged once).
@@ -121,6 +142,10 @@ pub struct Watch {
     consumers: Option<(consumers::Targets, JoinHandle<()>)>,
     /// The pressure reader and the settings it runs with.
     pressure: Option<(PressureConfig, JoinHandle<()>)>,
+    /// The rtnetlink reader, while a listener has dynamic binds.
+    net: Option<JoinHandle<()>>,
+    /// What dynamic binds resolve to now.
+    snapshot: Arc<NetSnapshot>,
     shedding: Shedding,
     stats: Arc<Stats>,
 }
@@ -138,6 +163,8 @@ impl Watch {
             files: None,
             consumers: None,
             pressure: None,
+            net: None,
+            snapshot: Arc::default(),
             shedding: Shedding::new(config.pressure.resume_after),
             stats,
         }
@@ -164,6 +191,25 @@ impl Watch {
         self.follow_pressure(&config.pressure);
         self.follow_files(config, source);
         self.follow_consumers(config);
+        self.follow_network(config);
+    }
+
+    /// What dynamic binds resolve to now (empty until the network reader's first snapshot).
+    pub fn net(&self) -> Arc<NetSnapshot> {
+        self.snapshot.clone()
+    }
+
+    fn follow_network(&mut self, config: &Config) {
+        match (net::wanted(config), &self.net) {
+            (true, None) => self.net = Some(net::spawn(self.handle.clone())),
+            (false, Some(_)) => {
+                if let Some(task) = self.net.take() {
+                    task.abort();
+                }
+                self.snapshot = Arc::default();
+            }
+            _ => {}
+        }
     }
 
     fn follow_consumers(&mut self, config: &Config) {
@@ -275,6 +321,16 @@ impl Watch {
                     );
                     return Reaction::Reload;
                 }
+                Some(Feed::Network(snapshot)) => {
+                    {
+                        let mut status = lock(&self.handle.status);
+                        status.network.rebinds += 1;
+                        status.network.addresses = snapshot.addresses();
+                    }
+                    self.snapshot = Arc::new(snapshot);
+                    log::info!("the network changed: rebinding iface and when-present listeners");
+                    return Reaction::Reload;
+                }
                 Some(Feed::Pressure(event)) => {
                     self.shedding
                         .on_event(&event, Instant::now(), &self.stats, &self.handle.status)
@@ -305,6 +361,9 @@ impl Drop for Watch {
             task.abort();
         }
         if let Some((_, task)) = self.consumers.take() {
+            task.abort();
+        }
+        if let Some(task) = self.net.take() {
             task.abort();
         }
     }
