@@ -4,70 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::kernel::{cgroup2_mount, TestCgroup};
 use common::*;
 use edgegw::control::{ConsumerStatus, Gone};
-
-/// The cgroup2 mount, from /proc/self/mountinfo (hybrid hosts have it at
-/// /sys/fs/cgroup/unified, unified ones at /sys/fs/cgroup).
-fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
-        })
-        .expect("a cgroup2 mount")
-}
-
-/// A cgroup made for the test, removed (its processes killed) on drop.
-struct TestCgroup {
-    path: PathBuf,
-    children: Vec<Child>,
-}
-
-impl TestCgroup {
-    fn new(mount: &Path, name: &str) -> TestCgroup {
-        let path = mount.join(name);
-        std::fs::create_dir_all(&path).unwrap();
-        TestCgroup {
-            path,
-            children: Vec::new(),
-        }
-    }
-
-    /// Runs `command` inside `child` (made if missing).
-    fn run_in(&mut self, child: &str, mut command: Command) -> u32 {
-        let dir = self.path.join(child);
-        let _ = std::fs::create_dir(&dir);
-        let process = command.spawn().unwrap();
-        let pid = process.id();
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
-        self.children.push(process);
-        pid
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
 
 fn wait_consumer(daemon: &TestDaemon, what: &str, ok: impl Fn(&ConsumerStatus) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

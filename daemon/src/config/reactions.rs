@@ -20,6 +20,7 @@ use super::units;
 pub struct RawWatch {
     pub files: Option<bool>,
     pub debounce: Option<Spanned<String>>,
+    pub netlink_buffer: Option<Spanned<String>>,
 }
 
 /// `[pressure]` as written.
@@ -42,6 +43,8 @@ pub struct WatchConfig {
     pub files: bool,
     /// Quiet time after the last change before the reload (a rotation is several renames).
     pub debounce: Duration,
+    /// Receive buffer asked for the rtnetlink event socket (iface and when-present binds).
+    pub netlink_buffer: usize,
 }
 
 impl Default for WatchConfig {
@@ -49,6 +52,7 @@ impl Default for WatchConfig {
         WatchConfig {
             files: true,
             debounce: Duration::from_millis(50),
+            netlink_buffer: 1 << 20,
         }
     }
 }
@@ -137,6 +141,24 @@ pub fn watch(
             default.debounce,
             Duration::from_millis(1),
         )?,
+        netlink_buffer: match &raw.netlink_buffer {
+            None => default.netlink_buffer,
+            Some(size) => match units::parse_size(size.get_ref()) {
+                Ok(n) if (4096..=(64 << 20)).contains(&n) => n as usize,
+                Ok(_) => {
+                    return Err(ConfigError::at(
+                        Location::of_span(file, text, size.span()),
+                        "netlink_buffer must be between 4KiB and 64MiB",
+                    ))
+                }
+                Err(e) => {
+                    return Err(ConfigError::at(
+                        Location::of_span(file, text, size.span()),
+                        e,
+                    ))
+                }
+            },
+        },
     })
 }
 

@@ -2,6 +2,8 @@
 //! rcgen, TLS clients from tokio-rustls, and a ring consumer written against the wire format.
 #![allow(dead_code)]
 
+pub mod kernel;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -142,10 +142,12 @@ pub struct Watch {
     consumers: Option<(consumers::Targets, JoinHandle<()>)>,
     /// The pressure reader and the settings it runs with.
     pressure: Option<(PressureConfig, JoinHandle<()>)>,
-    /// The rtnetlink reader, while a listener has dynamic binds.
-    net: Option<JoinHandle<()>>,
-    /// What dynamic binds resolve to now.
+    /// The rtnetlink reader (and its receive buffer), while a listener has dynamic binds.
+    net: Option<(usize, JoinHandle<()>)>,
+    /// The network as of the last change.
     snapshot: Arc<NetSnapshot>,
+    /// The dynamic binds of the config in force.
+    dynamic: Vec<crate::config::DynamicBind>,
     shedding: Shedding,
     stats: Arc<Stats>,
 }
@@ -165,6 +167,7 @@ impl Watch {
             pressure: None,
             net: None,
             snapshot: Arc::default(),
+            dynamic: Vec::new(),
             shedding: Shedding::new(config.pressure.resume_after),
             stats,
         }
@@ -200,15 +203,21 @@ impl Watch {
     }
 
     fn follow_network(&mut self, config: &Config) {
-        match (net::wanted(config), &self.net) {
-            (true, None) => self.net = Some(net::spawn(self.handle.clone())),
-            (false, Some(_)) => {
-                if let Some(task) = self.net.take() {
-                    task.abort();
-                }
-                self.snapshot = Arc::default();
-            }
-            _ => {}
+        self.dynamic = config
+            .listeners
+            .iter()
+            .flat_map(|l| l.dynamic.iter().cloned())
+            .collect();
+        let wanted = net::wanted(config).then_some(config.watch.netlink_buffer);
+        if self.net.as_ref().map(|(buffer, _)| *buffer) == wanted {
+            return;
+        }
+        if let Some((_, task)) = self.net.take() {
+            task.abort();
+        }
+        match wanted {
+            Some(buffer) => self.net = Some((buffer, net::spawn(buffer, self.handle.clone()))),
+            None => self.snapshot = Arc::default(),
         }
     }
 
@@ -322,12 +331,17 @@ impl Watch {
                     return Reaction::Reload;
                 }
                 Some(Feed::Network(snapshot)) => {
-                    {
-                        let mut status = lock(&self.handle.status);
-                        status.network.rebinds += 1;
-                        status.network.addresses = snapshot.addresses();
-                    }
+                    let resolve = |s: &NetSnapshot| -> Vec<_> {
+                        self.dynamic.iter().map(|b| s.resolve(b)).collect()
+                    };
+                    // Changes elsewhere (other interfaces, other addresses) rebind nothing.
+                    let rebind = resolve(&snapshot) != resolve(&self.snapshot);
+                    lock(&self.handle.status).network.addresses = snapshot.addresses();
                     self.snapshot = Arc::new(snapshot);
+                    if !rebind {
+                        continue;
+                    }
+                    lock(&self.handle.status).network.rebinds += 1;
                     log::info!("the network changed: rebinding iface and when-present listeners");
                     return Reaction::Reload;
                 }
@@ -363,7 +377,7 @@ impl Drop for Watch {
         if let Some((_, task)) = self.consumers.take() {
             task.abort();
         }
-        if let Some(task) = self.net.take() {
+        if let Some((_, task)) = self.net.take() {
             task.abort();
         }
     }

@@ -90,20 +90,21 @@ pub(super) fn wanted(config: &Config) -> bool {
 }
 
 /// Starts the rtnetlink reader; each changed snapshot goes to the feed.
-pub(super) fn spawn(handle: WatchHandle) -> JoinHandle<()> {
+pub(super) fn spawn(receive_buffer: usize, handle: WatchHandle) -> JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = watch(&handle).await {
+        if let Err(e) = watch(receive_buffer, &handle).await {
             log::error!("the network is not watched any more; iface and when-present binds stay as they are: {e}");
             lock(&handle.status).network.error = Some(e.to_string());
         }
     })
 }
 
-async fn watch(handle: &WatchHandle) -> edgegw_kernel_events::Result<()> {
-    let mut events = KernelEvents::builder()
-        .network(NetOptions::default())
-        .build()
-        .await?;
+async fn watch(receive_buffer: usize, handle: &WatchHandle) -> edgegw_kernel_events::Result<()> {
+    let options = NetOptions {
+        receive_buffer,
+        ..NetOptions::default()
+    };
+    let mut events = KernelEvents::builder().network(options).build().await?;
     log::info!("watching the network for iface and when-present binds");
     let mut last = None;
     loop {
