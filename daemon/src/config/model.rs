@@ -24,6 +24,8 @@ pub struct Config {
     pub watch: super::WatchConfig,
     /// Load shedding under memory pressure (`[pressure]`).
     pub pressure: super::PressureConfig,
+    /// The events ring (`[events]`).
+    pub events: super::EventsConfig,
 }
 
 /// Daemon-wide settings.

@@ -19,6 +19,7 @@ pub struct File {
     pub ring: Vec<Ring>,
     pub watch: Option<super::reactions::RawWatch>,
     pub pressure: Option<super::reactions::RawPressure>,
+    pub events: Option<super::reactions::RawEvents>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -159,6 +159,7 @@ impl Validator<'_> {
             listeners.push(config);
         }
 
+        let ring_names: Vec<String> = rings.iter().map(|r| r.name.clone()).collect();
         Ok(Config {
             file: self.file.to_path_buf(),
             daemon,
@@ -167,6 +168,7 @@ impl Validator<'_> {
             rings,
             watch: super::reactions::watch(self.file, self.text, raw.watch)?,
             pressure: super::reactions::pressure(self.file, self.text, raw.pressure)?,
+            events: super::reactions::events(self.file, self.text, raw.events, &ring_names)?,
         })
     }
 

@@ -119,7 +119,7 @@ impl Daemon {
             cpu: built.commit.config.daemon.tls_cpu,
         };
         let (gateway, events) = Gateway::start(&settings, built.plan)?;
-        let watch = watch::Watch::new(&built.commit.config, gateway.stats_handle());
+        let watch = watch::Watch::new(&built.commit.config, gateway.stats_handle(), dirs.clone());
         let mut rings = rings::Rings::default();
         rings.add(built.commit.new_rings);
         drop_startup_pages();

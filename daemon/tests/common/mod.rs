@@ -237,15 +237,8 @@ fn with_dirs(config: &str, dir: &Path) -> String {
         "[daemon]\nstate_dir = \"{d}/state\"\nruntime_dir = \"{d}/run\"\n",
         d = dir.display()
     );
-    // The host's memory pressure must not make a test refuse connections: tests of shedding
-    // configure it themselves.
-    let pressure = if config.contains("[pressure]") {
-        ""
-    } else {
-        "[pressure]\nshed = false\n"
-    };
     format!(
-        "{dirs}{pressure}{}",
+        "{dirs}{}",
         config.replace("{dir}", &dir.display().to_string())
     )
 }

@@ -19,7 +19,10 @@ use edgegw_kernel_events::cgroup::CgroupEvent;
 use edgegw_kernel_events::{EventKind, KernelEvents};
 use tokio::task::JoinHandle;
 
-use super::{lock, WatchHandle, WatchStatus};
+use edgegw_proto::events::EventKind as EventRecord;
+use serde_json::json;
+
+use super::{lock, Feed, WatchHandle, WatchStatus};
 use crate::config::{Config, ConsumerCgroup};
 
 /// Why a consumer went away.
@@ -163,25 +166,36 @@ async fn supervise(
             .collect();
         // An OOM kill and the emptying it caused often come together: the kill first.
         batch.sort_by_key(|e| !matches!(e, CgroupEvent::Memory { .. }));
-        let mut status = lock(&handle.status);
-        for event in &batch {
-            apply(event, &mut supervised, &mut status);
+        let records: Vec<serde_json::Value> = {
+            let mut status = lock(&handle.status);
+            batch
+                .iter()
+                .filter_map(|event| apply(event, &mut supervised, &mut status))
+                .collect()
+        };
+        for record in records {
+            if !handle.inject(Feed::Record(EventRecord::Consumer, record)) {
+                return Ok(());
+            }
         }
     }
 }
 
-/// Applies one cgroup event to the consumer it is about, if any.
-fn apply(event: &CgroupEvent, supervised: &mut [Supervised], status: &mut WatchStatus) {
+/// Applies one cgroup event to the consumer it is about, if any; what the events ring says
+/// of it, if anything.
+fn apply(
+    event: &CgroupEvent,
+    supervised: &mut [Supervised],
+    status: &mut WatchStatus,
+) -> Option<serde_json::Value> {
     let path = match event {
         CgroupEvent::Populated { path, .. }
         | CgroupEvent::Memory { path, .. }
         | CgroupEvent::Removed { path } => path,
         CgroupEvent::ChildRemoved { child, .. } => child,
-        _ => return,
+        _ => return None,
     };
-    let Some(s) = supervised.iter_mut().find(|s| path.ends_with(&s.cgroup)) else {
-        return;
-    };
+    let s = supervised.iter_mut().find(|s| path.ends_with(&s.cgroup))?;
     let consumer = status.consumers.entry(s.ring.clone()).or_default();
     match event {
         CgroupEvent::Populated {
@@ -195,6 +209,7 @@ fn apply(event: &CgroupEvent, supervised: &mut [Supervised], status: &mut WatchS
                 s.ring,
                 s.cgroup.display()
             );
+            record(s, "started")
         }
         CgroupEvent::Memory { deltas, .. } => {
             let kills = deltas.get("oom_kill").copied().unwrap_or(0);
@@ -208,7 +223,9 @@ fn apply(event: &CgroupEvent, supervised: &mut [Supervised], status: &mut WatchS
                     s.ring,
                     s.cgroup.display()
                 );
+                return record(s, "oom_kill");
             }
+            None
         }
         CgroupEvent::Populated {
             populated: false, ..
@@ -221,7 +238,7 @@ fn apply(event: &CgroupEvent, supervised: &mut [Supervised], status: &mut WatchS
             consumer.populated = false;
             if s.oom_killed {
                 // Counted and logged with the kill.
-                return;
+                return None;
             }
             consumer.exits += 1;
             consumer.last_gone = Some(Gone::Exit);
@@ -231,9 +248,15 @@ fn apply(event: &CgroupEvent, supervised: &mut [Supervised], status: &mut WatchS
                 s.ring,
                 s.cgroup.display()
             );
+            record(s, "exit")
         }
-        _ => {}
+        _ => None,
     }
+}
+
+/// What the events ring says of a consumer's `event`.
+fn record(s: &Supervised, event: &str) -> Option<serde_json::Value> {
+    Some(json!({ "ring": s.ring, "cgroup": s.cgroup, "event": event }))
 }
 
 /// A configured cgroup path relative to the cgroup2 mount (an absolute one is taken as inside

@@ -22,6 +22,7 @@
 //! What the watchers saw is [`WatchStatus`], which `counters()` (SIGUSR1) and status show.
 
 mod consumers;
+mod events;
 mod files;
 mod net;
 mod pressure;
@@ -30,6 +31,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use edgegw_kernel_events::pressure::PressureEvent;
+use edgegw_proto::events::EventKind;
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -52,6 +55,8 @@ pub enum Feed {
     Pressure(PressureEvent),
     /// The network changed what dynamic binds resolve to.
     Network(NetSnapshot),
+    /// An event for the events ring (network changes and resyncs, consumers).
+    Record(EventKind, serde_json::Value),
 }
 
 /// What the control loop must do.
@@ -93,6 +98,19 @@ pub struct NetworkStatus {
     pub error: Option<String>,
 }
 
+/// The events ring's part of the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EventsStatus {
+    /// Its name, while there is one.
+    pub ring: Option<String>,
+    /// Records written.
+    pub written: u64,
+    /// Records dropped because it was full.
+    pub dropped: u64,
+    /// Why it could not be created, if it could not.
+    pub error: Option<String>,
+}
+
 /// What the daemon's kernel watchers saw: `counters()` and status show it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct WatchStatus {
@@ -104,6 +122,8 @@ pub struct WatchStatus {
     pub network: NetworkStatus,
     /// Supervised consumers, by ring.
     pub consumers: std::collections::BTreeMap<String, ConsumerStatus>,
+    /// The events ring.
+    pub events: EventsStatus,
     /// The error of the last reload, while reloads keep failing with it (logged once).
     pub reload_error: Option<String>,
 }
@@ -148,13 +168,16 @@ pub struct Watch {
     snapshot: Arc<NetSnapshot>,
     /// The dynamic binds of the config in force.
     dynamic: Vec<crate::config::DynamicBind>,
+    /// The events ring, if the config has one.
+    events: Option<events::EventsRing>,
+    dirs: crate::paths::Dirs,
     shedding: Shedding,
     stats: Arc<Stats>,
 }
 
 impl Watch {
     /// The watchers' state for `config`; nothing runs before [`Watch::run`].
-    pub fn new(config: &Config, stats: Arc<Stats>) -> Watch {
+    pub fn new(config: &Config, stats: Arc<Stats>, dirs: crate::paths::Dirs) -> Watch {
         let (sender, feed) = mpsc::unbounded_channel();
         Watch {
             handle: WatchHandle {
@@ -168,6 +191,8 @@ impl Watch {
             net: None,
             snapshot: Arc::default(),
             dynamic: Vec::new(),
+            events: None,
+            dirs,
             shedding: Shedding::new(config.pressure.resume_after),
             stats,
         }
@@ -191,10 +216,43 @@ impl Watch {
     /// A config is in force: watches the files it names and the pressure it asks for
     /// (restarting a watcher only if what it watches changed).
     pub fn follow(&mut self, config: &Config, source: &ConfigSource) {
+        self.follow_events(config);
         self.follow_pressure(&config.pressure);
         self.follow_files(config, source);
         self.follow_consumers(config);
         self.follow_network(config);
+    }
+
+    fn follow_events(&mut self, config: &Config) {
+        if self.events.as_ref().is_some_and(|e| e.is(&config.events)) {
+            return;
+        }
+        self.events = None;
+        let mut status = lock(&self.handle.status);
+        status.events = EventsStatus::default();
+        let Some(name) = &config.events.ring else {
+            return;
+        };
+        match events::EventsRing::create(&config.events, name, &self.dirs) {
+            Ok(ring) => {
+                status.events.ring = Some(name.clone());
+                self.events = Some(ring);
+            }
+            Err(e) => {
+                log::error!("no events ring: {e:#}");
+                status.events.error = Some(format!("{e:#}"));
+            }
+        }
+    }
+
+    /// Writes an event to the events ring, if there is one.
+    fn publish(&mut self, kind: EventKind, event: serde_json::Value) {
+        if let Some(ring) = &mut self.events {
+            ring.publish(kind, &event);
+            let mut status = lock(&self.handle.status);
+            status.events.written = ring.written;
+            status.events.dropped = ring.dropped;
+        }
     }
 
     /// What dynamic binds resolve to now (empty until the network reader's first snapshot).
@@ -208,7 +266,8 @@ impl Watch {
             .iter()
             .flat_map(|l| l.dynamic.iter().cloned())
             .collect();
-        let wanted = net::wanted(config).then_some(config.watch.netlink_buffer);
+        let wanted = (net::wanted(config) || config.events.ring.is_some())
+            .then_some(config.watch.netlink_buffer);
         if self.net.as_ref().map(|(buffer, _)| *buffer) == wanted {
             return;
         }
@@ -300,9 +359,18 @@ impl Watch {
             let resume = self.shedding.resume_at();
             let feed = tokio::select! {
                 feed = self.feed.recv() => feed,
+                () = events_ready(&mut self.events) => {
+                    if let Some(ring) = &mut self.events {
+                        ring.serve();
+                    }
+                    continue;
+                }
                 () = sleep_until(resume) => {
                     self.shedding
                         .resume_if_due(Instant::now(), &self.stats, &self.handle.status);
+                    if !self.shedding.is_on() {
+                        self.publish(EventKind::Pressure, json!({ "shedding": false }));
+                    }
                     continue;
                 }
             };
@@ -328,8 +396,10 @@ impl Watch {
                                 .join(", ")
                         }
                     );
+                    self.publish(EventKind::Files, json!({ "paths": paths }));
                     return Reaction::Reload;
                 }
+                Some(Feed::Record(kind, event)) => self.publish(kind, event),
                 Some(Feed::Network(snapshot)) => {
                     let resolve = |s: &NetSnapshot| -> Vec<_> {
                         self.dynamic.iter().map(|b| s.resolve(b)).collect()
@@ -346,8 +416,16 @@ impl Watch {
                     return Reaction::Reload;
                 }
                 Some(Feed::Pressure(event)) => {
-                    self.shedding
-                        .on_event(&event, Instant::now(), &self.stats, &self.handle.status)
+                    let was = self.shedding.is_on();
+                    self.shedding.on_event(
+                        &event,
+                        Instant::now(),
+                        &self.stats,
+                        &self.handle.status,
+                    );
+                    if self.shedding.is_on() != was {
+                        self.publish(EventKind::Pressure, json!({ "shedding": !was }));
+                    }
                 }
                 // We hold a sender ourselves: never.
                 None => std::future::pending().await,
@@ -359,6 +437,10 @@ impl Watch {
     /// as reloads keep failing with the same one (a half-written certificate pair fails every
     /// reload until its second file lands).
     pub fn reload_done(&mut self, error: Option<String>) -> bool {
+        self.publish(
+            EventKind::Reload,
+            json!({ "ok": error.is_none(), "error": error }),
+        );
         let mut status = lock(&self.handle.status);
         let new = error.is_some() && status.reload_error != error;
         status.reload_error = error;
@@ -380,6 +462,13 @@ impl Drop for Watch {
         if let Some((_, task)) = self.net.take() {
             task.abort();
         }
+    }
+}
+
+async fn events_ready(ring: &mut Option<events::EventsRing>) {
+    match ring {
+        Some(ring) => ring.ready().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -17,6 +17,8 @@ use edgegw_kernel_events::net::{NetOptions, NetworkState};
 use edgegw_kernel_events::{EventKind, KernelEvents, Source};
 use tokio::task::JoinHandle;
 
+use edgegw_proto::events::EventKind as EventRecord;
+
 use super::{lock, Feed, WatchHandle};
 use crate::config::{Config, DynamicBind};
 
@@ -111,6 +113,20 @@ async fn watch(receive_buffer: usize, handle: &WatchHandle) -> edgegw_kernel_eve
         // Everything ready now is one batch; the snapshot is taken after it.
         let first = events.next().await?;
         for event in std::iter::once(first).chain(std::iter::from_fn(|| events.try_next())) {
+            // For the events ring: links, addresses and resyncs (routes are not the daemon's
+            // business), as `edgegw events --json` writes them.
+            let record = match &event.kind {
+                EventKind::Link { .. } | EventKind::Address { .. } => Some(EventRecord::Network),
+                EventKind::Resync { .. } => Some(EventRecord::Resync),
+                EventKind::ResyncDone { .. } => Some(EventRecord::ResyncDone),
+                _ => None,
+            };
+            if let Some(kind) = record {
+                let json = serde_json::to_value(&event.kind).unwrap_or_default();
+                if !handle.inject(Feed::Record(kind, json)) {
+                    return Ok(());
+                }
+            }
             match event.kind {
                 EventKind::Resync {
                     source: Source::Network,

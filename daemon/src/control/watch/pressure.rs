@@ -91,6 +91,11 @@ impl Shedding {
         lock(status).pressure.shedding = false;
     }
 
+    /// Whether the daemon sheds load now.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
     /// When shedding ends if nothing else happens.
     pub fn resume_at(&self) -> Option<Instant> {
         self.resume_at
