@@ -115,3 +115,59 @@ fn with_shed_off_no_reader_runs_and_a_stall_refuses_nothing() {
     assert_eq!(daemon.stats().shedding, 0);
     assert!(handshake(&daemon));
 }
+
+#[test]
+#[ignore = "needs root: a cgroup with a small memory.high and a process that outgrows it"]
+fn real_pressure_in_a_cgroup_over_its_memory_high_sheds_load() {
+    use common::kernel::{cgroup2_mount, TestCgroup};
+    let test = "real_pressure_in_a_cgroup_over_its_memory_high_sheds_load";
+    let mount = cgroup2_mount();
+    let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        report(
+            test,
+            &format!(
+                "SKIPPED: no memory controller in the cgroup2 hierarchy at {} (controllers: {}): \
+                 memory.high cannot be set, so pressure was only injected (see the test above)",
+                mount.display(),
+                controllers.trim()
+            ),
+        );
+        return;
+    }
+    let name = format!("edgegw-test-pressure-{}", std::process::id());
+    let mut cgroup = TestCgroup::new(&mount, &name);
+    std::fs::write(cgroup.path.join("cgroup.subtree_control"), "+memory").unwrap();
+    std::fs::create_dir(cgroup.path.join("hog")).unwrap();
+    std::fs::write(cgroup.path.join("hog/memory.high"), "16M").unwrap();
+    let _ = std::fs::write(cgroup.path.join("hog/memory.swap.max"), "0");
+    let daemon = TestDaemon::start(&format!(
+        "{}[pressure]\nshed = true\ncgroup = \"{name}/hog\"\nresume_after = \"1s\"\n\
+         poll_interval = \"500ms\"\n",
+        ring_config("", SELF_SIGNED, "", "")
+    ));
+    wait("the pressure reader's mode", || {
+        daemon.watch.status().pressure.mode.is_some()
+    });
+    report(
+        test,
+        &format!("PSI reader: {:?}", daemon.watch.status().pressure.mode),
+    );
+    // 256 MiB wanted under a 16 MiB memory.high: the kernel throttles it, which is a stall.
+    let mut hog = std::process::Command::new("sh");
+    hog.args([
+        "-c",
+        "sleep 0.2; x=$(head -c 268435456 /dev/zero | tr '\\0' a); sleep 1000",
+    ]);
+    cgroup.run_in("hog", hog);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while daemon.stats().shedding == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no shedding: {:?}",
+            daemon.watch.status().pressure
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!handshake(&daemon), "refused under real pressure");
+}
