@@ -76,12 +76,20 @@ pub struct EventsOptions {
     pub pressure: bool,
     /// Stop after this many events (`--count N`); run until the output closes otherwise.
     pub count: Option<u64>,
+    /// Read a running daemon's events ring instead (`--ring NAME`, a name or a socket path).
+    pub ring: Option<String>,
+    /// Config file, for the events ring's runtime directory (`--config`).
+    pub config: Option<PathBuf>,
 }
 
 impl EventsOptions {
     /// Whether the options name any source to watch.
     pub fn watches_something(&self) -> bool {
-        !self.paths.is_empty() || self.netlink || !self.cgroups.is_empty() || self.pressure
+        !self.paths.is_empty()
+            || self.netlink
+            || !self.cgroups.is_empty()
+            || self.pressure
+            || self.ring.is_some()
     }
 }
 
@@ -177,11 +185,15 @@ fn events(parser: &mut lexopt::Parser) -> Result<EventsOptions, lexopt::Error> {
             Long("path") => options.paths.push(parser.value()?.into()),
             Long("cgroup") => options.cgroups.push(parser.value()?.into()),
             Long("count") | Short('n') => options.count = Some(parser.value()?.parse()?),
+            Long("ring") => options.ring = Some(parser.value()?.string()?),
+            Long("config") | Short('c') => options.config = Some(parser.value()?.into()),
             other => return Err(other.unexpected()),
         }
     }
     if !options.watches_something() {
-        return Err("events needs at least one of --path, --netlink, --cgroup, --pressure".into());
+        return Err(
+            "events needs at least one of --path, --netlink, --cgroup, --pressure, --ring".into(),
+        );
     }
     Ok(options)
 }

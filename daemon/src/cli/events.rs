@@ -36,6 +36,11 @@ fn sources(options: &EventsOptions) -> KernelEventsBuilder {
 /// Runs `edgegw events` on a new current_thread runtime until `count` events were printed, the
 /// output is closed (a broken pipe is a normal end), or a reader fails.
 pub fn run(options: EventsOptions) -> Result<ExitCode> {
+    if let Some(ring) = &options.ring {
+        let (socket, _) = super::ring::sockets(ring, options.config.as_deref())?;
+        print_ring(&socket, &options, &mut io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -64,6 +69,70 @@ async fn print_events(options: EventsOptions, mut out: impl Write) -> Result<()>
         printed += 1;
     }
     Ok(())
+}
+
+/// Attaches to a running daemon's events ring (as its consumer: one reader at a time) and
+/// prints its records: `SEQ KIND JSON` lines, or (`--json`) one object per record with `seq`,
+/// `kind`, `lost_before` and `event`. Ends at `--count`, a closed output, or when the daemon
+/// goes away.
+fn print_ring(
+    socket: &std::path::Path,
+    options: &EventsOptions,
+    out: &mut impl Write,
+) -> Result<()> {
+    use edgegw_proto::events::{decode_event, EventKind, EVENT, LOST_BEFORE};
+    use edgegw_ring::{Consumer, Readiness};
+    let mut consumer = Consumer::attach(socket)
+        .with_context(|| format!("attach to the events ring at {}", socket.display()))?;
+    let mut printed = 0u64;
+    let mut payload = Vec::new();
+    loop {
+        while let Some(record) = consumer.read()? {
+            if record.record_type() != EVENT {
+                continue;
+            }
+            payload.clear();
+            payload.resize(record.len(), 0);
+            record.payload().copy_to_slice(&mut payload);
+            let Some(event) = decode_event(&payload) else {
+                continue;
+            };
+            let kind = EventKind::from_code(event.kind).map_or("unknown", |k| k.name());
+            let lost = event.flags & LOST_BEFORE != 0;
+            let line = if options.json {
+                let object: serde_json::Value =
+                    serde_json::from_str(event.json).unwrap_or(serde_json::Value::Null);
+                serde_json::json!({
+                    "seq": event.seq, "kind": kind, "lost_before": lost, "event": object
+                })
+                .to_string()
+            } else {
+                format!(
+                    "{:>6} {kind:<11} {}{}",
+                    event.seq,
+                    if lost { "(events lost before) " } else { "" },
+                    event.json
+                )
+            };
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                consumer.release();
+                return match e.kind() {
+                    io::ErrorKind::BrokenPipe => Ok(()),
+                    _ => Err(e).context("write event"),
+                };
+            }
+            printed += 1;
+            if options.count.is_some_and(|n| printed >= n) {
+                consumer.release();
+                return Ok(());
+            }
+        }
+        consumer.release();
+        match consumer.wait(None)? {
+            Readiness::Ready | Readiness::TimedOut => {}
+            Readiness::Finished | Readiness::PeerGone => return Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

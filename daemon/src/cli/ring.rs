@@ -41,7 +41,7 @@ pub fn run(
 
 /// A ring's two sockets (ingress, reply): a path as given (`X.sock` and `X.reply.sock`), or
 /// the named ring's in the runtime directory.
-fn sockets(ring: &str, config: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+pub(super) fn sockets(ring: &str, config: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     if ring.contains('/') {
         let reply = match ring.strip_suffix(".sock") {
             Some(stem) => PathBuf::from(format!("{stem}.reply.sock")),

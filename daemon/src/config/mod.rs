@@ -10,6 +10,7 @@
 mod error;
 mod model;
 mod raw;
+mod reactions;
 mod source;
 mod units;
 mod validate;
@@ -18,6 +19,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
 pub use model::*;
+pub use reactions::{
+    ConsumerCgroup, DynamicBind, EventsConfig, PressureCgroup, PressureConfig, WatchConfig,
+};
 pub use source::Location;
 
 /// The configuration the daemon runs with when it is given none: TLS on 127.0.0.1:8443 with a

@@ -20,6 +20,12 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Shared-memory rings to local consumers.
     pub rings: Vec<RingConfig>,
+    /// Which files the daemon follows (`[watch]`).
+    pub watch: super::WatchConfig,
+    /// Load shedding under memory pressure (`[pressure]`).
+    pub pressure: super::PressureConfig,
+    /// The events ring (`[events]`).
+    pub events: super::EventsConfig,
 }
 
 /// Daemon-wide settings.
@@ -84,6 +90,8 @@ pub struct ListenerConfig {
     pub name: String,
     /// Where its sockets come from.
     pub bind: Bind,
+    /// Binds that follow the network: an interface's addresses, an address once present.
+    pub dynamic: Vec<super::DynamicBind>,
     /// Name of the route its connections take.
     pub route: String,
     /// Allowed protocol versions (non-empty).
@@ -218,6 +226,8 @@ pub struct RingConfig {
     pub allow_uids: Vec<u32>,
     /// gids allowed to attach.
     pub allow_gids: Vec<u32>,
+    /// The consumer's cgroup, supervised: why it went away is recorded.
+    pub consumer: Option<super::ConsumerCgroup>,
 }
 
 impl Config {

@@ -17,6 +17,9 @@ pub struct File {
     pub route: Vec<Route>,
     #[serde(default)]
     pub ring: Vec<Ring>,
+    pub watch: Option<super::reactions::RawWatch>,
+    pub pressure: Option<super::reactions::RawPressure>,
+    pub events: Option<super::reactions::RawEvents>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +98,8 @@ pub struct Ring {
     pub allow_uids: Vec<u32>,
     #[serde(default)]
     pub allow_gids: Vec<u32>,
+    pub consumer_cgroup: Option<Spanned<String>>,
+    pub consumer_unit: Option<Spanned<String>>,
 }
 
 /// `framing` as written; with `max_frame` it makes a [`super::Framing`].

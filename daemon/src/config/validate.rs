@@ -159,12 +159,16 @@ impl Validator<'_> {
             listeners.push(config);
         }
 
+        let ring_names: Vec<String> = rings.iter().map(|r| r.name.clone()).collect();
         Ok(Config {
             file: self.file.to_path_buf(),
             daemon,
             listeners,
             routes,
             rings,
+            watch: super::reactions::watch(self.file, self.text, raw.watch)?,
+            pressure: super::reactions::pressure(self.file, self.text, raw.pressure)?,
+            events: super::reactions::events(self.file, self.text, raw.events, &ring_names)?,
         })
     }
 
@@ -224,6 +228,12 @@ impl Validator<'_> {
             when_full,
             allow_uids: raw.allow_uids.clone(),
             allow_gids: raw.allow_gids.clone(),
+            consumer: super::reactions::consumer(
+                self.file,
+                self.text,
+                raw.consumer_cgroup.as_ref(),
+                raw.consumer_unit.as_ref(),
+            )?,
         })
     }
 
@@ -324,6 +334,7 @@ impl Validator<'_> {
         Ok(ListenerConfig {
             name: raw.name.get_ref().clone(),
             bind: self.bind(raw, addresses)?,
+            dynamic: super::reactions::dynamic_binds(self.file, self.text, raw.bind.as_deref())?,
             route: raw.route.get_ref().clone(),
             versions: self.versions(raw)?,
             alpn: self.alpn(&raw.alpn)?,
@@ -368,6 +379,10 @@ impl Validator<'_> {
                 }
                 let mut out = Vec::new();
                 for item in list {
+                    // `iface:` and `when-present:` binds follow the network (`dynamic`).
+                    if super::reactions::is_dynamic(item.get_ref()) {
+                        continue;
+                    }
                     let addr: SocketAddr = item.get_ref().parse().or_else(|e| {
                         self.err(
                             item.span(),

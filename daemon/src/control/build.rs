@@ -11,6 +11,7 @@ use anyhow::Result;
 use super::reload::ReloadError;
 use super::rings::{self, RingState};
 use super::sockets::SocketTable;
+use super::watch::NetSnapshot;
 use crate::config::{Config, ConfigError, ConfigSource, DaemonConfig};
 use crate::gateway::Plan;
 use crate::paths::Dirs;
@@ -55,6 +56,8 @@ pub struct Build {
     pub sockets: SocketTable,
     /// The rings that run, with their capacities.
     pub rings: HashMap<String, usize>,
+    /// What dynamic binds resolve to now.
+    pub net: Arc<NetSnapshot>,
 }
 
 impl Build {
@@ -83,6 +86,7 @@ impl Build {
             &self.sockets,
             &self.rings,
             &self.systemd,
+            &self.net,
         )
         .map_err(|e| match e.downcast::<ConfigError>() {
             Ok(config_error) => ReloadError::Config(config_error),
@@ -100,13 +104,14 @@ pub fn build(
     sockets: &SocketTable,
     running: &HashMap<String, usize>,
     systemd: &SystemdSockets,
+    net: &NetSnapshot,
 ) -> Result<Built> {
     let mut listener_tls = HashMap::new();
     for listener in &config.listeners {
         let built = tls.listener(listener, &dirs.state, SelfSignedMode::Persist)?;
         listener_tls.insert(listener.name.clone(), built);
     }
-    let (sockets, socket_ops) = sockets.plan(&config, systemd)?;
+    let (sockets, socket_ops) = sockets.plan(&config, systemd, net)?;
     let mut new_endpoints = HashMap::new();
     let mut new_rings = Vec::new();
     for ring in config

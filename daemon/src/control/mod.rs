@@ -16,6 +16,9 @@
 //! - the reload in flight is built and handed over: commit it (`reload.rs`: one at a time, a
 //!   request meanwhile queued once; the build runs on the blocking pool, so the loop keeps
 //!   serving meanwhile);
+//! - the kernel watchers (`watch/`: certificate and config files, memory pressure) ask for a
+//!   reload: it takes the same one-at-a-time path as SIGHUP (their other reactions, load
+//!   shedding, they carry out themselves);
 //! - the one-second tick: expire silent attach connections, flush the log's rate limits.
 //!
 //! What comes next plugs in the same way. systemd's notifications go where the loop starts
@@ -33,6 +36,7 @@ mod requests;
 mod rings;
 mod signals;
 mod sockets;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +53,10 @@ use build::{Build, Commit};
 pub use reload::{ReloadError, ReloadOutcome, ReloadReply, Reloaded};
 pub use requests::{Request, RequestSender, Requests};
 pub use sockets::{bind_tcp, Listening};
+pub use watch::{
+    ConsumerStatus, Feed, FilesStatus, Gone, NetSnapshot, NetworkStatus, PressureStatus,
+    WatchHandle, WatchStatus,
+};
 
 /// Runs the daemon on this thread until SIGTERM or SIGINT: SIGHUP reloads `source`, SIGUSR1
 /// logs every counter.
@@ -84,6 +92,7 @@ pub struct Daemon {
     sockets: sockets::SocketTable,
     rings: rings::Rings,
     reloads: reload::Reloads<Commit>,
+    watch: watch::Watch,
 }
 
 impl Daemon {
@@ -103,12 +112,14 @@ impl Daemon {
             &nothing,
             &HashMap::new(),
             &systemd,
+            &watch::NetSnapshot::default(),
         )?;
         let settings = ThreadSettings {
             stack_size: built.commit.config.daemon.tls_stack_size,
             cpu: built.commit.config.daemon.tls_cpu,
         };
         let (gateway, events) = Gateway::start(&settings, built.plan)?;
+        let watch = watch::Watch::new(&built.commit.config, gateway.stats_handle(), dirs.clone());
         let mut rings = rings::Rings::default();
         rings.add(built.commit.new_rings);
         drop_startup_pages();
@@ -136,6 +147,7 @@ impl Daemon {
             sockets: built.commit.sockets,
             rings,
             reloads: reload::Reloads::default(),
+            watch,
         })
     }
 
@@ -154,6 +166,11 @@ impl Daemon {
         self.sockets.listening()
     }
 
+    /// What the kernel watchers saw (files, memory pressure), and their feed.
+    pub fn watch(&self) -> WatchHandle {
+        self.watch.handle()
+    }
+
     /// The gateway's counters.
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
@@ -162,13 +179,18 @@ impl Daemon {
     /// Every counter the daemon keeps, as one JSON object: the gateway's, and each ring's by
     /// name (what `edgegw ring stat --json` shows of one ring).
     pub fn counters(&self) -> serde_json::Value {
-        serde_json::json!({ "gateway": self.gateway.stats(), "rings": self.rings.counters() })
+        serde_json::json!({
+            "gateway": self.gateway.stats(),
+            "rings": self.rings.counters(),
+            "watch": self.watch.status(),
+        })
     }
 
     /// The control loop: serves attach sockets and the TLS thread's events, runs reloads of
     /// `source` one at a time, and acts on `requests` until one says stop.
     pub async fn run(mut self, source: ConfigSource, mut requests: Requests) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        self.watch.run(&self.config, &source);
         loop {
             tokio::select! {
                 () = self.rings.ready() => self.rings.serve(&self.gateway),
@@ -176,6 +198,11 @@ impl Daemon {
                 built = self.reloads.finished() => {
                     let result = built.map(|commit| self.commit(commit));
                     self.reload_done(result, &source);
+                }
+                watch::Reaction::Reload = self.watch.next() => {
+                    if self.reloads.request(None) {
+                        self.start_reload(&source);
+                    }
                 }
                 _ = tick.tick() => {
                     self.rings.serve(&self.gateway);
@@ -208,6 +235,7 @@ impl Daemon {
             systemd: self.systemd.clone(),
             sockets: self.sockets.clone(),
             rings: self.rings.capacities(),
+            net: self.watch.net(),
         };
         let applier = self.gateway.applier();
         self.reloads.start(async move {
@@ -236,12 +264,18 @@ impl Daemon {
         let outcome = match result {
             Ok(()) => {
                 log::info!("reloaded {}", self.config.file.display());
+                self.watch.reload_done(None);
+                self.watch.follow(&self.config, source);
                 Ok(Reloaded {
                     listening: self.listening(),
                 })
             }
             Err(e) => {
-                log::error!("reload failed, still running the previous config: {e}");
+                if self.watch.reload_done(Some(e.to_string())) {
+                    log::error!("reload failed, still running the previous config: {e}");
+                } else {
+                    log::debug!("reload failed again, the same way: {e}");
+                }
                 Err(Arc::new(e))
             }
         };

@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{Context, Result};
 
+use super::watch::NetSnapshot;
 use crate::config::{Bind, Config};
 use crate::gateway::{SocketId, SocketOp};
 use crate::sys::SystemdSockets;
@@ -22,6 +23,8 @@ enum Origin {
     Bound(SocketAddr),
     /// Passed by systemd under this `FileDescriptorName=`.
     Systemd(String),
+    /// An address an `iface:` or `when-present:` bind resolves to now.
+    Dynamic(SocketAddr),
 }
 
 /// One listening socket in the table.
@@ -66,10 +69,14 @@ impl SocketTable {
     /// are bound (or duplicated from systemd's) here; nothing else changes until the TLS
     /// thread has the operations and the caller keeps the new table. On an error, the sockets
     /// bound so far are closed again.
+    /// Dynamic binds open what they resolve to in `net`; one that cannot be bound (the address
+    /// went away meanwhile, the port is taken) is skipped with a warning, not an error: the
+    /// next change of the network plans again.
     pub fn plan(
         &self,
         config: &Config,
         systemd: &SystemdSockets,
+        net: &NetSnapshot,
     ) -> Result<(SocketTable, Vec<SocketOp>)> {
         let mut next = SocketTable {
             entries: Vec::new(),
@@ -77,7 +84,7 @@ impl SocketTable {
         };
         let mut ops = Vec::new();
         for listener in &config.listeners {
-            let wanted: Vec<(Origin, Option<SocketAddr>)> = match &listener.bind {
+            let mut wanted: Vec<(Origin, Option<SocketAddr>)> = match &listener.bind {
                 Bind::Addresses(addrs) => addrs.iter().map(|a| (Origin::Bound(*a), None)).collect(),
                 Bind::Systemd(name) => systemd
                     .named(name)?
@@ -85,6 +92,13 @@ impl SocketTable {
                     .map(|(addr, _)| (Origin::Systemd(name.clone()), Some(addr)))
                     .collect(),
             };
+            for bind in &listener.dynamic {
+                for addr in net.resolve(bind) {
+                    if !wanted.iter().any(|(o, _)| *o == Origin::Dynamic(addr)) {
+                        wanted.push((Origin::Dynamic(addr), None));
+                    }
+                }
+            }
             for (origin, local) in wanted {
                 let kept = self.entries.iter().find(|e| {
                     e.origin == origin
@@ -109,7 +123,17 @@ impl SocketTable {
                         }
                     }
                     None => {
-                        let socket = open(&origin, local, systemd)?;
+                        let socket = match (open(&origin, local, systemd), &origin) {
+                            (Ok(socket), _) => socket,
+                            (Err(e), Origin::Dynamic(_)) => {
+                                log::warn!(
+                                    "listener `{}`: {e:#}; skipped until the network changes",
+                                    listener.name
+                                );
+                                continue;
+                            }
+                            (Err(e), _) => return Err(e),
+                        };
                         let local = socket.local_addr().context("address of a new socket")?;
                         let id = next.new_id();
                         ops.push(SocketOp::Open {
@@ -149,7 +173,7 @@ fn open(
     systemd: &SystemdSockets,
 ) -> Result<std::net::TcpListener> {
     match origin {
-        Origin::Bound(addr) => bind_tcp(*addr),
+        Origin::Bound(addr) | Origin::Dynamic(addr) => bind_tcp(*addr),
         Origin::Systemd(name) => {
             let (addr, socket) = systemd
                 .named(name)?

@@ -80,6 +80,12 @@ pub async fn accept_loop(
             }
         };
         Stats::bump(&stats.accepted);
+        // Under memory pressure a connection costs what the daemon must give back: closed at
+        // once, as the limits refuse, so that clients learn it and the kernel frees its buffers.
+        if stats.shedding.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+            Stats::bump(&stats.refused_memory_pressure);
+            continue;
+        }
         let settings = listener.settings.borrow().clone();
         let source = Source::of(peer.ip());
         let admission = match Admission::take(&listener.load, &settings.listener, source, &stats) {

@@ -82,6 +82,11 @@ counters! {
     heartbeat,
     /// Times the heap's free memory was given back after a burst of connections ended.
     heap_trims,
+    /// 1 while the daemon sheds load under memory pressure (the control plane sets it): new
+    /// connections are closed as soon as they are accepted.
+    shedding,
+    /// Connections closed at once because the daemon was shedding load (memory pressure).
+    refused_memory_pressure,
 }
 
 impl Stats {

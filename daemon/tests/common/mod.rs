@@ -2,6 +2,8 @@
 //! rcgen, TLS clients from tokio-rustls, and a ring consumer written against the wire format.
 #![allow(dead_code)]
 
+pub mod kernel;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -9,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgegw::config::{Config, ConfigSource};
-use edgegw::control::{Daemon, Listening, ReloadOutcome, Request, RequestSender, Requests};
+use edgegw::control::{
+    Daemon, Listening, ReloadOutcome, Request, RequestSender, Requests, WatchHandle,
+};
 use edgegw::gateway::{Snapshot, Stats};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
@@ -21,6 +25,8 @@ pub struct TestDaemon {
     /// Bound addresses, by listener name.
     pub addrs: Vec<(String, SocketAddr)>,
     stats: Arc<Stats>,
+    /// The kernel watchers' status and feed.
+    pub watch: WatchHandle,
     requests: RequestSender,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -58,7 +64,8 @@ impl TestDaemon {
                     }
                 };
                 let addrs = by_listener(daemon.listening());
-                let _ = ready_tx.send(Ok((addrs, daemon.gateway().stats_handle())));
+                let handles = (daemon.gateway().stats_handle(), daemon.watch());
+                let _ = ready_tx.send(Ok((addrs, handles)));
                 daemon
                     .run(ConfigSource::File(file), requests)
                     .await
@@ -69,10 +76,11 @@ impl TestDaemon {
             .recv()
             .map_err(|_| "control thread died".to_string())?
         {
-            Ok((addrs, stats)) => Ok(TestDaemon {
+            Ok((addrs, (stats, watch))) => Ok(TestDaemon {
                 dir,
                 addrs,
                 stats,
+                watch,
                 requests: requests_tx,
                 thread: Some(thread),
             }),

@@ -30,7 +30,16 @@ pub(super) fn arm(opts: &PressureOptions, path: &Path) -> Result<(AsyncFd<File>,
     let mut last_error = String::new();
     let mut armed = None;
     for window_us in windows {
-        let mut file = open(true)?;
+        // A pressure file we may read but not write (a read-only cgroup2 mount, a delegated
+        // cgroup whose file is not ours, EROFS/EACCES/EPERM) takes no trigger: poll it.
+        let mut file = match cgroupfs::open_control_file(path, true) {
+            Ok(file) => file,
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                last_error = format!("open {} for writing: {e}", path.display());
+                break;
+            }
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
         let kind = match opts.kind {
             StallKind::Some => "some",
             StallKind::Full => "full",
@@ -99,6 +108,48 @@ fn parse_averages(text: &str) -> PressureAverages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unmounts a test mount, also when the test fails.
+    struct Unmount(std::path::PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root: mounts cgroup2 read-only"]
+    fn a_pressure_file_that_cannot_be_opened_for_writing_is_polled() {
+        let dir = std::env::temp_dir().join(format!("psi-ro-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mount = |args: &[&str]| {
+            let status = std::process::Command::new("mount")
+                .args(args)
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount {args:?} failed");
+        };
+        mount(&["-t", "cgroup2", "none"]);
+        let _unmount = Unmount(dir.clone());
+        // Read-only for this mount only: the file opens for reading, EROFS for writing.
+        mount(&["-o", "remount,bind,ro"]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let file = dir.join("memory.pressure");
+        let (fd, mode) = arm(&PressureOptions::default(), &file).expect("falls back to polling");
+        match mode {
+            PressureMode::Poll { reason, .. } => {
+                assert!(reason.contains("for writing"), "reason: {reason}")
+            }
+            other => panic!("a read-only file armed a trigger: {other:?}"),
+        }
+        read_averages(fd.get_ref(), &mut Vec::new()).expect("the averages can be read");
+    }
 
     #[test]
     fn averages_parse_both_lines() {

@@ -20,6 +20,8 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod events;
+
 /// Record type: a connection opened.
 pub const OPEN: u16 = 1;
 /// Record type: bytes of a connection.
