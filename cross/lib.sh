@@ -88,6 +88,7 @@ declare -A TOOL_VERSION=(
   [cargo-auditable]=0.7.7
   [cargo-deny]=0.20.2
   [cargo-bloat]=0.12.1
+  [cargo-deb]=3.8.0
 )
 tools_root() {
   if [ -n "${EDGEGW_TOOLS:-}" ]; then
