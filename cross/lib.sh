@@ -24,7 +24,9 @@ config_of() {
 # Debian packages a target needs: the cross compiler and libc headers, the emulator for tests.
 packages_of() {
   case "$1" in
-    aarch64-unknown-linux-gnu) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-user-binfmt ;;
+    # libc6:arm64 puts the aarch64 loader at /lib/ld-linux-aarch64.so.1, where binfmt_misc's
+    # qemu finds it for a child started with a cleared environment (no QEMU_LD_PREFIX).
+    aarch64-unknown-linux-gnu) echo gcc-aarch64-linux-gnu libc6-dev-arm64-cross libc6:arm64 qemu-user qemu-user-binfmt ;;
     # musl-dev:arm64 brings aarch64-linux-musl-gcc (gcc over musl's headers) for C code.
     aarch64-unknown-linux-musl) echo gcc-aarch64-linux-gnu musl-dev:arm64 qemu-user qemu-user-binfmt ;;
     armv7-unknown-linux-gnueabihf) echo gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user qemu-user-binfmt ;;
@@ -33,10 +35,11 @@ packages_of() {
   esac
 }
 
-# The Debian architecture whose packages a target needs besides the host's (for musl-dev:arm64).
+# The Debian architecture whose packages a target needs besides the host's (musl-dev:arm64,
+# libc6:arm64).
 foreign_arch_of() {
   case "$1" in
-    aarch64-unknown-linux-musl) echo arm64 ;;
+    aarch64-unknown-linux-musl | aarch64-unknown-linux-gnu) echo arm64 ;;
     *) echo ;;
   esac
 }
@@ -88,6 +91,7 @@ declare -A TOOL_VERSION=(
   [cargo-auditable]=0.7.7
   [cargo-deny]=0.20.2
   [cargo-bloat]=0.12.1
+  [cargo-deb]=3.8.0
 )
 tools_root() {
   if [ -n "${EDGEGW_TOOLS:-}" ]; then
