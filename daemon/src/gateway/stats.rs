@@ -67,6 +67,17 @@ counters! {
     replies_for_unknown_connections,
     /// Malformed reply records (too short, unknown type): counted and skipped.
     malformed_replies,
+    /// Times a connection's client data waited because its consumer had not granted the
+    /// window for it (CREDIT): its client's TCP backs up meanwhile.
+    credit_stalls,
+    /// CREDIT records for connections that are closed or never existed (normal right after a
+    /// CLOSE; ignored).
+    credits_for_unknown_connections,
+    /// CREDIT records that took a window over its bound (the excess is ignored).
+    excess_credits,
+    /// Reply DATA records a consumer sent with its window for the connection closed (delivered;
+    /// the connection's reply cap still applies).
+    reply_window_overruns,
     /// Reply rings found corrupt (a consumer broke the ring's contract) and replaced.
     corrupt_reply_rings,
     /// Ingress rings whose consumer page was found broken (an impossible or backwards position,

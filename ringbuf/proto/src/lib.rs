@@ -8,11 +8,21 @@
 //! | 1    | OPEN  | ingress        | five u16 LE length-prefixed UTF-8 strings: peer address, listener, SNI, ALPN, client certificate subject (RFC 4514); empty when absent |
 //! | 2    | DATA  | both           | the bytes (stream chunk, or one length-prefixed frame) |
 //! | 3    | CLOSE | both           | u32 LE [`CloseReason`] (ingress); nothing (reply: close it) |
+//! | 4    | CREDIT| both           | u32 LE bytes the sender may now send more of, for this connection |
 //!
-//! Every connection's records come in order: one OPEN, any number of DATA, one CLOSE. A reply
-//! DATA for a connection id that is closed or unknown is counted and dropped. This module is
-//! the single place that encodes and decodes them; the repository's README repeats the table
-//! for consumers in other languages.
+//! Every connection's records come in order: one OPEN, any number of DATA (and CREDIT), one
+//! CLOSE. A reply DATA for a connection id that is closed or unknown is counted and dropped.
+//! Records of a type a reader does not know are skipped, so the protocol can grow.
+//!
+//! CREDIT is flow control per connection and per direction, as HTTP/2's WINDOW_UPDATE: each
+//! side may send a connection's DATA bytes within a window that starts at [`INITIAL_WINDOW`]
+//! and grows by the CREDIT records its peer sends. A consumer that never sends CREDIT is not
+//! held to a window and is sent none (the daemon's older limits apply); its first CREDIT for a
+//! connection (an increment of 0 is allowed) turns the windows on for that connection. The
+//! whole contract is `ringbuf/PROTOCOL.md`.
+//!
+//! This module is the single place that encodes and decodes the records; `ringbuf/PROTOCOL.md`
+//! and `ringbuf/include/edgegw_proto.h` repeat them for consumers in other languages.
 //!
 //! It depends on nothing, so the daemon's config (which checks that a route's frames fit its
 //! ring), its data path, its ring tools and every Rust consumer build on it without pulling in
@@ -27,11 +37,27 @@ pub const DATA: u16 = 2;
 /// Record type: a connection closed (ingress) or should be closed (reply).
 pub const CLOSE: u16 = 3;
 
+/// Record type: the sender may send this many more DATA bytes of a connection.
+pub const CREDIT: u16 = 4;
+
+/// The window each direction of a connection starts with once credits are on: DATA bytes that
+/// may be sent before the first CREDIT.
+pub const INITIAL_WINDOW: u32 = 64 * 1024;
+
+/// The largest a window may grow: credit beyond it is counted and ignored (clamped).
+pub const MAX_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// Bytes before the data in a DATA record: the connection id.
 pub const DATA_HEADER_LEN: usize = 8;
 
 /// Payload length of an ingress CLOSE record: the connection id and the reason.
 pub const CLOSE_LEN: usize = 12;
+
+/// Payload length of a reply CLOSE record: the connection id.
+pub const REPLY_CLOSE_LEN: usize = 8;
+
+/// Payload length of a CREDIT record: the connection id and the increment.
+pub const CREDIT_LEN: usize = 12;
 
 /// Why a connection closed, in an ingress CLOSE record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +154,59 @@ pub fn encode_close(out: &mut [u8], conn_id: u64, reason: CloseReason) {
     out[8..12].copy_from_slice(&(reason as u32).to_le_bytes());
 }
 
+/// Writes a reply CLOSE payload (exactly [`REPLY_CLOSE_LEN`] bytes): the consumer asks the
+/// daemon to close the connection.
+pub fn encode_reply_close(out: &mut [u8], conn_id: u64) {
+    out[..8].copy_from_slice(&conn_id.to_le_bytes());
+}
+
+/// Writes a CREDIT payload (exactly [`CREDIT_LEN`] bytes).
+pub fn encode_credit(out: &mut [u8], conn_id: u64, increment: u32) {
+    out[..8].copy_from_slice(&conn_id.to_le_bytes());
+    out[8..12].copy_from_slice(&increment.to_le_bytes());
+}
+
+/// Reads a CREDIT payload: (connection id, increment). `None` if shorter than [`CREDIT_LEN`]
+/// (longer ones are read: later versions may add fields).
+pub fn decode_credit(payload: &[u8]) -> Option<(u64, u32)> {
+    let id = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
+    let increment = u32::from_le_bytes(payload.get(8..12)?.try_into().ok()?);
+    Some((id, increment))
+}
+
+/// A connection's window in one direction: what the sender may still send. It starts at
+/// [`INITIAL_WINDOW`], shrinks by what is sent and grows by credit, up to [`MAX_WINDOW`]. A
+/// length-prefixed frame is never cut, so the sender sends while the window is positive and the
+/// window may end below zero by less than one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window(i64);
+
+impl Default for Window {
+    fn default() -> Self {
+        Window(i64::from(INITIAL_WINDOW))
+    }
+}
+
+impl Window {
+    /// Bytes that may be sent now (0 when the window is closed).
+    pub fn available(self) -> usize {
+        usize::try_from(self.0.max(0)).unwrap_or(usize::MAX)
+    }
+
+    /// `n` bytes were sent.
+    pub fn sent(&mut self, n: usize) {
+        self.0 = self.0.saturating_sub(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The peer granted `increment` more bytes. Returns `false` if that took the window over
+    /// [`MAX_WINDOW`] (it is then clamped there).
+    pub fn grant(&mut self, increment: u32) -> bool {
+        let grown = self.0 + i64::from(increment);
+        self.0 = grown.min(i64::from(MAX_WINDOW));
+        grown <= i64::from(MAX_WINDOW)
+    }
+}
+
 /// The largest frame (DATA payload after the connection id) in a record of at most
 /// `max_payload` bytes (a ring's largest record: `edgegw_ring::max_payload(capacity)`).
 pub fn max_frame(max_payload: usize) -> usize {
@@ -153,5 +232,31 @@ mod tests {
         for cut in 0..buf.len() {
             assert_eq!(OpenInfo::decode(&buf[..cut]), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn credit_round_trips_and_a_short_one_is_refused() {
+        let mut buf = [0; CREDIT_LEN];
+        encode_credit(&mut buf, 7, 4096);
+        assert_eq!(decode_credit(&buf), Some((7, 4096)));
+        assert_eq!(decode_credit(&buf[..11]), None);
+    }
+
+    #[test]
+    fn a_window_closes_at_zero_goes_below_by_a_frame_and_is_clamped_at_its_bound() {
+        let mut window = Window::default();
+        assert_eq!(window.available(), INITIAL_WINDOW as usize);
+        window.sent(INITIAL_WINDOW as usize + 10);
+        assert_eq!(window.available(), 0);
+        assert!(window.grant(10));
+        assert_eq!(
+            window.available(),
+            0,
+            "10 bytes below zero, then 10 granted"
+        );
+        assert!(window.grant(5));
+        assert_eq!(window.available(), 5);
+        assert!(!window.grant(u32::MAX), "over the bound");
+        assert_eq!(window.available(), MAX_WINDOW as usize);
     }
 }

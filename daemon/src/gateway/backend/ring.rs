@@ -52,10 +52,10 @@ impl RingBackend {
 
 impl Backend for RingBackend {
     fn offer(&mut self, plaintext: &[u8]) -> Result<usize, BackendError> {
-        let (pair, id) = (&self.pair, self.id);
+        let (pair, conn) = (&self.pair, &*self.conn);
         match &mut self.framer {
-            None => Ok(pair.offer_stream(id, plaintext)),
-            Some(framer) => Ok(framer.push(plaintext, &mut |frame| pair.offer_frame(id, frame))?),
+            None => Ok(pair.offer_stream(conn, plaintext)),
+            Some(framer) => Ok(framer.push(plaintext, &mut |frame| pair.offer_frame(conn, frame))?),
         }
     }
 
@@ -88,10 +88,15 @@ impl Backend for RingBackend {
                 // It does not read its replies: drop it rather than hold the ring for it.
                 return Event::Close(CloseReason::SlowClient);
             }
-            if interest.offer && self.pair.room_or_wake(&self.conn, wanted) {
-                return Event::Offer;
+            if interest.offer {
+                if self.conn.waits_for_credit() {
+                    // The consumer has not granted more: its CREDIT wakes us. The client's
+                    // TCP backs up meanwhile.
+                } else if self.pair.room_or_wake(&self.conn, wanted) {
+                    return Event::Offer;
+                }
             }
-            // Replies, the consumer's CLOSE, or room.
+            // Replies, the consumer's CLOSE, credit, or room.
             self.conn.woken().await;
         }
     }
