@@ -214,3 +214,108 @@ fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their
         echo.log()
     );
 }
+
+/// The next record of `ring` that is not a CREDIT (which the daemon may send at any time).
+fn next_non_credit(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
+    loop {
+        let record = next_record(ring);
+        if record.0 != edgegw_proto::CREDIT {
+            return record;
+        }
+    }
+}
+
+fn credit(reply: &mut edgegw_ring::Producer, id: u64, increment: u32) {
+    let mut payload = [0; edgegw_proto::CREDIT_LEN];
+    edgegw_proto::encode_credit(&mut payload, id, increment);
+    reply.send(edgegw_proto::CREDIT, 0, &payload).unwrap();
+}
+
+#[test]
+fn the_daemon_forwards_client_data_within_the_window_the_consumer_grants_and_ignores_bad_credit() {
+    use edgegw_proto::{CLOSE, DATA, INITIAL_WINDOW, OPEN};
+    let daemon = TestDaemon::start(&ring_config("", SELF_SIGNED, "", ""));
+    let roots = vec![self_signed_cert(&daemon, "localhost")];
+    let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
+    let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
+    let upload = pattern(256 * 1024);
+    let addr = daemon.addr("tls");
+    let sent = upload.clone();
+    let (go, credits_on) = std::sync::mpsc::channel();
+    // The client on a thread of its own: it writes while this thread plays the consumer, once
+    // the consumer turned credits on (what the daemon forwards before counts against the
+    // window all the same, but then the window would close at once).
+    let client = std::thread::spawn(move || {
+        block_on(async {
+            let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
+                .await
+                .unwrap();
+            credits_on.recv().unwrap();
+            tls.write_all(&sent).await.unwrap();
+            tls.flush().await.unwrap();
+            let mut back = [0u8; 4];
+            tls.read_exact(&mut back).await.unwrap();
+            tls.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).await.unwrap();
+            back
+        })
+    });
+
+    let (kind, open) = next_record(&mut ingress);
+    assert_eq!(kind, OPEN);
+    let id = u64::from_le_bytes(open[..8].try_into().unwrap());
+    // Credits on, then bad input: credit for nobody, an unknown type, a short credit.
+    credit(&mut reply, id, 0);
+    credit(&mut reply, 999, 4096);
+    reply.send(77, 0, &id.to_le_bytes()).unwrap();
+    reply
+        .send(edgegw_proto::CREDIT, 0, &id.to_le_bytes())
+        .unwrap();
+    daemon.wait_for("the credits read", |s| s.malformed_replies == 2);
+    go.send(()).unwrap();
+    daemon.wait_for("the connection's window to close", |s| s.credit_stalls >= 1);
+
+    // Exactly one window came: the stream is cut to it.
+    let mut got = Vec::new();
+    while let Some(record) = ingress.read().unwrap() {
+        assert_eq!(record.record_type(), DATA);
+        got.extend_from_slice(&record.payload().to_vec()[8..]);
+    }
+    ingress.release();
+    assert_eq!(
+        got.len(),
+        INITIAL_WINDOW as usize,
+        "one window of client data"
+    );
+
+    // More credit than the bound: clamped (counted), and the rest of the upload flows.
+    credit(&mut reply, id, u32::MAX);
+    while got.len() < upload.len() {
+        let (kind, data) = next_non_credit(&mut ingress);
+        assert_eq!(kind, DATA);
+        got.extend_from_slice(&data[8..]);
+    }
+    assert_same_bytes(&got, &upload, "the upload through the window");
+    reply_data(&mut reply, id, b"pong");
+    // The client's close_notify (reason 0); the consumer's CLOSE; the daemon's last CLOSE
+    // (reason 4), which a consumer that speaks credits gets so it knows when to free its state.
+    let (kind, close) = next_non_credit(&mut ingress);
+    assert_eq!((kind, &close[8..]), (CLOSE, &0u32.to_le_bytes()[..]));
+    reply.send(CLOSE, 0, &id.to_le_bytes()).unwrap();
+    let (kind, close) = next_non_credit(&mut ingress);
+    assert_eq!((kind, &close[8..]), (CLOSE, &4u32.to_le_bytes()[..]));
+    assert_eq!(&client.join().unwrap(), b"pong");
+
+    let stats = daemon.stats();
+    assert_eq!(
+        (
+            stats.credits_for_unknown_connections,
+            stats.malformed_replies,
+            stats.excess_credits,
+            stats.reply_window_overruns
+        ),
+        (1, 2, 1, 0),
+        "{stats:#?}"
+    );
+}

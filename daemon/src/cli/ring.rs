@@ -257,6 +257,8 @@ struct EchoConn {
     ungranted: usize,
     /// The client closed its direction (CLOSE reason 0): close once `pending` is echoed.
     closing: bool,
+    /// The echo sent its CLOSE; the daemon's last CLOSE (reason 4) is still to come.
+    closed: bool,
 }
 
 /// The connections the echo knows, by id.
@@ -399,8 +401,8 @@ fn credit(
             return Ok(Some(end));
         }
     }
-    if conn.pending.is_empty() && conn.closing {
-        conns.remove(&id);
+    if conn.pending.is_empty() && conn.closing && !conn.closed {
+        conn.closed = true;
         return send_waiting(producer, proto::CLOSE, REPLY_CLOSE_LEN, |reply| {
             proto::encode_reply_close(reply, id)
         });
@@ -432,7 +434,9 @@ fn send_credit(producer: &mut Producer, id: u64, increment: u32) -> Result<Optio
 }
 
 /// The daemon closed a connection, or its client closed its direction (reason 0): the echo
-/// closes it too, after what it still has to echo when the daemon still takes replies.
+/// closes it too, after what it still has to echo while the daemon still takes replies. With
+/// credits on, the daemon's CLOSE of another reason comes last (PROTOCOL.md §3) and frees the
+/// connection's state.
 fn close(
     producer: &mut Producer,
     conns: &mut EchoConns,
@@ -441,14 +445,14 @@ fn close(
 ) -> Result<Option<Readiness>> {
     if reason == CloseReason::ClientClosed as u32 {
         if let Some(conn) = conns.get_mut(&id) {
-            if !conn.pending.is_empty() {
-                // The daemon takes replies until our CLOSE: echo the rest first.
-                conn.closing = true;
-                return Ok(None);
-            }
+            conn.closing = true;
+            // The daemon takes replies until our CLOSE: echo the rest first.
+            return credit(producer, conns, id, 0);
         }
+    } else if conns.remove(&id).is_some_and(|conn| conn.closed) {
+        // The daemon's answer to our CLOSE.
+        return Ok(None);
     }
-    conns.remove(&id);
     // The client is done sending, so is the echo: the daemon may end it.
     send_waiting(producer, proto::CLOSE, REPLY_CLOSE_LEN, |reply| {
         proto::encode_reply_close(reply, id)

@@ -189,6 +189,11 @@ impl RingConn {
         true
     }
 
+    /// Whether the consumer speaks credits for it.
+    pub(super) fn credits_on(&self) -> bool {
+        self.credits.get()
+    }
+
     /// Whether it waits for credit that has not come (cleared once it came).
     pub(super) fn waits_for_credit(&self) -> bool {
         if self.window_blocked.get() && self.ingress_window.get().available() > 0 {

@@ -101,7 +101,7 @@ impl OpenInfo {
             + self
                 .fields()
                 .iter()
-                .map(|f| 2 + f.len().min(u16::MAX as usize))
+                .map(|f| 2 + cut(f).len())
                 .sum::<usize>()
     }
 
@@ -120,7 +120,7 @@ impl OpenInfo {
         out[..8].copy_from_slice(&conn_id.to_le_bytes());
         let mut at = 8;
         for field in self.fields() {
-            let bytes = &field.as_bytes()[..field.len().min(u16::MAX as usize)];
+            let bytes = cut(field).as_bytes();
             out[at..at + 2].copy_from_slice(&(bytes.len() as u16).to_le_bytes());
             out[at + 2..at + 2 + bytes.len()].copy_from_slice(bytes);
             at += 2 + bytes.len();
@@ -146,6 +146,15 @@ impl OpenInfo {
         };
         Some((id, info))
     }
+}
+
+/// A string as OPEN carries it: at most 65535 bytes, cut at the last whole character.
+fn cut(field: &str) -> &str {
+    let mut end = field.len().min(u16::MAX as usize);
+    while !field.is_char_boundary(end) {
+        end -= 1;
+    }
+    &field[..end]
 }
 
 /// Writes an ingress CLOSE payload (exactly [`CLOSE_LEN`] bytes).
@@ -231,6 +240,64 @@ mod tests {
         assert_eq!(OpenInfo::decode(&buf), Some((42, info)));
         for cut in 0..buf.len() {
             assert_eq!(OpenInfo::decode(&buf[..cut]), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_long_open_string_is_cut_at_a_whole_character() {
+        let info = OpenInfo {
+            client_subject: format!("CN=x{}", "é".repeat(40_000)),
+            ..OpenInfo::default()
+        };
+        let mut buf = vec![0; info.encoded_len()];
+        info.encode(1, &mut buf);
+        let (_, decoded) = OpenInfo::decode(&buf).expect("valid UTF-8 after the cut");
+        assert_eq!(decoded.client_subject.len(), 65534);
+        assert!(info.client_subject.starts_with(&decoded.client_subject));
+    }
+
+    /// `ringbuf/include/edgegw_proto.h` (for C consumers) names every constant of this crate
+    /// with the same value.
+    #[test]
+    fn the_c_header_says_what_the_crate_says() {
+        let header = include_str!("../../include/edgegw_proto.h");
+        let defined = |name: &str| -> u64 {
+            let line = header
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(name))
+                .unwrap_or_else(|| panic!("{name} is not in edgegw_proto.h"));
+            let value = line.split_whitespace().nth(2).unwrap();
+            value.trim_end_matches('u').parse().unwrap()
+        };
+        let reasons = [
+            ("CLIENT_CLOSED", CloseReason::ClientClosed),
+            ("CLIENT_ABORTED", CloseReason::ClientAborted),
+            ("IDLE", CloseReason::Idle),
+            ("PROTOCOL_ERROR", CloseReason::ProtocolError),
+            ("CONSUMER_CLOSED", CloseReason::ConsumerClosed),
+            ("SHUTDOWN", CloseReason::Shutdown),
+            ("SLOW_CLIENT", CloseReason::SlowClient),
+        ];
+        for (name, reason) in reasons {
+            assert_eq!(
+                defined(&format!("EDGEGW_PROTO_CLOSE_{name}")),
+                reason as u64
+            );
+        }
+        let constants = [
+            ("OPEN", u64::from(OPEN)),
+            ("DATA", u64::from(DATA)),
+            ("CLOSE", u64::from(CLOSE)),
+            ("CREDIT", u64::from(CREDIT)),
+            ("DATA_HEADER_LEN", DATA_HEADER_LEN as u64),
+            ("CLOSE_LEN", CLOSE_LEN as u64),
+            ("REPLY_CLOSE_LEN", REPLY_CLOSE_LEN as u64),
+            ("CREDIT_LEN", CREDIT_LEN as u64),
+            ("INITIAL_WINDOW", u64::from(INITIAL_WINDOW)),
+            ("MAX_WINDOW", u64::from(MAX_WINDOW)),
+        ];
+        for (name, value) in constants {
+            assert_eq!(defined(&format!("EDGEGW_PROTO_{name}")), value, "{name}");
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! A client's close_notify ends its direction only: the consumer gets CLOSE (reason 0) and may
 //! still answer; the connection ends when the consumer sends CLOSE, the client goes away, or
-//! the idle timeout passes.
+//! the idle timeout passes; a consumer that speaks credits then gets a second CLOSE with the
+//! reason it ended.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -121,7 +122,9 @@ impl Backend for RingBackend {
 
     fn finish(&mut self, reason: CloseReason) {
         self.pair.forget(self.id);
-        if !self.close_sent {
+        // A consumer that speaks credits gets a last CLOSE even after reason 0 (the client's
+        // close_notify), so it knows when to free the connection's state (PROTOCOL.md §3).
+        if !self.close_sent || self.conn.credits_on() {
             self.pair.close(self.id, reason);
             self.close_sent = true;
         }
