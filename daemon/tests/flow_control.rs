@@ -318,4 +318,29 @@ fn the_daemon_forwards_client_data_within_the_window_the_consumer_grants_and_ign
         (1, 2, 1, 0),
         "{stats:#?}"
     );
+    // The ring's own counters, as `edgegw ring stat --json` shows them.
+    let out = edgegw()
+        .args(["ring", "stat", "--json"])
+        .arg(daemon.ring_socket("app"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counters = &json["counters"];
+    for (name, value) in [
+        ("credit_stalls", 1),
+        ("credits_for_unknown_connections", 1),
+        ("excess_credits", 1),
+        ("reply_window_overruns", 0),
+        ("malformed_replies", 2),
+        ("closed_client_closed", 1),
+        ("closed_consumer_closed", 1),
+        ("closed_slow_client", 0),
+    ] {
+        assert_eq!(counters[name], value, "{name}: {json}");
+    }
 }

@@ -179,12 +179,13 @@ impl RingConn {
 
     /// Whether its client data must wait for the consumer's credit; counts the stall when it
     /// begins.
-    fn window_closed(&self, stats: &Stats) -> bool {
+    fn window_closed(&self, stats: &Stats, counters: &OwnerCounters) -> bool {
         if !self.credits.get() || self.ingress_window.get().available() > 0 {
             return false;
         }
         if !self.window_blocked.replace(true) {
             Stats::bump(&stats.credit_stalls);
+            RingCounter::CreditStalls.add(counters, 1);
         }
         true
     }
@@ -497,6 +498,9 @@ impl RingPair {
 
     /// Writes one of the daemon's own records (queued if the ring is full: never dropped).
     fn control(&self, control: Control) {
+        if let Control::Close(_, reason) = control {
+            RingCounter::closed(reason).add(&self.counters, 1);
+        }
         if !self.flush_closes() || control.write(self) != Offered::Written {
             self.pending_closes.borrow_mut().push_back(control);
             self.keep_closes_moving();
@@ -513,7 +517,7 @@ impl RingPair {
         let data = if conn.credits.get() {
             let window = conn.ingress_window.get().available();
             if window == 0 {
-                conn.window_closed(&self.stats);
+                conn.window_closed(&self.stats, &self.counters);
                 return 0;
             }
             &data[..data.len().min(window)]
@@ -534,7 +538,7 @@ impl RingPair {
     /// full and the policy is backpressure, or the connection's window is closed (whatever the
     /// policy: the consumer asked to wait).
     pub(super) fn offer_frame(&self, conn: &RingConn, frame: &[u8]) -> bool {
-        if conn.window_closed(&self.stats) {
+        if conn.window_closed(&self.stats, &self.counters) {
             return false;
         }
         let id = conn.id;
@@ -689,6 +693,7 @@ fn deliver_reply(pair: &RingPair, kind: u16, payload: edgegw_ring::Payload<'_>) 
     if conn.credits.get() && window.available() == 0 {
         // Delivered all the same: the connection's reply cap bounds what it holds.
         Stats::bump(&pair.stats.reply_window_overruns);
+        RingCounter::ReplyWindowOverruns.add(&pair.counters, 1);
     }
     window.sent(len);
     conn.reply_window.set(window);
@@ -715,12 +720,14 @@ fn deliver_credit(pair: &RingPair, payload: edgegw_ring::Payload<'_>) {
     let conn = pair.conns.borrow().get(&id).cloned();
     let Some(conn) = conn else {
         Stats::bump(&pair.stats.credits_for_unknown_connections);
+        RingCounter::CreditsForUnknownConnections.add(&pair.counters, 1);
         return;
     };
     conn.credits.set(true);
     let mut window = conn.ingress_window.get();
     if !window.grant(increment) {
         Stats::bump(&pair.stats.excess_credits);
+        RingCounter::ExcessCredits.add(&pair.counters, 1);
         log::debug!(
             "ring `{}`: credit for connection {id} over the window's bound, ignored",
             pair.name
