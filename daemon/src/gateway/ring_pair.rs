@@ -23,7 +23,8 @@
 //! client data goes into the ingress ring only within the window the consumer granted (past it,
 //! the relay stops reading the client, whose TCP backs up), and the consumer may send replies
 //! within the window the daemon grants back as the client takes them, so a stalled client holds
-//! at most one window of replies here and nobody else waits for it.
+//! at most one window of replies here and nobody else waits for it (such a connection counts
+//! against [`RING_REPLY_BUDGET`] only what it holds beyond its window: [`budget_share`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -67,7 +68,8 @@ pub struct RingPair {
     refused_len: Cell<usize>,
     /// Live connections by id, for replies.
     conns: RefCell<HashMap<u64, Rc<RingConn>>>,
-    /// Unsent reply bytes held by all connections (sum of their `accounted`).
+    /// Unsent reply bytes held by all connections against the ring's budget (sum of their
+    /// `budget_share`).
     reply_bytes: Cell<usize>,
     /// This ring's counters, beside the gateway's `stats`.
     counters: Arc<OwnerCounters>,
@@ -127,7 +129,7 @@ enum Offered {
 
 /// A connection's place in its ring pair: the replies the reply task copied out for it, the
 /// consumer's request to close it, and its windows. Its relay's side is `backend::ring`.
-/// (About 200 bytes besides its reply queue.)
+/// (The windows add about 40 bytes to it.)
 #[derive(Default)]
 pub(super) struct RingConn {
     id: u64,
@@ -153,6 +155,8 @@ pub(super) struct RingConn {
     unsent: Cell<usize>,
     /// This connection's share of the ring's `reply_bytes`: `replies` and `unsent`.
     accounted: Cell<usize>,
+    /// What of `accounted` counts against the ring's reply budget ([`budget_share`]).
+    budget_share: Cell<usize>,
 }
 
 impl RingConn {
@@ -245,13 +249,28 @@ impl RingConn {
 
     /// Sets this connection's share of the ring's reply bytes (0: it holds none any more).
     pub(super) fn set_accounted(&self, pair: &RingPair, now: usize) {
-        let before = self.accounted.replace(now);
-        // `reply_bytes` is the sum of every connection's `accounted`, so it holds `before`.
+        self.accounted.set(now);
+        let share = budget_share(now, self.credits.get());
+        let before = self.budget_share.replace(share);
+        // `reply_bytes` is the sum of every connection's `budget_share`, so it holds `before`.
         pair.reply_bytes
-            .set(pair.reply_bytes.get().saturating_sub(before) + now);
-        if now < before {
+            .set(pair.reply_bytes.get().saturating_sub(before) + share);
+        if share < before {
             pair.drained.notify_waiters();
         }
+    }
+}
+
+/// What a connection holding `held` reply bytes (queued and in its client's outbox) counts
+/// against its ring's reply budget. Without credits, all of it. With credits, what is beyond its
+/// window and the relay's outbox: a consumer that keeps to its window never fills the budget,
+/// so however many of its clients stall, the reply task never stops reading the reply ring
+/// (which also carries their credits) for them. Their memory is bounded by the window instead.
+fn budget_share(held: usize, credits: bool) -> usize {
+    if credits {
+        held.saturating_sub(INITIAL_WINDOW as usize + super::relay::OUTBOX_LIMIT)
+    } else {
+        held
     }
 }
 
@@ -765,4 +784,21 @@ fn reply_ring_corrupt(pair: &RingPair, generation: u64, error: &edgegw_ring::Err
         generation,
         reason: error.to_string(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_within_its_windows_takes_none_of_the_ring_reply_budget() {
+        let allowance = INITIAL_WINDOW as usize + super::super::relay::OUTBOX_LIMIT;
+        assert_eq!(budget_share(allowance, true), 0);
+        assert_eq!(budget_share(allowance + 10, true), 10, "an overrun counts");
+        assert_eq!(
+            budget_share(allowance, false),
+            allowance,
+            "without credits, all of it"
+        );
+    }
 }
