@@ -137,7 +137,15 @@ fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their
             );
             last = now;
         }
-        let during = best_rate(&mut good, rounds).await;
+        // A client held up by the stalled one (as before flow control: for seconds at a time)
+        // is slow in every measurement; a loaded machine only in some: up to three tries.
+        let mut during = 0.0;
+        for _ in 0..3 {
+            during = best_rate(&mut good, rounds).await.max(during);
+            if during >= usual / 2.0 {
+                break;
+            }
+        }
         let rss_during = rss_kib(daemon.pid());
         eprintln!(
             "good client: {usual:.0} round trips/s before, {during:.0}/s while the other \
