@@ -352,3 +352,60 @@ fn the_daemon_forwards_client_data_within_the_window_the_consumer_grants_and_ign
         assert_eq!(counters[name], value, "{name}: {json}");
     }
 }
+
+#[test]
+fn an_echo_that_attaches_to_open_connections_takes_them_as_new_and_their_data_flows() {
+    let daemon = TestDaemon::start(&ring_config("", SELF_SIGNED, "", ""));
+    let roots = vec![self_signed_cert(&daemon, "localhost")];
+    let first = pattern(200 * 1024);
+    let then = pattern(1024 * 1024);
+    let (go, echo_attached) = std::sync::mpsc::channel::<()>();
+    let (first_sent, wait_first) = std::sync::mpsc::channel::<()>();
+    let addr = daemon.addr("tls");
+    let (first_bytes, then_bytes) = (first.clone(), then.clone());
+    let client = std::thread::spawn(move || {
+        block_on(async {
+            let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
+                .await
+                .unwrap();
+            tls.write_all(&first_bytes).await.unwrap();
+            tls.flush().await.unwrap();
+            first_sent.send(()).unwrap();
+            echo_attached.recv().unwrap();
+            let (mut reader, mut writer) = tokio::io::split(tls);
+            let len = then_bytes.len();
+            let write = tokio::spawn(async move {
+                writer.write_all(&then_bytes).await.unwrap();
+                writer.flush().await.unwrap();
+            });
+            let mut got = vec![0u8; len];
+            tokio::time::timeout(Duration::from_secs(300), reader.read_exact(&mut got))
+                .await
+                .expect("1 MiB echoed within 300 s")
+                .unwrap();
+            write.await.unwrap();
+            got
+        })
+    });
+    // A consumer that speaks no credits reads the OPEN and more than a window of data, then
+    // goes away (as a consumer being replaced does).
+    {
+        let mut ingress =
+            attach_with_retry(|| edgegw_ring::Consumer::attach(daemon.ring_socket("app"))).unwrap();
+        wait_first.recv().unwrap();
+        let mut seen = 0;
+        while seen < first.len() {
+            let (kind, payload) = next_record(&mut ingress);
+            if kind == edgegw_proto::DATA {
+                seen += payload.len() - 8;
+            }
+        }
+    }
+    let mut echo = edgegw();
+    echo.args(["ring", "echo"]).arg(daemon.ring_socket("app"));
+    let echo = Process::spawn(echo, daemon.dir.path(), "echo");
+    echo.wait_for_log("echoing");
+    go.send(()).unwrap();
+    let got = client.join().unwrap();
+    assert_same_bytes(&got, &then, "what the client sent after the echo attached");
+}

@@ -348,11 +348,16 @@ fn echo_data(
     payload: edgegw_ring::Payload<'_>,
 ) -> Result<Option<Readiness>> {
     let id = payload.read_u64_le(0).unwrap_or(0);
-    let Some(conn) = conns.get_mut(&id) else {
-        // Opened before this echo attached: no windows (the daemon's older limits apply).
-        return send_waiting(producer, proto::DATA, payload.len(), |reply| {
-            payload.copy_to_slice(reply);
-        });
+    // A connection opened before this echo attached (a restart) is taken as new: its windows
+    // start (again) at the CREDIT the echo sends before its first reply (PROTOCOL.md §4).
+    let conn = match conns.entry(id) {
+        std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+        std::collections::hash_map::Entry::Vacant(new) => {
+            if let Some(end) = send_credit(producer, id, 0)? {
+                return Ok(Some(end));
+            }
+            new.insert(EchoConn::default())
+        }
     };
     let len = payload.len() - DATA_HEADER_LEN;
     if conn.pending.is_empty() && conn.reply_window.available() > 0 {

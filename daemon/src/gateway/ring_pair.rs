@@ -742,7 +742,13 @@ fn deliver_credit(pair: &RingPair, payload: edgegw_ring::Payload<'_>) {
         RingCounter::CreditsForUnknownConnections.add(&pair.counters, 1);
         return;
     };
-    conn.credits.set(true);
+    if !conn.credits.replace(true) {
+        // The windows start now: what went either way before counts for nothing (a consumer
+        // that attached after the connection opened cannot know it).
+        conn.ingress_window.set(Window::default());
+        conn.reply_window.set(Window::default());
+        conn.reply_ungranted.set(0);
+    }
     let mut window = conn.ingress_window.get();
     if !window.grant(increment) {
         Stats::bump(&pair.stats.excess_credits);

@@ -75,8 +75,11 @@ class Echo:
         elif record.type == DATA:
             data = payload[8:]  # a memoryview into the ring: no copy yet
             if conn is None:
-                self.reply(conn_id, data)  # opened before we attached: no windows
-            elif not conn.pending and conn.reply_window.available() > 0:
+                # Opened before we attached (a restart): taken as new, its windows start
+                # (again) at this CREDIT (PROTOCOL.md section 4).
+                conn = self.conns[conn_id] = Conn()
+                self.producer.send(CREDIT, credit_payload(conn_id, 0))
+            if not conn.pending and conn.reply_window.available() > 0:
                 self.reply(conn_id, data)
                 self.echoed(conn_id, conn, len(data))
             else:
