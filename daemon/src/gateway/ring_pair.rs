@@ -129,7 +129,7 @@ enum Offered {
 
 /// A connection's place in its ring pair: the replies the reply task copied out for it, the
 /// consumer's request to close it, and its windows. Its relay's side is `backend::ring`.
-/// (The windows add about 40 bytes to it.)
+/// (The windows add 48 bytes to it.)
 #[derive(Default)]
 pub(super) struct RingConn {
     id: u64,
