@@ -202,66 +202,6 @@ fn the_drop_policy_counts_drops_and_keeps_connections_alive() {
 }
 
 #[test]
-fn a_client_that_does_not_read_its_replies_is_dropped_and_the_others_go_on() {
-    let daemon = TestDaemon::start(&config("", "capacity = \"64KiB\"").replace(
-        "route = \"app\"\n",
-        "route = \"app\"\nidle_timeout = \"500ms\"\n",
-    ));
-    let consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
-    let roots = [self_signed_cert(&daemon, "localhost")];
-    block_on(async {
-        let config = client_config(&roots, &[]);
-        let mut good = connect(daemon.addr("tls"), config.clone(), "localhost")
-            .await
-            .unwrap();
-        let slow = connect(daemon.addr("tls"), config, "localhost")
-            .await
-            .unwrap();
-        let (_never_read, mut writer) = tokio::io::split(slow);
-        // Send until the daemon gives up on this client (its replies were never read).
-        let flood = tokio::spawn(async move {
-            let chunk = vec![1u8; 16 * 1024];
-            for _ in 0..1024 {
-                if writer.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            // The good connection keeps being served meanwhile.
-            good.write_all(b"ping").await.unwrap();
-            let mut back = [0u8; 4];
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio::io::AsyncReadExt::read_exact(&mut good, &mut back),
-            )
-            .await
-            .expect("the good client is served while the slow one stalls")
-            .unwrap();
-            // Dropped for its unread replies (6), or, when its writes stall first, at its idle
-            // timeout (2): either way it is gone and the good client was served meanwhile.
-            if consumer
-                .seen()
-                .closes
-                .iter()
-                .any(|(_, reason)| *reason == 6 || *reason == 2)
-            {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the slow client was never dropped: {:#?} {} data records seen",
-                daemon.stats(),
-                consumer.seen().data.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        flood.abort();
-    });
-}
-
-#[test]
 fn closed_slow_clients_give_their_reply_budget_back_at_once() {
     // Clients that never read their replies, one after the other: each is closed (reason 6)
     // once 256 KiB of replies wait for it. What it held must stop counting against the ring's

@@ -85,6 +85,39 @@ pub(crate) struct Reply {
 /// Counters an owner can publish in a stat answer.
 pub(crate) const OWNER_COUNTERS: usize = 8;
 
+/// Counters an owner can publish in the message that follows a stat answer (FORMAT.md section
+/// 6, "More counters").
+pub(crate) const MORE_COUNTERS: usize = 24;
+
+/// Magic of the message with more counters.
+pub(crate) const MORE_COUNTERS_MAGIC: [u8; 4] = *b"EGRX";
+
+/// The message after a stat answer: magic, u32 count, then the counters (native endian).
+pub(crate) fn encode_more_counters(counters: &[u64]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(8 + counters.len() * 8);
+    b.extend_from_slice(&MORE_COUNTERS_MAGIC);
+    b.extend_from_slice(&(counters.len() as u32).to_ne_bytes());
+    for c in counters {
+        b.extend_from_slice(&c.to_ne_bytes());
+    }
+    b
+}
+
+/// The counters of a message after a stat answer; `None` if it is not one. A longer list than
+/// this build knows is cut, a shorter one leaves the rest 0.
+pub(crate) fn decode_more_counters(b: &[u8]) -> Option<[u64; MORE_COUNTERS]> {
+    if b.get(..4)? != MORE_COUNTERS_MAGIC {
+        return None;
+    }
+    let count = u32::from_ne_bytes(b.get(4..8)?.try_into().ok()?) as usize;
+    let values = b.get(8..8 + count.checked_mul(8)?)?;
+    let mut out = [0; MORE_COUNTERS];
+    for (slot, word) in out.iter_mut().zip(values.chunks_exact(8)) {
+        *slot = u64::from_ne_bytes(word.try_into().ok()?);
+    }
+    Some(out)
+}
+
 pub(crate) const STATE_ATTACHED: u32 = 1;
 pub(crate) const STATE_FINISHED: u32 = 2;
 

@@ -1,8 +1,9 @@
 //! The owner's side of the attach protocol: a [`RingServer`] per ring, on its own unix socket.
 
 use crate::attach::{
-    decode_hello, Reply, Request, HELLO_LEN, STATE_ATTACHED, STATE_FINISHED, STATUS_BUSY,
-    STATUS_MALFORMED, STATUS_NOT_ALLOWED, STATUS_OK, STATUS_VERSION, STATUS_WRONG_ROLE,
+    decode_hello, encode_more_counters, Reply, Request, HELLO_LEN, OWNER_COUNTERS, STATE_ATTACHED,
+    STATE_FINISHED, STATUS_BUSY, STATUS_MALFORMED, STATUS_NOT_ALLOWED, STATUS_OK, STATUS_VERSION,
+    STATUS_WRONG_ROLE,
 };
 use crate::core::{check_release, Field, ReleaseCheck};
 use crate::endpoint::{PeerState, PeerStatus};
@@ -29,8 +30,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Walks of the record headers tried while the producer keeps moving the checked release.
 const CHECK_ATTEMPTS: usize = 8;
 
-/// Eight counters an owner publishes in its ring's stat answers (FORMAT.md section 6, bytes
-/// 64..128), for `stat` tools: what each counts is the owner's to say (the edgegw daemon lists
+/// Counters an owner publishes in its ring's stat answers (FORMAT.md section 6: eight in bytes
+/// 64..128 of the answer, the rest in the message after it), for `stat` tools: what each counts is the owner's to say (the edgegw daemon lists
 /// its own in its README). Shared between the owner's threads and its ring servers, as relaxed
 /// atomics; they belong to the socket, so they survive [`RingServer::replace_ring`].
 #[derive(Debug, Default)]
@@ -38,7 +39,7 @@ pub struct OwnerCounters([AtomicU64; OwnerCounters::LEN]);
 
 impl OwnerCounters {
     /// How many there are.
-    pub const LEN: usize = crate::attach::OWNER_COUNTERS;
+    pub const LEN: usize = crate::attach::OWNER_COUNTERS + crate::attach::MORE_COUNTERS;
 
     /// Adds `n` to counter `index` (below [`LEN`](Self::LEN); others are ignored).
     pub fn add(&self, index: usize, n: u64) {
@@ -280,7 +281,7 @@ impl ServedRing {
             drops: s.drops,
             state,
             page_size: self.header.page_size as u32,
-            owner_counters: [0; OwnerCounters::LEN],
+            owner_counters: [0; OWNER_COUNTERS],
         }
     }
 }
@@ -695,10 +696,19 @@ impl RingServer {
         let role = match req {
             Request::Stat => {
                 let mut reply = self.ring.reply(STATUS_OK);
-                if let Some(counters) = &self.counters {
-                    reply.owner_counters = counters.snapshot();
+                let counters = self.counters.as_ref().map(|c| c.snapshot());
+                if let Some(counters) = &counters {
+                    reply
+                        .owner_counters
+                        .copy_from_slice(&counters[..OWNER_COUNTERS]);
                 }
                 let _ = os::send_message(conn.socket.as_fd(), &reply.encode(), &[]);
+                if let Some(counters) = &counters {
+                    // The rest in a message of its own: a stat tool that knows only the answer
+                    // reads one message and never sees it.
+                    let more = encode_more_counters(&counters[OWNER_COUNTERS..]);
+                    let _ = os::send_message(conn.socket.as_fd(), &more, &[]);
+                }
                 events.push(ServerEvent::Stat { pid: conn.pid });
                 return;
             }

@@ -5,8 +5,10 @@
 
 use crate::attach::{exchange, Request, STATE_ATTACHED, STATE_FINISHED};
 use crate::format::{Role, WrapMode};
+use crate::sys::os;
 use crate::{Error, Result};
 use std::fmt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// A ring's state as its server reports it. `Display` is for people; `Serialize` (with the
@@ -83,7 +85,15 @@ impl fmt::Display for RingStat {
 /// and no fds, so it works while a consumer is attached and never disturbs it.
 pub fn stat(path: impl AsRef<Path>) -> Result<RingStat> {
     let path = path.as_ref();
-    let (reply, _fds, _socket) = exchange(path, Request::Stat)?;
+    let (reply, _fds, socket) = exchange(path, Request::Stat)?;
+    // An owner may send more counters in a second message (FORMAT.md section 6); one that
+    // does not closes the connection, which reads as nothing.
+    let mut buf = [0u8; 8 + 8 * crate::attach::MORE_COUNTERS + 1];
+    let more = os::recv_message(socket.as_fd(), &mut buf, false)
+        .ok()
+        .flatten()
+        .and_then(|m| crate::attach::decode_more_counters(&buf[..m.len]))
+        .unwrap_or_default();
     let peer_role = Role::from_wire(reply.offered_role).ok_or_else(|| Error::Attach {
         path: path.to_owned(),
         reason: format!("unknown role {} in the answer", reply.offered_role),
@@ -111,7 +121,10 @@ pub fn stat(path: impl AsRef<Path>) -> Result<RingStat> {
         drops: reply.drops,
         attached: reply.state & STATE_ATTACHED != 0,
         finished: reply.state & STATE_FINISHED != 0,
-        owner_counters: reply.owner_counters,
+        owner_counters: std::array::from_fn(|i| match i.checked_sub(reply.owner_counters.len()) {
+            None => reply.owner_counters[i],
+            Some(j) => more[j],
+        }),
     })
 }
 

@@ -727,7 +727,7 @@ fn a_peer_not_on_the_allow_list_is_refused_before_its_hello_is_parsed_and_learns
 }
 
 #[test]
-fn a_stat_answer_carries_the_owners_counters() {
+fn a_stat_answer_carries_eight_owner_counters_and_the_message_after_it_the_rest() {
     let dir = temp_dir("srv");
     let path = dir.join("r.sock");
     let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
@@ -736,7 +736,9 @@ fn a_stat_answer_carries_the_owners_counters() {
     server.set_owner_counters(counters.clone());
     counters.add(0, 3);
     counters.add(7, 1 << 40);
-    counters.add(8, 99); // beyond the eight: ignored
+    counters.add(8, 99); // beyond the eight: in the message after the answer
+    counters.add(31, 5);
+    counters.add(32, 7); // beyond them all: ignored
     let stat = std::thread::spawn({
         let path = path.clone();
         move || edgegw_ring::tools::stat(&path).unwrap()
@@ -745,7 +747,13 @@ fn a_stat_answer_carries_the_owners_counters() {
         matches!(e, ServerEvent::Stat { .. })
     });
     let stat = stat.join().unwrap();
-    assert_eq!(stat.owner_counters, [3, 0, 0, 0, 0, 0, 0, 1 << 40]);
+    assert_eq!(stat.owner_counters[..8], [3, 0, 0, 0, 0, 0, 0, 1 << 40]);
+    assert_eq!(stat.owner_counters[8], 99);
+    assert_eq!(stat.owner_counters[31], 5);
+    assert_eq!(
+        stat.owner_counters.iter().sum::<u64>(),
+        3 + (1 << 40) + 99 + 5
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! when the ring is not there but in the system daemon's (`/run/edgegw`), that one: a user's
 //! tools find the rings of the daemon systemd runs.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,7 +19,9 @@ use super::note::note;
 use crate::config::Config;
 use crate::gateway::RingCounter;
 use crate::paths::{self, SYSTEM_RUNTIME_DIR};
-use edgegw_proto::{self as proto, OpenInfo, DATA_HEADER_LEN};
+use edgegw_proto::{
+    self as proto, CloseReason, OpenInfo, Window, DATA_HEADER_LEN, INITIAL_WINDOW, REPLY_CLOSE_LEN,
+};
 
 /// Runs a ring tool on `ring`, a ring name or a socket path.
 pub fn run(
@@ -242,13 +245,40 @@ fn is_retryable(e: &edgegw_ring::Error) -> bool {
     }
 }
 
+/// A connection as the echo sees it: the flow-control windows of `ringbuf/PROTOCOL.md`.
+#[derive(Debug, Default)]
+struct EchoConn {
+    /// Reply bytes the daemon lets it send.
+    reply_window: Window,
+    /// Bytes received but not echoed yet (the reply window was closed). They are granted back
+    /// to the daemon only once echoed, so this holds at most one ingress window.
+    pending: Vec<u8>,
+    /// Bytes echoed since the last CREDIT the echo sent for them.
+    ungranted: usize,
+    /// The client closed its direction (CLOSE reason 0): close once `pending` is echoed.
+    closing: bool,
+    /// The echo sent its CLOSE; the daemon's last CLOSE (reason 4) is still to come.
+    closed: bool,
+}
+
+/// The connections the echo knows, by id.
+type EchoConns = HashMap<u64, EchoConn>;
+
 /// Echoes until the daemon goes away. Each batch of ingress records is released with one store,
 /// and the replies written for it are published with one store.
+///
+/// It is a well-behaved consumer of the credit protocol: it turns the windows on for each
+/// connection at its OPEN (a CREDIT of 0), echoes a connection's bytes only within the reply
+/// window the daemon grants, keeps what does not fit, and grants the daemon credit for bytes
+/// only once they are echoed. A client that does not read its replies therefore stops being
+/// read by the daemon (its TCP backs up) after about one window each way, and the echo goes on
+/// serving everyone else.
 fn echo_attached(
     consumer: &mut Consumer,
     producer: &mut Producer,
     reply_path: &std::path::Path,
 ) -> Result<Readiness> {
+    let mut conns = EchoConns::new();
     loop {
         if producer.peer_gone() {
             // The daemon gave up our reply ring (it found it corrupt) or is going away: attach
@@ -265,11 +295,8 @@ fn echo_attached(
         while let Some(record) = consumer.read()? {
             let payload = record.payload();
             let answered = match record.record_type() {
-                // Connection id and bytes, copied straight from one ring to the other.
                 proto::DATA if payload.len() >= DATA_HEADER_LEN => {
-                    send_waiting(producer, proto::DATA, payload.len(), |reply| {
-                        payload.copy_to_slice(reply);
-                    })?
+                    echo_data(producer, &mut conns, payload)?
                 }
                 proto::OPEN => {
                     if let Some((id, info)) = OpenInfo::decode(&payload.to_vec()) {
@@ -277,16 +304,21 @@ fn echo_attached(
                             "connection {id} open: peer {} listener {} sni {:?} alpn {:?} client {:?}",
                             info.peer, info.listener, info.sni, info.alpn, info.client_subject
                         );
+                        conns.insert(id, EchoConn::default());
+                        // Windows on for this connection.
+                        send_credit(producer, id, 0)?
+                    } else {
+                        None
                     }
-                    None
                 }
+                proto::CREDIT => match proto::decode_credit(&payload.to_vec()) {
+                    Some((id, increment)) => credit(producer, &mut conns, id, increment)?,
+                    None => None,
+                },
                 proto::CLOSE => match (payload.read_u64_le(0), payload.read_u32_le(8)) {
                     (Some(id), Some(reason)) => {
                         note!("connection {id} closed (reason {reason})");
-                        // The client is done sending, so is the echo: the daemon may end it.
-                        send_waiting(producer, proto::CLOSE, 8, |reply| {
-                            reply.copy_from_slice(&id.to_le_bytes());
-                        })?
+                        close(producer, &mut conns, id, reason)?
                     }
                     _ => None,
                 },
@@ -306,6 +338,130 @@ fn echo_attached(
             other => return Ok(other),
         }
     }
+}
+
+/// Echoes one DATA record: straight from one ring to the other while the connection's reply
+/// window is open and nothing waits before it; kept for later otherwise.
+fn echo_data(
+    producer: &mut Producer,
+    conns: &mut EchoConns,
+    payload: edgegw_ring::Payload<'_>,
+) -> Result<Option<Readiness>> {
+    let id = payload.read_u64_le(0).unwrap_or(0);
+    // A connection opened before this echo attached (a restart) is taken as new: its windows
+    // start (again) at the CREDIT the echo sends before its first reply (PROTOCOL.md §4).
+    let conn = match conns.entry(id) {
+        std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+        std::collections::hash_map::Entry::Vacant(new) => {
+            if let Some(end) = send_credit(producer, id, 0)? {
+                return Ok(Some(end));
+            }
+            new.insert(EchoConn::default())
+        }
+    };
+    let len = payload.len() - DATA_HEADER_LEN;
+    if conn.pending.is_empty() && conn.reply_window.available() > 0 {
+        // Connection id and bytes, copied straight from one ring to the other.
+        let end = send_waiting(producer, proto::DATA, payload.len(), |reply| {
+            payload.copy_to_slice(reply);
+        })?;
+        if end.is_some() {
+            return Ok(end);
+        }
+        conn.reply_window.sent(len);
+        return echoed(producer, id, conn, len);
+    }
+    if let Some(body) = payload.slice(DATA_HEADER_LEN, len) {
+        body.copy_into(&mut conn.pending);
+    }
+    Ok(None)
+}
+
+/// The daemon granted reply credit: echo what the connection kept, as far as its reply window
+/// goes; then its CLOSE if the client had closed its direction.
+fn credit(
+    producer: &mut Producer,
+    conns: &mut EchoConns,
+    id: u64,
+    increment: u32,
+) -> Result<Option<Readiness>> {
+    let Some(conn) = conns.get_mut(&id) else {
+        return Ok(None);
+    };
+    conn.reply_window.grant(increment);
+    let max = producer.max_payload() - DATA_HEADER_LEN;
+    while !conn.pending.is_empty() && conn.reply_window.available() > 0 {
+        let n = conn.pending.len().min(max);
+        let chunk = &conn.pending[..n];
+        let end = send_waiting(producer, proto::DATA, DATA_HEADER_LEN + n, |reply| {
+            reply[..DATA_HEADER_LEN].copy_from_slice(&id.to_le_bytes());
+            reply[DATA_HEADER_LEN..].copy_from_slice(chunk);
+        })?;
+        if end.is_some() {
+            return Ok(end);
+        }
+        conn.pending.drain(..n);
+        conn.reply_window.sent(n);
+        if let Some(end) = echoed(producer, id, conn, n)? {
+            return Ok(Some(end));
+        }
+    }
+    if conn.pending.is_empty() && conn.closing && !conn.closed {
+        conn.closed = true;
+        return send_waiting(producer, proto::CLOSE, REPLY_CLOSE_LEN, |reply| {
+            proto::encode_reply_close(reply, id)
+        });
+    }
+    Ok(None)
+}
+
+/// `n` bytes of a connection were echoed: grant the daemon as much, half a window at a time.
+fn echoed(
+    producer: &mut Producer,
+    id: u64,
+    conn: &mut EchoConn,
+    n: usize,
+) -> Result<Option<Readiness>> {
+    conn.ungranted += n;
+    if conn.ungranted < INITIAL_WINDOW as usize / 2 {
+        return Ok(None);
+    }
+    let grant = u32::try_from(conn.ungranted).unwrap_or(u32::MAX);
+    conn.ungranted -= grant as usize;
+    send_credit(producer, id, grant)
+}
+
+/// Grants the daemon `increment` more bytes of a connection's client data.
+fn send_credit(producer: &mut Producer, id: u64, increment: u32) -> Result<Option<Readiness>> {
+    send_waiting(producer, proto::CREDIT, proto::CREDIT_LEN, |reply| {
+        proto::encode_credit(reply, id, increment)
+    })
+}
+
+/// The daemon closed a connection, or its client closed its direction (reason 0): the echo
+/// closes it too, after what it still has to echo while the daemon still takes replies. With
+/// credits on, the daemon's CLOSE of another reason comes last (PROTOCOL.md §3) and frees the
+/// connection's state.
+fn close(
+    producer: &mut Producer,
+    conns: &mut EchoConns,
+    id: u64,
+    reason: u32,
+) -> Result<Option<Readiness>> {
+    if reason == CloseReason::ClientClosed as u32 {
+        if let Some(conn) = conns.get_mut(&id) {
+            conn.closing = true;
+            // The daemon takes replies until our CLOSE: echo the rest first.
+            return credit(producer, conns, id, 0);
+        }
+    } else if conns.remove(&id).is_some_and(|conn| conn.closed) {
+        // The daemon's answer to our CLOSE.
+        return Ok(None);
+    }
+    // The client is done sending, so is the echo: the daemon may end it.
+    send_waiting(producer, proto::CLOSE, REPLY_CLOSE_LEN, |reply| {
+        proto::encode_reply_close(reply, id)
+    })
 }
 
 /// Writes one reply record, waiting for room if the reply ring is full. `Some(readiness)` if

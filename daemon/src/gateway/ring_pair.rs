@@ -17,6 +17,14 @@
 //! it), and when the ring's connections together hold [`RING_REPLY_BUDGET`] the reply task
 //! stops reading the reply ring until some drain, which pushes back on the consumer instead of
 //! growing memory.
+//!
+//! Those two bounds are for consumers that do not speak credits. Once a consumer sends a CREDIT
+//! record for a connection (`ringbuf/PROTOCOL.md`), the connection has a window each way: its
+//! client data goes into the ingress ring only within the window the consumer granted (past it,
+//! the relay stops reading the client, whose TCP backs up), and the consumer may send replies
+//! within the window the daemon grants back as the client takes them, so a stalled client holds
+//! at most one window of replies here and nobody else waits for it (such a connection counts
+//! against [`RING_REPLY_BUDGET`] only what it holds beyond its window: [`budget_share`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -36,7 +44,8 @@ use super::session::PooledBuf;
 use super::stats::{RingCounter, Stats};
 use crate::config::WhenFull;
 use edgegw_proto::{
-    self as proto, encode_close, CloseReason, OpenInfo, CLOSE_LEN, DATA_HEADER_LEN,
+    self as proto, encode_close, encode_credit, CloseReason, OpenInfo, Window, CLOSE_LEN,
+    CREDIT_LEN, DATA_HEADER_LEN, INITIAL_WINDOW,
 };
 
 /// Unsent reply bytes one connection may hold; beyond, the client is too slow and is closed.
@@ -51,14 +60,16 @@ pub struct RingPair {
     when_full: Cell<WhenFull>,
     /// Connections waiting for ingress space; the space task wakes them.
     waiting_room: RefCell<Vec<Rc<RingConn>>>,
-    /// CLOSE records that found the ring full; written before anything else when room comes.
-    pending_closes: RefCell<VecDeque<(u64, CloseReason)>>,
+    /// CLOSE and CREDIT records that found the ring full; written before anything else when
+    /// room comes.
+    pending_closes: RefCell<VecDeque<Control>>,
     /// Payload length of the last record that found the ring full: what a blocked connection
     /// waits for room for (the thread runs one connection at a time, so it is that one's).
     refused_len: Cell<usize>,
     /// Live connections by id, for replies.
     conns: RefCell<HashMap<u64, Rc<RingConn>>>,
-    /// Unsent reply bytes held by all connections (sum of their `accounted`).
+    /// Unsent reply bytes held by all connections against the ring's budget (sum of their
+    /// `budget_share`).
     reply_bytes: Cell<usize>,
     /// This ring's counters, beside the gateway's `stats`.
     counters: Arc<OwnerCounters>,
@@ -85,6 +96,27 @@ impl std::fmt::Debug for RingPair {
     }
 }
 
+/// A record of the daemon's own that must reach the consumer (never dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Close(u64, CloseReason),
+    Credit(u64, u32),
+}
+
+impl Control {
+    /// Writes it into the ingress ring, or says why not.
+    fn write(self, pair: &RingPair) -> Offered {
+        match self {
+            Control::Close(id, reason) => {
+                pair.try_record(proto::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason))
+            }
+            Control::Credit(id, n) => {
+                pair.try_record(proto::CREDIT, CREDIT_LEN, |b| encode_credit(b, id, n))
+            }
+        }
+    }
+}
+
 /// What became of a record offered to the ingress ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Offered {
@@ -95,10 +127,22 @@ enum Offered {
     Broken,
 }
 
-/// A connection's place in its ring pair: the replies the reply task copied out for it, and
-/// the consumer's request to close it. Its relay's side is `backend::ring`.
+/// A connection's place in its ring pair: the replies the reply task copied out for it, the
+/// consumer's request to close it, and its windows. Its relay's side is `backend::ring`.
+/// (The windows add 48 bytes to it.)
 #[derive(Default)]
 pub(super) struct RingConn {
+    id: u64,
+    /// The consumer sent CREDIT for it: the windows below apply.
+    credits: Cell<bool>,
+    /// Client bytes the consumer lets the daemon send (while `credits`).
+    ingress_window: Cell<Window>,
+    /// Its client data waits for the consumer's credit.
+    window_blocked: Cell<bool>,
+    /// Reply bytes the consumer may send, as the daemon counts them.
+    reply_window: Cell<Window>,
+    /// Reply bytes taken for the client since the daemon last granted credit for them.
+    reply_ungranted: Cell<usize>,
     /// Reply bytes copied out of the reply ring, waiting for the relay to encrypt them.
     replies: RefCell<PooledBuf>,
     /// Woken when replies were queued, the consumer asked to close, or room came.
@@ -111,6 +155,8 @@ pub(super) struct RingConn {
     unsent: Cell<usize>,
     /// This connection's share of the ring's `reply_bytes`: `replies` and `unsent`.
     accounted: Cell<usize>,
+    /// What of `accounted` counts against the ring's reply budget ([`budget_share`]).
+    budget_share: Cell<usize>,
 }
 
 impl RingConn {
@@ -135,7 +181,34 @@ impl RingConn {
         self.accounted.get() > CONN_REPLY_CAP
     }
 
-    /// Hands the queued replies to `sink` and empties the queue.
+    /// Whether its client data must wait for the consumer's credit; counts the stall when it
+    /// begins.
+    fn window_closed(&self, stats: &Stats, counters: &OwnerCounters) -> bool {
+        if !self.credits.get() || self.ingress_window.get().available() > 0 {
+            return false;
+        }
+        if !self.window_blocked.replace(true) {
+            Stats::bump(&stats.credit_stalls);
+            RingCounter::CreditStalls.add(counters, 1);
+        }
+        true
+    }
+
+    /// Whether the consumer speaks credits for it.
+    pub(super) fn credits_on(&self) -> bool {
+        self.credits.get()
+    }
+
+    /// Whether it waits for credit that has not come (cleared once it came).
+    pub(super) fn waits_for_credit(&self) -> bool {
+        if self.window_blocked.get() && self.ingress_window.get().available() > 0 {
+            self.window_blocked.set(false);
+        }
+        self.window_blocked.get()
+    }
+
+    /// Hands the queued replies to `sink` and empties the queue; grants the consumer credit for
+    /// them once half a window was taken.
     pub(super) fn take_replies<E>(
         &self,
         pair: &RingPair,
@@ -149,6 +222,17 @@ impl RingConn {
         }
         drop(replies);
         self.account(pair);
+        let ungranted = self.reply_ungranted.get() + n;
+        if self.credits.get() && ungranted >= INITIAL_WINDOW as usize / 2 {
+            let grant = u32::try_from(ungranted).unwrap_or(u32::MAX);
+            let mut window = self.reply_window.get();
+            window.grant(grant);
+            self.reply_window.set(window);
+            self.reply_ungranted.set(ungranted - grant as usize);
+            pair.control(Control::Credit(self.id, grant));
+        } else {
+            self.reply_ungranted.set(ungranted);
+        }
         Ok(n)
     }
 
@@ -165,13 +249,28 @@ impl RingConn {
 
     /// Sets this connection's share of the ring's reply bytes (0: it holds none any more).
     pub(super) fn set_accounted(&self, pair: &RingPair, now: usize) {
-        let before = self.accounted.replace(now);
-        // `reply_bytes` is the sum of every connection's `accounted`, so it holds `before`.
+        self.accounted.set(now);
+        let share = budget_share(now, self.credits.get());
+        let before = self.budget_share.replace(share);
+        // `reply_bytes` is the sum of every connection's `budget_share`, so it holds `before`.
         pair.reply_bytes
-            .set(pair.reply_bytes.get().saturating_sub(before) + now);
-        if now < before {
+            .set(pair.reply_bytes.get().saturating_sub(before) + share);
+        if share < before {
             pair.drained.notify_waiters();
         }
+    }
+}
+
+/// What a connection holding `held` reply bytes (queued and in its client's outbox) counts
+/// against its ring's reply budget. Without credits, all of it. With credits, what is beyond its
+/// window and the relay's outbox: a consumer that keeps to its window never fills the budget,
+/// so however many of its clients stall, the reply task never stops reading the reply ring
+/// (which also carries their credits) for them. Their memory is bounded by the window instead.
+fn budget_share(held: usize, credits: bool) -> usize {
+    if credits {
+        held.saturating_sub(INITIAL_WINDOW as usize + super::relay::OUTBOX_LIMIT)
+    } else {
+        held
     }
 }
 
@@ -275,7 +374,10 @@ impl RingPair {
         info: &OpenInfo,
         wait: Duration,
     ) -> Option<Rc<RingConn>> {
-        let conn = Rc::new(RingConn::default());
+        let conn = Rc::new(RingConn {
+            id,
+            ..RingConn::default()
+        });
         let open_len = info.encoded_len();
         while self.try_record(proto::OPEN, open_len, |b| info.encode(id, b)) != Offered::Written {
             if !self.room_or_wake(&conn, open_len)
@@ -382,9 +484,8 @@ impl RingPair {
     fn flush_closes(&self) -> bool {
         let mut closes = self.pending_closes.borrow_mut();
         let mut wrote = false;
-        while let Some(&(id, reason)) = closes.front() {
-            let written = self.try_record(proto::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason));
-            if written != Offered::Written {
+        while let Some(&control) = closes.front() {
+            if control.write(self) != Offered::Written {
                 break;
             }
             closes.pop_front();
@@ -411,11 +512,16 @@ impl RingPair {
 
     /// Writes a connection's CLOSE record (queued if the ring is full: it is never dropped).
     pub(super) fn close(&self, id: u64, reason: CloseReason) {
-        if !self.flush_closes()
-            || self.try_record(proto::CLOSE, CLOSE_LEN, |b| encode_close(b, id, reason))
-                != Offered::Written
-        {
-            self.pending_closes.borrow_mut().push_back((id, reason));
+        self.control(Control::Close(id, reason));
+    }
+
+    /// Writes one of the daemon's own records (queued if the ring is full: never dropped).
+    fn control(&self, control: Control) {
+        if let Control::Close(_, reason) = control {
+            RingCounter::closed(reason).add(&self.counters, 1);
+        }
+        if !self.flush_closes() || control.write(self) != Offered::Written {
+            self.pending_closes.borrow_mut().push_back(control);
             self.keep_closes_moving();
             return;
         }
@@ -423,12 +529,23 @@ impl RingPair {
     }
 
     /// Offers a chunk of plaintext (stream framing): cut into records of at most the ring's
-    /// record size. Returns how much was taken (written, or dropped under the drop policy).
-    pub(super) fn offer_stream(&self, id: u64, data: &[u8]) -> usize {
+    /// record size, and to the connection's window. Returns how much was taken (written, or
+    /// dropped under the drop policy).
+    pub(super) fn offer_stream(&self, conn: &RingConn, data: &[u8]) -> usize {
         let max = self.ingress.borrow().max_payload() - DATA_HEADER_LEN;
+        let data = if conn.credits.get() {
+            let window = conn.ingress_window.get().available();
+            if window == 0 {
+                conn.window_closed(&self.stats, &self.counters);
+                return 0;
+            }
+            &data[..data.len().min(window)]
+        } else {
+            data
+        };
         let mut taken = 0;
         for chunk in data.chunks(max) {
-            if !self.offer_frame(id, chunk) {
+            if !self.offer_frame(conn, chunk) {
                 break;
             }
             taken += chunk.len();
@@ -437,8 +554,13 @@ impl RingPair {
     }
 
     /// Offers one packet. `true` if it was written or dropped by policy; `false` if the ring is
-    /// full and the policy is backpressure.
-    pub(super) fn offer_frame(&self, id: u64, frame: &[u8]) -> bool {
+    /// full and the policy is backpressure, or the connection's window is closed (whatever the
+    /// policy: the consumer asked to wait).
+    pub(super) fn offer_frame(&self, conn: &RingConn, frame: &[u8]) -> bool {
+        if conn.window_closed(&self.stats, &self.counters) {
+            return false;
+        }
+        let id = conn.id;
         if !self.pending_closes.borrow().is_empty() && !self.flush_closes() {
             return self.full();
         }
@@ -448,6 +570,9 @@ impl RingPair {
         });
         match offered {
             Offered::Written => {
+                let mut window = conn.ingress_window.get();
+                window.sent(frame.len());
+                conn.ingress_window.set(window);
                 Stats::add(&self.stats.bytes_from_clients, frame.len() as u64);
                 RingCounter::BytesIn.add(&self.counters, frame.len() as u64);
                 true
@@ -541,9 +666,13 @@ async fn dispatch_replies(pair: Rc<RingPair>, mut reply: Consumer, data_fd: Asyn
 }
 
 /// Hands one reply record to its connection: DATA is copied out of the peer's memory (never
-/// referenced in place) into the connection's reply queue; CLOSE asks the connection to end.
-/// Malformed records and replies for unknown connections are counted and skipped.
+/// referenced in place) into the connection's reply queue; CLOSE asks the connection to end;
+/// CREDIT opens its window. Malformed records and replies for unknown connections are counted
+/// and skipped.
 fn deliver_reply(pair: &RingPair, kind: u16, payload: edgegw_ring::Payload<'_>) {
+    if kind == proto::CREDIT {
+        return deliver_credit(pair, payload);
+    }
     let body = payload.slice(
         DATA_HEADER_LEN,
         payload.len().saturating_sub(DATA_HEADER_LEN),
@@ -579,6 +708,14 @@ fn deliver_reply(pair: &RingPair, kind: u16, payload: edgegw_ring::Payload<'_>) 
         return;
     }
     let len = body.len();
+    let mut window = conn.reply_window.get();
+    if conn.credits.get() && window.available() == 0 {
+        // Delivered all the same: the connection's reply cap bounds what it holds.
+        Stats::bump(&pair.stats.reply_window_overruns);
+        RingCounter::ReplyWindowOverruns.add(&pair.counters, 1);
+    }
+    window.sent(len);
+    conn.reply_window.set(window);
     conn.replies
         .borrow_mut()
         .append_with(len, |buf| body.copy_to_slice(buf));
@@ -586,6 +723,45 @@ fn deliver_reply(pair: &RingPair, kind: u16, payload: edgegw_ring::Payload<'_>) 
     RingCounter::BytesOut.add(&pair.counters, len as u64);
     conn.account(pair);
     conn.wake.notify_one();
+}
+
+/// A CREDIT from the consumer: the connection's ingress window grows (and is on from now). One
+/// for an unknown connection, or past the window's bound, is counted and ignored.
+fn deliver_credit(pair: &RingPair, payload: edgegw_ring::Payload<'_>) {
+    let credit = payload
+        .read_u64_le(0)
+        .zip(payload.read_u32_le(DATA_HEADER_LEN));
+    let Some((id, increment)) = credit else {
+        Stats::bump(&pair.stats.malformed_replies);
+        RingCounter::MalformedReplies.add(&pair.counters, 1);
+        return;
+    };
+    let conn = pair.conns.borrow().get(&id).cloned();
+    let Some(conn) = conn else {
+        Stats::bump(&pair.stats.credits_for_unknown_connections);
+        RingCounter::CreditsForUnknownConnections.add(&pair.counters, 1);
+        return;
+    };
+    if !conn.credits.replace(true) {
+        // The windows start now: what went either way before counts for nothing (a consumer
+        // that attached after the connection opened cannot know it).
+        conn.ingress_window.set(Window::default());
+        conn.reply_window.set(Window::default());
+        conn.reply_ungranted.set(0);
+    }
+    let mut window = conn.ingress_window.get();
+    if !window.grant(increment) {
+        Stats::bump(&pair.stats.excess_credits);
+        RingCounter::ExcessCredits.add(&pair.counters, 1);
+        log::debug!(
+            "ring `{}`: credit for connection {id} over the window's bound, ignored",
+            pair.name
+        );
+    }
+    conn.ingress_window.set(window);
+    if conn.window_blocked.get() && window.available() > 0 {
+        conn.wake.notify_one();
+    }
 }
 
 /// The consumer finished its reply ring (FORMAT.md section 7) and everything it committed has
@@ -614,4 +790,21 @@ fn reply_ring_corrupt(pair: &RingPair, generation: u64, error: &edgegw_ring::Err
         generation,
         reason: error.to_string(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_within_its_windows_takes_none_of_the_ring_reply_budget() {
+        let allowance = INITIAL_WINDOW as usize + super::super::relay::OUTBOX_LIMIT;
+        assert_eq!(budget_share(allowance, true), 0);
+        assert_eq!(budget_share(allowance + 10, true), 10, "an overrun counts");
+        assert_eq!(
+            budget_share(allowance, false),
+            allowance,
+            "without credits, all of it"
+        );
+    }
 }

@@ -67,6 +67,17 @@ counters! {
     replies_for_unknown_connections,
     /// Malformed reply records (too short, unknown type): counted and skipped.
     malformed_replies,
+    /// Times a connection's client data waited because its consumer had not granted the
+    /// window for it (CREDIT): its client's TCP backs up meanwhile.
+    credit_stalls,
+    /// CREDIT records for connections that are closed or never existed (normal right after a
+    /// CLOSE; ignored).
+    credits_for_unknown_connections,
+    /// CREDIT records that took a window over its bound (the excess is ignored).
+    excess_credits,
+    /// Reply DATA records a consumer sent with its window for the connection closed (delivered;
+    /// the connection's reply cap still applies).
+    reply_window_overruns,
     /// Reply rings found corrupt (a consumer broke the ring's contract) and replaced.
     corrupt_reply_rings,
     /// Ingress rings whose consumer page was found broken (an impossible or backwards position,
@@ -139,11 +150,33 @@ pub enum RingCounter {
     ReplacedReplyRings,
     /// Reply rings their producer finished, drained and replaced.
     FinishedReplyRings,
+    /// Connections closed, by the reason in their CLOSE record (0 to 6).
+    ClosedClientClosed,
+    /// See [`RingCounter::ClosedClientClosed`].
+    ClosedClientAborted,
+    /// See [`RingCounter::ClosedClientClosed`].
+    ClosedIdle,
+    /// See [`RingCounter::ClosedClientClosed`].
+    ClosedProtocolError,
+    /// See [`RingCounter::ClosedClientClosed`].
+    ClosedConsumerClosed,
+    /// See [`RingCounter::ClosedClientClosed`].
+    ClosedShutdown,
+    /// See [`RingCounter::ClosedClientClosed`].
+    ClosedSlowClient,
+    /// Times a connection's client data waited for the consumer's credit.
+    CreditStalls,
+    /// CREDIT records for connections closed or unknown, ignored.
+    CreditsForUnknownConnections,
+    /// CREDIT records past a window's bound (the excess ignored).
+    ExcessCredits,
+    /// Reply DATA sent with the connection's reply window closed (delivered).
+    ReplyWindowOverruns,
 }
 
 impl RingCounter {
     /// Every counter, in slot order.
-    pub const ALL: [RingCounter; 8] = [
+    pub const ALL: [RingCounter; 19] = [
         RingCounter::Connections,
         RingCounter::BytesIn,
         RingCounter::BytesOut,
@@ -152,6 +185,17 @@ impl RingCounter {
         RingCounter::ReplacedIngressRings,
         RingCounter::ReplacedReplyRings,
         RingCounter::FinishedReplyRings,
+        RingCounter::ClosedClientClosed,
+        RingCounter::ClosedClientAborted,
+        RingCounter::ClosedIdle,
+        RingCounter::ClosedProtocolError,
+        RingCounter::ClosedConsumerClosed,
+        RingCounter::ClosedShutdown,
+        RingCounter::ClosedSlowClient,
+        RingCounter::CreditStalls,
+        RingCounter::CreditsForUnknownConnections,
+        RingCounter::ExcessCredits,
+        RingCounter::ReplyWindowOverruns,
     ];
 
     /// The name `ring stat --json` and the SIGUSR1 dump give it.
@@ -165,6 +209,31 @@ impl RingCounter {
             RingCounter::ReplacedIngressRings => "replaced_ingress_rings",
             RingCounter::ReplacedReplyRings => "replaced_reply_rings",
             RingCounter::FinishedReplyRings => "finished_reply_rings",
+            RingCounter::ClosedClientClosed => "closed_client_closed",
+            RingCounter::ClosedClientAborted => "closed_client_aborted",
+            RingCounter::ClosedIdle => "closed_idle",
+            RingCounter::ClosedProtocolError => "closed_protocol_error",
+            RingCounter::ClosedConsumerClosed => "closed_consumer_closed",
+            RingCounter::ClosedShutdown => "closed_shutdown",
+            RingCounter::ClosedSlowClient => "closed_slow_client",
+            RingCounter::CreditStalls => "credit_stalls",
+            RingCounter::CreditsForUnknownConnections => "credits_for_unknown_connections",
+            RingCounter::ExcessCredits => "excess_credits",
+            RingCounter::ReplyWindowOverruns => "reply_window_overruns",
+        }
+    }
+
+    /// The counter of connections closed for `reason`.
+    pub fn closed(reason: edgegw_proto::CloseReason) -> RingCounter {
+        use edgegw_proto::CloseReason as R;
+        match reason {
+            R::ClientClosed => RingCounter::ClosedClientClosed,
+            R::ClientAborted => RingCounter::ClosedClientAborted,
+            R::Idle => RingCounter::ClosedIdle,
+            R::ProtocolError => RingCounter::ClosedProtocolError,
+            R::ConsumerClosed => RingCounter::ClosedConsumerClosed,
+            R::Shutdown => RingCounter::ClosedShutdown,
+            R::SlowClient => RingCounter::ClosedSlowClient,
         }
     }
 
@@ -174,7 +243,9 @@ impl RingCounter {
     }
 
     /// The counters as a JSON object, by name.
-    pub fn named(values: &[u64; 8]) -> serde_json::Map<String, serde_json::Value> {
+    pub fn named(
+        values: &[u64; edgegw_ring::OwnerCounters::LEN],
+    ) -> serde_json::Map<String, serde_json::Value> {
         Self::ALL
             .iter()
             .map(|c| (c.name().to_string(), values[*c as usize].into()))

@@ -4,7 +4,8 @@
 //!
 //! A client's close_notify ends its direction only: the consumer gets CLOSE (reason 0) and may
 //! still answer; the connection ends when the consumer sends CLOSE, the client goes away, or
-//! the idle timeout passes.
+//! the idle timeout passes; a consumer that speaks credits then gets a second CLOSE with the
+//! reason it ended.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -52,10 +53,10 @@ impl RingBackend {
 
 impl Backend for RingBackend {
     fn offer(&mut self, plaintext: &[u8]) -> Result<usize, BackendError> {
-        let (pair, id) = (&self.pair, self.id);
+        let (pair, conn) = (&self.pair, &*self.conn);
         match &mut self.framer {
-            None => Ok(pair.offer_stream(id, plaintext)),
-            Some(framer) => Ok(framer.push(plaintext, &mut |frame| pair.offer_frame(id, frame))?),
+            None => Ok(pair.offer_stream(conn, plaintext)),
+            Some(framer) => Ok(framer.push(plaintext, &mut |frame| pair.offer_frame(conn, frame))?),
         }
     }
 
@@ -88,10 +89,15 @@ impl Backend for RingBackend {
                 // It does not read its replies: drop it rather than hold the ring for it.
                 return Event::Close(CloseReason::SlowClient);
             }
-            if interest.offer && self.pair.room_or_wake(&self.conn, wanted) {
-                return Event::Offer;
+            if interest.offer {
+                if self.conn.waits_for_credit() {
+                    // The consumer has not granted more: its CREDIT wakes us. The client's
+                    // TCP backs up meanwhile.
+                } else if self.pair.room_or_wake(&self.conn, wanted) {
+                    return Event::Offer;
+                }
             }
-            // Replies, the consumer's CLOSE, or room.
+            // Replies, the consumer's CLOSE, credit, or room.
             self.conn.woken().await;
         }
     }
@@ -116,7 +122,9 @@ impl Backend for RingBackend {
 
     fn finish(&mut self, reason: CloseReason) {
         self.pair.forget(self.id);
-        if !self.close_sent {
+        // A consumer that speaks credits gets a last CLOSE even after reason 0 (the client's
+        // close_notify), so it knows when to free the connection's state (PROTOCOL.md §3).
+        if !self.close_sent || self.conn.credits_on() {
             self.pair.close(self.id, reason);
             self.close_sent = true;
         }
