@@ -241,6 +241,11 @@ fn stderr_is_journal() -> bool {
     }
 }
 
+/// The time now, as the log prints it (RFC 3339, UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    Timestamp::now().to_string()
+}
+
 /// UTC wall-clock time, printed as RFC 3339 with milliseconds.
 struct Timestamp(time::OffsetDateTime);
 

@@ -109,6 +109,56 @@ impl Rings {
             .collect()
     }
 
+    /// How many rings there are, and how many have a consumer attached (to the ingress side).
+    pub fn attached(&self) -> (usize, usize) {
+        let attached = self
+            .rings
+            .values()
+            .filter(|r| r.ingress.server.peer_attached())
+            .count();
+        (self.rings.len(), attached)
+    }
+
+    /// Each ring's counters and whether a consumer is attached, sorted by name (`edgegw
+    /// metrics`).
+    pub fn samples(&self) -> Vec<super::status::RingSamples<'_>> {
+        let mut samples: Vec<_> = self
+            .rings
+            .iter()
+            .map(|(name, ring)| {
+                let values = ring.counters.snapshot();
+                super::status::RingSamples {
+                    name,
+                    counters: RingCounter::ALL
+                        .iter()
+                        .map(|c| (c.name(), values[*c as usize]))
+                        .collect(),
+                    attached: ring.ingress.server.peer_attached(),
+                }
+            })
+            .collect();
+        samples.sort_by_key(|s| s.name);
+        samples
+    }
+
+    /// Each ring as `edgegw status --json` shows it: capacity, generation, whether a consumer
+    /// and a reply producer are attached, and the counters.
+    pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.rings
+            .iter()
+            .map(|(name, ring)| {
+                let value = serde_json::json!({
+                    "capacity": ring.config.capacity,
+                    "generation": ring.ingress.server.ring().generation(),
+                    "consumer_attached": ring.ingress.server.peer_attached(),
+                    "reply_producer_attached": ring.reply.server.peer_attached(),
+                    "counters": RingCounter::named(&ring.counters.snapshot()),
+                });
+                (name.clone(), value)
+            })
+            .collect()
+    }
+
     /// Waits until an attach server has work: a connection, a hello, a hang-up.
     pub async fn ready(&mut self) {
         if self.rings.is_empty() {

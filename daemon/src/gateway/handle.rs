@@ -137,6 +137,13 @@ impl Gateway {
             .map_err(|_| GatewayError::Stopped)
     }
 
+    /// Blocks the TLS thread for `time` (the watchdog's test; debug builds and the
+    /// `stall-trigger` feature only).
+    #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+    pub fn stall(&self, time: std::time::Duration) {
+        let _ = self.send(Command::Stall(time));
+    }
+
     /// The counters now.
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()

@@ -27,6 +27,10 @@ pub enum Command {
     RenewReply(String, Box<edgegw_ring::Consumer>),
     /// A fresh ingress ring for a ring whose ingress ring was replaced.
     RenewIngress(String, Box<edgegw_ring::Producer>),
+    /// Block the thread for this long (how the tests prove the watchdog; debug builds and the
+    /// `stall-trigger` feature only).
+    #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+    Stall(Duration),
     /// Stop: listeners close, connections are dropped.
     Shutdown,
 }
@@ -37,6 +41,8 @@ impl std::fmt::Debug for Command {
             Command::Apply(..) => "Apply",
             Command::RenewReply(..) => "RenewReply",
             Command::RenewIngress(..) => "RenewIngress",
+            #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+            Command::Stall(..) => "Stall",
             Command::Shutdown => "Shutdown",
         })
     }
@@ -94,6 +100,8 @@ pub fn run(cpu: Option<usize>, plan: Plan, stats: Arc<Stats>, links: Links) {
                 }
                 Command::RenewReply(name, reply) => thread.renew_reply(&name, *reply),
                 Command::RenewIngress(name, ingress) => thread.renew_ingress(&name, *ingress),
+                #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+                Command::Stall(time) => std::thread::sleep(time),
                 Command::Shutdown => break,
             }
         }
