@@ -202,6 +202,7 @@ impl Validator<'_> {
             tls_cpu,
             reload_timeout: self
                 .duration(raw.reload_timeout.as_ref(), Duration::from_millis(500))?,
+            drain_time: self.duration(raw.drain_time.as_ref(), Duration::from_secs(10))?,
         })
     }
 

@@ -272,12 +272,33 @@ impl Daemon {
                         self.gateway.stall(time);
                     }
                     Request::Stop => {
-                        log::info!("stopping");
-                        self.notifier.stopping("stopping");
+                        self.stop().await;
                         return Ok(());
                     }
                 },
             }
+        }
+    }
+
+    /// Stops: no new connections; every open one gets CLOSE reason 5 after the data already
+    /// read and close_notify, within `daemon.drain_time`; then the ingress rings are marked
+    /// FINISHED (their consumers are woken). What is still open after the drain time is dropped.
+    async fn stop(&mut self) {
+        let time = self.config.daemon.drain_time;
+        let open = self.gateway.stats().active;
+        log::info!("stopping: {open} connections get up to {time:?} to close");
+        self.notifier
+            .stopping(&format!("stopping: closing {open} connections"));
+        let started = std::time::Instant::now();
+        match self.gateway.drain(time).await {
+            Some(0) => log::info!(
+                "stopped: every connection closed in {:?}",
+                started.elapsed()
+            ),
+            Some(left) => {
+                log::warn!("stopped: {left} connections still open after {time:?} are dropped")
+            }
+            None => log::error!("stopped: the TLS thread did not answer the drain"),
         }
     }
 

@@ -154,6 +154,21 @@ impl Gateway {
         self.stats.clone()
     }
 
+    /// Stops the TLS thread gracefully (see `Command::Drain`): returns how many connections were
+    /// still open after `time`, `None` if the thread did not answer within `time` and a second.
+    pub async fn drain(&mut self, time: std::time::Duration) -> Option<u64> {
+        let (answer, answered) = oneshot::channel();
+        self.send(Command::Drain(time, answer)).ok()?;
+        let left = tokio::time::timeout(time + std::time::Duration::from_secs(1), answered)
+            .await
+            .ok()?
+            .ok()?;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        Some(left)
+    }
+
     /// Stops the TLS thread: listeners close, connections are dropped.
     pub fn shutdown(mut self) {
         self.stop();
