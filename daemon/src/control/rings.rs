@@ -281,12 +281,14 @@ impl Rings {
         let layout = RingLayout::with_capacity(state.config.capacity).generation(generation + 1);
         let renewed = match direction {
             Direction::Ingress => Producer::create(layout)
+                .inspect(Producer::prefault)
                 .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
                 .map(|(served, fresh)| {
                     log_replaced(name, direction, server.replace_ring(served));
                     gateway.renew_ingress(name, fresh)
                 }),
             Direction::Reply => Consumer::create(layout)
+                .inspect(Consumer::prefault)
                 .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
                 .map(|(served, fresh)| {
                     log_replaced(name, direction, server.replace_ring(served));
@@ -415,6 +417,10 @@ pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingStat
         Producer::create(layout).with_context(|| format!("ring `{}`: create", ring.name))?;
     let reply = Consumer::create(layout)
         .with_context(|| format!("ring `{}`: create reply ring", ring.name))?;
+    // The ring's memory is taken now, not page by page during the first lap (which costs the
+    // first packets a page fault each): capacity bytes each way, resident from the start.
+    ingress.prefault();
+    reply.prefault();
     let allow = allow_list(ring);
     let mut ingress_server = RingServer::bind(
         dirs.ring_socket(&ring.name),
