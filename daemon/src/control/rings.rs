@@ -274,6 +274,7 @@ impl Rings {
             Stats::bump(counter);
             ring_counter.add(&state.counters, 1);
             log::error!(
+                ring = name;
                 "ring `{name}` {direction}: the consumer broke the ring ({reason}); it is \
                  disconnected and a fresh ring takes its place; {lost}"
             );
@@ -437,6 +438,7 @@ pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingStat
         server.set_owner_counters(counters.clone());
     }
     log::info!(
+        ring = ring.name.as_str();
         "ring `{}`: {} bytes each way; consumers attach at {}",
         ring.name,
         ring.capacity,

@@ -93,11 +93,11 @@ pub async fn run(accepted: Accepted, settings: Rc<ConnSettings>, stats: Arc<Stat
         Ok(Ok(sni)) => sni,
         Err(_elapsed) => {
             Stats::bump(&stats.handshake_timeouts);
-            log::debug!("connection {id} from {peer}: handshake timeout");
+            log::debug!(conn = id, listener = limits.name.as_str(), peer:% = peer; "connection {id} from {peer}: handshake timeout");
             return;
         }
         Ok(Err(e)) => {
-            log::debug!("connection {id} from {peer}: handshake failed: {e}");
+            log::debug!(conn = id, listener = limits.name.as_str(), peer:% = peer; "connection {id} from {peer}: handshake failed: {e}");
             return;
         }
     };
