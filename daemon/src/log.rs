@@ -1,10 +1,17 @@
 //! The daemon's logger: the backend of the `log` facade (as ripgrep keeps its own), one line per
 //! message on stderr, and a rate limit per kind of message.
 //!
-//! Under systemd (stderr connected to the journal, `$JOURNAL_STREAM` set) each line starts with
-//! the sd-daemon priority prefix (`<6>`), so `journalctl -p warning` works; elsewhere it starts
-//! with a UTC timestamp and the level. The level is taken from `$EDGEGW_LOG` (error, warn, info,
-//! debug, trace; default info). The libraries log through the same facade.
+//! Under systemd (stderr connected to the journal, `$JOURNAL_STREAM` set) each message goes to
+//! the journal's native socket (`/run/systemd/journal/socket`) as one entry with structured
+//! fields: `PRIORITY`, `MESSAGE`, `SYSLOG_IDENTIFIER=edgegw`, `CODE_FILE`, `CODE_LINE`,
+//! `CODE_MODULE`, and one `EDGEGW_<KEY>` field per key-value pair the call site gives
+//! (`log::info!(ring = name; "...")`: `EDGEGW_RING`; the keys in use are `conn` (a connection's
+//! id), `listener`, `ring` and `peer`), so `journalctl EDGEGW_RING=default` finds a ring's
+//! messages. If that socket cannot be reached, or an entry cannot be sent, the line goes to
+//! stderr with the sd-daemon priority prefix (`<6>`) instead, so `journalctl -p warning` works
+//! either way. Elsewhere each line starts with a UTC timestamp and the level, then the message,
+//! then the key-value pairs (`ring=default`). The level is taken from `$EDGEGW_LOG` (error,
+//! warn, info, debug, trace; default info). The libraries log through the same facade.
 //!
 //! **Rate limit.** Anyone who can reach a socket can make the daemon log (a malformed hello, a
 //! bad TLS record, a reply for a closed connection), so every kind of message gets at most
@@ -29,8 +36,12 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 
 static LOGGER: Logger = Logger {
     journal: AtomicBool::new(false),
+    native: Mutex::new(None),
     kinds: Mutex::new(None),
 };
+
+/// The journal's native protocol socket (systemd.journal-fields(7), sd_journal_send(3)).
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 /// Installs the logger: reads `$EDGEGW_LOG` and `$JOURNAL_STREAM`. Call once at start; later
 /// calls only re-read the variables.
@@ -42,7 +53,16 @@ pub fn init() {
         Ok("trace") => log::LevelFilter::Trace,
         _ => log::LevelFilter::Info,
     };
-    LOGGER.journal.store(stderr_is_journal(), Ordering::Relaxed);
+    let journal = stderr_is_journal();
+    LOGGER.journal.store(journal, Ordering::Relaxed);
+    let native = journal
+        .then(|| {
+            let socket = std::os::unix::net::UnixDatagram::unbound().ok()?;
+            socket.connect(JOURNAL_SOCKET).ok()?;
+            Some(socket)
+        })
+        .flatten();
+    *LOGGER.native.lock().unwrap_or_else(|e| e.into_inner()) = native;
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
@@ -55,6 +75,8 @@ pub fn flush() {
 /// The `log` backend.
 struct Logger {
     journal: AtomicBool,
+    /// Connected to the journal's native socket, under systemd.
+    native: Mutex<Option<std::os::unix::net::UnixDatagram>>,
     /// Rate-limit state by kind; `None` until the first message.
     kinds: Mutex<Option<Kinds>>,
 }
@@ -123,7 +145,15 @@ impl log::Log for Logger {
         }
         let mut out = String::new();
         if let Some(message) = self.admit(record, Instant::now(), &mut out) {
-            self.line(&mut out, record.level(), format_args!("{message}"));
+            let mut fields = Fields::default();
+            let _ = record.key_values().visit(&mut fields);
+            if !self.send(record.level(), &message, Some(record), &fields.0) {
+                let mut text = message;
+                for (key, value) in &fields.0 {
+                    let _ = write!(text, " {key}={value}");
+                }
+                self.line(&mut out, record.level(), format_args!("{text}"));
+            }
         }
         self.write(&out);
     }
@@ -181,16 +211,50 @@ impl Logger {
             return;
         }
         let n = std::mem::take(&mut window.suppressed);
-        self.line(
-            out,
-            window.level,
-            format_args!(
-                "{n} more like this in {}s, not shown (at most {BURST} per {}s): {}",
-                now.duration_since(window.started).as_secs(),
-                WINDOW.as_secs(),
-                window.last
-            ),
+        let message = format!(
+            "{n} more like this in {}s, not shown (at most {BURST} per {}s): {}",
+            now.duration_since(window.started).as_secs(),
+            WINDOW.as_secs(),
+            window.last
         );
+        let suppressed = [("suppressed".to_string(), n.to_string())];
+        if !self.send(window.level, &message, None, &suppressed) {
+            self.line(out, window.level, format_args!("{message}"));
+        }
+    }
+
+    /// Sends one entry to the journal's native socket; false if there is none or it failed
+    /// (then the caller writes the line to stderr).
+    fn send(
+        &self,
+        level: log::Level,
+        message: &str,
+        record: Option<&log::Record<'_>>,
+        fields: &[(String, String)],
+    ) -> bool {
+        let native = self.native.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(socket) = native.as_ref() else {
+            return false;
+        };
+        let mut entry = Vec::with_capacity(256 + message.len());
+        journal_field(&mut entry, "PRIORITY", &priority(level).to_string());
+        journal_field(&mut entry, "SYSLOG_IDENTIFIER", "edgegw");
+        journal_field(&mut entry, "MESSAGE", message);
+        if let Some(record) = record {
+            if let Some(file) = record.file() {
+                journal_field(&mut entry, "CODE_FILE", file);
+            }
+            if let Some(line) = record.line() {
+                journal_field(&mut entry, "CODE_LINE", &line.to_string());
+            }
+            if let Some(module) = record.module_path() {
+                journal_field(&mut entry, "CODE_MODULE", module);
+            }
+        }
+        for (key, value) in fields {
+            journal_field(&mut entry, &journal_name(key), value);
+        }
+        socket.send(&entry).is_ok()
     }
 
     fn line(&self, out: &mut String, level: log::Level, message: fmt::Arguments<'_>) {
@@ -216,6 +280,50 @@ impl Logger {
     }
 }
 
+/// A call site's key-value pairs, as text.
+#[derive(Default)]
+struct Fields(Vec<(String, String)>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        self.0.push((key.to_string(), value.to_string()));
+        Ok(())
+    }
+}
+
+/// `EDGEGW_` and the key in upper case, anything but letters and digits as `_`, at most 64
+/// bytes (the journal's rules for a field name).
+fn journal_name(key: &str) -> String {
+    let mut name = String::from("EDGEGW_");
+    name.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    name.truncate(64);
+    name
+}
+
+/// Appends one field in the native protocol: `NAME=value\n`, or, for a value with a newline,
+/// `NAME\n`, its length as 64-bit little-endian, the bytes, `\n`.
+fn journal_field(entry: &mut Vec<u8>, name: &str, value: &str) {
+    entry.extend_from_slice(name.as_bytes());
+    if value.contains('\n') {
+        entry.push(b'\n');
+        entry.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        entry.push(b'=');
+    }
+    entry.extend_from_slice(value.as_bytes());
+    entry.push(b'\n');
+}
+
 /// The syslog priority of a level (sd-daemon(3) prefixes).
 fn priority(level: log::Level) -> u8 {
     match level {
@@ -239,6 +347,11 @@ fn stderr_is_journal() -> bool {
         Ok(st) => dev.parse() == Ok(st.st_dev) && ino.parse() == Ok(st.st_ino),
         Err(_) => false,
     }
+}
+
+/// The time now, as the log prints it (RFC 3339, UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    Timestamp::now().to_string()
 }
 
 /// UTC wall-clock time, printed as RFC 3339 with milliseconds.
@@ -287,7 +400,66 @@ mod tests {
     fn logger() -> Logger {
         Logger {
             journal: AtomicBool::new(true),
+            native: Mutex::new(None),
             kinds: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn journal_fields_are_name_equals_value_or_length_prefixed_with_a_newline() {
+        let mut entry = Vec::new();
+        journal_field(&mut entry, "MESSAGE", "one line");
+        journal_field(&mut entry, "MESSAGE", "two\nlines");
+        let mut want = b"MESSAGE=one line\nMESSAGE\n".to_vec();
+        want.extend_from_slice(&9u64.to_le_bytes());
+        want.extend_from_slice(b"two\nlines\n");
+        assert_eq!(entry, want);
+        assert_eq!(journal_name("conn"), "EDGEGW_CONN");
+        assert_eq!(journal_name("peer.addr-1"), "EDGEGW_PEER_ADDR_1");
+        assert_eq!(journal_name(&"k".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn entries_reach_a_native_journal_socket_with_the_call_sites_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.socket");
+        let journal = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        socket.connect(&path).unwrap();
+        journal
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let logger = logger();
+        *logger.native.lock().unwrap() = Some(socket);
+        // The level filter is global (`init` sets it from $EDGEGW_LOG): warnings must pass.
+        if log::max_level() < log::LevelFilter::Warn {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+        log::Log::log(
+            &logger,
+            &log::Record::builder()
+                .args(format_args!("ring full"))
+                .level(log::Level::Warn)
+                .target("edgegw::control::rings")
+                .module_path_static(Some("edgegw::control::rings"))
+                .file_static(Some("daemon/src/control/rings.rs"))
+                .line(Some(7))
+                .key_values(&[("ring", "default"), ("conn", "42")])
+                .build(),
+        );
+        let mut buf = vec![0u8; 4096];
+        let n = journal.recv(&mut buf).unwrap();
+        let entry = String::from_utf8(buf[..n].to_vec()).unwrap();
+        for field in [
+            "PRIORITY=4\n",
+            "SYSLOG_IDENTIFIER=edgegw\n",
+            "MESSAGE=ring full\n",
+            "CODE_FILE=daemon/src/control/rings.rs\n",
+            "CODE_LINE=7\n",
+            "EDGEGW_RING=default\n",
+            "EDGEGW_CONN=42\n",
+        ] {
+            assert!(entry.contains(field), "{field:?} missing from {entry:?}");
         }
     }
 

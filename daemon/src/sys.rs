@@ -9,7 +9,6 @@
 //! them from the environment so that nothing (not a second call, not a child) adopts them again.
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -38,41 +37,26 @@ struct Entry {
 }
 
 impl SystemdSockets {
-    /// Takes the sockets systemd passed to this process, if any.
+    /// Takes the sockets systemd passed to this process, if any (`sd_listen_fds_with_names`
+    /// through the `sd-notify` crate, which also sets them close-on-exec).
     pub fn from_env() -> Result<SystemdSockets> {
-        let pid = std::env::var("LISTEN_PID").ok();
-        let count = std::env::var("LISTEN_FDS").ok();
-        let names = std::env::var("LISTEN_FDNAMES").ok();
+        let passed: Vec<(RawFd, String)> = match sd_notify::listen_fds_with_names() {
+            Ok(fds) => fds.collect(),
+            // LISTEN_FDNAMES with another count than LISTEN_FDS: the fds, named "unknown".
+            Err(_) => sd_notify::listen_fds()
+                .context("LISTEN_PID or LISTEN_FDS is malformed")?
+                .map(|fd| (fd, "unknown".to_string()))
+                .collect(),
+        };
         for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
             std::env::remove_var(var);
         }
-        let (Some(pid), Some(count)) = (pid, count) else {
-            return Ok(SystemdSockets::default());
-        };
-        if pid.parse::<u32>().ok() != Some(std::process::id()) {
-            return Ok(SystemdSockets::default());
-        }
-        let count: RawFd = count.parse().context("LISTEN_FDS is not a number")?;
-        let names: Vec<String> = names
-            .map(|n| n.split(':').map(str::to_string).collect())
-            .unwrap_or_default();
-        let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut entries = Vec::new();
-        for i in 0..count {
-            let raw = SD_LISTEN_FDS_START + i;
+        for (raw, name) in passed {
+            debug_assert!(raw >= SD_LISTEN_FDS_START);
             // SAFETY: see the module comment: systemd passed fd `raw` to this process (LISTEN_PID
             // is our pid), nothing else owns it, and we adopt each fd exactly once.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            nix::fcntl::fcntl(
-                &fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .with_context(|| format!("systemd fd {raw}: set close-on-exec"))?;
-            let name = names
-                .get(i as usize)
-                .cloned()
-                .unwrap_or_else(|| "unknown".to_string());
-            *by_name.entry(name.clone()).or_default() += 1;
             let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
             let stream =
                 socket::getsockopt(&fd, sockopt::SockType).ok() == Some(socket::SockType::Stream);
@@ -97,6 +81,26 @@ impl SystemdSockets {
         Ok(SystemdSockets { entries })
     }
 
+    /// Warns about each socket systemd passed that no listener of `config` takes: a
+    /// `FileDescriptorName=` that does not match `systemd_socket` is otherwise silent (systemd
+    /// keeps the port open and connections to it wait forever).
+    pub fn warn_unused(&self, config: &crate::config::Config) {
+        for entry in &self.entries {
+            let used = config.listeners.iter().any(
+                |l| matches!(&l.bind, crate::config::Bind::Systemd(name) if *name == entry.name),
+            );
+            if !used {
+                log::warn!(
+                    "systemd passed a socket on {} named `{}` that no listener takes \
+                     (systemd_socket = \"{}\"): connections to it are never accepted",
+                    entry.addr,
+                    entry.name,
+                    entry.name
+                );
+            }
+        }
+    }
+
     /// The sockets named `name`, with their addresses. The daemon keeps them for its life; the
     /// TLS thread gets duplicates, so a failed reload or a listener removed and added back
     /// never loses the socket systemd gave us.
@@ -113,6 +117,14 @@ impl SystemdSockets {
         }
         Ok(named)
     }
+}
+
+/// The size of a memory page.
+pub fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |n| n as usize)
 }
 
 /// Registers an owned fd (an eventfd, an epoll fd) with the current tokio runtime.

@@ -282,7 +282,15 @@ fn a_reload_in_flight_leaves_the_loop_serving_and_requests_meanwhile_make_exactl
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), &ca, 1);
     // The test counts reloads by hand: the file watcher would see the pipe replace the file.
-    let daemon = TestDaemon::start_in(dir, &config("[watch]\nfiles = false\n")).unwrap();
+    // The build waits on the test: a budget far beyond what the test takes.
+    let daemon = TestDaemon::start_in(
+        dir,
+        &format!(
+            "reload_timeout = \"60s\"\n{}",
+            config("[watch]\nfiles = false\n")
+        ),
+    )
+    .unwrap();
     // The config file becomes a named pipe: a reload's build waits on it until the test writes
     // the config, so the test decides how long a build takes.
     let file = daemon.config_file();

@@ -36,6 +36,13 @@ pub enum Command {
     },
     /// Print kernel events.
     Events(EventsOptions),
+    /// Ask the running daemon (reload, status, metrics).
+    Ask {
+        /// What.
+        question: super::control::Question,
+        /// Config file (for the runtime directory).
+        config: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
     /// Print usage.
@@ -136,6 +143,22 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, lexopt::Error> {
         }
         "ring" => ring(&mut parser, default_config),
         "events" => events(&mut parser).map(Command::Events),
+        "reload" | "status" | "metrics" => {
+            let (mut json, mut config) = (false, default_config);
+            while let Some(arg) = parser.next()? {
+                match arg {
+                    Long("json") if command == "status" => json = true,
+                    Long("config") | Short('c') => config = Some(parser.value()?.into()),
+                    other => return Err(other.unexpected()),
+                }
+            }
+            let question = match command.as_str() {
+                "reload" => super::control::Question::Reload,
+                "status" => super::control::Question::Status { json },
+                _ => super::control::Question::Metrics,
+            };
+            Ok(Command::Ask { question, config })
+        }
         other => Err(format!("unknown command `{other}`").into()),
     }
 }

@@ -1,6 +1,6 @@
 #![doc = concat!(
     "The command line, shaped like ripgrep's: `args.rs` parses it, one file per command runs it\n",
-    "(`run.rs`, `check_config.rs`, `ring.rs`, `events.rs`), and [`main`] turns the outcome into\n",
+    "(`run.rs`, `check_config.rs`, `ring.rs`, `events.rs`, `control.rs`), and [`main`] turns the outcome into\n",
     "an exit code: 0, 1 for a failure, 2 for a usage error; a closed output (`| head`) is not a\n",
     "failure, and nothing here panics when stdout or stderr is closed.\n\n",
     "```text\n",
@@ -10,6 +10,7 @@
 
 mod args;
 mod check_config;
+mod control;
 mod events;
 mod note;
 mod ring;
@@ -73,6 +74,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             config,
         } => ring::run(action, &ring, config.as_deref(), &mut out)?,
         Command::Events(options) => events::run(options)?,
+        Command::Ask { question, config } => control::run(question, config.as_deref(), &mut out)?,
     };
     out.flush().context("write to stdout")?;
     Ok(code)

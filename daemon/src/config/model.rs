@@ -39,6 +39,10 @@ pub struct DaemonConfig {
     pub tls_stack_size: usize,
     /// CPU the TLS thread is pinned to, if any.
     pub tls_cpu: Option<usize>,
+    /// How long loading and validating a new config may take before the reload is abandoned.
+    pub reload_timeout: std::time::Duration,
+    /// How long a stopping daemon lets its connections end cleanly.
+    pub drain_time: std::time::Duration,
 }
 
 /// How a listener gets its sockets.

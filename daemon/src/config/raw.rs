@@ -27,6 +27,8 @@ pub struct File {
 pub struct Daemon {
     pub state_dir: Option<Spanned<String>>,
     pub runtime_dir: Option<Spanned<String>>,
+    pub reload_timeout: Option<Spanned<String>>,
+    pub drain_time: Option<Spanned<String>>,
     pub tls_thread: Option<TlsThread>,
 }
 

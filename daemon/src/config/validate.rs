@@ -204,6 +204,9 @@ impl Validator<'_> {
             runtime_dir: raw.runtime_dir.as_ref().map(|p| self.path(p)).transpose()?,
             tls_stack_size,
             tls_cpu,
+            reload_timeout: self
+                .duration(raw.reload_timeout.as_ref(), Duration::from_millis(500))?,
+            drain_time: self.duration(raw.drain_time.as_ref(), Duration::from_secs(10))?,
         })
     }
 

@@ -16,26 +16,29 @@
 //! - the reload in flight is built and handed over: commit it (`reload.rs`: one at a time, a
 //!   request meanwhile queued once; the build runs on the blocking pool, so the loop keeps
 //!   serving meanwhile);
-//! - the kernel watchers (`watch/`: certificate and config files, memory pressure) ask for a
-//!   reload: it takes the same one-at-a-time path as SIGHUP (their other reactions, load
-//!   shedding, they carry out themselves);
-//! - the one-second tick: expire silent attach connections, flush the log's rate limits.
+//! - the kernel watchers (`watch/`: certificate and config files, addresses, consumers'
+//!   cgroups, memory pressure) ask for a reload: it takes the same one-at-a-time path as SIGHUP
+//!   (their other reactions, load shedding and what they record, they carry out themselves);
+//! - the one-second tick: expire silent attach connections, flush the log's rate limits;
+//! - the watchdog's tick (under systemd with `WatchdogSec=`): pet systemd only if the TLS
+//!   thread's heartbeat moved since the last tick (`notify.rs`).
 //!
-//! What comes next plugs in the same way. systemd's notifications go where the loop starts
-//! (READY=1), where a reload starts and ends ([`Daemon::run`]'s `start_reload` and
-//! `reload_done`) and where it stops; its watchdog is one more branch, a tick that pets systemd
-//! only while the TLS thread's heartbeat counter moves; a control socket is one more source of
-//! [`Request`]s (a reload's reply carries its outcome back); kernel events (certificate files,
-//! addresses, consumer cgroups, memory pressure) are one more branch whose reactions are a
-//! reload request, socket operations against the socket table, or a change of the plan. A time
-//! budget for a reload wraps the future `start_reload` hands to `reload::Reloads`.
+//! systemd hears from the loop (`notify.rs`; nothing without `$NOTIFY_SOCKET`): `READY=1` when
+//! it starts, `RELOADING=1` where a reload starts and `READY=1` where it ends, `STOPPING=1`, and
+//! a `STATUS=` line (`status.rs`) whenever one of those happens. The control socket
+//! (`server.rs`) is one more source of [`Request`]s: `edgegw reload` (whose reply carries the
+//! outcome back), `status` and `metrics`. A reload's loading and validation has a time budget
+//! (`daemon.reload_timeout`), which wraps the future `start_reload` hands to `reload::Reloads`.
 
 mod build;
+mod notify;
 mod reload;
 mod requests;
 mod rings;
+mod server;
 mod signals;
 mod sockets;
+mod status;
 mod watch;
 
 use std::collections::HashMap;
@@ -52,6 +55,7 @@ use crate::tls::TlsBuilder;
 use build::{Build, Commit};
 pub use reload::{ReloadError, ReloadOutcome, ReloadReply, Reloaded};
 pub use requests::{Request, RequestSender, Requests};
+pub use server::{ask, SOCKET_NAME as CONTROL_SOCKET};
 pub use sockets::{bind_tcp, Listening};
 pub use watch::{
     ConsumerStatus, Feed, FilesStatus, Gone, NetSnapshot, NetworkStatus, PressureStatus,
@@ -93,6 +97,9 @@ pub struct Daemon {
     rings: rings::Rings,
     reloads: reload::Reloads<Commit>,
     watch: watch::Watch,
+    history: status::ReloadHistory,
+    control: Option<server::ControlServer>,
+    notifier: notify::Notifier,
 }
 
 impl Daemon {
@@ -122,6 +129,8 @@ impl Daemon {
         let watch = watch::Watch::new(&built.commit.config, gateway.stats_handle(), dirs.clone());
         let mut rings = rings::Rings::default();
         rings.add(built.commit.new_rings);
+        let control = server::ControlServer::bind(&dirs.runtime)?;
+        systemd.warn_unused(&built.commit.config);
         drop_startup_pages();
         let config = built.commit.config;
         log::info!(
@@ -148,6 +157,9 @@ impl Daemon {
             rings,
             reloads: reload::Reloads::default(),
             watch,
+            history: status::ReloadHistory::default(),
+            control: Some(control),
+            notifier: notify::Notifier::from_env(),
         })
     }
 
@@ -186,11 +198,56 @@ impl Daemon {
         })
     }
 
-    /// The control loop: serves attach sockets and the TLS thread's events, runs reloads of
-    /// `source` one at a time, and acts on `requests` until one says stop.
+    /// The daemon's state, as `edgegw status --json` prints it.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "config": self.config.file,
+            "listening": self.listening().iter().map(|l| serde_json::json!({
+                "listener": l.listener, "addr": l.addr.to_string(),
+            })).collect::<Vec<_>>(),
+            "gateway": self.gateway.stats(),
+            "rings": self.rings.status(),
+            "reloads": {
+                "ok": self.history.ok,
+                "failed": self.history.failed,
+                "recent": self.history.recent().collect::<Vec<_>>(),
+            },
+            "watch": self.watch.status(),
+            "memory": { "resident_bytes": status::resident_bytes() },
+        })
+    }
+
+    /// Every counter in Prometheus' text format (`edgegw metrics`).
+    pub fn metrics(&self) -> String {
+        status::metrics(&self.gateway.stats(), &self.rings.samples(), &self.history)
+    }
+
+    /// The one-line status systemd shows.
+    fn status_line(&self) -> String {
+        let (rings, attached) = self.rings.attached();
+        status::status_line(self.gateway.stats().active, rings, attached, &self.history)
+    }
+
+    /// The control loop: serves attach sockets, the control socket and the TLS thread's events,
+    /// runs reloads of `source` one at a time, pets systemd's watchdog while the TLS thread
+    /// answers, and acts on `requests` until one says stop.
     pub async fn run(mut self, source: ConfigSource, mut requests: Requests) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         self.watch.run(&self.config, &source);
+        if let Some(control) = self.control.take() {
+            log::debug!("control socket: {}", control.path().display());
+            tokio::spawn(control.serve(requests.control_sender()));
+        }
+        let mut watchdog = notify::Watchdog::from_env();
+        let mut watchdog_tick = tokio::time::interval(
+            watchdog
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |w| w.period),
+        );
+        let mut shown = self.status_line();
+        self.notifier.ready(&shown);
         loop {
             tokio::select! {
                 () = self.rings.ready() => self.rings.serve(&self.gateway),
@@ -207,6 +264,17 @@ impl Daemon {
                 _ = tick.tick() => {
                     self.rings.serve(&self.gateway);
                     crate::log::flush();
+                    let status = self.status_line();
+                    if status != shown {
+                        self.notifier.status(&status);
+                        shown = status;
+                    }
+                }
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let heartbeat = self.gateway.stats().heartbeat;
+                    if watchdog.as_mut().is_some_and(|w| w.check(heartbeat)) {
+                        self.notifier.watchdog();
+                    }
                 }
                 request = requests.next() => match request.context("read signals")? {
                     Request::Reload(reply) => {
@@ -215,12 +283,45 @@ impl Daemon {
                         }
                     }
                     Request::DumpCounters => log::info!("counters: {}", self.counters()),
+                    Request::Status(reply) => {
+                        let _ = reply.send(self.status());
+                    }
+                    Request::Metrics(reply) => {
+                        let _ = reply.send(self.metrics());
+                    }
+                    #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+                    Request::StallTlsThread(time) => {
+                        log::warn!("stalling the TLS thread for {time:?}, as asked (a test)");
+                        self.gateway.stall(time);
+                    }
                     Request::Stop => {
-                        log::info!("stopping");
+                        self.stop().await;
                         return Ok(());
                     }
                 },
             }
+        }
+    }
+
+    /// Stops: no new connections; every open one gets CLOSE reason 5 after the data already
+    /// read and close_notify, within `daemon.drain_time`; then the ingress rings are marked
+    /// FINISHED (their consumers are woken). What is still open after the drain time is dropped.
+    async fn stop(&mut self) {
+        let time = self.config.daemon.drain_time;
+        let open = self.gateway.stats().active;
+        log::info!("stopping: {open} connections get up to {time:?} to close");
+        self.notifier
+            .stopping(&format!("stopping: closing {open} connections"));
+        let started = std::time::Instant::now();
+        match self.gateway.drain(time).await {
+            Some(0) => log::info!(
+                "stopped: every connection closed in {:?}",
+                started.elapsed()
+            ),
+            Some(left) => {
+                log::warn!("stopped: {left} connections still open after {time:?} are dropped")
+            }
+            None => log::error!("stopped: the TLS thread did not answer the drain"),
         }
     }
 
@@ -238,12 +339,19 @@ impl Daemon {
             net: self.watch.net(),
         };
         let applier = self.gateway.applier();
+        let budget = self.config.daemon.reload_timeout;
+        self.notifier.reloading();
         self.reloads.start(async move {
-            let built = tokio::task::spawn_blocking(move || build.run())
-                .await
-                .map_err(|e| {
-                    ReloadError::Apply(anyhow::anyhow!("the reload's build failed: {e}"))
-                })??;
+            // Past the budget the build is abandoned: what it made (sockets, rings) is dropped
+            // when it ends, and a reload queued meanwhile waits for the blocking pool's one
+            // thread within its own budget.
+            let built =
+                tokio::time::timeout(budget, tokio::task::spawn_blocking(move || build.run()))
+                    .await
+                    .map_err(|_| ReloadError::TimedOut(budget))?
+                    .map_err(|e| {
+                        ReloadError::Apply(anyhow::anyhow!("the reload's build failed: {e}"))
+                    })??;
             applier.apply(built.plan).answer().await?;
             Ok(built.commit)
         });
@@ -256,11 +364,14 @@ impl Daemon {
         self.rings.update(&commit.config);
         self.sockets = commit.sockets;
         self.config = commit.config;
+        self.systemd.warn_unused(&self.config);
         drop_startup_pages();
     }
 
     /// A reload is over: says so, answers who asked, and starts the one queued behind it.
     fn reload_done(&mut self, result: Result<(), ReloadError>, source: &ConfigSource) {
+        self.history
+            .record(result.as_ref().err().map(|e| format!("{e}")));
         let outcome = match result {
             Ok(()) => {
                 log::info!("reloaded {}", self.config.file.display());
@@ -281,6 +392,9 @@ impl Daemon {
         };
         if self.reloads.finish(&outcome) {
             self.start_reload(source);
+        } else {
+            let status = self.status_line();
+            self.notifier.ready(&status);
         }
     }
 }

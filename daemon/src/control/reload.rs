@@ -31,6 +31,9 @@ pub enum ReloadError {
     /// The TLS thread refused the new plan, or is gone.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// Loading and validating the new config took longer than `daemon.reload_timeout`.
+    #[error("loading and validating the new config took longer than {0:?} (daemon.reload_timeout); abandoned")]
+    TimedOut(std::time::Duration),
 }
 
 /// A reload that went through.

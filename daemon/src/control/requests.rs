@@ -1,10 +1,11 @@
-//! What the daemon is asked to do, from wherever it is asked: signals, and an in-process queue
-//! (the tests' harness; later the control socket, whose `edgegw reload` waits for the answer).
+//! What the daemon is asked to do, from wherever it is asked: signals, the control socket
+//! (`server.rs`: `edgegw reload`, `status`, `metrics`, which wait for the answer), and an
+//! in-process queue (the tests' harness).
 
 use std::io;
 
 use anyhow::Result;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::reload::ReloadReply;
 use super::signals::{Signal, Signals};
@@ -16,6 +17,14 @@ pub enum Request {
     Reload(Option<ReloadReply>),
     /// Write every counter to the log (SIGUSR1).
     DumpCounters,
+    /// The daemon's state as `edgegw status --json` prints it.
+    Status(oneshot::Sender<serde_json::Value>),
+    /// Every counter in Prometheus' text format.
+    Metrics(oneshot::Sender<String>),
+    /// Stall the TLS thread for this long (debug builds and the `stall-trigger` feature only:
+    /// how the tests prove the watchdog).
+    #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+    StallTlsThread(std::time::Duration),
     /// Stop (SIGTERM, SIGINT).
     Stop,
 }
@@ -36,25 +45,39 @@ impl RequestSender {
 pub struct Requests {
     signals: Option<Signals>,
     queue: Option<mpsc::UnboundedReceiver<Request>>,
+    /// The control socket's requests: never closes (the loop holds a sender).
+    control: mpsc::UnboundedReceiver<Request>,
+    control_sender: mpsc::UnboundedSender<Request>,
 }
 
 impl Requests {
     /// Requests by signal: SIGHUP reloads, SIGTERM and SIGINT stop, SIGUSR1 dumps the
     /// counters. Installs the handlers; inside a tokio runtime.
     pub fn from_signals() -> Result<Requests> {
+        let (control_sender, control) = mpsc::unbounded_channel();
         Ok(Requests {
             signals: Some(Signals::new()?),
             queue: None,
+            control,
+            control_sender,
         })
+    }
+
+    /// A sender for the control socket's clients. The queue it feeds never closes.
+    pub fn control_sender(&self) -> RequestSender {
+        RequestSender(self.control_sender.clone())
     }
 
     /// Requests from an in-process queue only (no signal handler is installed). When every
     /// sender is gone, the daemon stops.
     pub fn queue() -> (RequestSender, Requests) {
         let (sender, queue) = mpsc::unbounded_channel();
+        let (control_sender, control) = mpsc::unbounded_channel();
         let requests = Requests {
             signals: None,
             queue: Some(queue),
+            control,
+            control_sender,
         };
         (RequestSender(sender), requests)
     }
@@ -80,6 +103,7 @@ impl Requests {
                 Signal::Stop => Request::Stop,
             }),
             request = queued => Ok(request),
+            Some(request) = self.control.recv() => Ok(request),
         }
     }
 }

@@ -109,6 +109,56 @@ impl Rings {
             .collect()
     }
 
+    /// How many rings there are, and how many have a consumer attached (to the ingress side).
+    pub fn attached(&self) -> (usize, usize) {
+        let attached = self
+            .rings
+            .values()
+            .filter(|r| r.ingress.server.peer_attached())
+            .count();
+        (self.rings.len(), attached)
+    }
+
+    /// Each ring's counters and whether a consumer is attached, sorted by name (`edgegw
+    /// metrics`).
+    pub fn samples(&self) -> Vec<super::status::RingSamples<'_>> {
+        let mut samples: Vec<_> = self
+            .rings
+            .iter()
+            .map(|(name, ring)| {
+                let values = ring.counters.snapshot();
+                super::status::RingSamples {
+                    name,
+                    counters: RingCounter::ALL
+                        .iter()
+                        .map(|c| (c.name(), values[*c as usize]))
+                        .collect(),
+                    attached: ring.ingress.server.peer_attached(),
+                }
+            })
+            .collect();
+        samples.sort_by_key(|s| s.name);
+        samples
+    }
+
+    /// Each ring as `edgegw status --json` shows it: capacity, generation, whether a consumer
+    /// and a reply producer are attached, and the counters.
+    pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.rings
+            .iter()
+            .map(|(name, ring)| {
+                let value = serde_json::json!({
+                    "capacity": ring.config.capacity,
+                    "generation": ring.ingress.server.ring().generation(),
+                    "consumer_attached": ring.ingress.server.peer_attached(),
+                    "reply_producer_attached": ring.reply.server.peer_attached(),
+                    "counters": RingCounter::named(&ring.counters.snapshot()),
+                });
+                (name.clone(), value)
+            })
+            .collect()
+    }
+
     /// Waits until an attach server has work: a connection, a hello, a hang-up.
     pub async fn ready(&mut self) {
         if self.rings.is_empty() {
@@ -224,6 +274,7 @@ impl Rings {
             Stats::bump(counter);
             ring_counter.add(&state.counters, 1);
             log::error!(
+                ring = name;
                 "ring `{name}` {direction}: the consumer broke the ring ({reason}); it is \
                  disconnected and a fresh ring takes its place; {lost}"
             );
@@ -231,12 +282,14 @@ impl Rings {
         let layout = RingLayout::with_capacity(state.config.capacity).generation(generation + 1);
         let renewed = match direction {
             Direction::Ingress => Producer::create(layout)
+                .inspect(Producer::prefault)
                 .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
                 .map(|(served, fresh)| {
                     log_replaced(name, direction, server.replace_ring(served));
                     gateway.renew_ingress(name, fresh)
                 }),
             Direction::Reply => Consumer::create(layout)
+                .inspect(Consumer::prefault)
                 .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
                 .map(|(served, fresh)| {
                     log_replaced(name, direction, server.replace_ring(served));
@@ -365,6 +418,10 @@ pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingStat
         Producer::create(layout).with_context(|| format!("ring `{}`: create", ring.name))?;
     let reply = Consumer::create(layout)
         .with_context(|| format!("ring `{}`: create reply ring", ring.name))?;
+    // The ring's memory is taken now, not page by page during the first lap (which costs the
+    // first packets a page fault each): capacity bytes each way, resident from the start.
+    ingress.prefault();
+    reply.prefault();
     let allow = allow_list(ring);
     let mut ingress_server = RingServer::bind(
         dirs.ring_socket(&ring.name),
@@ -381,6 +438,7 @@ pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingStat
         server.set_owner_counters(counters.clone());
     }
     log::info!(
+        ring = ring.name.as_str();
         "ring `{}`: {} bytes each way; consumers attach at {}",
         ring.name,
         ring.capacity,

@@ -47,6 +47,8 @@ pub struct ConnSettings {
     pub route: RouteConfig,
     /// The ring pair of a route to a ring.
     pub ring: Option<Rc<RingPair>>,
+    /// True once the daemon drains (stops).
+    pub drain: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A connection just accepted, with its places in the listener's load.
@@ -78,20 +80,24 @@ pub async fn run(accepted: Accepted, settings: Rc<ConnSettings>, stats: Arc<Stat
             return;
         }
     };
-    let handshake = tokio::time::timeout(
-        limits.handshake_timeout,
-        handshake(&mut client, &settings, &stats),
-    )
-    .await;
+    let mut drain = settings.drain.clone();
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(
+            limits.handshake_timeout,
+            handshake(&mut client, &settings, &stats),
+        ) => handshake,
+        // The daemon stops: a handshake in progress is dropped (nothing was relayed yet).
+        Ok(_) = drain.wait_for(|stopping| *stopping) => return,
+    };
     let sni = match handshake {
         Ok(Ok(sni)) => sni,
         Err(_elapsed) => {
             Stats::bump(&stats.handshake_timeouts);
-            log::debug!("connection {id} from {peer}: handshake timeout");
+            log::debug!(conn = id, listener = limits.name.as_str(), peer:% = peer; "connection {id} from {peer}: handshake timeout");
             return;
         }
         Ok(Err(e)) => {
-            log::debug!("connection {id} from {peer}: handshake failed: {e}");
+            log::debug!(conn = id, listener = limits.name.as_str(), peer:% = peer; "connection {id} from {peer}: handshake failed: {e}");
             return;
         }
     };
@@ -102,6 +108,7 @@ pub async fn run(accepted: Accepted, settings: Rc<ConnSettings>, stats: Arc<Stat
         id,
         stats: &stats,
         listener: limits,
+        drain: &settings.drain,
     };
     let route = &settings.route;
     if let Some(ring) = &settings.ring {

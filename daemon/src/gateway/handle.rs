@@ -137,6 +137,13 @@ impl Gateway {
             .map_err(|_| GatewayError::Stopped)
     }
 
+    /// Blocks the TLS thread for `time` (the watchdog's test; debug builds and the
+    /// `stall-trigger` feature only).
+    #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+    pub fn stall(&self, time: std::time::Duration) {
+        let _ = self.send(Command::Stall(time));
+    }
+
     /// The counters now.
     pub fn stats(&self) -> Snapshot {
         self.stats.snapshot()
@@ -145,6 +152,21 @@ impl Gateway {
     /// The counters, shared.
     pub fn stats_handle(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// Stops the TLS thread gracefully (see `Command::Drain`): returns how many connections were
+    /// still open after `time`, `None` if the thread did not answer within `time` and a second.
+    pub async fn drain(&mut self, time: std::time::Duration) -> Option<u64> {
+        let (answer, answered) = oneshot::channel();
+        self.send(Command::Drain(time, answer)).ok()?;
+        let left = tokio::time::timeout(time + std::time::Duration::from_secs(1), answered)
+            .await
+            .ok()?
+            .ok()?;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        Some(left)
     }
 
     /// Stops the TLS thread: listeners close, connections are dropped.

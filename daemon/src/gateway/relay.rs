@@ -39,6 +39,9 @@ pub struct Context<'a> {
     /// Its listener's settings: the idle timeout, and the handshake timeout, which also bounds
     /// the last flush.
     pub listener: &'a ListenerConfig,
+    /// Becomes true when the daemon stops: the connection ends with CLOSE reason 5
+    /// (`Shutdown`) and close_notify.
+    pub drain: &'a tokio::sync::watch::Receiver<bool>,
 }
 
 /// What the relay waits for from a backend, besides the end of the connection (always).
@@ -147,6 +150,7 @@ pub(super) async fn run<B: Backend>(client: &mut Client, backend: &mut B, cx: &C
 async fn relay<B: Backend>(client: &mut Client, backend: &mut B, cx: &Context<'_>) -> Ending {
     let mut deadline = Instant::now() + cx.listener.idle_timeout;
     let mut client_done = false;
+    let mut drain = cx.drain.clone();
     loop {
         let mut blocked = false;
         if !client_done {
@@ -226,6 +230,15 @@ async fn relay<B: Backend>(client: &mut Client, backend: &mut B, cx: &Context<'_
             () = tokio::time::sleep_until(deadline) => {
                 Stats::bump(&cx.stats.idle_timeouts);
                 return Ending::Close(CloseReason::Idle);
+            }
+            Ok(_) = drain.wait_for(|stopping| *stopping) => {
+                // What the client sent and the session decrypted goes to the backend first.
+                if !client_done {
+                    if let Err(ending) = offer(client, backend, cx) {
+                        return ending;
+                    }
+                }
+                return Ending::Close(CloseReason::Shutdown);
             }
         }
     }

@@ -356,6 +356,14 @@ impl RingPair {
         self.when_full.set(when_full);
     }
 
+    /// The producer stops for good: what is pending is published and the ingress ring marked
+    /// FINISHED, which wakes the consumer (it drains the ring, then attaches again).
+    pub fn finish(&self) {
+        if !self.ingress_broken.get() {
+            self.ingress.borrow_mut().finish();
+        }
+    }
+
     /// Stops the ring's tasks (the TLS thread is shutting down).
     pub fn stop(&self) {
         for task in [&self.space_task, &self.reply_task] {

@@ -27,6 +27,14 @@ pub enum Command {
     RenewReply(String, Box<edgegw_ring::Consumer>),
     /// A fresh ingress ring for a ring whose ingress ring was replaced.
     RenewIngress(String, Box<edgegw_ring::Producer>),
+    /// Block the thread for this long (how the tests prove the watchdog; debug builds and the
+    /// `stall-trigger` feature only).
+    #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+    Stall(Duration),
+    /// Stop gracefully: stop accepting, end every connection (CLOSE reason 5, close_notify)
+    /// within the time, then mark the ingress rings FINISHED; the answer is how many connections
+    /// were still open at the end of the time.
+    Drain(Duration, oneshot::Sender<u64>),
     /// Stop: listeners close, connections are dropped.
     Shutdown,
 }
@@ -37,6 +45,9 @@ impl std::fmt::Debug for Command {
             Command::Apply(..) => "Apply",
             Command::RenewReply(..) => "RenewReply",
             Command::RenewIngress(..) => "RenewIngress",
+            #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+            Command::Stall(..) => "Stall",
+            Command::Drain(..) => "Drain",
             Command::Shutdown => "Shutdown",
         })
     }
@@ -94,6 +105,13 @@ pub fn run(cpu: Option<usize>, plan: Plan, stats: Arc<Stats>, links: Links) {
                 }
                 Command::RenewReply(name, reply) => thread.renew_reply(&name, *reply),
                 Command::RenewIngress(name, ingress) => thread.renew_ingress(&name, *ingress),
+                #[cfg(any(debug_assertions, feature = "stall-trigger"))]
+                Command::Stall(time) => std::thread::sleep(time),
+                Command::Drain(time, answer) => {
+                    let left = thread.drain(time).await;
+                    let _ = answer.send(left);
+                    break;
+                }
                 Command::Shutdown => break,
             }
         }
@@ -186,6 +204,8 @@ struct TlsThread {
     sockets: HashMap<SocketId, Accepting>,
     /// Ring pairs by name. A ring the config no longer names keeps running until restart.
     rings: HashMap<String, Rc<RingPair>>,
+    /// Set when the daemon stops; every connection watches it.
+    drain: tokio::sync::watch::Sender<bool>,
 }
 
 impl TlsThread {
@@ -197,6 +217,7 @@ impl TlsThread {
             listeners: HashMap::new(),
             sockets: HashMap::new(),
             rings: HashMap::new(),
+            drain: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -230,6 +251,7 @@ impl TlsThread {
                     .expect("checked: every listener has TLS"),
                 ring: route.target.ring().map(|name| self.rings[name].clone()),
                 route,
+                drain: self.drain.subscribe(),
             });
             let running = match self.listeners.remove(&listener.name) {
                 Some(running) => {
@@ -402,6 +424,26 @@ impl TlsThread {
             },
             None => log::warn!("ring `{name}`: a fresh ingress ring for a ring we do not have"),
         }
+    }
+
+    /// Stops accepting, asks every connection to end (CLOSE reason 5 to its consumer after what
+    /// it read, close_notify to its client) and waits up to `time` for them; then publishes what
+    /// is pending in each ingress ring and marks it FINISHED, which wakes its consumer
+    /// (FORMAT.md section 7). Returns the connections still open at the end.
+    async fn drain(&mut self, time: Duration) -> u64 {
+        for (_, accepting) in self.sockets.drain() {
+            accepting.task.abort();
+        }
+        self.drain.send_replace(true);
+        let deadline = tokio::time::Instant::now() + time;
+        let active = || self.stats.active.load(std::sync::atomic::Ordering::Relaxed);
+        while active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for ring in self.rings.values() {
+            ring.finish();
+        }
+        active()
     }
 
     fn close_all(&mut self) {

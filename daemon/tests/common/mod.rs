@@ -407,6 +407,8 @@ pub struct Seen {
     pub opens: Vec<(u64, edgegw_proto::OpenInfo)>,
     pub data: Vec<(u64, Vec<u8>)>,
     pub closes: Vec<(u64, u32)>,
+    /// The producer marked the ingress ring FINISHED (and the consumer stopped reading).
+    pub finished: bool,
 }
 
 impl Seen {
@@ -502,7 +504,11 @@ impl TestConsumer {
                     }
                     match consumer.wait(Some(Duration::from_millis(50))).unwrap() {
                         Readiness::Ready | Readiness::TimedOut => {}
-                        Readiness::PeerGone | Readiness::Finished => break,
+                        Readiness::PeerGone => break,
+                        Readiness::Finished => {
+                            seen.lock().unwrap().finished = true;
+                            break;
+                        }
                     }
                 }
             })

@@ -1,0 +1,148 @@
+//! The control socket: `edgegw reload`, `status` and `metrics` ask the running daemon over
+//! `<runtime dir>/control.sock` (mode 0660); a client that sends garbage or hangs is answered
+//! with an error or dropped, and nobody else notices; a reload whose loading takes longer than
+//! its budget is abandoned and the old config keeps running.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn runtime(daemon: &TestDaemon) -> PathBuf {
+    daemon.path("run")
+}
+
+fn ask(daemon: &TestDaemon, request: &str) -> Result<serde_json::Value, String> {
+    edgegw::control::ask(&runtime(daemon), request, Duration::from_secs(10))
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// Sends raw bytes and reads whatever comes back until the daemon closes.
+fn raw(daemon: &TestDaemon, bytes: &[u8]) -> String {
+    let mut stream = UnixStream::connect(runtime(daemon).join("control.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+fn self_signed_config() -> String {
+    ring_config("", SELF_SIGNED, "", "")
+}
+
+#[test]
+fn status_and_metrics_are_answered_on_a_socket_only_the_daemons_user_and_group_reach() {
+    let daemon = TestDaemon::start(&self_signed_config());
+    let socket = runtime(&daemon).join("control.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+
+    let status = ask(&daemon, "status").unwrap();
+    let status = &status["status"];
+    assert_eq!(status["pid"], std::process::id());
+    assert_eq!(status["listening"][0]["listener"], "tls");
+    assert_eq!(status["rings"]["app"]["consumer_attached"], false);
+    assert_eq!(status["rings"]["app"]["generation"], 1);
+    assert_eq!(status["reloads"]["ok"], 0);
+    assert!(status["memory"]["resident_bytes"].as_u64().unwrap() > 0);
+
+    let _consumer = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
+    let metrics = ask(&daemon, "metrics").unwrap();
+    let text = metrics["metrics"].as_str().unwrap();
+    assert!(
+        text.contains("# TYPE edgegw_accepted_total counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("edgegw_ring_consumer_attached{ring=\"app\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("edgegw_reloads_total{result=\"ok\"} 0\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn garbage_overlong_and_silent_clients_get_an_error_and_the_daemon_answers_others_meanwhile() {
+    let daemon = TestDaemon::start(&self_signed_config());
+    let unknown = raw(&daemon, b"make me a sandwich\n");
+    assert!(
+        unknown.contains("\"ok\":false") && unknown.contains("unknown request"),
+        "{unknown}"
+    );
+    let binary = raw(&daemon, &[0xff, 0xfe, 0, b'\n']);
+    assert!(binary.contains("not UTF-8"), "{binary}");
+    // (Exactly the limit: more would be unread when the daemon closes, and the client would
+    // see a reset instead of the answer; it is dropped either way.)
+    let overlong = raw(&daemon, &[b'a'; 256]);
+    assert!(overlong.contains("at most 256 bytes"), "{overlong}");
+
+    // Clients that connect and say nothing: others are answered meanwhile, and the silent ones
+    // are told off and closed after 2 s.
+    let started = Instant::now();
+    let silent: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(runtime(&daemon).join("control.sock")).unwrap())
+        .collect();
+    ask(&daemon, "status").expect("answered while clients hang");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("no request within 2 s"), "{answer}");
+    }
+    ask(&daemon, "status").expect("still answering");
+}
+
+#[test]
+fn reload_over_the_control_socket_answers_with_the_outcome_and_a_refused_one_keeps_the_old() {
+    let mut daemon = TestDaemon::start(&self_signed_config());
+    let before = daemon.addr("tls");
+    let answer = ask(&daemon, "reload").expect("the same config reloads");
+    assert_eq!(answer["listening"][0]["addr"], before.to_string());
+
+    std::fs::write(daemon.config_file(), "[[listener]]\nname = 1\n").unwrap();
+    let refused = ask(&daemon, "reload").expect_err("a broken config is refused");
+    assert!(refused.contains("edgegw.toml"), "says where: {refused}");
+    let status = ask(&daemon, "status").unwrap();
+    assert_eq!(status["status"]["reloads"]["failed"], 1);
+    assert_eq!(status["status"]["reloads"]["ok"], 1);
+    assert_eq!(status["status"]["listening"][0]["addr"], before.to_string());
+    daemon
+        .reload(&self_signed_config())
+        .expect("a good one again");
+}
+
+#[test]
+fn a_reload_past_its_time_budget_is_abandoned_and_the_old_config_keeps_running() {
+    let config = format!("reload_timeout = \"300ms\"\n{}", self_signed_config());
+    let daemon = TestDaemon::start(&config);
+    let file = daemon.config_file();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    // A config behind a named pipe nobody writes: loading it hangs.
+    nix::unistd::mkfifo(&file, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let started = Instant::now();
+    let refused = ask(&daemon, "reload").expect_err("the hung reload is refused");
+    let took = started.elapsed();
+    assert!(refused.contains("longer than 300ms"), "{refused}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    let status = ask(&daemon, "status").expect("the daemon serves on");
+    assert_eq!(status["status"]["reloads"]["failed"], 1);
+    // Let the abandoned build end (it is stuck opening the pipe), then reload for real.
+    std::fs::write(&file, &text).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, &text).unwrap();
+    ask(&daemon, "reload").expect("a reload after the abandoned one works");
+}
