@@ -92,9 +92,9 @@ impl Default for PressureConfig {
     fn default() -> Self {
         PressureConfig {
             // Off unless asked for: a refused connection is an outage, and a cgroup's pressure
-            // is only the daemon's own where systemd gives it a cgroup of its own. On the
-            // development machine (tests in the root cgroup of a busy shared host) full stalls
-            // of 500 ms in 2 s came during compiles with plenty of memory free.
+            // is only the daemon's own where systemd gives it a cgroup of its own (the device
+            // config, systemd/edgegw.toml, turns it on). Run from a shell, the "own" cgroup is
+            // the session's or the root, whose pressure is everyone's.
             shed: false,
             cgroup: PressureCgroup::Own,
             full: true,

@@ -13,6 +13,9 @@
 //! once (`TargetRemoved`) and its fd closed: the fd of a removed cgroup file reports an error
 //! forever. The poll then looks for the cgroup's return and arms it again (a new `Mode`).
 //!
+//! A fired trigger is checked against the stall totals before it is reported: a kernel may
+//! fire a trigger whose threshold was not met (`model::Totals` says when, and how it is told).
+//!
 //! The parts: `psi` (IO: arming the trigger, reading the averages) and `model` (whether a stall
 //! is reported, and what a reading changes). This file drives them.
 
@@ -32,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::model::{Batch, EventKind};
 pub use crate::model::{PressureAverages, PressureEvent, PressureMode, PressureTarget};
 use crate::sys::{self, Errno};
-use model::{Report, Stall};
+use model::{total_of, Report, Stall, Totals};
 pub use options::{PressureOptions, StallKind};
 use psi::{arm, read_averages};
 
@@ -46,6 +49,8 @@ pub(crate) struct PressureReader {
     mode: PressureMode,
     announced: bool,
     stall: Stall,
+    /// Stall totals at past readings, to check a fired trigger against.
+    totals: Totals,
     /// Reading buffer (grows only if a reading fills it).
     read_buf: Vec<u8>,
     next_poll: Instant,
@@ -64,7 +69,7 @@ impl PressureReader {
             }
         };
         let (file, mode) = arm(&opts, &path)?;
-        Ok(PressureReader {
+        let mut reader = PressureReader {
             next_poll: Instant::now() + opts.poll_interval,
             opts,
             path,
@@ -72,8 +77,31 @@ impl PressureReader {
             mode,
             announced: false,
             stall: Stall::default(),
+            totals: Totals::default(),
             read_buf: Vec::new(),
-        })
+        };
+        reader.note_armed();
+        Ok(reader)
+    }
+
+    /// A trigger was armed (or polling started): the total now is what a fire is checked
+    /// against until a reading a window old exists.
+    fn note_armed(&mut self) {
+        let total = self.file.as_ref().and_then(|file| {
+            read_averages(file.get_ref(), &mut self.read_buf)
+                .ok()
+                .map(|a| total_of(self.opts.kind, &a))
+        });
+        self.totals.armed(Instant::now(), total);
+    }
+
+    /// The window a fire is checked over: the trigger's (rounded up by the kernel's rules), or
+    /// the asked one when polling.
+    fn window(&self) -> std::time::Duration {
+        match self.mode {
+            PressureMode::Trigger { window_us, .. } => std::time::Duration::from_micros(window_us),
+            PressureMode::Poll { .. } => self.opts.window,
+        }
     }
 
     pub(crate) fn mode(&self) -> &PressureMode {
@@ -145,8 +173,14 @@ impl PressureReader {
                 return Err(Error::io(format!("read {}", self.path.display()), e));
             }
         };
+        let now = Instant::now();
+        let total = total_of(self.opts.kind, &averages);
+        let window = self.window();
+        let real = !fired || self.totals.confirms(now, total, self.opts.stall, window);
+        self.totals.record(now, total, window);
         let report = if fired {
-            Some(self.stall.fired())
+            // A fire the totals do not bear out is the kernel's, not pressure: not reported.
+            real.then(|| self.stall.fired())
         } else {
             self.next_poll = Instant::now() + self.opts.poll_interval;
             let triggered = matches!(self.mode, PressureMode::Trigger { .. });
@@ -175,6 +209,7 @@ impl PressureReader {
             Ok((file, mode)) => {
                 self.file = Some(file);
                 self.mode = mode.clone();
+                self.note_armed();
                 out.push(EventKind::Pressure(PressureEvent::Mode {
                     target: self.opts.target.clone(),
                     mode,
