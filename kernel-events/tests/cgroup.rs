@@ -634,24 +634,9 @@ fn a_trigger_fired_without_its_threshold_met_is_not_reported_as_a_stall() {
             );
             return;
         }
-        // Beside the reader, a trigger of the same kind whose fires the test sees itself.
-        let mut raw = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/proc/pressure/memory")
-            .unwrap();
-        std::io::Write::write_all(&mut raw, b"full 500000 2000000\0").unwrap();
-        // Longer than a window: a fire of either trigger comes within it.
+        // Longer than a window: a fire of the trigger comes within it.
         let seen = collect_until_quiet(&mut events, Duration::from_secs(3)).await;
         let grew = full_memory_stall_total() - before;
-        let raw =
-            tokio::io::unix::AsyncFd::with_interest(raw, tokio::io::Interest::PRIORITY).unwrap();
-        let kernel_fired = tokio::time::timeout(
-            Duration::from_millis(200),
-            raw.ready(tokio::io::Interest::PRIORITY),
-        )
-        .await
-        .is_ok();
         let stalls = seen
             .iter()
             .filter(|e| matches!(e.kind, EventKind::Pressure(PressureEvent::Stalled { .. })))
@@ -659,13 +644,8 @@ fn a_trigger_fired_without_its_threshold_met_is_not_reported_as_a_stall() {
         report(
             TEST,
             &format!(
-                "PSI full 500 ms in 2 s: the kernel {} a fresh trigger; the full stall total grew \
-                 {grew} µs; the reader reported {stalls} stall(s)",
-                if kernel_fired {
-                    "fired"
-                } else {
-                    "did not fire"
-                }
+                "PSI full 500 ms in 2 s, a fresh trigger: the full stall total grew {grew} µs in \
+                 3 s; the reader reported {stalls} stall(s)"
             ),
         );
         assert!(
