@@ -221,9 +221,20 @@ impl ProducerCore {
     /// State for a producer of a ring whose shared fields may already hold a history (a new
     /// ring has all zeroes; a producer that attaches to a served ring continues it).
     pub(crate) fn resume(mem: &impl RingMem, capacity: usize, wrap: WrapMode) -> Result<Self> {
-        let capacity = capacity as u64;
         let published = mem.load(Field::ProducerPos, Ordering::Acquire);
         let consumer = mem.load(Field::ConsumerPos, Ordering::Acquire);
+        Self::resume_at(mem, capacity, wrap, published, consumer)
+    }
+
+    /// Resume at positions the caller read and checked (a ring taken back after a restart).
+    pub(crate) fn resume_at(
+        mem: &impl RingMem,
+        capacity: usize,
+        wrap: WrapMode,
+        published: u64,
+        consumer: u64,
+    ) -> Result<Self> {
+        let capacity = capacity as u64;
         if !published.is_multiple_of(RECORD_ALIGN as u64)
             || !consumer.is_multiple_of(RECORD_ALIGN as u64)
             || consumer > published
@@ -522,6 +533,18 @@ impl ProducerCore {
         mem.store(Field::ProducerFlags, FLAG_FINISHED, Ordering::Release);
         mem.fence();
         wake.wake();
+    }
+
+    /// Clear `FINISHED` (a restarted producer continuing its ring, before it publishes again).
+    pub(crate) fn clear_finished(&self, mem: &impl RingMem) {
+        let flags = mem.load(Field::ProducerFlags, Ordering::Relaxed);
+        if flags & FLAG_FINISHED != 0 {
+            mem.store(
+                Field::ProducerFlags,
+                flags & !FLAG_FINISHED,
+                Ordering::Release,
+            );
+        }
     }
 
     /// Mark the ring replaced (FORMAT.md section 6) and wake the consumer, so a waiting one looks

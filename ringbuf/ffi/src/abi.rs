@@ -19,7 +19,8 @@
 
 use crate::codes::{
     code, describe, readiness, EDGEGW_RING_E_INVALID, EDGEGW_RING_E_PANIC, EDGEGW_RING_FINISHED,
-    EDGEGW_RING_OK, EDGEGW_RING_PEER_GONE,
+    EDGEGW_RING_NEW_RING, EDGEGW_RING_OK, EDGEGW_RING_PEER_GONE, EDGEGW_RING_REPLACED_RING,
+    EDGEGW_RING_SAME_RING,
 };
 use edgegw_ring::{Consumer, Producer, Result, RingFds};
 use std::ffi::{c_char, c_int, CStr};
@@ -356,6 +357,46 @@ pub unsafe extern "C" fn edgegw_ring_consumer_finish_wait(c: *mut edgegw_ring_co
     })
 }
 
+/// Attach again to the socket this consumer attached to, after a wait said
+/// `EDGEGW_RING_FINISHED` or `EDGEGW_RING_PEER_GONE` (the daemon stopped or restarted; FORMAT.md
+/// section 7). Returns `EDGEGW_RING_SAME_RING` (the same ring, continued: reading goes on from
+/// this consumer's own read position, nothing lost or repeated), `EDGEGW_RING_NEW_RING`,
+/// `EDGEGW_RING_REPLACED_RING`, or a negative code (`EDGEGW_RING_E_ATTACH` while the socket is
+/// missing or busy: try again later; the handle is unchanged) and, if `err` is not NULL, why.
+///
+/// # Safety
+/// `c` is NULL or a live consumer handle; `err` is NULL or points to `err_len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn edgegw_ring_consumer_reattach(
+    c: *mut edgegw_ring_consumer,
+    err: *mut c_char,
+    err_len: usize,
+) -> c_int {
+    guard(EDGEGW_RING_E_PANIC, || {
+        // SAFETY: `c` is NULL or a live handle this thread alone uses (this function's
+        // contract).
+        let result = unsafe { handle(c, |c| c.0.reattach()) };
+        let message = match result {
+            None => "consumer handle is NULL".to_string(),
+            Some(Ok(how)) => {
+                return match how {
+                    edgegw_ring::Reattached::SameRing => EDGEGW_RING_SAME_RING,
+                    edgegw_ring::Reattached::Replaced { .. } => EDGEGW_RING_REPLACED_RING,
+                    _ => EDGEGW_RING_NEW_RING,
+                }
+            }
+            Some(Err(e)) => {
+                // SAFETY: `err` as the caller promised.
+                unsafe { write_message(err, err_len, &e.to_string()) };
+                return code(&e);
+            }
+        };
+        // SAFETY: `err` as the caller promised.
+        unsafe { write_message(err, err_len, &message) };
+        EDGEGW_RING_E_INVALID
+    })
+}
+
 /// The ring's generation: it changes when the ring's owner restarts with a new ring. 0 if `c`
 /// is NULL.
 ///
@@ -672,7 +713,7 @@ mod tests {
     fn prepare_wait_on_a_finished_and_drained_ring_says_finished_instead_of_sleep() {
         let mut producer =
             Producer::create(edgegw_ring::RingConfig::with_capacity(64 * 1024)).unwrap();
-        let fds = producer.fds().unwrap().try_clone().unwrap();
+        let fds = producer.served_ring().unwrap().into_fds();
         let mut handle = edgegw_ring_consumer(Consumer::from_fds(fds).unwrap());
         let c: *mut edgegw_ring_consumer = &mut handle;
         producer.send(1, 0, b"last").unwrap();

@@ -84,7 +84,7 @@ fn payload_of(n: u64, len: usize) -> Vec<u8> {
 fn run_hostile_producer(steps: &[Step], wrap: WrapMode) -> Result<(), TestCaseError> {
     let mut consumer = Consumer::create(RingConfig::with_capacity(CAP).wrap(wrap)).unwrap();
     let fds = consumer.fds().unwrap().try_clone().unwrap();
-    let mut producer = Producer::from_fds(fds.try_clone().unwrap()).unwrap();
+    let mut producer = Producer::from_fds(consumer.served_ring().unwrap().into_fds()).unwrap();
     let attacker =
         Mapping::plain(fds.region.as_fd(), page_size() + CAP, Access::ReadWrite).unwrap();
     let max = consumer.max_payload();
@@ -143,7 +143,7 @@ fn run_hostile_producer(steps: &[Step], wrap: WrapMode) -> Result<(), TestCaseEr
 fn run_hostile_consumer(steps: &[Step], wrap: WrapMode) -> Result<(), TestCaseError> {
     let mut producer = Producer::create(RingConfig::with_capacity(CAP).wrap(wrap)).unwrap();
     let fds = producer.fds().unwrap().try_clone().unwrap();
-    let mut consumer = Consumer::from_fds(fds.try_clone().unwrap()).unwrap();
+    let mut consumer = Consumer::from_fds(producer.served_ring().unwrap().into_fds()).unwrap();
     let attacker =
         Mapping::plain(fds.consumer_page.as_fd(), page_size(), Access::ReadWrite).unwrap();
     let mut corrupt = false;
@@ -214,7 +214,7 @@ fn consumer_survives_concurrent_scribbling_while_the_producer_runs() {
         let mut consumer = Consumer::create(RingConfig::with_capacity(CAP).wrap(wrap)).unwrap();
         let fds = consumer.fds().unwrap().try_clone().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut p = Producer::from_fds(fds.try_clone().unwrap()).unwrap();
+        let mut p = Producer::from_fds(consumer.served_ring().unwrap().into_fds()).unwrap();
         let producer = {
             let stop = stop.clone();
             std::thread::spawn(move || {
