@@ -31,6 +31,7 @@
 //! (`daemon.reload_timeout`), which wraps the future `start_reload` hands to `reload::Reloads`.
 
 mod build;
+pub mod fdstore;
 mod notify;
 mod reload;
 mod requests;
@@ -131,6 +132,7 @@ impl Daemon {
         rings.add(built.commit.new_rings);
         let control = server::ControlServer::bind(&dirs.runtime)?;
         systemd.warn_unused(&built.commit.config);
+        rings::release_unclaimed(&systemd);
         drop_startup_pages();
         let config = built.commit.config;
         log::info!(
