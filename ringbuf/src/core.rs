@@ -154,6 +154,11 @@ pub(crate) struct RecordLoc {
     pub flags: u16,
 }
 
+/// Positions count bytes and never come near 2^63 (centuries at any rate a machine can move);
+/// a side that resumes a ring refuses larger ones, so that no later sum of a position and a
+/// record size or the capacity can overflow.
+const MAX_POSITION: u64 = 1 << 63;
+
 fn corrupt(msg: String) -> Error {
     Error::Corrupt(msg)
 }
@@ -235,7 +240,8 @@ impl ProducerCore {
         consumer: u64,
     ) -> Result<Self> {
         let capacity = capacity as u64;
-        if !published.is_multiple_of(RECORD_ALIGN as u64)
+        if published > MAX_POSITION
+            || !published.is_multiple_of(RECORD_ALIGN as u64)
             || !consumer.is_multiple_of(RECORD_ALIGN as u64)
             || consumer > published
             || published - consumer > capacity
@@ -245,7 +251,7 @@ impl ProducerCore {
             )));
         }
         let sleep = mem.load(Field::ProducerSleep, Ordering::Relaxed);
-        let sleep_seq = (sleep + 1) & !1;
+        let sleep_seq = sleep.wrapping_add(1) & !1;
         if sleep != sleep_seq {
             mem.store(Field::ProducerSleep, sleep_seq, Ordering::Relaxed);
         }
@@ -664,15 +670,15 @@ impl ConsumerCore {
             writes_page: owns_consumer_page,
             corrupt: None,
         };
-        if !released.is_multiple_of(RECORD_ALIGN as u64) {
+        if !released.is_multiple_of(RECORD_ALIGN as u64) || released > MAX_POSITION {
             return Err(corrupt(format!(
-                "consumer position {released} is not a multiple of {RECORD_ALIGN}"
+                "consumer position {released} is not a multiple of {RECORD_ALIGN} below 2^63"
             )));
         }
         core.refresh_producer_checked(mem)?;
         if owns_consumer_page {
             let sleep = mem.load(Field::ConsumerSleep, Ordering::Relaxed);
-            core.sleep_seq = (sleep + 1) & !1;
+            core.sleep_seq = sleep.wrapping_add(1) & !1;
             if sleep != core.sleep_seq {
                 mem.store(Field::ConsumerSleep, core.sleep_seq, Ordering::Relaxed);
             }
