@@ -61,7 +61,9 @@ impl SystemdSockets {
             // SAFETY: see the module comment: systemd passed fd `raw` to this process (LISTEN_PID
             // is our pid), nothing else owns it, and we adopt each fd exactly once.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            if name.starts_with(crate::control::fdstore::PREFIX) {
+            if name.starts_with(crate::control::fdstore::PREFIX)
+                || name.starts_with(crate::control::fdstore::LISTENER_PREFIX)
+            {
                 stored.insert(name, fd);
                 continue;
             }
@@ -98,6 +100,35 @@ impl SystemdSockets {
         let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
         let taken: Vec<OwnedFd> = names.iter().filter_map(|n| stored.remove(n)).collect();
         taken.try_into().ok()
+    }
+
+    /// The listening socket stored as `name` if it is one, listening on `addr` (a socket the
+    /// daemon bound before a restart); anything else stored under the name is closed.
+    pub fn take_stored_listener(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Option<std::net::TcpListener> {
+        let fd = self
+            .stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)?;
+        let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+        let stream =
+            socket::getsockopt(&fd, sockopt::SockType).ok() == Some(socket::SockType::Stream);
+        if !listening || !stream {
+            log::warn!("systemd kept `{name}`, which is not a listening stream socket; ignored");
+            return None;
+        }
+        let listener = std::net::TcpListener::from(fd);
+        match listener.local_addr() {
+            Ok(local) if local == addr => Some(listener),
+            other => {
+                log::warn!("systemd kept `{name}` listening on {other:?}, not {addr}; ignored");
+                None
+            }
+        }
     }
 
     /// The stored fds no one took (their ring is no longer configured): their names, and the

@@ -401,3 +401,47 @@ fn v1_hello(socket: &Path) -> (u16, u8) {
     assert_eq!(n, 128);
     (u16::from_ne_bytes([answer[4], answer[5]]), answer[6])
 }
+
+#[test]
+fn a_listening_socket_the_daemon_bound_stays_open_across_a_restart_and_a_client_that_connected_meanwhile_is_served(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config =
+        ring_config("", SELF_SIGNED, "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    write(dir.path(), "edgegw.toml", &config);
+    let systemd = FakeSystemd::bind(dir.path());
+    let first = start(dir.path(), &systemd, &[], "first");
+    // Eight ring fds and the listening socket.
+    systemd.wait_for_stored(9);
+    assert!(systemd
+        .stored()
+        .iter()
+        .any(|(n, _)| *n == format!("tcp.127.0.0.1_{port}")));
+    stop(first);
+    // The daemon is down; the socket still listens (systemd holds it): the connection waits.
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect while down");
+    let second = start(dir.path(), &systemd, &systemd.stored(), "second");
+    second.wait_for_log("again with the socket kept across the restart");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = client_config(&[process_cert(dir.path())], &[]);
+    runtime.block_on(async {
+        tcp.set_nonblocking(true).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_rustls::TlsConnector::from(client).connect(name, tcp),
+        )
+        .await
+        .expect("the handshake completes")
+        .expect("the restarted daemon serves the connection made while it was down");
+    });
+}

@@ -3,7 +3,8 @@
 //! "Restarts"). Each direction of a ring is four fds, named
 //! `ring.<name>.<ingress|reply>.<region|consumer|data|space>`; systemd hands them back at the
 //! next start in `$LISTEN_FDS`/`$LISTEN_FDNAMES`, where [`crate::sys::SystemdSockets`] sets them
-//! aside by name. Without `$NOTIFY_SOCKET` (no systemd), nothing is stored and a restart keeps
+//! aside by name. Listening sockets the daemon bound to a fixed port go in too, as `tcp.<address>`
+//! (`SocketTable::store_changes`), so that they keep listening across a restart. Without `$NOTIFY_SOCKET` (no systemd), nothing is stored and a restart keeps
 //! nothing of the rings. The unit allows the store with `FileDescriptorStoreMax=`.
 
 use std::os::fd::BorrowedFd;
@@ -13,6 +14,9 @@ use sd_notify::NotifyState;
 
 /// What an fd-store name says: the ring, the direction and which of the four fds.
 pub const PREFIX: &str = "ring.";
+
+/// The names of listening sockets the daemon bound itself: `tcp.<address>`, with `_` for `:`.
+pub const LISTENER_PREFIX: &str = "tcp.";
 
 /// The four parts of a ring direction, in protocol order (FORMAT.md section 6).
 pub const PARTS: [&str; 4] = ["region", "consumer", "data", "space"];
@@ -55,6 +59,21 @@ pub fn store(ring: &str, direction: &str, fds: &RingFds) {
             );
             return;
         }
+    }
+}
+
+/// Puts one fd into the store under `name`, replacing what was stored under it (a listening
+/// socket). Failures are logged.
+pub fn store_one(name: &str, fd: BorrowedFd<'_>) {
+    if !available() {
+        return;
+    }
+    remove_named(name);
+    if let Err(e) = send(name, fd) {
+        log::warn!(
+            "cannot put `{name}` into systemd's fd store ({e}); a restart will close it for the \
+             moment it takes"
+        );
     }
 }
 

@@ -132,6 +132,7 @@ impl Daemon {
         rings.add(built.commit.new_rings);
         let control = server::ControlServer::bind(&dirs.runtime)?;
         systemd.warn_unused(&built.commit.config);
+        built.commit.sockets.store_changes(&nothing);
         rings::release_unclaimed(&systemd);
         drop_startup_pages();
         let config = built.commit.config;
@@ -364,6 +365,7 @@ impl Daemon {
     fn commit(&mut self, commit: Commit) {
         self.rings.add(commit.new_rings);
         self.rings.update(&commit.config);
+        commit.sockets.store_changes(&self.sockets);
         self.sockets = commit.sockets;
         self.config = commit.config;
         self.systemd.warn_unused(&self.config);

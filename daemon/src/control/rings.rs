@@ -655,10 +655,11 @@ fn take_back_reply(
     Ok(None)
 }
 
-/// Releases the fds systemd kept for rings the config no longer names (`FDSTOREREMOVE=1`).
+/// Releases the fds systemd kept for rings and listening sockets the config no longer names
+/// (`FDSTOREREMOVE=1`).
 pub fn release_unclaimed(systemd: &SystemdSockets) {
     for name in systemd.take_unclaimed() {
-        log::info!("systemd kept `{name}` for a ring that is no longer configured; released");
+        log::info!("systemd kept `{name}`, which the config no longer names; released");
         fdstore::remove_named(&name);
     }
 }
