@@ -439,25 +439,34 @@ pub fn create(
     let layout = RingLayout::with_capacity(ring.capacity).protection(ring.protection);
     let ingress = take_back_ingress(ring, systemd, &counters)?;
     let reply = take_back_reply(ring, systemd, &counters)?;
-    let ingress = match ingress {
-        Some(p) => p,
-        None => Producer::create(layout.generation(1))
-            .with_context(|| format!("ring `{}`: create", ring.name))?,
+    let (ingress, ingress_continued) = match ingress {
+        Some(taken) => taken,
+        None => (
+            Producer::create(layout.generation(1))
+                .with_context(|| format!("ring `{}`: create", ring.name))?,
+            false,
+        ),
     };
-    let reply = match reply {
-        Some(c) => c,
-        None => Consumer::create(layout)
-            .with_context(|| format!("ring `{}`: create reply ring", ring.name))?,
+    let (reply, reply_continued) = match reply {
+        Some(taken) => taken,
+        None => (
+            Consumer::create(layout)
+                .with_context(|| format!("ring `{}`: create reply ring", ring.name))?,
+            false,
+        ),
     };
     // The ring's memory is taken now, not page by page during the first lap (which costs the
     // first packets a page fault each): capacity bytes each way, resident from the start.
     ingress.prefault();
     reply.prefault();
-    for (direction, fds) in [
-        (Direction::Ingress, ingress.fds()),
-        (Direction::Reply, reply.fds()),
+    // A continued ring's fds are in the store already (the ones taken back).
+    for (direction, fds, continued) in [
+        (Direction::Ingress, ingress.fds(), ingress_continued),
+        (Direction::Reply, reply.fds(), reply_continued),
     ] {
-        store(ring, direction, fds);
+        if !continued {
+            store(ring, direction, fds);
+        }
     }
     let allow = allow_list(ring);
     let mut ingress_server = RingServer::bind(
@@ -523,14 +532,15 @@ fn stored(ring: &RingConfig, direction: Direction, systemd: &SystemdSockets) -> 
 }
 
 /// The ingress ring of the daemon's previous life, continued if it is consistent (FORMAT.md
-/// section 7, "Restarts"); `None` if there is none. A stored ring that fails the checks is
-/// replaced by a fresh one of the next generation holding the records that passed them, logged
-/// once and counted (`replaced_ingress_rings`).
+/// section 7, "Restarts"), with `true`; `None` if there is none. A stored ring that fails the
+/// checks is replaced by a fresh one of the next generation holding the records that passed
+/// them (with `false`: it is not in the store yet), logged once and counted
+/// (`replaced_ingress_rings`).
 fn take_back_ingress(
     ring: &RingConfig,
     systemd: &SystemdSockets,
     counters: &OwnerCounters,
-) -> Result<Option<Producer>> {
+) -> Result<Option<(Producer, bool)>> {
     let Some(fds) = stored(ring, Direction::Ingress, systemd) else {
         return Ok(None);
     };
@@ -561,7 +571,7 @@ fn take_back_ingress(
                     ring.capacity
                 ),
             }
-            Ok(Some(fresh))
+            Ok(Some((fresh, false)))
         }
         Ok(TakenBack::Continued(producer)) => {
             let (published, released) = producer.positions();
@@ -572,7 +582,7 @@ fn take_back_ingress(
                 producer.generation(),
                 published - released
             );
-            Ok(Some(producer))
+            Ok(Some((producer, true)))
         }
         Ok(TakenBack::Unfit {
             reason,
@@ -603,7 +613,7 @@ fn take_back_ingress(
                  passed the checks",
                 salvaged.len()
             );
-            Ok(Some(fresh))
+            Ok(Some((fresh, false)))
         }
         Err(e) => {
             RingCounter::ReplacedIngressRings.add(counters, 1);
@@ -617,14 +627,15 @@ fn take_back_ingress(
     }
 }
 
-/// The reply ring of the daemon's previous life, continued if it is consistent; `None` if
+/// The reply ring of the daemon's previous life, continued if it is consistent (with `true`);
+/// `None` if
 /// there is none or it is not (then what its producer wrote there is lost, as for any broken
 /// reply ring: logged once and counted, `replaced_reply_rings`).
 fn take_back_reply(
     ring: &RingConfig,
     systemd: &SystemdSockets,
     counters: &OwnerCounters,
-) -> Result<Option<Consumer>> {
+) -> Result<Option<(Consumer, bool)>> {
     let Some(fds) = stored(ring, Direction::Reply, systemd) else {
         return Ok(None);
     };
@@ -641,7 +652,7 @@ fn take_back_reply(
                 "ring `{name}` reply: continues from before the restart (generation {})",
                 consumer.generation()
             );
-            return Ok(Some(consumer));
+            return Ok(Some((consumer, true)));
         }
         Ok(TakenBack::Unfit { reason, .. }) => reason,
         Err(e) => e.to_string(),
