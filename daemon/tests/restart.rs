@@ -445,3 +445,31 @@ fn a_listening_socket_the_daemon_bound_stays_open_across_a_restart_and_a_client_
         .expect("the restarted daemon serves the connection made while it was down");
     });
 }
+
+#[test]
+fn stored_fds_of_a_ring_the_config_no_longer_names_are_released() {
+    let (dir, systemd) = setup();
+    let first = start(dir.path(), &systemd, &[], "first");
+    systemd.wait_for_stored(8);
+    stop(first);
+    let renamed = ring_config("", SELF_SIGNED, "", "")
+        .replace("ring = \"app\"", "ring = \"other\"")
+        .replace("name = \"app\"\n\n", "name = \"other\"\n\n");
+    assert!(renamed.contains("[[ring]]\nname = \"other\""), "{renamed}");
+    write(dir.path(), "edgegw.toml", &renamed);
+    let second = start(dir.path(), &systemd, &systemd.stored(), "second");
+    second.wait_for_log(
+        "systemd kept `ring.app.ingress.region`, which the config no longer names; released",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names: Vec<String> = systemd.stored().into_iter().map(|(n, _)| n).collect();
+        if !names.iter().any(|n| n.starts_with("ring.app."))
+            && names.iter().any(|n| n.starts_with("ring.other."))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still stored: {names:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
