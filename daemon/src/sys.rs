@@ -21,10 +21,13 @@ use nix::sys::socket::{self, sockopt};
 
 const SD_LISTEN_FDS_START: RawFd = 3;
 
-/// Listening sockets passed by systemd, by `FileDescriptorName=`.
+/// Listening sockets passed by systemd, by `FileDescriptorName=`, and the rings' fds it kept in
+/// its fd store (by `FDNAME=`, see `control::fdstore`).
 #[derive(Debug, Default)]
 pub struct SystemdSockets {
     entries: Vec<Entry>,
+    /// The fd store's ring fds not taken yet, by name.
+    stored: std::sync::Mutex<std::collections::HashMap<String, OwnedFd>>,
 }
 
 #[derive(Debug)]
@@ -52,11 +55,18 @@ impl SystemdSockets {
             std::env::remove_var(var);
         }
         let mut entries = Vec::new();
+        let mut stored = std::collections::HashMap::new();
         for (raw, name) in passed {
             debug_assert!(raw >= SD_LISTEN_FDS_START);
             // SAFETY: see the module comment: systemd passed fd `raw` to this process (LISTEN_PID
             // is our pid), nothing else owns it, and we adopt each fd exactly once.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            if name.starts_with(crate::control::fdstore::PREFIX)
+                || name.starts_with(crate::control::fdstore::LISTENER_PREFIX)
+            {
+                stored.insert(name, fd);
+                continue;
+            }
             let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
             let stream =
                 socket::getsockopt(&fd, sockopt::SockType).ok() == Some(socket::SockType::Stream);
@@ -78,7 +88,56 @@ impl SystemdSockets {
                 socket: listener,
             });
         }
-        Ok(SystemdSockets { entries })
+        Ok(SystemdSockets {
+            entries,
+            stored: std::sync::Mutex::new(stored),
+        })
+    }
+
+    /// Takes the stored fds with these names, all or none (a direction of a ring is four fds;
+    /// with one missing the others are released).
+    pub fn take_stored(&self, names: &[String; 4]) -> Option<[OwnedFd; 4]> {
+        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let taken: Vec<OwnedFd> = names.iter().filter_map(|n| stored.remove(n)).collect();
+        taken.try_into().ok()
+    }
+
+    /// The listening socket stored as `name` if it is one, listening on `addr` (a socket the
+    /// daemon bound before a restart); anything else stored under the name is closed.
+    pub fn take_stored_listener(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Option<std::net::TcpListener> {
+        let fd = self
+            .stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)?;
+        let listening = socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false);
+        let stream =
+            socket::getsockopt(&fd, sockopt::SockType).ok() == Some(socket::SockType::Stream);
+        if !listening || !stream {
+            log::warn!("systemd kept `{name}`, which is not a listening stream socket; ignored");
+            return None;
+        }
+        let listener = std::net::TcpListener::from(fd);
+        match listener.local_addr() {
+            Ok(local) if local == addr => Some(listener),
+            other => {
+                log::warn!("systemd kept `{name}` listening on {other:?}, not {addr}; ignored");
+                None
+            }
+        }
+    }
+
+    /// The stored fds no one took (their ring is no longer configured): their names, and the
+    /// fds are closed.
+    pub fn take_unclaimed(&self) -> Vec<String> {
+        let mut stored = self.stored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = stored.drain().map(|(name, _fd)| name).collect();
+        names.sort();
+        names
     }
 
     /// Warns about each socket systemd passed that no listener of `config` takes: a

@@ -93,6 +93,24 @@
 #define EDGEGW_RING_PEER_GONE 3
 
 /**
+ * `edgegw_ring_consumer_reattach`: the owner serves the same ring (a restarted daemon took it
+ * back); reading continues from this consumer's own read position.
+ */
+#define EDGEGW_RING_SAME_RING 0
+
+/**
+ * `edgegw_ring_consumer_reattach`: a new ring (the old one was read to its end); reading
+ * starts at its released position.
+ */
+#define EDGEGW_RING_NEW_RING 1
+
+/**
+ * `edgegw_ring_consumer_reattach`: the old ring was marked replaced; its records not released
+ * are in the new one.
+ */
+#define EDGEGW_RING_REPLACED_RING 2
+
+/**
  * The version of the library this header was generated from: major, minor, patch (the
  * `edgegw-ring` crate's version). `edgegw_ring_version()` gives the version of the library
  * actually linked, as a string; a program can compare the two.
@@ -231,6 +249,19 @@ int edgegw_ring_consumer_prepare_wait(struct edgegw_ring_consumer *c);
  * `c` is NULL (ignored) or a live consumer handle.
  */
 void edgegw_ring_consumer_finish_wait(struct edgegw_ring_consumer *c);
+
+/**
+ * Attach again to the socket this consumer attached to, after a wait said
+ * `EDGEGW_RING_FINISHED` or `EDGEGW_RING_PEER_GONE` (the daemon stopped or restarted; FORMAT.md
+ * section 7). Returns `EDGEGW_RING_SAME_RING` (the same ring, continued: reading goes on from
+ * this consumer's own read position, nothing lost or repeated), `EDGEGW_RING_NEW_RING`,
+ * `EDGEGW_RING_REPLACED_RING`, or a negative code (`EDGEGW_RING_E_ATTACH` while the socket is
+ * missing or busy: try again later; the handle is unchanged) and, if `err` is not NULL, why.
+ *
+ * # Safety
+ * `c` is NULL or a live consumer handle; `err` is NULL or points to `err_len` writable bytes.
+ */
+int edgegw_ring_consumer_reattach(struct edgegw_ring_consumer *c, char *err, size_t err_len);
 
 /**
  * The ring's generation: it changes when the ring's owner restarts with a new ring. 0 if `c`

@@ -7,8 +7,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-/// Hello protocol version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Hello protocol version this library speaks: 2, which understands rings with fd protection
+/// (FORMAT.md section 6). It also speaks version 1 to an owner that only knows that one.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest hello version an owner built from this library answers.
+pub(crate) const OLDEST_PROTOCOL_VERSION: u16 = 1;
 pub(crate) const HELLO_MAGIC: [u8; 4] = *b"EGRH";
 pub(crate) const REPLY_MAGIC: [u8; 4] = *b"EGRR";
 pub(crate) const HELLO_LEN: usize = 32;
@@ -40,19 +43,19 @@ pub(crate) fn encode_hello(req: Request, version: u16) -> [u8; HELLO_LEN] {
     b
 }
 
-/// A parsed hello: `Err(status)` when it must be refused for its form.
-pub(crate) fn decode_hello(b: &[u8]) -> std::result::Result<Request, (u8, u16)> {
+/// A parsed hello and its version: `Err(status)` when it must be refused for its form.
+pub(crate) fn decode_hello(b: &[u8]) -> std::result::Result<(Request, u16), (u8, u16)> {
     if b.len() != HELLO_LEN || b[0..4] != HELLO_MAGIC {
         return Err((STATUS_MALFORMED, 0));
     }
     let version = u16::from_ne_bytes([b[4], b[5]]);
-    if version != PROTOCOL_VERSION {
+    if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return Err((STATUS_VERSION, version));
     }
     match b[6] {
-        3 => Ok(Request::Stat),
+        3 => Ok((Request::Stat, version)),
         v => Role::from_wire(v)
-            .map(Request::Attach)
+            .map(|role| (Request::Attach(role), version))
             .ok_or((STATUS_MALFORMED, version)),
     }
 }
@@ -122,10 +125,11 @@ pub(crate) const STATE_ATTACHED: u32 = 1;
 pub(crate) const STATE_FINISHED: u32 = 2;
 
 impl Reply {
-    pub(crate) fn encode(&self) -> [u8; REPLY_LEN] {
+    /// The answer in hello protocol `version` (the hello's, when the owner speaks it).
+    pub(crate) fn encode(&self, version: u16) -> [u8; REPLY_LEN] {
         let mut b = [0u8; REPLY_LEN];
         b[0..4].copy_from_slice(&REPLY_MAGIC);
-        b[4..6].copy_from_slice(&PROTOCOL_VERSION.to_ne_bytes());
+        b[4..6].copy_from_slice(&version.to_ne_bytes());
         b[6] = self.status;
         b[7] = self.offered_role;
         b[8..16].copy_from_slice(&self.capacity.to_ne_bytes());
@@ -200,8 +204,24 @@ pub(crate) fn wrap_err(path: &Path, e: Error) -> Error {
 }
 
 /// Connect, say hello, and read the answer. For an attach, returns the fds (not yet checked);
-/// for a stat request, the answer alone.
+/// for a stat request, the answer alone. An owner that speaks only version 1 of the hello
+/// refuses ours as a version mismatch in its own version: then we say hello again in version 1
+/// (whose rings are sealed, which `ring::check` accepts as well).
 pub(crate) fn exchange(path: &Path, req: Request) -> Result<(Reply, Vec<OwnedFd>, OwnedFd)> {
+    match exchange_in(path, req, PROTOCOL_VERSION) {
+        Err(Error::Refused {
+            reason: Refusal::VersionMismatch { server: 1, .. },
+            ..
+        }) => exchange_in(path, req, 1),
+        other => other,
+    }
+}
+
+fn exchange_in(
+    path: &Path,
+    req: Request,
+    hello_version: u16,
+) -> Result<(Reply, Vec<OwnedFd>, OwnedFd)> {
     let socket = os::seqpacket_connect(path).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::NotFound => " (no ring socket at this path)",
@@ -212,7 +232,7 @@ pub(crate) fn exchange(path: &Path, req: Request) -> Result<(Reply, Vec<OwnedFd>
         attach_err(path, format!("connect: {e}{hint}"))
     })?;
     os::set_recv_timeout(socket.as_fd(), ANSWER_TIMEOUT)?;
-    os::send_message(socket.as_fd(), &encode_hello(req, PROTOCOL_VERSION), &[])
+    os::send_message(socket.as_fd(), &encode_hello(req, hello_version), &[])
         .map_err(|e| attach_err(path, format!("send hello: {e}")))?;
     let mut buf = [0u8; REPLY_LEN + 1];
     let msg = os::recv_message(socket.as_fd(), &mut buf, false)
@@ -246,12 +266,12 @@ pub(crate) fn exchange(path: &Path, req: Request) -> Result<(Reply, Vec<OwnedFd>
         ));
     }
     let (reply, version) = Reply::decode(&buf[..msg.len]).map_err(|e| attach_err(path, e))?;
-    if version != PROTOCOL_VERSION {
+    if version != hello_version {
         return Err(Error::Refused {
             path: path.to_owned(),
             reason: Refusal::VersionMismatch {
                 server: version,
-                client: PROTOCOL_VERSION,
+                client: hello_version,
             },
         });
     }
@@ -260,7 +280,7 @@ pub(crate) fn exchange(path: &Path, req: Request) -> Result<(Reply, Vec<OwnedFd>
         STATUS_OK => None,
         STATUS_VERSION => Some(Refusal::VersionMismatch {
             server: version,
-            client: PROTOCOL_VERSION,
+            client: hello_version,
         }),
         STATUS_NOT_ALLOWED => {
             let uid = nix::unistd::geteuid().as_raw();

@@ -8,6 +8,7 @@ use crate::format::{max_payload, Role, StaticHeader, WrapMode};
 use crate::server::ServedRing;
 use crate::sys::os;
 use crate::sys::shm::{MappedRing, Payload};
+use crate::takeback::{self, TakenBack};
 use crate::{attach, ring, Error, Result, RingConfig, RingFds};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -165,6 +166,56 @@ impl Consumer {
             spin: DEFAULT_SPIN,
             producer_trusted: false,
         })
+    }
+
+    /// Take back a ring this process's previous life created and consumed (a reply ring), from
+    /// its own fds (systemd's fd store; FORMAT.md section 7, "Restarts"). Everything in it is
+    /// checked as memory a peer wrote: header and sizes, protection, positions, and every record
+    /// from `consumer_pos` to `producer_pos`. A consistent ring continues from its
+    /// `consumer_pos`, served again with [`served_ring`](Consumer::served_ring); otherwise the
+    /// answer says why (what the peer wrote into a broken ring is lost: FORMAT.md section 6).
+    pub fn take_back(fds: RingFds) -> Result<TakenBack<Consumer>> {
+        let header = match takeback::check_stored(&fds, Role::Consumer) {
+            Ok(h) => h,
+            Err((reason, generation)) => {
+                return Ok(TakenBack::Unfit {
+                    reason,
+                    generation,
+                    salvaged: Vec::new(),
+                })
+            }
+        };
+        let mem = match takeback::map_for_owner(&fds, &header, Role::Consumer) {
+            Ok(m) => m,
+            Err(e) => return Ok(takeback::unfit(e, header.generation)),
+        };
+        if let Some(reason) = takeback::walk(&mem, &header, false).broken {
+            return Ok(TakenBack::Unfit {
+                reason,
+                generation: Some(header.generation),
+                salvaged: Vec::new(),
+            });
+        }
+        let core = match ConsumerCore::resume(&mem, header.capacity, header.wrap, true) {
+            Ok(c) => c,
+            Err(e) => return Ok(takeback::unfit(e, header.generation)),
+        };
+        let region_id = os::file_identity(fds.region.as_fd())?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::io("dup", e));
+        Ok(TakenBack::Continued(Consumer {
+            data_event: dup(&fds.data_event)?,
+            space_event: dup(&fds.space_event)?,
+            mem,
+            core,
+            header,
+            link: Link::Owner {
+                state: Arc::new(PeerState::default()),
+                fds,
+            },
+            region_id,
+            spin: DEFAULT_SPIN,
+            producer_trusted: false,
+        }))
     }
 
     /// Attach as the consumer of the ring served at `path`. Checks the server's answer, the
@@ -463,8 +514,10 @@ impl Consumer {
     }
 
     /// Attach again to the path this consumer attached to (after [`Readiness::PeerGone`] or
-    /// [`Readiness::Finished`]). If the server serves the same ring, reading continues from the
-    /// released position. If it serves a new generation, the old ring must have been read to its
+    /// [`Readiness::Finished`]). If the server serves the same ring (the region memfd has the
+    /// identity and generation of ours: a restarted owner that took its ring back), reading
+    /// continues from this consumer's own read position: nothing it read comes again, nothing
+    /// is skipped. If it serves a new generation, the old ring must have been read to its
     /// end first (otherwise an error says how much is unread, and nothing changes); then this
     /// consumer switches to the new ring. An old ring its owner marked replaced is not drained:
     /// its unreleased records are in the new one ([`Reattached::Replaced`]).
@@ -497,6 +550,24 @@ impl Consumer {
                     ),
                 });
         }
+        if same {
+            // The same memory: keep our mapping and our private read position, so nothing read
+            // and not yet released comes again and nothing is skipped; take the new link and
+            // eventfds.
+            drop(mem);
+            let RingFds {
+                data_event,
+                space_event,
+                ..
+            } = att.fds;
+            self.data_event = data_event;
+            self.space_event = space_event;
+            self.link = Link::Attached {
+                socket: att.socket,
+                path,
+            };
+            return Ok(Reattached::SameRing);
+        }
         let old = self.header.generation;
         *self = Self::from_parts(
             mem,
@@ -507,9 +578,7 @@ impl Consumer {
                 path,
             },
         )?;
-        Ok(if same {
-            Reattached::SameRing
-        } else if replaced {
+        Ok(if replaced {
             Reattached::Replaced {
                 old,
                 new: self.header.generation,

@@ -154,6 +154,11 @@ pub(crate) struct RecordLoc {
     pub flags: u16,
 }
 
+/// Positions count bytes and never come near 2^63 (centuries at any rate a machine can move);
+/// a side that resumes a ring refuses larger ones, so that no later sum of a position and a
+/// record size or the capacity can overflow.
+const MAX_POSITION: u64 = 1 << 63;
+
 fn corrupt(msg: String) -> Error {
     Error::Corrupt(msg)
 }
@@ -221,10 +226,22 @@ impl ProducerCore {
     /// State for a producer of a ring whose shared fields may already hold a history (a new
     /// ring has all zeroes; a producer that attaches to a served ring continues it).
     pub(crate) fn resume(mem: &impl RingMem, capacity: usize, wrap: WrapMode) -> Result<Self> {
-        let capacity = capacity as u64;
         let published = mem.load(Field::ProducerPos, Ordering::Acquire);
         let consumer = mem.load(Field::ConsumerPos, Ordering::Acquire);
-        if !published.is_multiple_of(RECORD_ALIGN as u64)
+        Self::resume_at(mem, capacity, wrap, published, consumer)
+    }
+
+    /// Resume at positions the caller read and checked (a ring taken back after a restart).
+    pub(crate) fn resume_at(
+        mem: &impl RingMem,
+        capacity: usize,
+        wrap: WrapMode,
+        published: u64,
+        consumer: u64,
+    ) -> Result<Self> {
+        let capacity = capacity as u64;
+        if published > MAX_POSITION
+            || !published.is_multiple_of(RECORD_ALIGN as u64)
             || !consumer.is_multiple_of(RECORD_ALIGN as u64)
             || consumer > published
             || published - consumer > capacity
@@ -234,7 +251,7 @@ impl ProducerCore {
             )));
         }
         let sleep = mem.load(Field::ProducerSleep, Ordering::Relaxed);
-        let sleep_seq = (sleep + 1) & !1;
+        let sleep_seq = sleep.wrapping_add(1) & !1;
         if sleep != sleep_seq {
             mem.store(Field::ProducerSleep, sleep_seq, Ordering::Relaxed);
         }
@@ -524,6 +541,18 @@ impl ProducerCore {
         wake.wake();
     }
 
+    /// Clear `FINISHED` (a restarted producer continuing its ring, before it publishes again).
+    pub(crate) fn clear_finished(&self, mem: &impl RingMem) {
+        let flags = mem.load(Field::ProducerFlags, Ordering::Relaxed);
+        if flags & FLAG_FINISHED != 0 {
+            mem.store(
+                Field::ProducerFlags,
+                flags & !FLAG_FINISHED,
+                Ordering::Release,
+            );
+        }
+    }
+
     /// Mark the ring replaced (FORMAT.md section 6) and wake the consumer, so a waiting one looks
     /// at it and finds its link gone.
     pub(crate) fn mark_replaced(&mut self, mem: &impl RingMem, wake: &impl Wake) {
@@ -641,15 +670,15 @@ impl ConsumerCore {
             writes_page: owns_consumer_page,
             corrupt: None,
         };
-        if !released.is_multiple_of(RECORD_ALIGN as u64) {
+        if !released.is_multiple_of(RECORD_ALIGN as u64) || released > MAX_POSITION {
             return Err(corrupt(format!(
-                "consumer position {released} is not a multiple of {RECORD_ALIGN}"
+                "consumer position {released} is not a multiple of {RECORD_ALIGN} below 2^63"
             )));
         }
         core.refresh_producer_checked(mem)?;
         if owns_consumer_page {
             let sleep = mem.load(Field::ConsumerSleep, Ordering::Relaxed);
-            core.sleep_seq = (sleep + 1) & !1;
+            core.sleep_seq = sleep.wrapping_add(1) & !1;
             if sleep != core.sleep_seq {
                 mem.store(Field::ConsumerSleep, core.sleep_seq, Ordering::Relaxed);
             }

@@ -90,6 +90,15 @@ pub enum Refusal {
         /// Ours.
         client: u16,
     },
+    /// The peer said hello in protocol version 1 to a ring with fd protection, which a version 1
+    /// peer would refuse (it requires `F_SEAL_FUTURE_WRITE` on the part it only reads). Only
+    /// the owner sees this reason; on the wire it is a version mismatch (status 1) answered in
+    /// the owner's version.
+    #[error("it speaks attach protocol version {client}, which cannot read a ring with fd protection (version 2); a ring with seal protection serves it")]
+    NeedsSealProtection {
+        /// The peer's version.
+        client: u16,
+    },
     /// Our uid/gid is not on the ring's allow list.
     #[error("credentials not allowed (uid {uid}, gid {gid})")]
     NotAllowed {

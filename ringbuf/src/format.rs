@@ -133,6 +133,31 @@ impl fmt::Display for WrapMode {
     }
 }
 
+/// How the owner keeps its peer from writing the part of a ring the owner writes (FORMAT.md
+/// section 6). Chosen per ring at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protection {
+    /// The owner keeps its own read-write fds and hands the peer a read-only open file
+    /// description of its part; the memfds are mode 0600. A restarted owner that kept its fds
+    /// (systemd's fd store) can write the ring again and continue it. Peers need attach protocol
+    /// version 2.
+    #[default]
+    Fd,
+    /// `F_SEAL_FUTURE_WRITE` on the owner's part, as in protocol version 1: every peer library
+    /// can attach, but nobody, the owner included, can map that part writable again once the
+    /// owner's mapping is gone, so the ring cannot continue across a restart.
+    Seal,
+}
+
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protection::Fd => "fd",
+            Protection::Seal => "seal",
+        })
+    }
+}
+
 /// How to build a new ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingConfig {
@@ -142,6 +167,8 @@ pub struct RingConfig {
     pub generation: u64,
     /// Wrap strategy.
     pub wrap: WrapMode,
+    /// How the owner's part is protected from the peer.
+    pub protection: Protection,
 }
 
 impl RingConfig {
@@ -155,6 +182,7 @@ impl RingConfig {
             capacity,
             generation: 1,
             wrap: WrapMode::default(),
+            protection: Protection::default(),
         }
     }
 
@@ -167,6 +195,12 @@ impl RingConfig {
     /// Same config with another wrap mode.
     pub fn wrap(mut self, wrap: WrapMode) -> Self {
         self.wrap = wrap;
+        self
+    }
+
+    /// Same config with another protection.
+    pub fn protection(mut self, protection: Protection) -> Self {
+        self.protection = protection;
         self
     }
 

@@ -43,6 +43,7 @@ mod producer;
 mod ring;
 mod server;
 mod sys;
+mod takeback;
 #[cfg(feature = "tokio")]
 mod tokio_support;
 pub mod tools;
@@ -55,13 +56,14 @@ pub use consumer::{Consumer, Reattached, Record};
 pub use endpoint::{PeerStatus, Readiness, DEFAULT_SPIN};
 pub use error::{Error, Refusal, Result};
 pub use format::{
-    max_payload, RingConfig, Role, WrapMode, FIRST_RESERVED_TYPE, FORMAT_VERSION, MAX_CAPACITY,
-    MIN_CAPACITY, RECORD_ALIGN, RECORD_HEADER_LEN,
+    max_payload, Protection, RingConfig, Role, WrapMode, FIRST_RESERVED_TYPE, FORMAT_VERSION,
+    MAX_CAPACITY, MIN_CAPACITY, RECORD_ALIGN, RECORD_HEADER_LEN,
 };
 pub use producer::{Moved, Producer};
 pub use ring::RingFds;
 pub use server::{AllowList, OwnerCounters, RingServer, ServedRing, ServerEvent};
 pub use sys::shm::Payload;
+pub use takeback::{SalvagedRecord, TakenBack};
 #[cfg(feature = "tokio")]
 pub use tokio_support::{AsyncRingServer, DataReadiness, SpaceReadiness};
 

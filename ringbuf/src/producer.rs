@@ -8,6 +8,7 @@ use crate::format::{check_consumer_page_prefix, max_payload, Role, StaticHeader,
 use crate::server::ServedRing;
 use crate::sys::os;
 use crate::sys::shm::MappedRing;
+use crate::takeback::{self, TakenBack};
 use crate::{attach, ring, Error, Result, RingConfig, RingFds};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -98,6 +99,65 @@ impl Producer {
             },
             spin: DEFAULT_SPIN,
         })
+    }
+
+    /// Take back a ring this process's previous life created and produced into, from its own
+    /// fds (systemd's fd store; FORMAT.md section 7, "Restarts"). Everything in it is checked as
+    /// memory a peer wrote: the header and sizes, the protection (a ring with seal protection
+    /// cannot be written again), the positions, and every record from `consumer_pos` to
+    /// `producer_pos`. A consistent ring continues: same generation, same positions, `FINISHED`
+    /// cleared (the old life set it when it stopped), served again with
+    /// [`served_ring`](Producer::served_ring). Otherwise the answer says why, with the records
+    /// that passed the checks, for a fresh ring.
+    pub fn take_back(fds: RingFds) -> Result<TakenBack<Producer>> {
+        let header = match takeback::check_stored(&fds, Role::Producer) {
+            Ok(h) => h,
+            Err((reason, generation)) => {
+                return Ok(TakenBack::Unfit {
+                    reason,
+                    generation,
+                    salvaged: Vec::new(),
+                })
+            }
+        };
+        let mem = match takeback::map_for_owner(&fds, &header, Role::Producer) {
+            Ok(m) => m,
+            Err(e) => return Ok(takeback::unfit(e, header.generation)),
+        };
+        let walk = takeback::walk(&mem, &header, false);
+        if let Some(reason) = walk.broken {
+            // Walk again, copying: what passed the checks goes to the fresh ring.
+            let salvaged = takeback::walk(&mem, &header, true).salvaged;
+            return Ok(TakenBack::Unfit {
+                reason,
+                generation: Some(header.generation),
+                salvaged,
+            });
+        }
+        let core = match ProducerCore::resume_at(
+            &mem,
+            header.capacity,
+            header.wrap,
+            walk.producer_pos,
+            walk.consumer_pos,
+        ) {
+            Ok(c) => c,
+            Err(e) => return Ok(takeback::unfit(e, header.generation)),
+        };
+        let state = Arc::new(PeerState::default());
+        // The walk proved consumer_pos a record boundary: the checked release.
+        state.set_checked_release(walk.consumer_pos);
+        core.clear_finished(&mem);
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::io("dup", e));
+        Ok(TakenBack::Continued(Producer {
+            data_event: dup(&fds.data_event)?,
+            space_event: dup(&fds.space_event)?,
+            mem,
+            core,
+            header,
+            link: Link::Owner { state, fds },
+            spin: DEFAULT_SPIN,
+        }))
     }
 
     /// Attach as the producer of a ring served at `path` (a consumer process answering on the

@@ -1,10 +1,11 @@
 //! Building a ring (the owner's side) and checking one handed over as fds (the peer's side).
 
 use crate::format::{
-    check_consumer_page_prefix, consumer_page_prefix, Role, StaticHeader, STATIC_HEADER_LEN,
+    check_consumer_page_prefix, consumer_page_prefix, Protection, Role, StaticHeader,
+    STATIC_HEADER_LEN,
 };
 use crate::sys::os;
-use crate::sys::shm::{Access, MappedRing};
+use crate::sys::shm::{Access, MappedRing, Mapping};
 use crate::{Error, Result, RingConfig};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -123,7 +124,8 @@ fn accesses(role: Role) -> (Access, Access) {
 }
 
 /// Create a ring whose owner plays `owner`: memfds, initial header, the owner's mapping, then the
-/// seals (the owner's writable part is mapped before `F_SEAL_FUTURE_WRITE` closes it to others).
+/// seals (the owner's writable part is mapped before `F_SEAL_FUTURE_WRITE`, with seal
+/// protection, closes it to others).
 pub(crate) fn create(config: &RingConfig, owner: Role) -> Result<Built> {
     let page_size = os::page_size();
     config.validate(page_size)?;
@@ -145,8 +147,15 @@ pub(crate) fn create(config: &RingConfig, owner: Role) -> Result<Built> {
         region_access,
         consumer_access,
     )?;
-    os::add_seals(region.as_fd(), owner == Role::Producer)?;
-    os::add_seals(consumer_page.as_fd(), owner == Role::Consumer)?;
+    // Seal protection closes the owner's part with F_SEAL_FUTURE_WRITE; fd protection keeps
+    // it open to the owner's read-write fds only (0600, and peers get read-only descriptions).
+    let seal = config.protection == Protection::Seal;
+    if !seal {
+        os::restrict_to_owner(region.as_fd())?;
+        os::restrict_to_owner(consumer_page.as_fd())?;
+    }
+    os::add_seals(region.as_fd(), seal && owner == Role::Producer)?;
+    os::add_seals(consumer_page.as_fd(), seal && owner == Role::Consumer)?;
     let fds = RingFds {
         region,
         consumer_page,
@@ -203,6 +212,7 @@ pub(crate) fn check(fds: &RingFds, role: Option<Role>) -> Result<StaticHeader> {
         }
     }
     // The part the peer only reads must be closed to its writes; the part we write must not be.
+    let mut read_only_part = None;
     if let Some(role) = role {
         let (ours, ours_name, theirs, theirs_name) = match role {
             Role::Producer => (region_seals, "region", consumer_seals, "consumer page"),
@@ -214,10 +224,29 @@ pub(crate) fn check(fds: &RingFds, role: Option<Role>) -> Result<StaticHeader> {
                 role.peer()
             )));
         }
-        if !theirs.future_write {
+        let ours_fd = match role {
+            Role::Producer => fds.region.as_fd(),
+            Role::Consumer => fds.consumer_page.as_fd(),
+        };
+        if os::is_read_only(ours_fd)? {
             return Err(Error::InvalidRing(format!(
-                "the {theirs_name} memfd lacks F_SEAL_FUTURE_WRITE: a {role} must not be able to write it"
+                "the {ours_name} fd is open read-only, so a {role} cannot write it: is this ring meant for a {}?",
+                role.peer()
             )));
+        }
+        if !theirs.future_write {
+            // Fd protection: the description we got must be read-only, and a writable shared
+            // mapping of it must fail.
+            let theirs_fd = match role {
+                Role::Producer => fds.consumer_page.as_fd(),
+                Role::Consumer => fds.region.as_fd(),
+            };
+            if !os::is_read_only(theirs_fd)? {
+                return Err(Error::InvalidRing(format!(
+                    "the {theirs_name} memfd is neither sealed F_SEAL_FUTURE_WRITE nor handed over read-only: a {role} must not be able to write it"
+                )));
+            }
+            read_only_part = Some((theirs_fd, theirs_name, role));
         }
     }
     let mut raw = [0u8; STATIC_HEADER_LEN];
@@ -246,7 +275,44 @@ pub(crate) fn check(fds: &RingFds, role: Option<Role>) -> Result<StaticHeader> {
     let mut prefix = [0u8; 12];
     os::pread_exact(fds.consumer_page.as_fd(), &mut prefix, 0)?;
     check_consumer_page_prefix(&prefix)?;
+    if let Some((fd, name, role)) = read_only_part {
+        // Both memfds are at least a page and sealed against shrinking (checked above).
+        if Mapping::plain(fd, page_size, Access::ReadWrite).is_ok() {
+            return Err(Error::InvalidRing(format!(
+                "the {name} memfd can be mapped writable: a {role} must not be able to write it"
+            )));
+        }
+    }
     os::check_eventfd(fds.data_event.as_fd(), "data")?;
     os::check_eventfd(fds.space_event.as_fd(), "space")?;
     Ok(header)
+}
+
+/// The protection of a ring, from its owner's fds: seal protection if the owner's part (the
+/// region for a producing owner, the consumer page for a consuming one) is sealed
+/// `F_SEAL_FUTURE_WRITE`.
+pub(crate) fn protection_of(fds: &RingFds, owner: Role) -> Result<Protection> {
+    let (fd, name) = match owner {
+        Role::Producer => (fds.region.as_fd(), "region"),
+        Role::Consumer => (fds.consumer_page.as_fd(), "consumer page"),
+    };
+    Ok(if os::get_seals(fd, name)?.future_write {
+        Protection::Seal
+    } else {
+        Protection::Fd
+    })
+}
+
+/// The fds as the peer of an owner playing `owner` gets them: with fd protection, a read-only
+/// description of the owner's part in place of the owner's own; with seal protection,
+/// duplicates (the seal protects).
+pub(crate) fn peer_fds(fds: &RingFds, owner: Role, protection: Protection) -> Result<RingFds> {
+    let mut peer = fds.try_clone()?;
+    if protection == Protection::Fd {
+        match owner {
+            Role::Producer => peer.region = os::reopen_read_only(fds.region.as_fd())?,
+            Role::Consumer => peer.consumer_page = os::reopen_read_only(fds.consumer_page.as_fd())?,
+        }
+    }
+    Ok(peer)
 }

@@ -1,15 +1,15 @@
 //! The owner's side of the attach protocol: a [`RingServer`] per ring, on its own unix socket.
 
 use crate::attach::{
-    decode_hello, encode_more_counters, Reply, Request, HELLO_LEN, OWNER_COUNTERS, STATE_ATTACHED,
-    STATE_FINISHED, STATUS_BUSY, STATUS_MALFORMED, STATUS_NOT_ALLOWED, STATUS_OK, STATUS_VERSION,
-    STATUS_WRONG_ROLE,
+    decode_hello, encode_more_counters, Reply, Request, HELLO_LEN, OWNER_COUNTERS,
+    PROTOCOL_VERSION, STATE_ATTACHED, STATE_FINISHED, STATUS_BUSY, STATUS_MALFORMED,
+    STATUS_NOT_ALLOWED, STATUS_OK, STATUS_VERSION, STATUS_WRONG_ROLE,
 };
 use crate::core::{check_release, Field, ReleaseCheck};
 use crate::endpoint::{PeerState, PeerStatus};
 use crate::format::{
-    check_consumer_page_prefix, Role, StaticHeader, FLAG_FINISHED, FORMAT_VERSION, RECORD_ALIGN,
-    STATIC_HEADER_LEN,
+    check_consumer_page_prefix, Protection, Role, StaticHeader, FLAG_FINISHED, FORMAT_VERSION,
+    RECORD_ALIGN, STATIC_HEADER_LEN,
 };
 use crate::sys::os::{self, Epoll};
 use crate::sys::shm::HeaderView;
@@ -112,7 +112,12 @@ pub(crate) struct Snapshot {
 /// owner got back from systemd's fd store with [`ServedRing::from_fds`].
 #[derive(Debug)]
 pub struct ServedRing {
-    fds: RingFds,
+    /// The owner's own fds (read-write).
+    owner_fds: RingFds,
+    /// The fds as the peer gets them (FORMAT.md section 6: with fd protection, a read-only
+    /// description of the owner's part).
+    peer_fds: RingFds,
+    protection: Protection,
     peer_role: Role,
     header: StaticHeader,
     state: Arc<PeerState>,
@@ -131,8 +136,12 @@ impl ServedRing {
             fds.consumer_page.as_fd(),
             header.page_size,
         )?;
+        let protection = ring::protection_of(&fds, peer_role.peer())?;
+        let peer_fds = ring::peer_fds(&fds, peer_role.peer(), protection)?;
         Ok(ServedRing {
-            fds,
+            owner_fds: fds,
+            peer_fds,
+            protection,
             peer_role,
             header,
             state,
@@ -140,11 +149,10 @@ impl ServedRing {
         })
     }
 
-    /// Serve a ring from fds (checked like an attaching peer checks them), offering `peer_role`
-    /// to whoever attaches. For example a restarted daemon serving an old, finished ring so a
-    /// consumer can drain it.
+    /// Serve a ring from its owner's fds (checked like an attaching peer checks them, but for
+    /// the seals that depend on the role), offering `peer_role` to whoever attaches.
     pub fn from_fds(fds: RingFds, peer_role: Role) -> Result<ServedRing> {
-        let header = ring::check(&fds, Some(peer_role))?;
+        let header = ring::check(&fds, None)?;
         Self::new(fds, peer_role, header, Arc::new(PeerState::default()))
     }
 
@@ -163,14 +171,21 @@ impl ServedRing {
         self.header.capacity
     }
 
-    /// The fds, for passing them without a socket (fork) or storing them.
-    pub fn fds(&self) -> &RingFds {
-        &self.fds
+    /// How the owner's part is protected from the peer.
+    pub fn protection(&self) -> Protection {
+        self.protection
     }
 
-    /// Give up serving and keep the fds.
+    /// The fds as a peer gets them, for passing them without a socket (fork). (The owner's own
+    /// fds, which it keeps or stores, are [`Producer::fds`](crate::Producer::fds) and
+    /// [`Consumer::fds`](crate::Consumer::fds).)
+    pub fn fds(&self) -> &RingFds {
+        &self.peer_fds
+    }
+
+    /// Give up serving and keep the fds a peer gets.
     pub fn into_fds(self) -> RingFds {
-        self.fds
+        self.peer_fds
     }
 
     /// Whether a peer is attached.
@@ -201,7 +216,7 @@ impl ServedRing {
     /// peer cannot write, from the last checked release).
     fn check_consumer_page(&self) -> std::result::Result<(), Unfit> {
         let mut prefix = [0u8; 12];
-        os::pread_exact(self.fds.consumer_page.as_fd(), &mut prefix, 0)
+        os::pread_exact(self.owner_fds.consumer_page.as_fd(), &mut prefix, 0)
             .and_then(|()| check_consumer_page_prefix(&prefix))
             .map_err(|e| Unfit::Broken(e.to_string()))?;
         let cap = self.header.capacity as u64;
@@ -209,7 +224,7 @@ impl ServedRing {
             let checked = self.state.checked_release();
             let c = self.view.load(Field::ConsumerPos);
             let p = self.view.load(Field::ProducerPos);
-            let mut region = RegionReader::new(&self.fds.region, self.header.page_size, cap);
+            let mut region = RegionReader::new(&self.owner_fds.region, self.header.page_size, cap);
             let found = check_release(
                 cap,
                 self.header.wrap,
@@ -236,7 +251,7 @@ impl ServedRing {
     /// A finished ring waits for its owner to drain and replace it.
     fn check_producer_part(&self) -> std::result::Result<(), Unfit> {
         let mut raw = [0u8; STATIC_HEADER_LEN];
-        let header = os::pread_exact(self.fds.region.as_fd(), &mut raw, 0)
+        let header = os::pread_exact(self.owner_fds.region.as_fd(), &mut raw, 0)
             .and_then(|()| StaticHeader::decode(&raw, self.header.page_size))
             .map_err(|e| Unfit::Broken(e.to_string()))?;
         if header != self.header {
@@ -254,7 +269,7 @@ impl ServedRing {
         }
         if s.finished {
             // Wake the owner in case the producer set the flag without a signal.
-            os::signal_eventfd(self.fds.data_event.as_fd());
+            os::signal_eventfd(self.owner_fds.data_event.as_fd());
             return Err(Unfit::Busy);
         }
         Ok(())
@@ -622,7 +637,7 @@ impl RingServer {
         if self.ring.peer_role == Role::Producer {
             // Let the owner look at the ring once more: a producer may have published, or
             // finished, without a signal before it left.
-            os::signal_eventfd(self.ring.fds.data_event.as_fd());
+            os::signal_eventfd(self.ring.owner_fds.data_event.as_fd());
         }
         // What the peer left must be fit for the next one (and the owner learns now, not when
         // the next peer trips over it).
@@ -650,7 +665,14 @@ impl RingServer {
     }
 
     fn answer(&mut self, conn: Conn, hello: &[u8], events: &mut Vec<ServerEvent>) {
-        let refuse = |status: u8, reason: Refusal, this: &Self, events: &mut Vec<ServerEvent>| {
+        // Refusals of a hello's form or version are answered in our version; the others in the
+        // hello's (set below once it is parsed), which is the one the peer reads.
+        let mut version = PROTOCOL_VERSION;
+        let refuse = |status: u8,
+                      reason: Refusal,
+                      version: u16,
+                      this: &Self,
+                      events: &mut Vec<ServerEvent>| {
             // Only a peer that is allowed and speaks our hello learns anything about the ring.
             let reply = match status {
                 STATUS_NOT_ALLOWED | STATUS_MALFORMED | STATUS_VERSION => Reply {
@@ -659,7 +681,7 @@ impl RingServer {
                 },
                 _ => this.ring.reply(status),
             };
-            let _ = os::send_message(conn.socket.as_fd(), &reply.encode(), &[]);
+            let _ = os::send_message(conn.socket.as_fd(), &reply.encode(version), &[]);
             events.push(ServerEvent::Refused {
                 pid: conn.pid,
                 uid: conn.uid,
@@ -675,22 +697,26 @@ impl RingServer {
                     uid: conn.uid,
                     gid: conn.gid,
                 },
+                version,
                 self,
                 events,
             );
         }
         let req = match decode_hello(hello) {
-            Ok(r) => r,
+            Ok((r, v)) => {
+                version = v;
+                r
+            }
             Err((status, version)) => {
                 let reason = if status == crate::attach::STATUS_VERSION {
                     Refusal::VersionMismatch {
-                        server: crate::attach::PROTOCOL_VERSION,
+                        server: PROTOCOL_VERSION,
                         client: version,
                     }
                 } else {
                     Refusal::Malformed
                 };
-                return refuse(status, reason, self, events);
+                return refuse(status, reason, version, self, events);
             }
         };
         let role = match req {
@@ -702,7 +728,7 @@ impl RingServer {
                         .owner_counters
                         .copy_from_slice(&counters[..OWNER_COUNTERS]);
                 }
-                let _ = os::send_message(conn.socket.as_fd(), &reply.encode(), &[]);
+                let _ = os::send_message(conn.socket.as_fd(), &reply.encode(version), &[]);
                 if let Some(counters) = &counters {
                     // The rest in a message of its own: a stat tool that knows only the answer
                     // reads one message and never sees it.
@@ -721,6 +747,18 @@ impl RingServer {
                     offered: self.ring.peer_role,
                     requested: role,
                 },
+                version,
+                self,
+                events,
+            );
+        }
+        if version < 2 && self.ring.protection == Protection::Fd {
+            // A version 1 peer requires F_SEAL_FUTURE_WRITE on the part it only reads and would
+            // refuse this ring after the fds came: say so now, as a version mismatch in ours.
+            return refuse(
+                STATUS_VERSION,
+                Refusal::NeedsSealProtection { client: version },
+                PROTOCOL_VERSION,
                 self,
                 events,
             );
@@ -731,19 +769,19 @@ impl RingServer {
             self.check_peer(events);
         }
         if self.peer.is_some() || !self.ring_fit(events) {
-            return refuse(STATUS_BUSY, Refusal::Busy, self, events);
+            return refuse(STATUS_BUSY, Refusal::Busy, version, self, events);
         }
-        self.hand_over(conn, events);
+        self.hand_over(conn, version, events);
     }
 
     /// Sends the fds to a peer that passed every check, and watches its connection.
-    fn hand_over(&mut self, conn: Conn, events: &mut Vec<ServerEvent>) {
+    fn hand_over(&mut self, conn: Conn, version: u16, events: &mut Vec<ServerEvent>) {
         // Mark attached before the fds leave, so the owner never sees a peer it does not know of.
         self.ring.state.attached();
-        let fds = self.ring.fds.as_array();
+        let fds = self.ring.peer_fds.as_array();
         match os::send_message(
             conn.socket.as_fd(),
-            &self.ring.reply(STATUS_OK).encode(),
+            &self.ring.reply(STATUS_OK).encode(version),
             &fds,
         ) {
             Ok(()) => {

@@ -522,10 +522,25 @@ fn taking_ring_fds_from_a_missing_or_bad_environment_is_a_clear_error_child() {
 fn other_user_child() {
     let path = std::env::var("RING_PATH").unwrap();
     let expect_allowed = std::env::var("RING_EXPECT").unwrap() == "allowed";
-    match Consumer::attach(&path) {
-        Ok(mut c) => {
+    match edgegw_ring::tools::attach_raw(&path, edgegw_ring::Role::Consumer) {
+        Ok(raw) => {
             assert!(expect_allowed, "uid {} was let in", nix::unistd::geteuid());
+            // Fd protection: the region came as a read-only description, and the memfd's mode
+            // (0600, the owner's uid) keeps a peer of another uid from opening it again for
+            // writing through /proc (FORMAT.md section 6).
+            let region = format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&raw.fds.region)
+            );
+            let err = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&region)
+                .unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+            let mut c = Consumer::from_fds(raw.fds).unwrap();
             assert_eq!(c.read().unwrap().unwrap().payload().to_vec(), b"for nobody");
+            drop(raw.link);
             println!("RESULT attached");
         }
         Err(e) => {
@@ -541,7 +556,7 @@ fn other_user_child() {
 
 #[test]
 #[ignore = "needs root: starts the peer under another uid (65534) to exercise SO_PEERCRED"]
-fn a_peer_of_another_user_is_refused_unless_its_uid_is_allowed() {
+fn a_peer_of_another_user_is_refused_unless_allowed_and_cannot_reopen_the_region_for_writing() {
     if child_role().as_deref() == Some("other-user") {
         return other_user_child();
     }
@@ -569,7 +584,7 @@ fn a_peer_of_another_user_is_refused_unless_its_uid_is_allowed() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
         let child = child_command_of(
             &exe,
-            "a_peer_of_another_user_is_refused_unless_its_uid_is_allowed",
+            "a_peer_of_another_user_is_refused_unless_allowed_and_cannot_reopen_the_region_for_writing",
             "other-user",
         )
         .env("RING_PATH", &path)

@@ -4,7 +4,7 @@
 
 mod common;
 
-use edgegw_ring::{Consumer, Producer, RingConfig, RingFds};
+use edgegw_ring::{Consumer, Producer, Protection, RingConfig, RingFds};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use std::io::Write;
@@ -22,10 +22,12 @@ fn eventfd() -> OwnedFd {
         .into()
 }
 
-/// A valid ring's fds, for tampering.
+/// A valid ring's fds as its consumer gets them, for tampering (seal protection: the region is
+/// sealed `F_SEAL_FUTURE_WRITE`, which the tests below take apart).
 fn good() -> (Producer, RingFds) {
-    let p = Producer::create(RingConfig::with_capacity(4096)).unwrap();
-    let fds = p.fds().unwrap().try_clone().unwrap();
+    let config = RingConfig::with_capacity(4096).protection(Protection::Seal);
+    let p = Producer::create(config).unwrap();
+    let fds = p.served_ring().unwrap().into_fds();
     (p, fds)
 }
 
@@ -172,8 +174,9 @@ fn the_consumer_cannot_write_the_region_even_through_a_reopened_proc_path() {
 
 #[test]
 fn the_producer_cannot_write_the_consumer_page_of_a_reply_ring() {
-    let owner = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
-    let fds = owner.fds().unwrap().try_clone().unwrap();
+    let config = RingConfig::with_capacity(4096).protection(Protection::Seal);
+    let owner = Consumer::create(config).unwrap();
+    let fds = owner.served_ring().unwrap().into_fds();
     let path = format!("/proc/self/fd/{}", fds.consumer_page.as_raw_fd());
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -461,7 +461,7 @@ fn a_peer_that_talks_after_the_hello_is_disconnected_and_the_ring_freed() {
     connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
     let mut hello = [0u8; 32];
     hello[..4].copy_from_slice(b"EGRH");
-    hello[4..6].copy_from_slice(&1u16.to_ne_bytes());
+    hello[4..6].copy_from_slice(&edgegw_ring::PROTOCOL_VERSION.to_ne_bytes());
     hello[6] = 1;
     send(fd.as_raw_fd(), &hello, MsgFlags::empty()).unwrap();
     let mut buf = [0u8; 256];

@@ -230,6 +230,10 @@ pub struct RingConfig {
     pub allow_uids: Vec<u32>,
     /// gids allowed to attach.
     pub allow_gids: Vec<u32>,
+    /// How the daemon keeps consumers from writing what it writes (FORMAT.md section 6): `fd`
+    /// (the default) continues across a restart and needs peers of attach protocol 2; `seal`
+    /// serves peers of protocol 1 and starts fresh at every restart.
+    pub protection: edgegw_ring::Protection,
     /// The consumer's cgroup, supervised: why it went away is recorded.
     pub consumer: Option<super::ConsumerCgroup>,
 }

@@ -102,6 +102,17 @@ pub struct Ring {
     pub allow_gids: Vec<u32>,
     pub consumer_cgroup: Option<Spanned<String>>,
     pub consumer_unit: Option<Spanned<String>>,
+    pub protection: Option<ProtectionKind>,
+}
+
+/// `protection` of a ring as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtectionKind {
+    /// Read-only descriptions for the peer; continues across a restart (attach protocol 2).
+    Fd,
+    /// `F_SEAL_FUTURE_WRITE`, for peers that speak attach protocol 1 only.
+    Seal,
 }
 
 /// `framing` as written; with `max_frame` it makes a [`super::Framing`].

@@ -231,6 +231,10 @@ impl Validator<'_> {
             when_full,
             allow_uids: raw.allow_uids.clone(),
             allow_gids: raw.allow_gids.clone(),
+            protection: match raw.protection {
+                None | Some(raw::ProtectionKind::Fd) => edgegw_ring::Protection::Fd,
+                Some(raw::ProtectionKind::Seal) => edgegw_ring::Protection::Seal,
+            },
             consumer: super::reactions::consumer(
                 self.file,
                 self.text,

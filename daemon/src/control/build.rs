@@ -119,7 +119,7 @@ pub fn build(
         .iter()
         .filter(|r| !running.contains_key(&r.name))
     {
-        let (endpoints, served) = rings::create(ring, dirs)?;
+        let (endpoints, served) = rings::create(ring, dirs, systemd)?;
         new_endpoints.insert(ring.name.clone(), endpoints);
         new_rings.push(served);
     }

@@ -31,6 +31,7 @@
 //! (`daemon.reload_timeout`), which wraps the future `start_reload` hands to `reload::Reloads`.
 
 mod build;
+pub mod fdstore;
 mod notify;
 mod reload;
 mod requests;
@@ -131,6 +132,8 @@ impl Daemon {
         rings.add(built.commit.new_rings);
         let control = server::ControlServer::bind(&dirs.runtime)?;
         systemd.warn_unused(&built.commit.config);
+        built.commit.sockets.store_changes(&nothing);
+        rings::release_unclaimed(&systemd);
         drop_startup_pages();
         let config = built.commit.config;
         log::info!(
@@ -362,6 +365,7 @@ impl Daemon {
     fn commit(&mut self, commit: Commit) {
         self.rings.add(commit.new_rings);
         self.rings.update(&commit.config);
+        commit.sockets.store_changes(&self.sockets);
         self.sockets = commit.sockets;
         self.config = commit.config;
         self.systemd.warn_unused(&self.config);

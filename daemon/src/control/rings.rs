@@ -12,14 +12,17 @@ use std::task::Poll;
 
 use anyhow::{Context, Result};
 use edgegw_ring::{
-    AllowList, Consumer, OwnerCounters, Producer, Refusal, RingConfig as RingLayout, RingServer,
-    ServerEvent,
+    AllowList, Consumer, OwnerCounters, Producer, Protection, Refusal, RingConfig as RingLayout,
+    RingFds, RingServer, ServerEvent, TakenBack,
 };
 use tokio::io::unix::AsyncFd;
 
 use crate::config::{Config, RingConfig};
 use crate::gateway::{Gateway, GatewayEvent, RingCounter, RingEndpoints, Stats};
 use crate::paths::Dirs;
+use crate::sys::SystemdSockets;
+
+use super::fdstore;
 
 /// A ring's control-plane side: its config and the two attach servers.
 #[derive(Debug)]
@@ -279,12 +282,16 @@ impl Rings {
                  disconnected and a fresh ring takes its place; {lost}"
             );
         }
-        let layout = RingLayout::with_capacity(state.config.capacity).generation(generation + 1);
+        let layout = RingLayout::with_capacity(state.config.capacity)
+            .protection(server.ring().protection())
+            .generation(generation + 1);
+        let config = &state.config;
         let renewed = match direction {
             Direction::Ingress => Producer::create(layout)
                 .inspect(Producer::prefault)
                 .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
                 .map(|(served, fresh)| {
+                    store(config, direction, fresh.fds());
                     log_replaced(name, direction, server.replace_ring(served));
                     gateway.renew_ingress(name, fresh)
                 }),
@@ -292,6 +299,7 @@ impl Rings {
                 .inspect(Consumer::prefault)
                 .and_then(|fresh| Ok((fresh.served_ring()?, fresh)))
                 .map(|(served, fresh)| {
+                    store(config, direction, fresh.fds());
                     log_replaced(name, direction, server.replace_ring(served));
                     gateway.renew_reply(name, fresh)
                 }),
@@ -367,6 +375,15 @@ fn refusal(reason: &Refusal) -> (&'static str, log::Level, String) {
             Warn,
             format!("it asked to attach as the {requested}; this socket serves the {offered}"),
         ),
+        Refusal::NeedsSealProtection { client } => (
+            "edgegw::attach::version",
+            Warn,
+            format!(
+                "it speaks attach protocol version {client}, which cannot read a ring with fd \
+                 protection; upgrade its ring library, or set protection = \"seal\" on the ring \
+                 (a ring with seal protection does not continue across a restart)"
+            ),
+        ),
         Refusal::Busy => (
             "edgegw::attach::busy",
             Info,
@@ -409,19 +426,48 @@ fn allow_list(ring: &RingConfig) -> AllowList {
     allow
 }
 
-/// Creates a ring pair (ingress: we produce; reply: we consume) and binds its two attach
-/// sockets, registered with the runtime (so inside one: the control loop's, or its blocking
-/// pool's) but served only once [`Rings::add`] has them.
-pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingState)> {
-    let layout = RingLayout::with_capacity(ring.capacity);
-    let ingress =
-        Producer::create(layout).with_context(|| format!("ring `{}`: create", ring.name))?;
-    let reply = Consumer::create(layout)
-        .with_context(|| format!("ring `{}`: create reply ring", ring.name))?;
+/// Creates a ring pair (ingress: we produce; reply: we consume), or takes it back from systemd's
+/// fd store (a restart: see [`take_back`]), and binds its two attach sockets, registered with
+/// the runtime (so inside one: the control loop's, or its blocking pool's) but served only once
+/// [`Rings::add`] has them. A ring with fd protection goes into the fd store.
+pub fn create(
+    ring: &RingConfig,
+    dirs: &Dirs,
+    systemd: &SystemdSockets,
+) -> Result<(RingEndpoints, RingState)> {
+    let counters = Arc::new(OwnerCounters::default());
+    let layout = RingLayout::with_capacity(ring.capacity).protection(ring.protection);
+    let ingress = take_back_ingress(ring, systemd, &counters)?;
+    let reply = take_back_reply(ring, systemd, &counters)?;
+    let (ingress, ingress_continued) = match ingress {
+        Some(taken) => taken,
+        None => (
+            Producer::create(layout.generation(1))
+                .with_context(|| format!("ring `{}`: create", ring.name))?,
+            false,
+        ),
+    };
+    let (reply, reply_continued) = match reply {
+        Some(taken) => taken,
+        None => (
+            Consumer::create(layout)
+                .with_context(|| format!("ring `{}`: create reply ring", ring.name))?,
+            false,
+        ),
+    };
     // The ring's memory is taken now, not page by page during the first lap (which costs the
     // first packets a page fault each): capacity bytes each way, resident from the start.
     ingress.prefault();
     reply.prefault();
+    // A continued ring's fds are in the store already (the ones taken back).
+    for (direction, fds, continued) in [
+        (Direction::Ingress, ingress.fds(), ingress_continued),
+        (Direction::Reply, reply.fds(), reply_continued),
+    ] {
+        if !continued {
+            store(ring, direction, fds);
+        }
+    }
     let allow = allow_list(ring);
     let mut ingress_server = RingServer::bind(
         dirs.ring_socket(&ring.name),
@@ -432,16 +478,16 @@ pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingStat
     let mut reply_server =
         RingServer::bind(dirs.reply_socket(&ring.name), reply.served_ring()?, allow)
             .with_context(|| format!("ring `{}`: serve reply ring", ring.name))?;
-    let counters = Arc::new(OwnerCounters::default());
     for server in [&mut ingress_server, &mut reply_server] {
         restrict_socket(server.path(), ring)?;
         server.set_owner_counters(counters.clone());
     }
     log::info!(
         ring = ring.name.as_str();
-        "ring `{}`: {} bytes each way; consumers attach at {}",
+        "ring `{}`: {} bytes each way, protection \"{}\"; consumers attach at {}",
         ring.name,
         ring.capacity,
+        ring.protection,
         ingress_server.path().display()
     );
     Ok((
@@ -457,4 +503,174 @@ pub fn create(ring: &RingConfig, dirs: &Dirs) -> Result<(RingEndpoints, RingStat
             counters,
         },
     ))
+}
+
+/// Puts a ring direction's fds into systemd's fd store (a ring with fd protection), or takes
+/// its names out (seal protection: it cannot continue).
+fn store(ring: &RingConfig, direction: Direction, fds: Option<&edgegw_ring::RingFds>) {
+    let direction = direction.to_string();
+    match (ring.protection, fds) {
+        (Protection::Fd, Some(fds)) => fdstore::store(&ring.name, &direction, fds),
+        _ => fdstore::remove(&ring.name, &direction),
+    }
+}
+
+/// The stored fds of one direction of `ring`, if systemd kept all four and the ring still has
+/// fd protection (a ring now configured `protection = "seal"` starts fresh).
+fn stored(ring: &RingConfig, direction: Direction, systemd: &SystemdSockets) -> Option<RingFds> {
+    let fds = systemd.take_stored(&fdstore::names(&ring.name, &direction.to_string()))?;
+    if ring.protection != Protection::Fd {
+        log::info!(
+            ring = ring.name.as_str();
+            "ring `{}` {direction}: systemd kept it, but the ring is now configured \
+             protection = \"seal\": a fresh ring takes its place",
+            ring.name
+        );
+        return None;
+    }
+    Some(RingFds::from_array(fds))
+}
+
+/// The ingress ring of the daemon's previous life, continued if it is consistent (FORMAT.md
+/// section 7, "Restarts"), with `true`; `None` if there is none. A stored ring that fails the
+/// checks is replaced by a fresh one of the next generation holding the records that passed
+/// them (with `false`: it is not in the store yet), logged once and counted
+/// (`replaced_ingress_rings`).
+fn take_back_ingress(
+    ring: &RingConfig,
+    systemd: &SystemdSockets,
+    counters: &OwnerCounters,
+) -> Result<Option<(Producer, bool)>> {
+    let Some(fds) = stored(ring, Direction::Ingress, systemd) else {
+        return Ok(None);
+    };
+    let name = ring.name.as_str();
+    match Producer::take_back(fds) {
+        Ok(TakenBack::Continued(mut old)) if old.capacity() != ring.capacity => {
+            // The capacity changed with the restart: a fresh ring of the new size, with what
+            // the old one held that was not released.
+            let layout = RingLayout::with_capacity(ring.capacity)
+                .protection(ring.protection)
+                .generation(old.generation() + 1);
+            let mut fresh =
+                Producer::create(layout).with_context(|| format!("ring `{name}`: create"))?;
+            match old.move_unreleased_to(&mut fresh) {
+                Ok(moved) => log::info!(
+                    ring = name;
+                    "ring `{name}` ingress: its capacity changed from {} to {} bytes; a fresh \
+                     ring takes its place with the {} records not released",
+                    old.capacity(),
+                    ring.capacity,
+                    moved.records
+                ),
+                Err(e) => log::error!(
+                    ring = name;
+                    "ring `{name}` ingress: its capacity changed from {} to {} bytes; the \
+                     records not released do not fit the fresh ring and are lost ({e})",
+                    old.capacity(),
+                    ring.capacity
+                ),
+            }
+            Ok(Some((fresh, false)))
+        }
+        Ok(TakenBack::Continued(producer)) => {
+            let (published, released) = producer.positions();
+            log::info!(
+                ring = name;
+                "ring `{name}` ingress: continues from before the restart (generation {}, \
+                 {} unreleased bytes)",
+                producer.generation(),
+                published - released
+            );
+            Ok(Some((producer, true)))
+        }
+        Ok(TakenBack::Unfit {
+            reason,
+            generation,
+            salvaged,
+        }) => {
+            RingCounter::ReplacedIngressRings.add(counters, 1);
+            let layout = RingLayout::with_capacity(ring.capacity)
+                .protection(ring.protection)
+                .generation(generation.map_or(1, |g| g + 1));
+            let mut fresh =
+                Producer::create(layout).with_context(|| format!("ring `{name}`: create"))?;
+            let mut moved = 0usize;
+            for record in &salvaged {
+                if fresh
+                    .send(record.ty, record.flags, &record.payload)
+                    .is_err()
+                {
+                    break;
+                }
+                moved += 1;
+            }
+            fresh.publish();
+            log::error!(
+                ring = name;
+                "ring `{name}` ingress: the ring kept across the restart is not consistent \
+                 ({reason}); a fresh ring takes its place with the {moved} of {} records that \
+                 passed the checks",
+                salvaged.len()
+            );
+            Ok(Some((fresh, false)))
+        }
+        Err(e) => {
+            RingCounter::ReplacedIngressRings.add(counters, 1);
+            log::error!(
+                ring = name;
+                "ring `{name}` ingress: cannot take back the ring kept across the restart ({e}); \
+                 a fresh ring takes its place"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// The reply ring of the daemon's previous life, continued if it is consistent (with `true`);
+/// `None` if
+/// there is none or it is not (then what its producer wrote there is lost, as for any broken
+/// reply ring: logged once and counted, `replaced_reply_rings`).
+fn take_back_reply(
+    ring: &RingConfig,
+    systemd: &SystemdSockets,
+    counters: &OwnerCounters,
+) -> Result<Option<(Consumer, bool)>> {
+    let Some(fds) = stored(ring, Direction::Reply, systemd) else {
+        return Ok(None);
+    };
+    let name = ring.name.as_str();
+    let why = match Consumer::take_back(fds) {
+        Ok(TakenBack::Continued(consumer)) if consumer.capacity() != ring.capacity => format!(
+            "its capacity changed from {} to {} bytes",
+            consumer.capacity(),
+            ring.capacity
+        ),
+        Ok(TakenBack::Continued(consumer)) => {
+            log::info!(
+                ring = name;
+                "ring `{name}` reply: continues from before the restart (generation {})",
+                consumer.generation()
+            );
+            return Ok(Some((consumer, true)));
+        }
+        Ok(TakenBack::Unfit { reason, .. }) => reason,
+        Err(e) => e.to_string(),
+    };
+    RingCounter::ReplacedReplyRings.add(counters, 1);
+    log::error!(
+        ring = name;
+        "ring `{name}` reply: the ring kept across the restart is not consistent ({why}); a \
+         fresh ring takes its place and what its producer had written there is lost"
+    );
+    Ok(None)
+}
+
+/// Releases the fds systemd kept for rings and listening sockets the config no longer names
+/// (`FDSTOREREMOVE=1`).
+pub fn release_unclaimed(systemd: &SystemdSockets) {
+    for name in systemd.take_unclaimed() {
+        log::info!("systemd kept `{name}`, which the config no longer names; released");
+        fdstore::remove_named(&name);
+    }
 }

@@ -7,7 +7,8 @@
 //! same operations suit a listener whose addresses come and go while the config stays.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
@@ -35,6 +36,9 @@ struct Entry {
     origin: Origin,
     /// The address it is bound to (differs from a configured port 0).
     local: SocketAddr,
+    /// A socket the daemon bound to a fixed port: a duplicate, for systemd's fd store (the TLS
+    /// thread has the socket itself), so that a restart keeps it listening.
+    for_store: Option<Arc<OwnedFd>>,
 }
 
 /// Every listening socket the TLS thread accepts on, by listener.
@@ -135,6 +139,12 @@ impl SocketTable {
                             (Err(e), _) => return Err(e),
                         };
                         let local = socket.local_addr().context("address of a new socket")?;
+                        let for_store = match &origin {
+                            Origin::Bound(a) | Origin::Dynamic(a) if a.port() != 0 => {
+                                socket.as_fd().try_clone_to_owned().ok().map(Arc::new)
+                            }
+                            _ => None,
+                        };
                         let id = next.new_id();
                         ops.push(SocketOp::Open {
                             id,
@@ -146,6 +156,7 @@ impl SocketTable {
                             listener: listener.name.clone(),
                             origin,
                             local,
+                            for_store,
                         }
                     }
                 };
@@ -160,20 +171,54 @@ impl SocketTable {
         Ok((next, ops))
     }
 
+    /// Keeps systemd's fd store in step with this table, which replaces `old`: the sockets
+    /// bound to a fixed port that are new go in, those that closed come out (`FDSTOREREMOVE=1`).
+    /// A restarted daemon takes them back ([`open`]) and goes on listening on the same
+    /// sockets: clients that connect meanwhile wait in the backlog instead of being refused.
+    pub fn store_changes(&self, old: &SocketTable) {
+        for entry in &old.entries {
+            if entry.for_store.is_some() && !self.entries.iter().any(|e| e.id == entry.id) {
+                super::fdstore::remove_named(&store_name(entry.local));
+            }
+        }
+        for entry in &self.entries {
+            if let Some(fd) = &entry.for_store {
+                if !old.entries.iter().any(|e| e.id == entry.id) {
+                    super::fdstore::store_one(&store_name(entry.local), fd.as_fd());
+                }
+            }
+        }
+    }
+
     fn new_id(&mut self) -> SocketId {
         self.next_id += 1;
         SocketId(self.next_id)
     }
 }
 
-/// A new listening socket for `origin`: bound, or a duplicate of systemd's at `local`.
+/// The fd-store name of a listening socket the daemon bound (`:` is not allowed in one).
+pub fn store_name(addr: SocketAddr) -> String {
+    format!("{}{}", super::fdstore::LISTENER_PREFIX, addr).replace(':', "_")
+}
+
+/// A new listening socket for `origin`: bound (or, after a restart, the one the daemon had
+/// bound to that address, back from systemd's fd store), or a duplicate of systemd's at
+/// `local`.
 fn open(
     origin: &Origin,
     local: Option<SocketAddr>,
     systemd: &SystemdSockets,
 ) -> Result<std::net::TcpListener> {
     match origin {
-        Origin::Bound(addr) | Origin::Dynamic(addr) => bind_tcp(*addr),
+        Origin::Bound(addr) | Origin::Dynamic(addr) => {
+            if addr.port() != 0 {
+                if let Some(socket) = systemd.take_stored_listener(&store_name(*addr), *addr) {
+                    log::info!("listening on {addr} again with the socket kept across the restart");
+                    return Ok(socket);
+                }
+            }
+            bind_tcp(*addr)
+        }
         Origin::Systemd(name) => {
             let (addr, socket) = systemd
                 .named(name)?

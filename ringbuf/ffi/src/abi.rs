@@ -19,7 +19,8 @@
 
 use crate::codes::{
     code, describe, readiness, EDGEGW_RING_E_INVALID, EDGEGW_RING_E_PANIC, EDGEGW_RING_FINISHED,
-    EDGEGW_RING_OK, EDGEGW_RING_PEER_GONE,
+    EDGEGW_RING_NEW_RING, EDGEGW_RING_OK, EDGEGW_RING_PEER_GONE, EDGEGW_RING_REPLACED_RING,
+    EDGEGW_RING_SAME_RING,
 };
 use edgegw_ring::{Consumer, Producer, Result, RingFds};
 use std::ffi::{c_char, c_int, CStr};
@@ -356,6 +357,46 @@ pub unsafe extern "C" fn edgegw_ring_consumer_finish_wait(c: *mut edgegw_ring_co
     })
 }
 
+/// Attach again to the socket this consumer attached to, after a wait said
+/// `EDGEGW_RING_FINISHED` or `EDGEGW_RING_PEER_GONE` (the daemon stopped or restarted; FORMAT.md
+/// section 7). Returns `EDGEGW_RING_SAME_RING` (the same ring, continued: reading goes on from
+/// this consumer's own read position, nothing lost or repeated), `EDGEGW_RING_NEW_RING`,
+/// `EDGEGW_RING_REPLACED_RING`, or a negative code (`EDGEGW_RING_E_ATTACH` while the socket is
+/// missing or busy: try again later; the handle is unchanged) and, if `err` is not NULL, why.
+///
+/// # Safety
+/// `c` is NULL or a live consumer handle; `err` is NULL or points to `err_len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn edgegw_ring_consumer_reattach(
+    c: *mut edgegw_ring_consumer,
+    err: *mut c_char,
+    err_len: usize,
+) -> c_int {
+    guard(EDGEGW_RING_E_PANIC, || {
+        // SAFETY: `c` is NULL or a live handle this thread alone uses (this function's
+        // contract).
+        let result = unsafe { handle(c, |c| c.0.reattach()) };
+        let message = match result {
+            None => "consumer handle is NULL".to_string(),
+            Some(Ok(how)) => {
+                return match how {
+                    edgegw_ring::Reattached::SameRing => EDGEGW_RING_SAME_RING,
+                    edgegw_ring::Reattached::Replaced { .. } => EDGEGW_RING_REPLACED_RING,
+                    _ => EDGEGW_RING_NEW_RING,
+                }
+            }
+            Some(Err(e)) => {
+                // SAFETY: `err` as the caller promised.
+                unsafe { write_message(err, err_len, &e.to_string()) };
+                return code(&e);
+            }
+        };
+        // SAFETY: `err` as the caller promised.
+        unsafe { write_message(err, err_len, &message) };
+        EDGEGW_RING_E_INVALID
+    })
+}
+
 /// The ring's generation: it changes when the ring's owner restarts with a new ring. 0 if `c`
 /// is NULL.
 ///
@@ -614,6 +655,99 @@ mod tests {
         assert!(consumer.is_null() && out.is_null());
     }
 
+    /// Serves `ring` at `path` on a thread until `stop`; the server (and its socket) goes then.
+    fn serve(
+        path: &std::path::Path,
+        ring: edgegw_ring::ServedRing,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        let mut server =
+            edgegw_ring::RingServer::bind(path, ring, edgegw_ring::AllowList::current_user())
+                .unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                server.serve_for(Some(Duration::from_millis(5))).unwrap();
+            }
+        })
+    }
+
+    #[test]
+    #[allow(
+        clippy::multiple_unsafe_ops_per_block,
+        reason = "one safety argument for every call: the same live handle throughout"
+    )]
+    fn a_c_consumer_reattaches_to_a_ring_its_restarted_owner_took_back_and_reads_on() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = std::env::temp_dir().join(format!("edgegw-ffi-reattach-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ring.sock");
+        let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let mut producer =
+            Producer::create(edgegw_ring::RingConfig::with_capacity(64 * 1024)).unwrap();
+        let stored = producer.fds().unwrap().try_clone().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let first = serve(&path, producer.served_ring().unwrap(), stop.clone());
+        let mut c: *mut edgegw_ring_consumer = null_mut();
+        let mut err = [0 as c_char; 256];
+        let mut record = edgegw_ring_record {
+            data: null(),
+            len: 0,
+            r#type: 0,
+            flags: 0,
+        };
+        // SAFETY: every pointer is a live local; `c` is a live handle once attached, used by
+        // this thread only, freed at the end.
+        unsafe {
+            assert_eq!(
+                edgegw_ring_consumer_attach(cpath.as_ptr(), &mut c, err.as_mut_ptr(), err.len()),
+                EDGEGW_RING_OK
+            );
+            producer.send(1, 0, b"before").unwrap();
+            assert_eq!(edgegw_ring_consumer_read(c, &mut record), 1);
+            assert_eq!(record.len, 6);
+            // Read, not released: the same ring must not give it again.
+            // The owner stops (FINISHED) and comes back with its ring.
+            producer.finish();
+            stop.store(true, Ordering::Relaxed);
+            first.join().unwrap();
+            drop(producer);
+            assert_eq!(edgegw_ring_consumer_wait(c, 100), EDGEGW_RING_FINISHED);
+            assert_eq!(
+                edgegw_ring_consumer_reattach(c, err.as_mut_ptr(), err.len()),
+                EDGEGW_RING_E_ATTACH,
+                "no owner yet"
+            );
+            let edgegw_ring::TakenBack::Continued(mut producer) =
+                Producer::take_back(stored).unwrap()
+            else {
+                panic!("the ring continues");
+            };
+            let again = Arc::new(AtomicBool::new(false));
+            let second = serve(&path, producer.served_ring().unwrap(), again.clone());
+            producer.send(1, 0, b"after").unwrap();
+            assert_eq!(
+                edgegw_ring_consumer_reattach(c, err.as_mut_ptr(), err.len()),
+                EDGEGW_RING_SAME_RING
+            );
+            assert_eq!(edgegw_ring_consumer_read(c, &mut record), 1);
+            assert_eq!(
+                std::slice::from_raw_parts(record.data, record.len as usize),
+                b"after"
+            );
+            assert_eq!(edgegw_ring_consumer_read(c, &mut record), 0);
+            edgegw_ring_consumer_free(c);
+            again.store(true, Ordering::Relaxed);
+            second.join().unwrap();
+            assert_eq!(
+                edgegw_ring_consumer_reattach(null_mut(), null_mut(), 0),
+                EDGEGW_RING_E_INVALID
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn an_attach_error_is_written_nul_terminated_and_truncated_to_the_buffer() {
         let path = c"/nonexistent/edgegw-ring-ffi-test.sock";
@@ -672,7 +806,7 @@ mod tests {
     fn prepare_wait_on_a_finished_and_drained_ring_says_finished_instead_of_sleep() {
         let mut producer =
             Producer::create(edgegw_ring::RingConfig::with_capacity(64 * 1024)).unwrap();
-        let fds = producer.fds().unwrap().try_clone().unwrap();
+        let fds = producer.served_ring().unwrap().into_fds();
         let mut handle = edgegw_ring_consumer(Consumer::from_fds(fds).unwrap());
         let c: *mut edgegw_ring_consumer = &mut handle;
         producer.send(1, 0, b"last").unwrap();

@@ -34,6 +34,16 @@ pub const EDGEGW_RING_FINISHED: c_int = 2;
 /// The ring's owner hung up; what was published stays readable.
 pub const EDGEGW_RING_PEER_GONE: c_int = 3;
 
+/// `edgegw_ring_consumer_reattach`: the owner serves the same ring (a restarted daemon took it
+/// back); reading continues from this consumer's own read position.
+pub const EDGEGW_RING_SAME_RING: c_int = 0;
+/// `edgegw_ring_consumer_reattach`: a new ring (the old one was read to its end); reading
+/// starts at its released position.
+pub const EDGEGW_RING_NEW_RING: c_int = 1;
+/// `edgegw_ring_consumer_reattach`: the old ring was marked replaced; its records not released
+/// are in the new one.
+pub const EDGEGW_RING_REPLACED_RING: c_int = 2;
+
 /// The version of the library this header was generated from: major, minor, patch (the
 /// `edgegw-ring` crate's version). `edgegw_ring_version()` gives the version of the library
 /// actually linked, as a string; a program can compare the two.

@@ -22,6 +22,7 @@ __all__ = [
     "Consumer", "Producer", "RingError", "Record", "open_info", "Window",
     "OPEN", "DATA", "CLOSE", "CREDIT", "INITIAL_WINDOW", "MAX_WINDOW",
     "READY", "TIMED_OUT", "FINISHED", "PEER_GONE",
+    "SAME_RING", "NEW_RING", "REPLACED_RING",
 ]
 
 # Record types and windows (PROTOCOL.md; the values of the crate edgegw-proto).
@@ -32,6 +33,8 @@ CLOSE_CLIENT_CLOSED = 0
 
 # What waiting returns (edgegw_ring.h).
 READY, TIMED_OUT, FINISHED, PEER_GONE = 0, 1, 2, 3
+# What re-attaching found (edgegw_ring.h, FORMAT.md section 7).
+SAME_RING, NEW_RING, REPLACED_RING = 0, 1, 2
 _E_FULL = -4
 
 
@@ -56,6 +59,7 @@ def _load():
         "edgegw_ring_consumer_data_fd": (ctypes.c_int, [handle]),
         "edgegw_ring_consumer_prepare_wait": (ctypes.c_int, [handle]),
         "edgegw_ring_consumer_finish_wait": (None, [handle]),
+        "edgegw_ring_consumer_reattach": (ctypes.c_int, [handle, ctypes.c_char_p, ctypes.c_size_t]),
         "edgegw_ring_consumer_generation": (ctypes.c_uint64, [handle]),
         "edgegw_ring_consumer_max_payload": (ctypes.c_size_t, [handle]),
         "edgegw_ring_consumer_free": (None, [handle]),
@@ -161,6 +165,17 @@ class Consumer:
         finally:
             _lib.edgegw_ring_consumer_finish_wait(self._h)
         return READY if ready else TIMED_OUT
+
+    def reattach(self):
+        """Attaches again to the same socket after `sleep` said FINISHED or PEER_GONE (the
+        daemon stopped or restarted). Returns SAME_RING (a restarted daemon continued the ring:
+        reading goes on from this consumer's own position, nothing lost or repeated), NEW_RING
+        or REPLACED_RING; raises RingError while the socket is missing or busy (try again)."""
+        err = ctypes.create_string_buffer(512)
+        code = _lib.edgegw_ring_consumer_reattach(self._h, err, len(err))
+        if code < 0:
+            raise RingError(code, err.value.decode(errors="replace"))
+        return code
 
     @property
     def generation(self):

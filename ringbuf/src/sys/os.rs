@@ -88,6 +88,34 @@ pub(crate) fn get_seals(fd: BorrowedFd<'_>, what: &str) -> Result<Seals> {
     }
 }
 
+/// Only the owner (the creating uid) may open the memfd again, through `/proc/<pid>/fd/N`
+/// (memfds are created 0777): a peer of another uid that holds a read-only description cannot
+/// reopen it for writing (FORMAT.md section 6, "fd" protection).
+pub(crate) fn restrict_to_owner(fd: BorrowedFd<'_>) -> Result<()> {
+    nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(nix_err("fchmod memfd"))
+}
+
+/// A new open file description of the file behind `fd`, read-only and close-on-exec
+/// (`open("/proc/self/fd/N", O_RDONLY)`): what the owner hands its peer for the part the peer
+/// only reads. `mmap(PROT_WRITE, MAP_SHARED)`, `write` and `F_ADD_SEALS` all need a description
+/// open for writing.
+pub(crate) fn reopen_read_only(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(nix_err("reopen memfd read-only through /proc/self/fd"))
+}
+
+/// Whether `fd`'s open file description is read-only (`F_GETFL & O_ACCMODE == O_RDONLY`).
+pub(crate) fn is_read_only(fd: BorrowedFd<'_>) -> Result<bool> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(nix_err("F_GETFL"))?;
+    Ok(flags & libc::O_ACCMODE == libc::O_RDONLY)
+}
+
 /// Size in bytes of the file behind `fd`.
 pub(crate) fn file_size(fd: BorrowedFd<'_>) -> Result<u64> {
     let st = nix::sys::stat::fstat(fd).map_err(nix_err("fstat"))?;

@@ -10,6 +10,8 @@
 //!   signal it, and likewise the producer waiting for space. A lost wakeup would leave a thread
 //!   blocked forever, which loom reports as a deadlock;
 //! - a finished ring is seen finished only after its last record;
+//! - a restarted producer that continues a finished ring (clears FINISHED, publishes) is seen by
+//!   the consumer that stayed: the new record, once, and no lost wakeup;
 //! - the owner's ring server, checking a consumer's release by walking the producer's record
 //!   headers while the producer runs (the sequence lock on the checked release), never blames a
 //!   consumer that follows the protocol.
@@ -237,6 +239,77 @@ fn loom_full_ring_producer_waits_for_space_and_is_always_woken() {
 #[test]
 fn loom_finish_is_seen_only_after_the_last_record() {
     run(3, 256, &[8], false, true);
+}
+
+/// A restart that continues the ring (FORMAT.md section 7): the old producer published record 0
+/// and finished; the consumer read it and saw the ring finished. The restarted producer resumes
+/// the same memory, clears FINISHED and publishes record 1, while the consumer (re-attached to
+/// the same ring, keeping its own position) looks again and sleeps when there is nothing: it gets
+/// record 1, intact, once, and is never left asleep.
+#[test]
+fn loom_a_restarted_producer_continues_a_finished_ring_and_its_consumer_gets_what_follows() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let cap = 256;
+        let mem = LoomMem::new(cap);
+        let data_ev = Arc::new(LoomEvent::default());
+        let space_ev = Arc::new(LoomEvent::default());
+        // The old life.
+        let mut old = ProducerCore::resume(&mem, cap, WrapMode::Pad).unwrap();
+        let Reserved::Payload(off) = old.reserve(&mem, &mem, 8, 0, 0) else {
+            panic!("room for record 0");
+        };
+        mem.store_data(off, word(0, 0));
+        old.finish(&mem, &data_ev);
+        let mut c = ConsumerCore::resume(&mem, cap, WrapMode::Pad, true).unwrap();
+        let Next::Record(first) = c.next(&mem) else {
+            panic!("record 0");
+        };
+        assert_eq!(first.ty, 0);
+        c.release(&mem, &space_ev);
+        assert!(
+            c.is_finished(&mem).unwrap(),
+            "the old life finished the ring"
+        );
+        // The new life, on the same memory.
+        let (m2, d2) = (mem.clone(), data_ev.clone());
+        let restarted = loom::thread::spawn(move || {
+            let mut p = ProducerCore::resume(&m2, cap, WrapMode::Pad).unwrap();
+            p.clear_finished(&m2);
+            let Reserved::Payload(off) = p.reserve(&m2, &m2, 16, 1, 0) else {
+                panic!("room for record 1");
+            };
+            m2.store_data(off, word(1, 0));
+            m2.store_data(off + 8, word(1, 1));
+            p.publish(&m2, &d2);
+        });
+        loop {
+            match c.next(&mem) {
+                Next::Record(rec) => {
+                    assert_eq!((rec.ty, rec.len), (1, 16), "record 1, not record 0 again");
+                    assert_eq!(mem.load_data(rec.payload_offset), word(1, 0));
+                    assert_eq!(mem.load_data(rec.payload_offset + 8), word(1, 1));
+                    c.release(&mem, &space_ev);
+                    break;
+                }
+                Next::Empty => {}
+                Next::Corrupt => panic!("corrupt: {:?}", c.corruption()),
+            }
+            match c.prepare_wait(&mem) {
+                Ok(true) => {
+                    data_ev.wait_and_drain();
+                    c.finish_wait(&mem);
+                }
+                Ok(false) => {}
+                // Still the old life's FINISHED: the consumer attaches again (the same ring, its
+                // own position) and looks once more.
+                Err(crate::Error::Finished) => loom::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        restarted.join().unwrap();
+    });
 }
 
 /// The owner's ring server, checking the consumer's release as `ServedRing` does (there the

@@ -14,26 +14,33 @@ pub(crate) fn scaled(n: u64) -> u64 {
     (n * pct / 100).max(1)
 }
 
-/// The read-only side cannot map what it only reads as writable: `F_SEAL_FUTURE_WRITE` makes
-/// `mmap(PROT_WRITE, MAP_SHARED)` fail, while a read-only mapping works.
+/// The read-only side cannot map what it only reads as writable: with seal protection
+/// `F_SEAL_FUTURE_WRITE` makes `mmap(PROT_WRITE, MAP_SHARED)` fail (EPERM); with fd protection
+/// the description it gets is read-only (EACCES). A read-only mapping works.
 #[test]
 fn the_read_only_side_cannot_map_its_part_writable() {
     use crate::sys::shm::{Access, Mapping};
-    use crate::{Consumer, Producer, RingConfig};
+    use crate::{Consumer, Producer, Protection, RingConfig};
     use std::os::fd::AsFd;
-    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
-    let fds = producer.fds().unwrap();
-    let len = crate::page_size() + 4096;
-    let err = Mapping::plain(fds.region.as_fd(), len, Access::ReadWrite).unwrap_err();
-    assert!(err.to_string().contains("Operation not permitted"), "{err}");
-    Mapping::plain(fds.region.as_fd(), len, Access::ReadOnly).expect("read-only mapping");
-    let owner = Consumer::create(RingConfig::with_capacity(4096)).unwrap();
-    let fds = owner.fds().unwrap();
-    let err = Mapping::plain(
-        fds.consumer_page.as_fd(),
-        crate::page_size(),
-        Access::ReadWrite,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("Operation not permitted"), "{err}");
+    for (protection, error) in [
+        (Protection::Seal, "Operation not permitted"),
+        (Protection::Fd, "Permission denied"),
+    ] {
+        let config = RingConfig::with_capacity(4096).protection(protection);
+        let producer = Producer::create(config).unwrap();
+        let fds = producer.served_ring().unwrap().into_fds();
+        let len = crate::page_size() + 4096;
+        let err = Mapping::plain(fds.region.as_fd(), len, Access::ReadWrite).unwrap_err();
+        assert!(err.to_string().contains(error), "{protection}: {err}");
+        Mapping::plain(fds.region.as_fd(), len, Access::ReadOnly).expect("read-only mapping");
+        let owner = Consumer::create(config).unwrap();
+        let fds = owner.served_ring().unwrap().into_fds();
+        let err = Mapping::plain(
+            fds.consumer_page.as_fd(),
+            crate::page_size(),
+            Access::ReadWrite,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(error), "{protection}: {err}");
+    }
 }
