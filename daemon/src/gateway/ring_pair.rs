@@ -363,11 +363,17 @@ impl RingPair {
                 source: e,
             })?;
         let moved = self.ingress.borrow_mut().move_unreleased_to(&mut fresh)?;
-        // The consumer was disconnected: whoever attaches to the fresh ring starts afresh.
+        // The consumer was disconnected from the old ring: whoever attaches to the fresh one
+        // starts afresh. Unless that reset was done already (a CREDIT read meanwhile saw the
+        // old ring's consumer gone): then credits on now are the next consumer's, and stay.
+        let old = consumer(&self.ingress.borrow());
+        let reset_done = self.consumer_seen.get() == old && !old.1;
         self.consumer_seen.set(consumer(&fresh));
         *self.ingress.borrow_mut() = fresh;
         self.ingress_broken.set(false);
-        self.reset_windows();
+        if !reset_done {
+            self.reset_windows();
+        }
         let task = tokio::task::spawn_local(watch_space(self.clone(), space_fd));
         if let Some(old) = self.space_task.borrow_mut().replace(task) {
             old.abort();
