@@ -409,3 +409,116 @@ fn an_echo_that_attaches_to_open_connections_takes_them_as_new_and_their_data_fl
     let got = client.join().unwrap();
     assert_same_bytes(&got, &then, "what the client sent after the echo attached");
 }
+
+/// The next record of `ring` within `time` (generous: the daemon may have to notice a consumer
+/// go first), released at once; `None` if none came.
+fn record_within(ring: &mut edgegw_ring::Consumer, time: Duration) -> Option<(u16, Vec<u8>)> {
+    let deadline = Instant::now() + time;
+    loop {
+        if let Some(record) = ring.read().unwrap() {
+            let got = (record.record_type(), record.payload().to_vec());
+            ring.release();
+            return Some(got);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        let _ = ring.wait(Some(Duration::from_millis(100))).unwrap();
+    }
+}
+
+#[test]
+fn a_connection_stalled_on_a_dead_consumers_window_flows_again_with_the_next_consumer() {
+    use edgegw_proto::{DATA, INITIAL_WINDOW, OPEN};
+    let daemon = TestDaemon::start(&ring_config("", SELF_SIGNED, "", ""));
+    let roots = vec![self_signed_cert(&daemon, "localhost")];
+    let upload = pattern(512 * 1024);
+    let addr = daemon.addr("tls");
+    let sent = upload.clone();
+    let (go, credits_on) = std::sync::mpsc::channel();
+    let (done, client_may_close) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        block_on(async {
+            let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
+                .await
+                .unwrap();
+            credits_on.recv().unwrap();
+            tls.write_all(&sent).await.unwrap();
+            tls.flush().await.unwrap();
+            // Open until the consumers saw everything: the connection must not need its
+            // client to close to get unstuck.
+            client_may_close.recv().unwrap();
+        })
+    });
+
+    // The first consumer turns credits on, takes one window and grants nothing back, then
+    // goes away (killed, or detached) with the window spent and nothing left in the ring.
+    let mut got = Vec::new();
+    let id = {
+        let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
+        let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
+        let (kind, open) = next_record(&mut ingress);
+        assert_eq!(kind, OPEN);
+        let id = u64::from_le_bytes(open[..8].try_into().unwrap());
+        credit(&mut reply, id, 0);
+        // A credit for nobody behind it: once the daemon counted that one, it read ours.
+        credit(&mut reply, 999, 0);
+        daemon.wait_for("the credits read", |s| {
+            s.credits_for_unknown_connections == 1
+        });
+        go.send(()).unwrap();
+        daemon.wait_for("the connection's window to close", |s| s.credit_stalls >= 1);
+        while let Some(record) = ingress.read().unwrap() {
+            assert_eq!(record.record_type(), DATA);
+            got.extend_from_slice(&record.payload().to_vec()[8..]);
+        }
+        ingress.release();
+        assert_eq!(got.len(), INITIAL_WINDOW as usize, "one window");
+        id
+    };
+
+    // The next consumer knows nothing of the connection. What it sees of it is new to it: it
+    // turns credits on (a CREDIT of 0) at its first DATA and grants what it consumed, half a
+    // window at a time, as PROTOCOL.md section 4 says.
+    let mut ingress =
+        attach_with_retry(|| edgegw_ring::Consumer::attach(daemon.ring_socket("app"))).unwrap();
+    let mut reply =
+        attach_with_retry(|| edgegw_ring::Producer::attach(daemon.reply_socket("app"))).unwrap();
+    let mut known = false;
+    let mut ungranted = 0usize;
+    while got.len() < upload.len() {
+        let Some((kind, payload)) = record_within(&mut ingress, Duration::from_secs(120)) else {
+            panic!(
+                "the connection stalled with {} of {} bytes through: the new consumer got \
+                 nothing in 120 s",
+                got.len(),
+                upload.len()
+            );
+        };
+        if kind != DATA {
+            // The daemon's CREDIT for the old consumer's replies (there were none) or others.
+            continue;
+        }
+        assert_eq!(u64::from_le_bytes(payload[..8].try_into().unwrap()), id);
+        if !known {
+            credit(&mut reply, id, 0);
+            known = true;
+        }
+        got.extend_from_slice(&payload[8..]);
+        ungranted += payload.len() - 8;
+        if ungranted >= INITIAL_WINDOW as usize / 2 {
+            credit(&mut reply, id, ungranted as u32);
+            ungranted = 0;
+        }
+    }
+    assert_same_bytes(
+        &got,
+        &upload,
+        "the upload across two consumers, every byte once",
+    );
+    done.send(()).unwrap();
+    client.join().unwrap();
+    let stats = daemon.stats();
+    assert_eq!(stats.reply_window_overruns, 0, "{stats:#?}");
+    assert_eq!(stats.excess_credits, 0, "{stats:#?}");
+}

@@ -192,6 +192,7 @@ impl Rings {
     /// runs periodically too), and replaces the rings a consumer was found to have broken.
     pub fn serve(&mut self, gateway: &Gateway) {
         let mut broken = Vec::new();
+        let mut changed = Vec::new();
         for (name, ring) in self.rings.iter_mut() {
             for (direction, server) in [
                 (Direction::Ingress, &mut ring.ingress),
@@ -204,12 +205,25 @@ impl Rings {
                                 broken.push((name.clone(), direction, *generation, reason.clone()));
                             } else {
                                 log_attach_event(name, direction, &event);
+                                if direction == Direction::Ingress
+                                    && matches!(
+                                        event,
+                                        ServerEvent::Attached { .. } | ServerEvent::Detached { .. }
+                                    )
+                                {
+                                    changed.push(name.clone());
+                                }
                             }
                         }
                     }
                     Err(e) => log::warn!("ring `{name}` {direction} attach server: {e}"),
                 }
             }
+        }
+        // Windows belong to the consumer that turned them on: one that left takes them along.
+        changed.dedup();
+        for ring in changed {
+            gateway.consumer_changed(&ring);
         }
         for (ring, direction, generation, reason) in broken {
             self.replace(gateway, &ring, direction, generation, Some(reason));

@@ -131,6 +131,12 @@ impl Gateway {
         self.send(Command::RenewIngress(ring.to_string(), Box::new(ingress)))
     }
 
+    /// Tells the TLS thread that `ring`'s ingress consumer detached or attached, so that the
+    /// windows of one that is gone are reset.
+    pub fn consumer_changed(&self, ring: &str) {
+        let _ = self.send(Command::ConsumerChanged(ring.to_string()));
+    }
+
     fn send(&self, command: Command) -> Result<(), GatewayError> {
         self.commands
             .send(command)

@@ -85,6 +85,10 @@ pub struct RingPair {
     space_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
     /// Reads the reply ring.
     reply_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+    /// The ingress ring's consumer as the windows last knew it: how many had attached (its
+    /// server's count) and whether one was attached. Windows belong to the consumer that was
+    /// attached when they came on ([`RingPair::consumer_changed`]).
+    consumer_seen: Cell<(u64, bool)>,
 }
 
 impl std::fmt::Debug for RingPair {
@@ -194,6 +198,24 @@ impl RingConn {
         true
     }
 
+    /// Back to the no-credit rules (its consumer went away): no window either way until the
+    /// next consumer's CREDIT, which starts both at [`INITIAL_WINDOW`]. Its relay is woken, so
+    /// client data held back for the old window flows into the ring for the next consumer.
+    /// Returns whether credits were on.
+    fn drop_credits(&self, pair: &RingPair) -> bool {
+        if !self.credits.replace(false) {
+            return false;
+        }
+        self.ingress_window.set(Window::default());
+        self.reply_window.set(Window::default());
+        self.reply_ungranted.set(0);
+        self.window_blocked.set(false);
+        // What it holds now counts against the ring's budget whole, as under the old rules.
+        self.account(pair);
+        self.wake.notify_one();
+        true
+    }
+
     /// Whether the consumer speaks credits for it.
     pub(super) fn credits_on(&self) -> bool {
         self.credits.get()
@@ -285,6 +307,7 @@ impl RingPair {
     ) -> io::Result<Rc<RingPair>> {
         let space_fd = crate::sys::async_fd(dup(endpoints.ingress.space_fd())?)?;
         let data_fd = crate::sys::async_fd(dup(endpoints.reply.data_fd())?)?;
+        let consumer_seen = consumer(&endpoints.ingress);
         let pair = Rc::new(RingPair {
             name: name.to_string(),
             ingress: RefCell::new(endpoints.ingress),
@@ -301,6 +324,7 @@ impl RingPair {
             ingress_broken: Cell::new(false),
             space_task: RefCell::default(),
             reply_task: RefCell::default(),
+            consumer_seen: Cell::new(consumer_seen),
         });
         *pair.space_task.borrow_mut() = Some(tokio::task::spawn_local(watch_space(
             pair.clone(),
@@ -339,8 +363,17 @@ impl RingPair {
                 source: e,
             })?;
         let moved = self.ingress.borrow_mut().move_unreleased_to(&mut fresh)?;
+        // The consumer was disconnected from the old ring: whoever attaches to the fresh one
+        // starts afresh. Unless that reset was done already (a CREDIT read meanwhile saw the
+        // old ring's consumer gone): then credits on now are the next consumer's, and stay.
+        let old = consumer(&self.ingress.borrow());
+        let reset_done = self.consumer_seen.get() == old && !old.1;
+        self.consumer_seen.set(consumer(&fresh));
         *self.ingress.borrow_mut() = fresh;
         self.ingress_broken.set(false);
+        if !reset_done {
+            self.reset_windows();
+        }
         let task = tokio::task::spawn_local(watch_space(self.clone(), space_fd));
         if let Some(old) = self.space_task.borrow_mut().replace(task) {
             old.abort();
@@ -349,6 +382,38 @@ impl RingPair {
         self.keep_closes_moving();
         self.wake_waiting_room();
         Ok(moved)
+    }
+
+    /// The ingress ring's consumer may have changed (its attach server saw it detach or a
+    /// consumer attach): if it did since the windows last looked (it went away, or another
+    /// attached), every connection drops back to the no-credit rules, so that the next
+    /// consumer's first CREDIT for a connection starts fresh windows (PROTOCOL.md section 4).
+    /// A late call for a change already seen changes nothing.
+    pub fn consumer_changed(&self) {
+        let now = consumer(&self.ingress.borrow());
+        if self.consumer_seen.replace(now) != now {
+            self.reset_windows();
+        }
+    }
+
+    /// Every connection back to the no-credit rules; the daemon's reply credit still queued
+    /// for the old consumer is dropped (the new one's windows start at its own CREDIT).
+    fn reset_windows(&self) {
+        let conns: Vec<_> = self.conns.borrow().values().cloned().collect();
+        let mut reset = 0;
+        for conn in conns {
+            reset += usize::from(conn.drop_credits(self));
+        }
+        self.pending_closes
+            .borrow_mut()
+            .retain(|c| !matches!(c, Control::Credit(..)));
+        if reset > 0 {
+            log::info!(
+                "ring `{}`: the consumer changed; {reset} connection(s) with credits on start \
+                 afresh (their next CREDIT opens new windows)",
+                self.name
+            );
+        }
     }
 
     /// Changes the full-ring policy (a reload).
@@ -607,6 +672,14 @@ impl RingPair {
     }
 }
 
+/// The consumer of an ingress ring as its attach server sees it: how many have attached, and
+/// whether one is attached now.
+fn consumer(ingress: &Producer) -> (u64, bool) {
+    ingress
+        .peer_status()
+        .map_or((0, true), |s| (s.attaches, s.attached))
+}
+
 fn dup(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
 }
@@ -744,6 +817,9 @@ fn deliver_credit(pair: &RingPair, payload: edgegw_ring::Payload<'_>) {
         RingCounter::MalformedReplies.add(&pair.counters, 1);
         return;
     };
+    // A consumer that attached since the windows were reset may speak before the control
+    // plane's word of it arrives: its windows are fresh either way.
+    pair.consumer_changed();
     let conn = pair.conns.borrow().get(&id).cloned();
     let Some(conn) = conn else {
         Stats::bump(&pair.stats.credits_for_unknown_connections);

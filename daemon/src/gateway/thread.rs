@@ -27,6 +27,9 @@ pub enum Command {
     RenewReply(String, Box<edgegw_ring::Consumer>),
     /// A fresh ingress ring for a ring whose ingress ring was replaced.
     RenewIngress(String, Box<edgegw_ring::Producer>),
+    /// A ring's ingress consumer detached or attached: windows of a consumer that is gone
+    /// are reset (`RingPair::consumer_changed`).
+    ConsumerChanged(String),
     /// Block the thread for this long (how the tests prove the watchdog; debug builds and the
     /// `stall-trigger` feature only).
     #[cfg(any(debug_assertions, feature = "stall-trigger"))]
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Command {
             Command::Apply(..) => "Apply",
             Command::RenewReply(..) => "RenewReply",
             Command::RenewIngress(..) => "RenewIngress",
+            Command::ConsumerChanged(..) => "ConsumerChanged",
             #[cfg(any(debug_assertions, feature = "stall-trigger"))]
             Command::Stall(..) => "Stall",
             Command::Drain(..) => "Drain",
@@ -105,6 +109,11 @@ pub fn run(cpu: Option<usize>, plan: Plan, stats: Arc<Stats>, links: Links) {
                 }
                 Command::RenewReply(name, reply) => thread.renew_reply(&name, *reply),
                 Command::RenewIngress(name, ingress) => thread.renew_ingress(&name, *ingress),
+                Command::ConsumerChanged(name) => {
+                    if let Some(ring) = thread.rings.get(&name) {
+                        ring.consumer_changed();
+                    }
+                }
                 #[cfg(any(debug_assertions, feature = "stall-trigger"))]
                 Command::Stall(time) => std::thread::sleep(time),
                 Command::Drain(time, answer) => {
