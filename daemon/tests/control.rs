@@ -146,3 +146,122 @@ fn a_reload_past_its_time_budget_is_abandoned_and_the_old_config_keeps_running()
     std::fs::write(&file, &text).unwrap();
     ask(&daemon, "reload").expect("a reload after the abandoned one works");
 }
+
+/// The listener named `name` in a status answer.
+fn listener_status(daemon: &TestDaemon, name: &str) -> serde_json::Value {
+    let status = ask(daemon, "status").unwrap();
+    status["status"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no listener `{name}` in {status}"))
+}
+
+/// Waits until listener `name`'s status satisfies `condition`.
+fn wait_for_listener(
+    daemon: &TestDaemon,
+    name: &str,
+    what: &str,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = listener_status(daemon, name);
+        if condition(&l) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {l}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn each_listener_shows_its_addresses_connections_handshakes_and_refusals_by_reason() {
+    let config = ring_config(
+        "max_connections = 1\nhandshake_timeout = \"300ms\"",
+        SELF_SIGNED,
+        "",
+        "",
+    );
+    let mut daemon = TestDaemon::start(&config);
+    let addr = daemon.addr("tls");
+    let l = listener_status(&daemon, "tls");
+    assert_eq!(l["addrs"], serde_json::json!([addr.to_string()]));
+    assert_eq!(l["accepted"], 0);
+
+    // A silent client takes the one slot; the next is refused at the connection limit; the
+    // silent one is dropped at the handshake timeout.
+    let silent = std::net::TcpStream::connect(addr).unwrap();
+    wait_for_listener(&daemon, "tls", "the silent client", |l| l["active"] == 1);
+    let mut refused = std::net::TcpStream::connect(addr).unwrap();
+    let mut rest = Vec::new();
+    let _ = refused.read_to_end(&mut rest);
+    wait_for_listener(&daemon, "tls", "the refusal", |l| {
+        l["refused_connection_limit"] == 1
+    });
+    let l = wait_for_listener(&daemon, "tls", "the timeout", |l| {
+        l["handshake_timeouts"] == 1 && l["active"] == 0
+    });
+    assert_eq!(l["accepted"], 2);
+    drop(silent);
+
+    // Bytes that are not TLS: a TLS error of this listener.
+    let mut garbage = std::net::TcpStream::connect(addr).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = garbage.read_to_end(&mut rest);
+    wait_for_listener(&daemon, "tls", "the TLS error", |l| l["tls_errors"] == 1);
+
+    // A real handshake.
+    let _consumer = TestConsumer::attach(&daemon, "app", Reply::Echo, Duration::ZERO);
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tls = runtime
+        .block_on(connect(addr, client_config(&roots, &[]), "localhost"))
+        .unwrap();
+    let l = wait_for_listener(&daemon, "tls", "the handshake", |l| {
+        l["handshakes"] == 1 && l["active"] == 1
+    });
+    assert_eq!(l["refused_handshake_limit"], 0);
+    assert_eq!(l["refused_source_limit"], 0);
+    assert_eq!(l["refused_memory_pressure"], 0);
+
+    let metrics = ask(&daemon, "metrics").unwrap();
+    let text = metrics["metrics"].as_str().unwrap();
+    for line in [
+        "edgegw_listener_handshakes_total{listener=\"tls\"} 1\n",
+        "edgegw_listener_refused_connection_limit_total{listener=\"tls\"} 1\n",
+        "edgegw_listener_handshake_timeouts_total{listener=\"tls\"} 1\n",
+        "edgegw_listener_tls_errors_total{listener=\"tls\"} 1\n",
+        "edgegw_listener_active{listener=\"tls\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    drop(tls);
+
+    // A reload keeps the counters of a listener that stays.
+    daemon.reload(&config).expect("the same config reloads");
+    let l = listener_status(&daemon, "tls");
+    assert_eq!(l["handshakes"], 1);
+    assert_eq!(l["refused_connection_limit"], 1);
+
+    // `edgegw status` (text) shows the listener's line.
+    let out = edgegw()
+        .args(["status", "--config"])
+        .arg(daemon.config_file())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("listener tls on {addr}: "))
+            && text.contains("1 handshakes; refused: 1 connection limit"),
+        "{text}"
+    );
+}

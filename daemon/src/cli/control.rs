@@ -106,12 +106,31 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
             + gateway["unknown_sni"].as_u64().unwrap_or(0)
             + gateway["bad_client_certificates"].as_u64().unwrap_or(0)
     )?;
-    for l in status["listening"].as_array().into_iter().flatten() {
+    for l in status["listeners"].as_array().into_iter().flatten() {
+        let addrs: Vec<&str> = l["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let addrs = if addrs.is_empty() {
+            "no address".to_string()
+        } else {
+            addrs.join(", ")
+        };
         writeln!(
             out,
-            "listener {} on {}",
-            l["listener"].as_str().unwrap_or("?"),
-            l["addr"].as_str().unwrap_or("?")
+            "listener {} on {addrs}: {} open, {} accepted, {} handshakes; refused: {} connection limit, {} handshake limit, {} source limit, {} memory pressure; {} handshake timeouts, {} TLS errors",
+            l["name"].as_str().unwrap_or("?"),
+            l["active"],
+            l["accepted"],
+            l["handshakes"],
+            l["refused_connection_limit"],
+            l["refused_handshake_limit"],
+            l["refused_source_limit"],
+            l["refused_memory_pressure"],
+            l["handshake_timeouts"],
+            l["tls_errors"],
         )?;
     }
     if let Some(rings) = status["rings"].as_object() {

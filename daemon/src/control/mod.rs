@@ -210,6 +210,12 @@ impl Daemon {
             "listening": self.listening().iter().map(|l| serde_json::json!({
                 "listener": l.listener, "addr": l.addr.to_string(),
             })).collect::<Vec<_>>(),
+            "listeners": self.listeners().iter().map(|l| {
+                let mut entry = serde_json::to_value(l.counters).unwrap_or_default();
+                entry["name"] = l.name.as_str().into();
+                entry["addrs"] = l.addrs.iter().map(|a| a.to_string()).collect();
+                entry
+            }).collect::<Vec<_>>(),
             "gateway": self.gateway.stats(),
             "rings": self.rings.status(),
             "reloads": {
@@ -224,7 +230,30 @@ impl Daemon {
 
     /// Every counter in Prometheus' text format (`edgegw metrics`).
     pub fn metrics(&self) -> String {
-        status::metrics(&self.gateway.stats(), &self.rings.samples(), &self.history)
+        status::metrics(
+            &self.gateway.stats(),
+            &self.listeners(),
+            &self.rings.samples(),
+            &self.history,
+        )
+    }
+
+    /// Each configured listener's addresses and counters, by name.
+    fn listeners(&self) -> Vec<status::ListenerSamples> {
+        let listening = self.listening();
+        self.gateway
+            .listener_stats()
+            .into_iter()
+            .map(|(name, counters)| status::ListenerSamples {
+                addrs: listening
+                    .iter()
+                    .filter(|l| l.listener == name)
+                    .map(|l| l.addr)
+                    .collect(),
+                name,
+                counters,
+            })
+            .collect()
     }
 
     /// The one-line status systemd shows.

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 
-use crate::gateway::Snapshot;
+use crate::gateway::{ListenerSnapshot, Snapshot};
 
 /// Reloads remembered for `edgegw status`.
 const HISTORY: usize = 8;
@@ -109,6 +109,17 @@ pub fn resident_bytes() -> Option<u64> {
 /// Gauges among the gateway's counters (everything else only grows).
 const GAUGES: &[&str] = &["active"];
 
+/// One listener's samples for `edgegw status` and [`metrics`].
+#[derive(Debug)]
+pub struct ListenerSamples {
+    /// Its name.
+    pub name: String,
+    /// The addresses it accepts on now.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Its counters.
+    pub counters: ListenerSnapshot,
+}
+
 /// One ring's samples for [`metrics`].
 #[derive(Debug)]
 pub struct RingSamples<'a> {
@@ -121,7 +132,12 @@ pub struct RingSamples<'a> {
 }
 
 /// Every counter in the Prometheus text format.
-pub fn metrics(gateway: &Snapshot, rings: &[RingSamples<'_>], history: &ReloadHistory) -> String {
+pub fn metrics(
+    gateway: &Snapshot,
+    listeners: &[ListenerSamples],
+    rings: &[RingSamples<'_>],
+    history: &ReloadHistory,
+) -> String {
     let mut out = String::with_capacity(4096);
     let gateway = serde_json::to_value(gateway).unwrap_or_default();
     if let serde_json::Value::Object(fields) = gateway {
@@ -137,6 +153,30 @@ pub fn metrics(gateway: &Snapshot, rings: &[RingSamples<'_>], history: &ReloadHi
             };
             let kind = if gauge { "gauge" } else { "counter" };
             let _ = writeln!(out, "# TYPE {metric} {kind}\n{metric} {value}");
+        }
+    }
+    let per_listener: Vec<(&str, serde_json::Value)> = listeners
+        .iter()
+        .map(|l| {
+            (
+                l.name.as_str(),
+                serde_json::to_value(l.counters).unwrap_or_default(),
+            )
+        })
+        .collect();
+    if let Some((_, serde_json::Value::Object(first))) = per_listener.first() {
+        for name in first.keys() {
+            let gauge = GAUGES.contains(&name.as_str());
+            let (metric, kind) = if gauge {
+                (format!("edgegw_listener_{name}"), "gauge")
+            } else {
+                (format!("edgegw_listener_{name}_total"), "counter")
+            };
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
+            for (listener, values) in &per_listener {
+                let value = values[name].as_u64().unwrap_or(0);
+                let _ = writeln!(out, "{metric}{{listener=\"{}\"}} {value}", label(listener));
+            }
         }
     }
     if let Some(first) = rings.first() {
@@ -227,12 +267,27 @@ mod tests {
             counters: vec![("drops", 7)],
             attached: true,
         }];
-        let text = metrics(&snapshot, &rings, &ReloadHistory::default());
+        let listeners = [ListenerSamples {
+            name: "web".into(),
+            addrs: vec![],
+            counters: ListenerSnapshot {
+                handshakes: 4,
+                active: 1,
+                ..ListenerSnapshot::default()
+            },
+        }];
+        let text = metrics(&snapshot, &listeners, &rings, &ReloadHistory::default());
         assert!(text.contains("# TYPE edgegw_accepted_total counter\nedgegw_accepted_total 5\n"));
         assert!(text.contains("# TYPE edgegw_active gauge\nedgegw_active 2\n"));
         assert!(text.contains("edgegw_ring_drops_total{ring=\"a\\\"b\"} 7\n"));
         assert!(text.contains("edgegw_ring_consumer_attached{ring=\"a\\\"b\"} 1\n"));
         assert!(text.contains("edgegw_reloads_total{result=\"failed\"} 0\n"));
+        assert!(text.contains(
+            "# TYPE edgegw_listener_handshakes_total counter\nedgegw_listener_handshakes_total{listener=\"web\"} 4\n"
+        ));
+        assert!(text.contains(
+            "# TYPE edgegw_listener_active gauge\nedgegw_listener_active{listener=\"web\"} 1\n"
+        ));
         for line in text.lines() {
             assert!(
                 line.starts_with("# TYPE ") || line.starts_with("edgegw_"),
