@@ -265,3 +265,59 @@ fn each_listener_shows_its_addresses_connections_handshakes_and_refusals_by_reas
         "{text}"
     );
 }
+
+#[test]
+fn a_ring_shows_since_when_its_peers_are_attached_and_its_flow_control_counters() {
+    let daemon = TestDaemon::start(&self_signed_config());
+    let before = std::time::SystemTime::now();
+    let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
+    let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
+    // A connection with credits on, and a CREDIT for a connection that does not exist.
+    let roots = [self_signed_cert(&daemon, "localhost")];
+    let addr = daemon.addr("tls");
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        block_on(async {
+            let _tls = connect(addr, client_config(&roots, &[]), "localhost")
+                .await
+                .unwrap();
+            let _ = finished.recv();
+        })
+    });
+    let (kind, open) = next_record(&mut ingress);
+    assert_eq!(kind, edgegw_proto::OPEN);
+    let id = u64::from_le_bytes(open[..8].try_into().unwrap());
+    let mut payload = [0; edgegw_proto::CREDIT_LEN];
+    edgegw_proto::encode_credit(&mut payload, id, 0);
+    reply.send(edgegw_proto::CREDIT, 0, &payload).unwrap();
+    edgegw_proto::encode_credit(&mut payload, 999, 4096);
+    reply.send(edgegw_proto::CREDIT, 0, &payload).unwrap();
+    let stats = daemon.wait_for("the credits read", |s| {
+        s.credits_for_unknown_connections == 1
+    });
+    let status = ask(&daemon, "status").unwrap();
+    let flow = &status["status"]["rings"]["app"]["flow_control"];
+    assert_eq!(flow["credits_for_unknown_connections"], 1, "{flow}");
+    assert_eq!(flow["credit_stalls"], stats.credit_stalls, "{flow}");
+    assert_eq!(flow["excess_credits"], 0, "{flow}");
+    done.send(()).unwrap();
+    client.join().unwrap();
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let status = ask(&daemon, "status").unwrap();
+    let ring = &status["status"]["rings"]["app"];
+    for peer in ["consumer", "reply_producer"] {
+        assert_eq!(ring[format!("{peer}_attached")], true, "{ring}");
+        assert!(ring[format!("{peer}_attached_seconds")].as_u64().unwrap() >= 1);
+        // Same fixed-width format: later times sort later.
+        let since = ring[format!("{peer}_attached_since")].as_str().unwrap();
+        let earliest = edgegw::log::rfc3339(before - Duration::from_millis(1));
+        assert!(since >= earliest.as_str(), "{since} before {earliest}");
+    }
+    let metrics = ask(&daemon, "metrics").unwrap();
+    let text = metrics["metrics"].as_str().unwrap();
+    assert!(
+        text.contains("edgegw_ring_consumer_attached_seconds{ring=\"app\"} 1\n"),
+        "{text}"
+    );
+}

@@ -138,16 +138,20 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
         names.sort();
         for name in names {
             let ring = &rings[name];
+            let flow = &ring["flow_control"];
             writeln!(
                 out,
-                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out",
+                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out; flow control: {} credit stalls, {} excess credits, {} reply window overruns",
                 ring["capacity"],
                 ring["generation"],
-                attached(&ring["consumer_attached"]),
-                attached(&ring["reply_producer_attached"]),
+                attached(ring, "consumer"),
+                attached(ring, "reply_producer"),
                 ring["counters"]["connections"],
                 ring["counters"]["bytes_in"],
                 ring["counters"]["bytes_out"],
+                flow["credit_stalls"],
+                flow["excess_credits"],
+                flow["reply_window_overruns"],
             )?;
         }
     }
@@ -174,10 +178,17 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
     Ok(())
 }
 
-fn attached(value: &serde_json::Value) -> &'static str {
-    if value.as_bool() == Some(true) {
-        "attached"
-    } else {
-        "not attached"
+/// "attached since T (N s)" or "not attached", for the ring's `peer` (consumer or
+/// reply_producer).
+fn attached(ring: &serde_json::Value, peer: &str) -> String {
+    if ring[format!("{peer}_attached")].as_bool() != Some(true) {
+        return "not attached".into();
     }
+    format!(
+        "attached since {} ({} s)",
+        ring[format!("{peer}_attached_since")]
+            .as_str()
+            .unwrap_or("?"),
+        ring[format!("{peer}_attached_seconds")]
+    )
 }

@@ -129,6 +129,8 @@ pub struct RingSamples<'a> {
     pub counters: Vec<(&'static str, u64)>,
     /// A consumer is attached to its ingress side.
     pub attached: bool,
+    /// For how long, if it is.
+    pub attached_for: Option<std::time::Duration>,
 }
 
 /// Every counter in the Prometheus text format.
@@ -198,6 +200,17 @@ pub fn metrics(
                 u8::from(ring.attached)
             );
         }
+        let _ = writeln!(out, "# TYPE edgegw_ring_consumer_attached_seconds gauge");
+        for ring in rings {
+            if let Some(age) = ring.attached_for {
+                let _ = writeln!(
+                    out,
+                    "edgegw_ring_consumer_attached_seconds{{ring=\"{}\"}} {}",
+                    label(ring.name),
+                    age.as_secs()
+                );
+            }
+        }
     }
     let _ = writeln!(
         out,
@@ -266,6 +279,7 @@ mod tests {
             name: "a\"b",
             counters: vec![("drops", 7)],
             attached: true,
+            attached_for: Some(std::time::Duration::from_millis(3500)),
         }];
         let listeners = [ListenerSamples {
             name: "web".into(),
@@ -281,6 +295,7 @@ mod tests {
         assert!(text.contains("# TYPE edgegw_active gauge\nedgegw_active 2\n"));
         assert!(text.contains("edgegw_ring_drops_total{ring=\"a\\\"b\"} 7\n"));
         assert!(text.contains("edgegw_ring_consumer_attached{ring=\"a\\\"b\"} 1\n"));
+        assert!(text.contains("edgegw_ring_consumer_attached_seconds{ring=\"a\\\"b\"} 3\n"));
         assert!(text.contains("edgegw_reloads_total{result=\"failed\"} 0\n"));
         assert!(text.contains(
             "# TYPE edgegw_listener_handshakes_total counter\nedgegw_listener_handshakes_total{listener=\"web\"} 4\n"
