@@ -321,3 +321,33 @@ fn a_ring_shows_since_when_its_peers_are_attached_and_its_flow_control_counters(
         "{text}"
     );
 }
+
+/// The value of the unlabelled series `metric` in `edgegw metrics`.
+fn metric(daemon: &TestDaemon, metric: &str) -> Option<u64> {
+    let metrics = ask(daemon, "metrics").unwrap();
+    let text = metrics["metrics"].as_str().unwrap().to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_carry_the_kernel_watchers_counters() {
+    let daemon = TestDaemon::start(&self_signed_config());
+    assert_eq!(metric(&daemon, "edgegw_files_watched"), Some(1));
+    assert_eq!(
+        metric(&daemon, "edgegw_files_reloads_requested_total"),
+        Some(0)
+    );
+    assert_eq!(metric(&daemon, "edgegw_pressure_stalls_total"), Some(0));
+    assert_eq!(metric(&daemon, "edgegw_network_rebinds_total"), Some(0));
+    assert_eq!(metric(&daemon, "edgegw_events_dropped_total"), Some(0));
+    // The config rewritten: the files watcher sees it and asks for a reload.
+    let text = std::fs::read_to_string(daemon.config_file()).unwrap();
+    std::fs::write(daemon.config_file(), format!("{text}\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&daemon, "edgegw_files_reloads_requested_total") != Some(1) {
+        assert!(Instant::now() < deadline, "no reload requested");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(metric(&daemon, "edgegw_files_changes_total").unwrap() >= 1);
+}

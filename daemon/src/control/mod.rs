@@ -235,6 +235,7 @@ impl Daemon {
             &self.listeners(),
             &self.rings.samples(),
             &self.history,
+            &self.watch.status(),
         )
     }
 

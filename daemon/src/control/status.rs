@@ -139,6 +139,7 @@ pub fn metrics(
     listeners: &[ListenerSamples],
     rings: &[RingSamples<'_>],
     history: &ReloadHistory,
+    watch: &super::watch::WatchStatus,
 ) -> String {
     let mut out = String::with_capacity(4096);
     let gateway = serde_json::to_value(gateway).unwrap_or_default();
@@ -217,6 +218,7 @@ pub fn metrics(
         "# TYPE edgegw_reloads_total counter\nedgegw_reloads_total{{result=\"ok\"}} {}\nedgegw_reloads_total{{result=\"failed\"}} {}",
         history.ok, history.failed
     );
+    watch_metrics(&mut out, watch);
     if let Some(rss) = resident_bytes() {
         let _ = writeln!(
             out,
@@ -224,6 +226,72 @@ pub fn metrics(
         );
     }
     out
+}
+
+/// The kernel watchers' counters (`WatchStatus`): files, network, memory pressure, supervised
+/// consumers by ring, the events ring.
+fn watch_metrics(out: &mut String, watch: &super::watch::WatchStatus) {
+    let (files, network, pressure, events) =
+        (&watch.files, &watch.network, &watch.pressure, &watch.events);
+    let unlabelled: [(&str, &str, u64); 14] = [
+        ("edgegw_files_watched", "gauge", files.watched as u64),
+        ("edgegw_files_changes_total", "counter", files.changes),
+        ("edgegw_files_resyncs_total", "counter", files.resyncs),
+        (
+            "edgegw_files_reloads_requested_total",
+            "counter",
+            files.reloads_requested,
+        ),
+        ("edgegw_network_changes_total", "counter", network.changes),
+        ("edgegw_network_resyncs_total", "counter", network.resyncs),
+        ("edgegw_network_rebinds_total", "counter", network.rebinds),
+        (
+            "edgegw_network_addresses",
+            "gauge",
+            network.addresses as u64,
+        ),
+        ("edgegw_pressure_stalls_total", "counter", pressure.stalls),
+        ("edgegw_pressure_reliefs_total", "counter", pressure.reliefs),
+        (
+            "edgegw_pressure_shedding_episodes_total",
+            "counter",
+            pressure.episodes,
+        ),
+        (
+            "edgegw_pressure_shedding",
+            "gauge",
+            u64::from(pressure.shedding),
+        ),
+        ("edgegw_events_written_total", "counter", events.written),
+        ("edgegw_events_dropped_total", "counter", events.dropped),
+    ];
+    for (metric, kind, value) in unlabelled {
+        let _ = writeln!(out, "# TYPE {metric} {kind}\n{metric} {value}");
+    }
+    if watch.consumers.is_empty() {
+        return;
+    }
+    type Figure = fn(&super::watch::ConsumerStatus) -> u64;
+    let per_ring: [(&str, &str, Figure); 3] = [
+        ("edgegw_consumer_exits_total", "counter", |c| c.exits),
+        ("edgegw_consumer_oom_kills_total", "counter", |c| {
+            c.oom_kills
+        }),
+        ("edgegw_consumer_populated", "gauge", |c| {
+            u64::from(c.populated)
+        }),
+    ];
+    for (metric, kind, figure) in per_ring {
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for (ring, consumer) in &watch.consumers {
+            let _ = writeln!(
+                out,
+                "{metric}{{ring=\"{}\"}} {}",
+                label(ring),
+                figure(consumer)
+            );
+        }
+    }
 }
 
 /// A label value, escaped as the text format asks (backslash, quote, newline).
@@ -290,7 +358,25 @@ mod tests {
                 ..ListenerSnapshot::default()
             },
         }];
-        let text = metrics(&snapshot, &listeners, &rings, &ReloadHistory::default());
+        let mut watch = crate::control::watch::WatchStatus::default();
+        watch.files.changes = 3;
+        watch.consumers.insert(
+            "app".into(),
+            crate::control::watch::ConsumerStatus {
+                oom_kills: 2,
+                ..Default::default()
+            },
+        );
+        let text = metrics(
+            &snapshot,
+            &listeners,
+            &rings,
+            &ReloadHistory::default(),
+            &watch,
+        );
+        assert!(text
+            .contains("# TYPE edgegw_files_changes_total counter\nedgegw_files_changes_total 3\n"));
+        assert!(text.contains("edgegw_consumer_oom_kills_total{ring=\"app\"} 2\n"));
         assert!(text.contains("# TYPE edgegw_accepted_total counter\nedgegw_accepted_total 5\n"));
         assert!(text.contains("# TYPE edgegw_active gauge\nedgegw_active 2\n"));
         assert!(text.contains("edgegw_ring_drops_total{ring=\"a\\\"b\"} 7\n"));
