@@ -351,3 +351,90 @@ fn metrics_carry_the_kernel_watchers_counters() {
     }
     assert!(metric(&daemon, "edgegw_files_changes_total").unwrap() >= 1);
 }
+
+#[test]
+fn the_metrics_endpoint_answers_a_real_http_client_and_drops_garbage_and_silence() {
+    let config = format!(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n{}",
+        self_signed_config()
+    );
+    let daemon = TestDaemon::start(&config);
+    let status = ask(&daemon, "status").unwrap();
+    let addr: std::net::SocketAddr = status["status"]["metrics_endpoint"]
+        .as_str()
+        .expect("the endpoint's address in the status")
+        .parse()
+        .unwrap();
+    let curl = |path: &str| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-D", "-"])
+            .arg(format!("http://{addr}{path}"))
+            .output()
+            .expect("curl runs")
+    };
+    let out = curl("/metrics");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("Content-Type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\n\r\n# TYPE edgegw_accepted_total counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("edgegw_listener_accepted_total{listener=\"tls\"} 0\n"),
+        "{text}"
+    );
+    assert!(curl("/").stdout.starts_with(b"HTTP/1.1 404 "));
+
+    // Garbage gets a 400, an endless head is dropped unanswered.
+    let mut garbage = std::net::TcpStream::connect(addr).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    garbage.write_all(b"\x16\x03\x01 not http\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = garbage.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let mut endless = std::net::TcpStream::connect(addr).unwrap();
+    endless
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = endless.write_all(&[b'a'; 4096]);
+    let mut answer = Vec::new();
+    let _ = endless.read_to_end(&mut answer);
+    assert!(answer.is_empty(), "an overlong head is dropped unanswered");
+
+    // Silent clients, more than are served at once: the control socket answers meanwhile, and
+    // the endpoint again once they are dropped at the head timeout (2 s).
+    let started = Instant::now();
+    let _silent: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    ask(&daemon, "status").expect("the control socket answers meanwhile");
+    std::thread::sleep(Duration::from_millis(2300).saturating_sub(started.elapsed()));
+    let out = curl("/metrics");
+    assert!(
+        out.stdout.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "answers again"
+    );
+}
+
+#[test]
+fn a_metrics_endpoint_off_loopback_is_refused_unless_allowed() {
+    let config = format!(
+        "[metrics]\nlisten = \"0.0.0.0:9464\"\n{}",
+        self_signed_config()
+    );
+    let Err(error) = TestDaemon::try_start(&config) else {
+        panic!("a remote metrics endpoint without allow_remote started");
+    };
+    assert!(error.contains("not a loopback address"), "{error}");
+}
