@@ -354,6 +354,11 @@ pub fn now_rfc3339() -> String {
     Timestamp::now().to_string()
 }
 
+/// `at` as the log prints a time (RFC 3339, UTC, milliseconds).
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    Timestamp(time::OffsetDateTime::from(at)).to_string()
+}
+
 /// UTC wall-clock time, printed as RFC 3339 with milliseconds.
 struct Timestamp(time::OffsetDateTime);
 

@@ -425,6 +425,7 @@ struct Conn {
     pid: i32,
     uid: u32,
     gid: u32,
+    /// When it connected; once it is the peer, when it attached.
     since: Instant,
 }
 
@@ -560,6 +561,12 @@ impl RingServer {
     /// Whether a peer is attached.
     pub fn peer_attached(&self) -> bool {
         self.peer.is_some()
+    }
+
+    /// How long the attached peer has been attached (since the server accepted its hello),
+    /// `None` without one.
+    pub fn peer_attached_for(&self) -> Option<std::time::Duration> {
+        self.peer.as_ref().map(|p| p.since.elapsed())
     }
 
     /// Do all pending work without blocking: accept connections, answer hellos, notice a peer's
@@ -800,7 +807,10 @@ impl RingServer {
                     uid: conn.uid,
                     gid: conn.gid,
                 });
-                self.peer = Some(conn);
+                self.peer = Some(Conn {
+                    since: Instant::now(),
+                    ..conn
+                });
             }
             Err(_) => {
                 self.ring.state.detached();

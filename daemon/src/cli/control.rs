@@ -106,12 +106,31 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
             + gateway["unknown_sni"].as_u64().unwrap_or(0)
             + gateway["bad_client_certificates"].as_u64().unwrap_or(0)
     )?;
-    for l in status["listening"].as_array().into_iter().flatten() {
+    for l in status["listeners"].as_array().into_iter().flatten() {
+        let addrs: Vec<&str> = l["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let addrs = if addrs.is_empty() {
+            "no address".to_string()
+        } else {
+            addrs.join(", ")
+        };
         writeln!(
             out,
-            "listener {} on {}",
-            l["listener"].as_str().unwrap_or("?"),
-            l["addr"].as_str().unwrap_or("?")
+            "listener {} on {addrs}: {} open, {} accepted, {} handshakes; refused: {} connection limit, {} handshake limit, {} source limit, {} memory pressure; {} handshake timeouts, {} TLS errors",
+            l["name"].as_str().unwrap_or("?"),
+            l["active"],
+            l["accepted"],
+            l["handshakes"],
+            l["refused_connection_limit"],
+            l["refused_handshake_limit"],
+            l["refused_source_limit"],
+            l["refused_memory_pressure"],
+            l["handshake_timeouts"],
+            l["tls_errors"],
         )?;
     }
     if let Some(rings) = status["rings"].as_object() {
@@ -119,16 +138,20 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
         names.sort();
         for name in names {
             let ring = &rings[name];
+            let flow = &ring["flow_control"];
             writeln!(
                 out,
-                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out",
+                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out; flow control: {} credit stalls, {} excess credits, {} reply window overruns",
                 ring["capacity"],
                 ring["generation"],
-                attached(&ring["consumer_attached"]),
-                attached(&ring["reply_producer_attached"]),
+                attached(ring, "consumer"),
+                attached(ring, "reply_producer"),
                 ring["counters"]["connections"],
                 ring["counters"]["bytes_in"],
                 ring["counters"]["bytes_out"],
+                flow["credit_stalls"],
+                flow["excess_credits"],
+                flow["reply_window_overruns"],
             )?;
         }
     }
@@ -155,10 +178,17 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
     Ok(())
 }
 
-fn attached(value: &serde_json::Value) -> &'static str {
-    if value.as_bool() == Some(true) {
-        "attached"
-    } else {
-        "not attached"
+/// "attached since T (N s)" or "not attached", for the ring's `peer` (consumer or
+/// reply_producer).
+fn attached(ring: &serde_json::Value, peer: &str) -> String {
+    if ring[format!("{peer}_attached")].as_bool() != Some(true) {
+        return "not attached".into();
     }
+    format!(
+        "attached since {} ({} s)",
+        ring[format!("{peer}_attached_since")]
+            .as_str()
+            .unwrap_or("?"),
+        ring[format!("{peer}_attached_seconds")]
+    )
 }

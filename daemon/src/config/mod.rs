@@ -8,6 +8,7 @@
 //! reports every kind of bad input the same way.
 
 mod error;
+mod metrics;
 mod model;
 mod raw;
 mod reactions;
@@ -18,6 +19,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
+pub use metrics::MetricsConfig;
 pub use model::*;
 pub use reactions::{
     ConsumerCgroup, DynamicBind, EventsConfig, PressureCgroup, PressureConfig, WatchConfig,

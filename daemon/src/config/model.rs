@@ -26,6 +26,8 @@ pub struct Config {
     pub pressure: super::PressureConfig,
     /// The events ring (`[events]`).
     pub events: super::EventsConfig,
+    /// The metrics endpoint (`[metrics]`).
+    pub metrics: super::MetricsConfig,
 }
 
 /// Daemon-wide settings.

@@ -20,6 +20,7 @@ pub struct File {
     pub watch: Option<super::reactions::RawWatch>,
     pub pressure: Option<super::reactions::RawPressure>,
     pub events: Option<super::reactions::RawEvents>,
+    pub metrics: Option<super::metrics::RawMetrics>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -169,6 +169,7 @@ impl Validator<'_> {
             watch: super::reactions::watch(self.file, self.text, raw.watch)?,
             pressure: super::reactions::pressure(self.file, self.text, raw.pressure)?,
             events: super::reactions::events(self.file, self.text, raw.events, &ring_names)?,
+            metrics: super::metrics::metrics(self.file, self.text, raw.metrics)?,
         })
     }
 

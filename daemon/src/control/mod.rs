@@ -32,6 +32,7 @@
 
 mod build;
 pub mod fdstore;
+mod http;
 mod notify;
 mod reload;
 mod requests;
@@ -100,6 +101,7 @@ pub struct Daemon {
     watch: watch::Watch,
     history: status::ReloadHistory,
     control: Option<server::ControlServer>,
+    metrics: http::Endpoint,
     notifier: notify::Notifier,
 }
 
@@ -131,6 +133,7 @@ impl Daemon {
         let mut rings = rings::Rings::default();
         rings.add(built.commit.new_rings);
         let control = server::ControlServer::bind(&dirs.runtime)?;
+        let metrics = http::Endpoint::bind(built.commit.config.metrics.listen)?;
         systemd.warn_unused(&built.commit.config);
         built.commit.sockets.store_changes(&nothing);
         rings::release_unclaimed(&systemd);
@@ -162,6 +165,7 @@ impl Daemon {
             watch,
             history: status::ReloadHistory::default(),
             control: Some(control),
+            metrics,
             notifier: notify::Notifier::from_env(),
         })
     }
@@ -210,6 +214,13 @@ impl Daemon {
             "listening": self.listening().iter().map(|l| serde_json::json!({
                 "listener": l.listener, "addr": l.addr.to_string(),
             })).collect::<Vec<_>>(),
+            "listeners": self.listeners().iter().map(|l| {
+                let mut entry = serde_json::to_value(l.counters).unwrap_or_default();
+                entry["name"] = l.name.as_str().into();
+                entry["addrs"] = l.addrs.iter().map(|a| a.to_string()).collect();
+                entry
+            }).collect::<Vec<_>>(),
+            "metrics_endpoint": self.metrics.local_addr().map(|a| a.to_string()),
             "gateway": self.gateway.stats(),
             "rings": self.rings.status(),
             "reloads": {
@@ -224,7 +235,31 @@ impl Daemon {
 
     /// Every counter in Prometheus' text format (`edgegw metrics`).
     pub fn metrics(&self) -> String {
-        status::metrics(&self.gateway.stats(), &self.rings.samples(), &self.history)
+        status::metrics(
+            &self.gateway.stats(),
+            &self.listeners(),
+            &self.rings.samples(),
+            &self.history,
+            &self.watch.status(),
+        )
+    }
+
+    /// Each configured listener's addresses and counters, by name.
+    fn listeners(&self) -> Vec<status::ListenerSamples> {
+        let listening = self.listening();
+        self.gateway
+            .listener_stats()
+            .into_iter()
+            .map(|(name, counters)| status::ListenerSamples {
+                addrs: listening
+                    .iter()
+                    .filter(|l| l.listener == name)
+                    .map(|l| l.addr)
+                    .collect(),
+                name,
+                counters,
+            })
+            .collect()
     }
 
     /// The one-line status systemd shows.
@@ -239,6 +274,7 @@ impl Daemon {
     pub async fn run(mut self, source: ConfigSource, mut requests: Requests) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         self.watch.run(&self.config, &source);
+        self.metrics.serve(requests.control_sender());
         if let Some(control) = self.control.take() {
             log::debug!("control socket: {}", control.path().display());
             tokio::spawn(control.serve(requests.control_sender()));
@@ -368,6 +404,7 @@ impl Daemon {
         commit.sockets.store_changes(&self.sockets);
         self.sockets = commit.sockets;
         self.config = commit.config;
+        self.metrics.follow(self.config.metrics.listen);
         self.systemd.warn_unused(&self.config);
         drop_startup_pages();
     }

@@ -137,6 +137,7 @@ impl Rings {
                         .map(|c| (c.name(), values[*c as usize]))
                         .collect(),
                     attached: ring.ingress.server.peer_attached(),
+                    attached_for: ring.ingress.server.peer_attached_for(),
                 }
             })
             .collect();
@@ -150,12 +151,25 @@ impl Rings {
         self.rings
             .iter()
             .map(|(name, ring)| {
+                let values = ring.counters.snapshot();
+                let flow = |c: RingCounter| values[c as usize];
                 let value = serde_json::json!({
                     "capacity": ring.config.capacity,
                     "generation": ring.ingress.server.ring().generation(),
                     "consumer_attached": ring.ingress.server.peer_attached(),
+                    "consumer_attached_since": attached_since(&ring.ingress.server),
+                    "consumer_attached_seconds": attached_seconds(&ring.ingress.server),
                     "reply_producer_attached": ring.reply.server.peer_attached(),
-                    "counters": RingCounter::named(&ring.counters.snapshot()),
+                    "reply_producer_attached_since": attached_since(&ring.reply.server),
+                    "reply_producer_attached_seconds": attached_seconds(&ring.reply.server),
+                    "flow_control": {
+                        "credit_stalls": flow(RingCounter::CreditStalls),
+                        "credits_for_unknown_connections":
+                            flow(RingCounter::CreditsForUnknownConnections),
+                        "excess_credits": flow(RingCounter::ExcessCredits),
+                        "reply_window_overruns": flow(RingCounter::ReplyWindowOverruns),
+                    },
+                    "counters": RingCounter::named(&values),
                 });
                 (name.clone(), value)
             })
@@ -340,6 +354,19 @@ impl std::fmt::Display for Direction {
             Direction::Reply => "reply",
         })
     }
+}
+
+/// When the peer of `server` attached (RFC 3339), if one is.
+fn attached_since(server: &RingServer) -> Option<String> {
+    let age = server.peer_attached_for()?;
+    std::time::SystemTime::now()
+        .checked_sub(age)
+        .map(crate::log::rfc3339)
+}
+
+/// For how many whole seconds the peer of `server` has been attached, if one is.
+fn attached_seconds(server: &RingServer) -> Option<u64> {
+    server.peer_attached_for().map(|d| d.as_secs())
 }
 
 fn log_replaced(ring: &str, direction: Direction, detached: Option<ServerEvent>) {

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 
-use crate::gateway::Snapshot;
+use crate::gateway::{ListenerSnapshot, Snapshot};
 
 /// Reloads remembered for `edgegw status`.
 const HISTORY: usize = 8;
@@ -109,6 +109,17 @@ pub fn resident_bytes() -> Option<u64> {
 /// Gauges among the gateway's counters (everything else only grows).
 const GAUGES: &[&str] = &["active"];
 
+/// One listener's samples for `edgegw status` and [`metrics`].
+#[derive(Debug)]
+pub struct ListenerSamples {
+    /// Its name.
+    pub name: String,
+    /// The addresses it accepts on now.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Its counters.
+    pub counters: ListenerSnapshot,
+}
+
 /// One ring's samples for [`metrics`].
 #[derive(Debug)]
 pub struct RingSamples<'a> {
@@ -118,10 +129,18 @@ pub struct RingSamples<'a> {
     pub counters: Vec<(&'static str, u64)>,
     /// A consumer is attached to its ingress side.
     pub attached: bool,
+    /// For how long, if it is.
+    pub attached_for: Option<std::time::Duration>,
 }
 
 /// Every counter in the Prometheus text format.
-pub fn metrics(gateway: &Snapshot, rings: &[RingSamples<'_>], history: &ReloadHistory) -> String {
+pub fn metrics(
+    gateway: &Snapshot,
+    listeners: &[ListenerSamples],
+    rings: &[RingSamples<'_>],
+    history: &ReloadHistory,
+    watch: &super::watch::WatchStatus,
+) -> String {
     let mut out = String::with_capacity(4096);
     let gateway = serde_json::to_value(gateway).unwrap_or_default();
     if let serde_json::Value::Object(fields) = gateway {
@@ -137,6 +156,30 @@ pub fn metrics(gateway: &Snapshot, rings: &[RingSamples<'_>], history: &ReloadHi
             };
             let kind = if gauge { "gauge" } else { "counter" };
             let _ = writeln!(out, "# TYPE {metric} {kind}\n{metric} {value}");
+        }
+    }
+    let per_listener: Vec<(&str, serde_json::Value)> = listeners
+        .iter()
+        .map(|l| {
+            (
+                l.name.as_str(),
+                serde_json::to_value(l.counters).unwrap_or_default(),
+            )
+        })
+        .collect();
+    if let Some((_, serde_json::Value::Object(first))) = per_listener.first() {
+        for name in first.keys() {
+            let gauge = GAUGES.contains(&name.as_str());
+            let (metric, kind) = if gauge {
+                (format!("edgegw_listener_{name}"), "gauge")
+            } else {
+                (format!("edgegw_listener_{name}_total"), "counter")
+            };
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
+            for (listener, values) in &per_listener {
+                let value = values[name].as_u64().unwrap_or(0);
+                let _ = writeln!(out, "{metric}{{listener=\"{}\"}} {value}", label(listener));
+            }
         }
     }
     if let Some(first) = rings.first() {
@@ -158,12 +201,24 @@ pub fn metrics(gateway: &Snapshot, rings: &[RingSamples<'_>], history: &ReloadHi
                 u8::from(ring.attached)
             );
         }
+        let _ = writeln!(out, "# TYPE edgegw_ring_consumer_attached_seconds gauge");
+        for ring in rings {
+            if let Some(age) = ring.attached_for {
+                let _ = writeln!(
+                    out,
+                    "edgegw_ring_consumer_attached_seconds{{ring=\"{}\"}} {}",
+                    label(ring.name),
+                    age.as_secs()
+                );
+            }
+        }
     }
     let _ = writeln!(
         out,
         "# TYPE edgegw_reloads_total counter\nedgegw_reloads_total{{result=\"ok\"}} {}\nedgegw_reloads_total{{result=\"failed\"}} {}",
         history.ok, history.failed
     );
+    watch_metrics(&mut out, watch);
     if let Some(rss) = resident_bytes() {
         let _ = writeln!(
             out,
@@ -171,6 +226,72 @@ pub fn metrics(gateway: &Snapshot, rings: &[RingSamples<'_>], history: &ReloadHi
         );
     }
     out
+}
+
+/// The kernel watchers' counters (`WatchStatus`): files, network, memory pressure, supervised
+/// consumers by ring, the events ring.
+fn watch_metrics(out: &mut String, watch: &super::watch::WatchStatus) {
+    let (files, network, pressure, events) =
+        (&watch.files, &watch.network, &watch.pressure, &watch.events);
+    let unlabelled: [(&str, &str, u64); 14] = [
+        ("edgegw_files_watched", "gauge", files.watched as u64),
+        ("edgegw_files_changes_total", "counter", files.changes),
+        ("edgegw_files_resyncs_total", "counter", files.resyncs),
+        (
+            "edgegw_files_reloads_requested_total",
+            "counter",
+            files.reloads_requested,
+        ),
+        ("edgegw_network_changes_total", "counter", network.changes),
+        ("edgegw_network_resyncs_total", "counter", network.resyncs),
+        ("edgegw_network_rebinds_total", "counter", network.rebinds),
+        (
+            "edgegw_network_addresses",
+            "gauge",
+            network.addresses as u64,
+        ),
+        ("edgegw_pressure_stalls_total", "counter", pressure.stalls),
+        ("edgegw_pressure_reliefs_total", "counter", pressure.reliefs),
+        (
+            "edgegw_pressure_shedding_episodes_total",
+            "counter",
+            pressure.episodes,
+        ),
+        (
+            "edgegw_pressure_shedding",
+            "gauge",
+            u64::from(pressure.shedding),
+        ),
+        ("edgegw_events_written_total", "counter", events.written),
+        ("edgegw_events_dropped_total", "counter", events.dropped),
+    ];
+    for (metric, kind, value) in unlabelled {
+        let _ = writeln!(out, "# TYPE {metric} {kind}\n{metric} {value}");
+    }
+    if watch.consumers.is_empty() {
+        return;
+    }
+    type Figure = fn(&super::watch::ConsumerStatus) -> u64;
+    let per_ring: [(&str, &str, Figure); 3] = [
+        ("edgegw_consumer_exits_total", "counter", |c| c.exits),
+        ("edgegw_consumer_oom_kills_total", "counter", |c| {
+            c.oom_kills
+        }),
+        ("edgegw_consumer_populated", "gauge", |c| {
+            u64::from(c.populated)
+        }),
+    ];
+    for (metric, kind, figure) in per_ring {
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        for (ring, consumer) in &watch.consumers {
+            let _ = writeln!(
+                out,
+                "{metric}{{ring=\"{}\"}} {}",
+                label(ring),
+                figure(consumer)
+            );
+        }
+    }
 }
 
 /// A label value, escaped as the text format asks (backslash, quote, newline).
@@ -226,13 +347,48 @@ mod tests {
             name: "a\"b",
             counters: vec![("drops", 7)],
             attached: true,
+            attached_for: Some(std::time::Duration::from_millis(3500)),
         }];
-        let text = metrics(&snapshot, &rings, &ReloadHistory::default());
+        let listeners = [ListenerSamples {
+            name: "web".into(),
+            addrs: vec![],
+            counters: ListenerSnapshot {
+                handshakes: 4,
+                active: 1,
+                ..ListenerSnapshot::default()
+            },
+        }];
+        let mut watch = crate::control::watch::WatchStatus::default();
+        watch.files.changes = 3;
+        watch.consumers.insert(
+            "app".into(),
+            crate::control::watch::ConsumerStatus {
+                oom_kills: 2,
+                ..Default::default()
+            },
+        );
+        let text = metrics(
+            &snapshot,
+            &listeners,
+            &rings,
+            &ReloadHistory::default(),
+            &watch,
+        );
+        assert!(text
+            .contains("# TYPE edgegw_files_changes_total counter\nedgegw_files_changes_total 3\n"));
+        assert!(text.contains("edgegw_consumer_oom_kills_total{ring=\"app\"} 2\n"));
         assert!(text.contains("# TYPE edgegw_accepted_total counter\nedgegw_accepted_total 5\n"));
         assert!(text.contains("# TYPE edgegw_active gauge\nedgegw_active 2\n"));
         assert!(text.contains("edgegw_ring_drops_total{ring=\"a\\\"b\"} 7\n"));
         assert!(text.contains("edgegw_ring_consumer_attached{ring=\"a\\\"b\"} 1\n"));
+        assert!(text.contains("edgegw_ring_consumer_attached_seconds{ring=\"a\\\"b\"} 3\n"));
         assert!(text.contains("edgegw_reloads_total{result=\"failed\"} 0\n"));
+        assert!(text.contains(
+            "# TYPE edgegw_listener_handshakes_total counter\nedgegw_listener_handshakes_total{listener=\"web\"} 4\n"
+        ));
+        assert!(text.contains(
+            "# TYPE edgegw_listener_active gauge\nedgegw_listener_active{listener=\"web\"} 1\n"
+        ));
         for line in text.lines() {
             assert!(
                 line.starts_with("# TYPE ") || line.starts_with("edgegw_"),

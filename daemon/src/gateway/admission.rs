@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::stats::Stats;
+use super::stats::{ListenerStats, Stats};
 use crate::config::ListenerConfig;
 
 /// Where handshakes are counted together: an IPv4 address, or an IPv6 /64 (the prefix one
@@ -56,7 +56,7 @@ pub enum Refused {
 }
 
 /// A listener's load, which its limits are checked against.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Load {
     /// Connections open (established or handshaking).
     active: Cell<usize>,
@@ -64,6 +64,25 @@ pub struct Load {
     handshaking: Cell<usize>,
     /// Handshakes in progress by source; only sources with one are kept.
     sources: RefCell<HashMap<Source, usize>>,
+    /// The listener's counters, which `edgegw status` reads.
+    counters: Arc<ListenerStats>,
+}
+
+impl Load {
+    /// No load yet, counted into `counters`.
+    pub fn new(counters: Arc<ListenerStats>) -> Load {
+        Load {
+            active: Cell::default(),
+            handshaking: Cell::default(),
+            sources: RefCell::default(),
+            counters,
+        }
+    }
+
+    /// The listener's counters.
+    pub fn counters(&self) -> &ListenerStats {
+        &self.counters
+    }
 }
 
 /// A connection's places in its listener's load (connections, handshakes, handshakes from its
@@ -100,12 +119,18 @@ impl Admission {
         load.active.set(load.active.get() + 1);
         load.handshaking.set(load.handshaking.get() + 1);
         Stats::bump(&stats.active);
+        Stats::bump(&load.counters.active);
         Ok(Admission {
             load: load.clone(),
             stats: stats.clone(),
             source,
             handshaking: true,
         })
+    }
+
+    /// Its listener's counters.
+    pub fn counters(&self) -> &ListenerStats {
+        &self.load.counters
     }
 
     /// The handshake is over: its places go back.
@@ -133,34 +158,50 @@ impl Drop for Admission {
         self.stats
             .active
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.load
+            .counters
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl Refused {
     /// Counts and logs (rate-limited, one key per limit) a connection refused at once; the
     /// socket is closed by the caller dropping it.
-    pub fn count(self, stats: &Stats, limits: &ListenerConfig, peer: SocketAddr, source: Source) {
-        let (counter, key, limit, what) = match self {
+    pub fn count(
+        self,
+        stats: &Stats,
+        load: &Load,
+        limits: &ListenerConfig,
+        peer: SocketAddr,
+        source: Source,
+    ) {
+        let own = &load.counters;
+        let (counter, own, key, limit, what) = match self {
             Refused::Connections => (
                 &stats.refused_connection_limit,
+                &own.refused_connection_limit,
                 "edgegw::listener::max-connections",
                 limits.max_connections,
                 "connections open (max_connections)".to_string(),
             ),
             Refused::Handshakes => (
                 &stats.refused_handshake_limit,
+                &own.refused_handshake_limit,
                 "edgegw::listener::max-handshakes",
                 limits.max_handshakes,
                 "handshakes in progress (max_handshakes)".to_string(),
             ),
             Refused::Source => (
                 &stats.refused_source_limit,
+                &own.refused_source_limit,
                 "edgegw::listener::max-handshakes-per-source",
                 limits.max_handshakes_per_source,
                 format!("handshakes from {source} in progress (max_handshakes_per_source)"),
             ),
         };
         Stats::bump(counter);
+        Stats::bump(own);
         log::info!(target: key, "listener `{}`: refused {peer}: {limit} {what}", limits.name);
     }
 }

@@ -93,16 +93,21 @@ pub async fn run(accepted: Accepted, settings: Rc<ConnSettings>, stats: Arc<Stat
         Ok(Ok(sni)) => sni,
         Err(_elapsed) => {
             Stats::bump(&stats.handshake_timeouts);
+            Stats::bump(&admission.counters().handshake_timeouts);
             log::debug!(conn = id, listener = limits.name.as_str(), peer:% = peer; "connection {id} from {peer}: handshake timeout");
             return;
         }
         Ok(Err(e)) => {
+            if matches!(e, HandshakeError::Tls(_) | HandshakeError::UnknownSni(_)) {
+                Stats::bump(&admission.counters().tls_errors);
+            }
             log::debug!(conn = id, listener = limits.name.as_str(), peer:% = peer; "connection {id} from {peer}: handshake failed: {e}");
             return;
         }
     };
     admission.handshake_done();
     Stats::bump(&stats.handshakes);
+    Stats::bump(&admission.counters().handshakes);
 
     let cx = Context {
         id,

@@ -155,6 +155,11 @@ impl Gateway {
         self.stats.snapshot()
     }
 
+    /// Each listener's counters now, by name (the listeners the config names).
+    pub fn listener_stats(&self) -> Vec<(String, super::ListenerSnapshot)> {
+        self.stats.listeners.snapshot()
+    }
+
     /// The counters, shared.
     pub fn stats_handle(&self) -> Arc<Stats> {
         self.stats.clone()

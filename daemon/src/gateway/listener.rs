@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::admission::{Admission, Load, Source};
 use super::conn::{self, Accepted, ConnSettings};
-use super::stats::Stats;
+use super::stats::{ListenerStats, Stats};
 
 /// A listener's state on the TLS thread.
 #[derive(Debug)]
@@ -21,12 +21,12 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A listener with no connections yet.
-    pub fn new(settings: Rc<ConnSettings>) -> Listener {
+    /// A listener with no connections yet, counting into `counters`.
+    pub fn new(settings: Rc<ConnSettings>, counters: Arc<ListenerStats>) -> Listener {
         Listener {
             name: settings.listener.name.clone(),
             settings: RefCell::new(settings),
-            load: Rc::default(),
+            load: Rc::new(Load::new(counters)),
         }
     }
 
@@ -80,10 +80,12 @@ pub async fn accept_loop(
             }
         };
         Stats::bump(&stats.accepted);
+        Stats::bump(&listener.load.counters().accepted);
         // Under memory pressure a connection costs what the daemon must give back: closed at
         // once, as the limits refuse, so that clients learn it and the kernel frees its buffers.
         if stats.shedding.load(std::sync::atomic::Ordering::Relaxed) != 0 {
             Stats::bump(&stats.refused_memory_pressure);
+            Stats::bump(&listener.load.counters().refused_memory_pressure);
             continue;
         }
         let settings = listener.settings.borrow().clone();
@@ -91,7 +93,7 @@ pub async fn accept_loop(
         let admission = match Admission::take(&listener.load, &settings.listener, source, &stats) {
             Ok(admission) => admission,
             Err(refused) => {
-                refused.count(&stats, &settings.listener, peer, source);
+                refused.count(&stats, &listener.load, &settings.listener, peer, source);
                 continue;
             }
         };

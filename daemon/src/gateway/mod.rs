@@ -40,4 +40,4 @@ pub use error::{GatewayError, PlanError};
 pub use event::GatewayEvent;
 pub use handle::{Applier, Applying, Gateway, GatewayEvents, ThreadSettings};
 pub use plan::{Plan, RingEndpoints, SocketId, SocketOp};
-pub use stats::{RingCounter, Snapshot, Stats};
+pub use stats::{ListenerSnapshot, RingCounter, Snapshot, Stats};

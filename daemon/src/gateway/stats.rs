@@ -2,7 +2,9 @@
 //!
 //! Plain relaxed atomics: each is written by one thread and read as an approximate snapshot.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 macro_rules! counters {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
@@ -10,6 +12,8 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Stats {
             $( $(#[$doc])* pub $name: AtomicU64, )*
+            /// Each listener's own counters, by name.
+            pub listeners: ListenerRegistry,
         }
 
         /// A copy of the counters at one moment.
@@ -98,6 +102,77 @@ counters! {
     shedding,
     /// Connections closed at once because the daemon was shedding load (memory pressure).
     refused_memory_pressure,
+}
+
+macro_rules! listener_counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// One listener's counters (the daemon-wide ones of [`Stats`], counted for it alone).
+        #[derive(Debug, Default)]
+        pub struct ListenerStats {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// A copy of one listener's counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct ListenerSnapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl ListenerStats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> ListenerSnapshot {
+                ListenerSnapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+    };
+}
+
+listener_counters! {
+    /// TCP connections accepted.
+    accepted,
+    /// Connections open now (established or handshaking).
+    active,
+    /// Handshakes completed.
+    handshakes,
+    /// Refused at once: max_connections was reached.
+    refused_connection_limit,
+    /// Refused at once: max_handshakes was reached.
+    refused_handshake_limit,
+    /// Refused at once: the client's source had max_handshakes_per_source handshakes.
+    refused_source_limit,
+    /// Closed at once: the daemon was shedding load (memory pressure).
+    refused_memory_pressure,
+    /// Handshakes that ended in a TLS error (bad bytes, unknown SNI, no shared parameters, a
+    /// client certificate refused, ...).
+    tls_errors,
+    /// Dropped at the handshake timeout.
+    handshake_timeouts,
+}
+
+/// Every listener's counters by name. A listener keeps its counters across reloads while the
+/// config names it; a listener the config drops loses them (its open connections still count
+/// into the dropped entry, which goes with the last of them).
+#[derive(Debug, Default)]
+pub struct ListenerRegistry(Mutex<BTreeMap<String, Arc<ListenerStats>>>);
+
+impl ListenerRegistry {
+    /// The counters of listener `name`, made if it has none.
+    pub fn of(&self, name: &str) -> Arc<ListenerStats> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Forgets every listener but those `keep` accepts.
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|name, _| keep(name));
+    }
+
+    /// Every listener's counters now, by name.
+    pub fn snapshot(&self) -> Vec<(String, ListenerSnapshot)> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(n, s)| (n.clone(), s.snapshot())).collect()
+    }
 }
 
 impl Stats {

@@ -267,13 +267,19 @@ impl TlsThread {
                     running.update(settings);
                     running
                 }
-                None => Rc::new(Listener::new(settings)),
+                None => {
+                    let counters = self.stats.listeners.of(&listener.name);
+                    Rc::new(Listener::new(settings, counters))
+                }
             };
             listeners.insert(listener.name.clone(), running);
         }
         // Listeners no longer configured: their sockets are closed by the plan; their open
-        // connections keep what they need.
+        // connections keep what they need, and their counters go from the status.
         self.listeners = listeners;
+        self.stats
+            .listeners
+            .retain(|name| self.listeners.contains_key(name));
         for op in ops {
             self.change_socket(op);
         }
