@@ -59,8 +59,10 @@ impl OwnerCounters {
     }
 }
 
-/// Who may attach: a peer is allowed if its uid or its primary gid (as `SO_PEERCRED` reports
-/// them) is listed. An empty list allows no one; root is not special.
+/// Who may attach: a peer is allowed if its uid, its primary gid (as `SO_PEERCRED` reports
+/// them) or one of its supplementary groups (`SO_PEERGROUPS`, Linux 4.13+; where the kernel lacks
+/// it, only the primary gid counts) is listed: the same groups the kernel lets through the
+/// socket file's permissions. An empty list allows no one; root is not special.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     uids: Vec<u32>,
@@ -93,6 +95,17 @@ impl AllowList {
     /// Is a peer with these credentials allowed?
     pub fn allows(&self, uid: u32, gid: u32) -> bool {
         self.uids.contains(&uid) || self.gids.contains(&gid)
+    }
+
+    /// Is one of these (supplementary) groups allowed?
+    pub fn allows_any_group(&self, groups: &[u32]) -> bool {
+        groups.iter().any(|g| self.gids.contains(g))
+    }
+
+    /// Does the allow list name any group? (Only then are a peer's supplementary groups worth
+    /// asking the kernel for.)
+    fn lists_groups(&self) -> bool {
+        !self.gids.is_empty()
     }
 }
 
@@ -671,6 +684,16 @@ impl RingServer {
         }
     }
 
+    /// Is this peer on the allow list? Its supplementary groups are asked for only when its uid
+    /// and primary gid are not listed and the list names a group; a kernel without
+    /// `SO_PEERGROUPS` leaves the primary gid the only one that counts.
+    fn allows(&self, conn: &Conn) -> bool {
+        self.allow.allows(conn.uid, conn.gid)
+            || (self.allow.lists_groups()
+                && os::peer_groups(conn.socket.as_fd())
+                    .is_ok_and(|groups| self.allow.allows_any_group(&groups)))
+    }
+
     fn answer(&mut self, conn: Conn, hello: &[u8], events: &mut Vec<ServerEvent>) {
         // Refusals of a hello's form or version are answered in our version; the others in the
         // hello's (set below once it is parsed), which is the one the peer reads.
@@ -697,7 +720,7 @@ impl RingServer {
         };
         // Credentials first: a peer that is not allowed gets nothing parsed, and nothing but
         // its refusal (FORMAT.md section 6).
-        if !self.allow.allows(conn.uid, conn.gid) {
+        if !self.allows(&conn) {
             return refuse(
                 STATUS_NOT_ALLOWED,
                 Refusal::NotAllowed {

@@ -519,9 +519,13 @@ fn taking_ring_fds_from_a_missing_or_bad_environment_is_a_clear_error_child() {
     assert!(e.contains("not open"), "{e}");
 }
 
+/// The child of the tests that start a peer under uid 65534. `RING_EXPECT`: `allowed`,
+/// `refused`, or `either` (say which, assert nothing about it).
 fn other_user_child() {
     let path = std::env::var("RING_PATH").unwrap();
-    let expect_allowed = std::env::var("RING_EXPECT").unwrap() == "allowed";
+    let expect = std::env::var("RING_EXPECT").unwrap();
+    let expect_allowed = expect != "refused";
+    let expect_refused = expect != "allowed";
     match edgegw_ring::tools::attach_raw(&path, edgegw_ring::Role::Consumer) {
         Ok(raw) => {
             assert!(expect_allowed, "uid {} was let in", nix::unistd::geteuid());
@@ -544,7 +548,7 @@ fn other_user_child() {
             println!("RESULT attached");
         }
         Err(e) => {
-            assert!(!expect_allowed, "refused although allowed: {e}");
+            assert!(expect_refused, "refused although allowed: {e}");
             assert!(
                 e.to_string().contains("credentials not allowed (uid 65534"),
                 "{e}"
@@ -618,5 +622,112 @@ fn a_peer_of_another_user_is_refused_unless_allowed_and_cannot_reopen_the_region
             )),
             "{stdout}"
         );
+    }
+}
+
+/// The supplementary group the next test gives its child (no such group need exist).
+const CHILD_GROUP: u32 = 4242;
+
+#[test]
+#[ignore = "needs root: starts the peer under uid 65534 with a supplementary group (setpriv) to exercise SO_PEERGROUPS"]
+fn a_peer_whose_supplementary_group_is_on_the_allow_list_attaches_and_another_group_does_not() {
+    const NAME: &str =
+        "a_peer_whose_supplementary_group_is_on_the_allow_list_attaches_and_another_group_does_not";
+    if child_role().as_deref() == Some("other-user") {
+        return other_user_child();
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it switches the child to uid 65534 with a supplementary group); \
+         run it as root or leave it ignored"
+    );
+    // std cannot set a child's supplementary groups yet (`CommandExt::groups` is unstable):
+    // util-linux's setpriv does, then runs the child (and its emulator, under qemu-user).
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("this test needs setpriv (util-linux) to give its child supplementary groups");
+    let emulated = std::env::var("EDGEGW_TEST_EMULATED")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let dir = temp_dir("mp");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Only the group is listed: not uid 65534, not its primary gid 65534.
+    let allow = AllowList::current_user().gid(CHILD_GROUP);
+    for (groups, expect) in [
+        (CHILD_GROUP + 1, "refused"),
+        // qemu-user does not pass SO_PEERGROUPS on to the kernel: the server then counts only
+        // the primary gid (the documented fallback), so under an emulator either outcome is
+        // right, and the report says which one this run saw.
+        (
+            CHILD_GROUP,
+            if emulated.is_some() {
+                "either"
+            } else {
+                "allowed"
+            },
+        ),
+    ] {
+        let path = dir.join(format!("group-{groups}.sock"));
+        let mut p = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+        p.send(1, 0, b"for nobody").unwrap();
+        let mut server = RingServer::bind(&path, p.served_ring().unwrap(), allow.clone()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let inner = child_command_of(&exe, NAME, "other-user");
+        let mut cmd = std::process::Command::new(setpriv);
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            &format!("--groups={groups}"),
+            "--",
+        ])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let child = cmd
+            .env("RING_PATH", &path)
+            .env("RING_EXPECT", expect)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        serve_until(&mut server, "attach or refusal of uid 65534", |e| match e {
+            ServerEvent::Attached { uid, .. } | ServerEvent::Refused { uid, .. } => *uid == 65534,
+            _ => false,
+        });
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "child failed: {stdout}");
+        let seen = if stdout.contains("RESULT attached") {
+            "allowed"
+        } else {
+            assert!(stdout.contains("RESULT refused"), "{stdout}");
+            "refused"
+        };
+        match expect {
+            "either" => common::report(
+                NAME,
+                &format!(
+                    "under {}: a peer whose supplementary group is listed was {seen} \
+                     ({}); natively it is allowed",
+                    emulated.as_deref().unwrap_or("an emulator"),
+                    if seen == "refused" {
+                        "SO_PEERGROUPS not emulated: the primary-gid fallback"
+                    } else {
+                        "SO_PEERGROUPS emulated"
+                    }
+                ),
+            ),
+            _ => assert_eq!(seen, expect, "supplementary group {groups}: {stdout}"),
+        }
     }
 }

@@ -228,9 +228,10 @@ pub struct RingConfig {
     pub capacity: usize,
     /// Full-ring policy for the ingress direction.
     pub when_full: WhenFull,
-    /// uids allowed to attach (the daemon's own uid is always allowed).
+    /// uids allowed to attach (the daemon's own uid is always allowed); names in the file are
+    /// looked up when the config is loaded (and at each reload).
     pub allow_uids: Vec<u32>,
-    /// gids allowed to attach.
+    /// gids allowed to attach (a peer's primary or supplementary group); names as for uids.
     pub allow_gids: Vec<u32>,
     /// How the daemon keeps consumers from writing what it writes (FORMAT.md section 6): `fd`
     /// (the default) continues across a restart and needs peers of attach protocol 2; `seal`

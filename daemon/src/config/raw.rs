@@ -98,9 +98,9 @@ pub struct Ring {
     pub capacity: Option<Spanned<Size>>,
     pub when_full: Option<WhenFull>,
     #[serde(default)]
-    pub allow_uids: Vec<u32>,
+    pub allow_uids: Vec<Spanned<Id>>,
     #[serde(default)]
-    pub allow_gids: Vec<u32>,
+    pub allow_gids: Vec<Spanned<Id>>,
     pub consumer_cgroup: Option<Spanned<String>>,
     pub consumer_unit: Option<Spanned<String>>,
     pub protection: Option<ProtectionKind>,
@@ -129,6 +129,40 @@ pub enum FramingKind {
 pub enum Size {
     Bytes(u64),
     Text(String),
+}
+
+/// A user or group of an allow list as written: its number, or its name, which validation looks
+/// up in the system's user or group database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Id {
+    Number(u32),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number (1000) or a name (\"edgegw\")")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                u32::try_from(v)
+                    .map(Id::Number)
+                    .map_err(|_| E::custom(format!("{v} is not a uid or gid (0 to 4294967295)")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                u32::try_from(v)
+                    .map(Id::Number)
+                    .map_err(|_| E::custom(format!("{v} is not a uid or gid (0 to 4294967295)")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                Ok(Id::Name(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(IdVisitor)
+    }
 }
 
 impl<'de> Deserialize<'de> for Size {

@@ -374,3 +374,52 @@ fn an_empty_file_says_a_listener_is_needed() {
     let err = parse("").unwrap_err();
     assert!(err.to_string().contains("no [[listener]]"), "{err}");
 }
+
+#[test]
+fn allow_lists_take_names_and_look_them_up_at_load() {
+    // root (uid 0, gid 0) is in every user and group database, also a static musl build's.
+    let text = GOOD
+        .replace("allow_uids = [1000]", "allow_uids = [\"root\", 1000]")
+        .replace("allow_gids = [100]", "allow_gids = [100, \"root\"]");
+    let config = parse(&text).unwrap();
+    let ring = config.ring("app").unwrap();
+    assert_eq!(
+        (ring.allow_uids.as_slice(), ring.allow_gids.as_slice()),
+        (&[0, 1000][..], &[100, 0][..])
+    );
+}
+
+#[test]
+fn allow_lists_refuse_unknown_names_and_impossible_numbers_with_the_place() {
+    let unknown = "edgegw-no-such-group-4f1c";
+    fails(
+        &GOOD.replace(
+            "allow_gids = [100]",
+            &format!("allow_gids = [\"{unknown}\"]"),
+        ),
+        "allow_gids",
+        "ring.allow_gids",
+        &format!("no group named \"{unknown}\" on this system"),
+    );
+    fails(
+        &GOOD.replace(
+            "allow_uids = [1000]",
+            &format!("allow_uids = [\"{unknown}\"]"),
+        ),
+        "allow_uids",
+        "ring.allow_uids",
+        &format!("no user named \"{unknown}\" on this system"),
+    );
+    fails(
+        &GOOD.replace("allow_uids = [1000]", "allow_uids = [-1]"),
+        "allow_uids",
+        "ring.allow_uids",
+        "-1 is not a uid or gid",
+    );
+    fails(
+        &GOOD.replace("allow_gids = [100]", "allow_gids = [4294967296]"),
+        "allow_gids",
+        "ring.allow_gids",
+        "4294967296 is not a uid or gid",
+    );
+}

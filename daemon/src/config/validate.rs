@@ -46,6 +46,36 @@ impl Validator<'_> {
         Err(ConfigError::at(self.loc(span), message))
     }
 
+    /// An allow list's numbers, its names looked up in the user or group database (NSS: on a
+    /// static musl build, `/etc/passwd` and `/etc/group`).
+    fn ids(&self, ids: &[Spanned<raw::Id>], kind: IdKind) -> Result<Vec<u32>, ConfigError> {
+        ids.iter()
+            .map(|id| match id.get_ref() {
+                raw::Id::Number(n) => Ok(*n),
+                raw::Id::Name(name) => {
+                    let found =
+                        match kind {
+                            IdKind::User => nix::unistd::User::from_name(name)
+                                .map(|u| u.map(|u| u.uid.as_raw())),
+                            IdKind::Group => nix::unistd::Group::from_name(name)
+                                .map(|g| g.map(|g| g.gid.as_raw())),
+                        };
+                    match found {
+                        Ok(Some(n)) => Ok(n),
+                        Ok(None) => self.err(
+                            id.span(),
+                            format!("no {} named {name:?} on this system", kind.noun()),
+                        ),
+                        Err(e) => self.err(
+                            id.span(),
+                            format!("cannot look up the {} {name:?}: {e}", kind.noun()),
+                        ),
+                    }
+                }
+            })
+            .collect()
+    }
+
     fn path(&self, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
         if value.get_ref().is_empty() {
             return self.err(value.span(), "path is empty");
@@ -230,8 +260,8 @@ impl Validator<'_> {
             name: raw.name.get_ref().clone(),
             capacity,
             when_full,
-            allow_uids: raw.allow_uids.clone(),
-            allow_gids: raw.allow_gids.clone(),
+            allow_uids: self.ids(&raw.allow_uids, IdKind::User)?,
+            allow_gids: self.ids(&raw.allow_gids, IdKind::Group)?,
             protection: match raw.protection {
                 None | Some(raw::ProtectionKind::Fd) => edgegw_ring::Protection::Fd,
                 Some(raw::ProtectionKind::Seal) => edgegw_ring::Protection::Seal,
@@ -571,4 +601,20 @@ fn is_server_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+/// Which database an allow list's names are looked up in.
+#[derive(Debug, Clone, Copy)]
+enum IdKind {
+    User,
+    Group,
+}
+
+impl IdKind {
+    fn noun(self) -> &'static str {
+        match self {
+            IdKind::User => "user",
+            IdKind::Group => "group",
+        }
+    }
 }

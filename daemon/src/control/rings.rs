@@ -409,7 +409,9 @@ fn refusal(reason: &Refusal) -> (&'static str, log::Level, String) {
         Refusal::NotAllowed { uid, gid } => (
             "edgegw::attach::not-allowed",
             Warn,
-            format!("neither uid {uid} nor gid {gid} is on the ring's allow list"),
+            format!(
+                "neither uid {uid}, gid {gid} nor one of its supplementary groups is on the ring's allow list"
+            ),
         ),
         Refusal::WrongRole { offered, requested } => (
             "edgegw::attach::role",

@@ -307,6 +307,41 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> Result<(i32, u32, u32)> {
     Ok((c.pid(), c.uid(), c.gid()))
 }
 
+/// The supplementary groups of the process at the other end of a unix socket, as they were when
+/// it connected (`SO_PEERGROUPS`, Linux 4.13+). `ENOPROTOOPT` where the kernel (or an emulator
+/// such as qemu-user) does not know the option.
+pub(crate) fn peer_groups(fd: BorrowedFd<'_>) -> nix::Result<Vec<u32>> {
+    // The kernel caps a process's groups at NGROUPS_MAX (65536); most have a handful.
+    const MAX_GROUPS: usize = 65536;
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is `len` writable bytes that outlive the call, and `len` is a valid
+        // socklen_t the kernel updates; the option writes at most `len` bytes of gid_t values.
+        let r = syscall(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        });
+        let wanted = len as usize / std::mem::size_of::<libc::gid_t>();
+        match r {
+            Ok(_) => {
+                groups.truncate(wanted.min(groups.len()));
+                return Ok(groups);
+            }
+            // Too small: the kernel said how much it needs.
+            Err(nix::Error::ERANGE) if wanted > groups.len() && wanted <= MAX_GROUPS => {
+                groups.resize(wanted, 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Send one message, with fds attached if any. Never blocks for long: the socket buffers of a
 /// fresh connection always hold our small messages.
 pub(crate) fn send_message(
