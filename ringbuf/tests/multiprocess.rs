@@ -519,13 +519,11 @@ fn taking_ring_fds_from_a_missing_or_bad_environment_is_a_clear_error_child() {
     assert!(e.contains("not open"), "{e}");
 }
 
-/// The child of the tests that start a peer under uid 65534. `RING_EXPECT`: `allowed`,
-/// `refused`, or `either` (say which, assert nothing about it).
+/// The child of the tests that start a peer under uid 65534. `RING_EXPECT`: `allowed` or
+/// `refused`.
 fn other_user_child() {
     let path = std::env::var("RING_PATH").unwrap();
-    let expect = std::env::var("RING_EXPECT").unwrap();
-    let expect_allowed = expect != "refused";
-    let expect_refused = expect != "allowed";
+    let expect_allowed = std::env::var("RING_EXPECT").unwrap() == "allowed";
     match edgegw_ring::tools::attach_raw(&path, edgegw_ring::Role::Consumer) {
         Ok(raw) => {
             assert!(expect_allowed, "uid {} was let in", nix::unistd::geteuid());
@@ -548,7 +546,7 @@ fn other_user_child() {
             println!("RESULT attached");
         }
         Err(e) => {
-            assert!(expect_refused, "refused although allowed: {e}");
+            assert!(!expect_allowed, "refused although allowed: {e}");
             assert!(
                 e.to_string().contains("credentials not allowed (uid 65534"),
                 "{e}"
@@ -647,9 +645,6 @@ fn a_peer_whose_supplementary_group_is_on_the_allow_list_attaches_and_another_gr
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("this test needs setpriv (util-linux) to give its child supplementary groups");
-    let emulated = std::env::var("EDGEGW_TEST_EMULATED")
-        .ok()
-        .filter(|e| !e.is_empty());
     let dir = temp_dir("mp");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -658,20 +653,8 @@ fn a_peer_whose_supplementary_group_is_on_the_allow_list_attaches_and_another_gr
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Only the group is listed: not uid 65534, not its primary gid 65534.
     let allow = AllowList::current_user().gid(CHILD_GROUP);
-    for (groups, expect) in [
-        (CHILD_GROUP + 1, "refused"),
-        // qemu-user does not pass SO_PEERGROUPS on to the kernel: the server then counts only
-        // the primary gid (the documented fallback), so under an emulator either outcome is
-        // right, and the report says which one this run saw.
-        (
-            CHILD_GROUP,
-            if emulated.is_some() {
-                "either"
-            } else {
-                "allowed"
-            },
-        ),
-    ] {
+    // qemu-user passes SO_PEERGROUPS on as well: this holds under cross/test too.
+    for (groups, expect) in [(CHILD_GROUP + 1, "refused"), (CHILD_GROUP, "allowed")] {
         let path = dir.join(format!("group-{groups}.sock"));
         let mut p = Producer::create(RingConfig::with_capacity(4096)).unwrap();
         p.send(1, 0, b"for nobody").unwrap();
@@ -713,21 +696,6 @@ fn a_peer_whose_supplementary_group_is_on_the_allow_list_attaches_and_another_gr
             assert!(stdout.contains("RESULT refused"), "{stdout}");
             "refused"
         };
-        match expect {
-            "either" => common::report(
-                NAME,
-                &format!(
-                    "under {}: a peer whose supplementary group is listed was {seen} \
-                     ({}); natively it is allowed",
-                    emulated.as_deref().unwrap_or("an emulator"),
-                    if seen == "refused" {
-                        "SO_PEERGROUPS not emulated: the primary-gid fallback"
-                    } else {
-                        "SO_PEERGROUPS emulated"
-                    }
-                ),
-            ),
-            _ => assert_eq!(seen, expect, "supplementary group {groups}: {stdout}"),
-        }
+        assert_eq!(seen, expect, "supplementary group {groups}: {stdout}");
     }
 }

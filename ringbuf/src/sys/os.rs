@@ -308,8 +308,8 @@ pub(crate) fn peer_credentials(fd: BorrowedFd<'_>) -> Result<(i32, u32, u32)> {
 }
 
 /// The supplementary groups of the process at the other end of a unix socket, as they were when
-/// it connected (`SO_PEERGROUPS`, Linux 4.13+). `ENOPROTOOPT` where the kernel (or an emulator
-/// such as qemu-user) does not know the option.
+/// it connected (`SO_PEERGROUPS`, Linux 4.13+; qemu-user passes it on). `ENOPROTOOPT` where
+/// the kernel does not know the option.
 pub(crate) fn peer_groups(fd: BorrowedFd<'_>) -> nix::Result<Vec<u32>> {
     // The kernel caps a process's groups at NGROUPS_MAX (65536); most have a handful.
     const MAX_GROUPS: usize = 65536;
