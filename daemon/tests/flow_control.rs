@@ -718,3 +718,145 @@ fn stalled_clients_hold_at_most_one_window_of_replies_each_and_another_client_st
         echo.log()
     );
 }
+
+/// The increment of the next CREDIT in `ring` within `time`, skipping other records.
+fn credit_within(ring: &mut edgegw_ring::Consumer, time: Duration) -> Option<u32> {
+    let deadline = Instant::now() + time;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (kind, payload) = record_within(ring, left)?;
+        if kind == edgegw_proto::CREDIT {
+            return Some(edgegw_proto::decode_credit(&payload).unwrap().1);
+        }
+    }
+}
+
+#[test]
+fn the_reply_window_the_daemon_grants_starts_over_for_the_next_consumer() {
+    use edgegw_proto::{CREDIT, DATA, INITIAL_WINDOW};
+    const RECORD: usize = 16 * 1024;
+    let daemon = TestDaemon::start(&ring_config("", SELF_SIGNED, "", ""));
+    let roots = vec![self_signed_cert(&daemon, "localhost")];
+    let addr = daemon.addr("tls");
+    let (read, may_read) = std::sync::mpsc::channel::<usize>();
+    // A client that does not read until told how much to expect.
+    let client = std::thread::spawn(move || {
+        block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(16 * 1024).unwrap();
+            let tcp = socket.connect(addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(client_config(&roots, &[]))
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            let len = may_read.recv().unwrap();
+            let mut got = vec![0u8; len];
+            tokio::time::timeout(Duration::from_secs(300), tls.read_exact(&mut got))
+                .await
+                .expect("every reply within 300 s")
+                .unwrap();
+            got
+        })
+    });
+    let replies = pattern(16 * 1024 * 1024);
+    let mut sent = 0;
+
+    // The first consumer turns credits on and sends replies within its window, taking the
+    // daemon's credit as it comes, until the client's socket is full and the window spent: the
+    // daemon then counts one byte past it as an overrun (so its side of the window is 0 too).
+    let id = {
+        let (mut ingress, mut reply, id) = consumer_with_credits(&daemon);
+        let mut window = edgegw_proto::Window::default();
+        let began = Instant::now();
+        loop {
+            assert!(
+                began.elapsed() < Duration::from_secs(300),
+                "the client's socket took {sent} bytes of replies and still took more after \
+                 300 s"
+            );
+            while let Some((kind, payload)) = record_within(&mut ingress, Duration::ZERO) {
+                if kind == CREDIT {
+                    let (to, increment) = edgegw_proto::decode_credit(&payload).unwrap();
+                    assert_eq!(to, id);
+                    window.grant(increment);
+                }
+            }
+            let n = window.available().min(RECORD);
+            if n > 0 {
+                reply_data(&mut reply, id, &replies[sent..sent + n]);
+                window.sent(n);
+                sent += n;
+                continue;
+            }
+            // The window is spent as this consumer knows it. Once the daemon read every reply,
+            // either credit comes (the client's socket took more) or, when none came for a
+            // while, one byte past the window tells which: the daemon counts it as an overrun
+            // only if its side of the window is spent too.
+            let read_all = |s: &edgegw::gateway::Snapshot| s.bytes_to_clients == sent as u64;
+            daemon.wait_for("the replies read", read_all);
+            if let Some(increment) = credit_within(&mut ingress, Duration::from_secs(2)) {
+                window.grant(increment);
+                continue;
+            }
+            reply_data(&mut reply, id, &replies[sent..sent + 1]);
+            window.sent(1);
+            sent += 1;
+            let read_all = |s: &edgegw::gateway::Snapshot| s.bytes_to_clients == sent as u64;
+            if daemon
+                .wait_for("the byte read", read_all)
+                .reply_window_overruns
+                == 1
+            {
+                break;
+            }
+        }
+        id
+    };
+
+    // The next consumer turns credits on for the connection it finds, and sends one window of
+    // replies: within its window, since the window started over at its CREDIT, whatever the
+    // old consumer had spent.
+    let mut ingress =
+        attach_with_retry(|| edgegw_ring::Consumer::attach(daemon.ring_socket("app"))).unwrap();
+    let mut reply =
+        attach_with_retry(|| edgegw_ring::Producer::attach(daemon.reply_socket("app"))).unwrap();
+    credit(&mut reply, id, 0);
+    for _ in 0..INITIAL_WINDOW as usize / RECORD {
+        reply_data(&mut reply, id, &replies[sent..sent + RECORD]);
+        sent += RECORD;
+    }
+    // A credit for nobody behind them: once the daemon counted it, it read them all.
+    credit(&mut reply, 999, 0);
+    let stats = daemon.wait_for("the replies read", |s| {
+        s.credits_for_unknown_connections == 1
+    });
+    assert_eq!(
+        stats.reply_window_overruns, 1,
+        "the next consumer's replies were counted against the old consumer's window"
+    );
+
+    // The client reads: every reply arrives, in order, and the next consumer is granted back
+    // what it sent as its replies leave (the old consumer's earn it nothing).
+    read.send(sent).unwrap();
+    let mut granted = 0usize;
+    let began = Instant::now();
+    while granted < INITIAL_WINDOW as usize / 2 {
+        assert!(
+            began.elapsed() < Duration::from_secs(300),
+            "the next consumer was granted {granted} bytes back in 300 s"
+        );
+        if let Some((kind, payload)) = record_within(&mut ingress, Duration::from_millis(100)) {
+            if kind == CREDIT {
+                let (to, increment) = edgegw_proto::decode_credit(&payload).unwrap();
+                assert_eq!(to, id);
+                granted += increment as usize;
+            } else {
+                assert_ne!(kind, DATA, "the client sent nothing");
+            }
+        }
+    }
+    assert!(granted <= INITIAL_WINDOW as usize, "granted {granted}");
+    let got = client.join().unwrap();
+    assert_same_bytes(&got, &replies[..sent], "the replies of both consumers");
+    assert_eq!(daemon.stats().reply_window_overruns, 1);
+}
