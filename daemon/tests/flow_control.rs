@@ -75,19 +75,65 @@ fn tcp_send_buffer_max() -> usize {
         .unwrap_or(4 * 1024 * 1024)
 }
 
-#[test]
-fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their_rate() {
+/// A daemon process on [`CONFIG`] and `edgegw ring echo` attached to its ring.
+fn daemon_and_echo() -> (tempfile::TempDir, Process, Process) {
     let (dir, daemon) = spawn_daemon(CONFIG, "accepting on");
-    let addr = accepting_on(&daemon);
     let mut echo = edgegw();
     echo.args(["ring", "echo"])
         .arg(dir.path().join("run/edgegw/rings/app.sock"));
     let echo = Process::spawn(echo, dir.path(), "echo");
     echo.wait_for_log("echoing");
-    let roots = [process_cert(dir.path())];
+    (dir, daemon, echo)
+}
+
+/// A client that writes without reading: its read half, how much it got to write so far, and
+/// its writing task (which gives the write half back once all is written).
+type Flood = (
+    tokio::io::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<
+        tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    >,
+);
+
+/// Connects a client with small socket buffers (so what the kernel holds is small next to what
+/// it sends, and the backing up shows in how much it got to write) that writes `data` without
+/// reading.
+async fn flood(
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    data: Vec<u8>,
+) -> Flood {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.set_send_buffer_size(16 * 1024).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (reader, mut writer) = tokio::io::split(tls);
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = written.clone();
+    let task = tokio::spawn(async move {
+        for chunk in data.chunks(16 * 1024) {
+            writer.write_all(chunk).await.unwrap();
+            progress.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        // What rustls still holds goes out too.
+        writer.flush().await.unwrap();
+        writer
+    });
+    (reader, written, task)
+}
+
+#[test]
+fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their_rate() {
+    let (dir, daemon, echo) = daemon_and_echo();
+    let addr = accepting_on(&daemon);
     let sent = pattern(STALLED_BYTES);
     block_on(async {
-        let config = client_config(&roots, &[]);
+        let config = client_config(&[process_cert(dir.path())], &[]);
         let mut good = connect(addr, config.clone(), "localhost").await.unwrap();
         // Warm up (code paths, allocator), then the usual rate.
         echo_rate(&mut good, 20).await;
@@ -95,29 +141,7 @@ fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their
         let usual = best_rate(&mut good, rounds).await;
         let rss_before = rss_kib(daemon.pid());
 
-        // Small socket buffers, so what the kernel holds is small next to 8 MiB and the
-        // backing up shows in how much the client got to write.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(16 * 1024).unwrap();
-        socket.set_send_buffer_size(16 * 1024).unwrap();
-        let tcp = socket.connect(addr).await.unwrap();
-        let stalled = tokio_rustls::TlsConnector::from(config)
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut reader, mut writer) = tokio::io::split(stalled);
-        let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let progress = written.clone();
-        let data = sent.clone();
-        let flood = tokio::spawn(async move {
-            for chunk in data.chunks(16 * 1024) {
-                writer.write_all(chunk).await.unwrap();
-                progress.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
-            }
-            // What rustls still holds goes out too.
-            writer.flush().await.unwrap();
-            writer
-        });
+        let (mut reader, written, writing) = flood(addr, config, sent.clone()).await;
         let stall_began = Instant::now();
         let stall = Duration::from_secs(20);
 
@@ -211,7 +235,7 @@ fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their
             at += read;
         }
         assert_same_bytes(&got, &sent, "the stalled client's echo");
-        let writer = flood.await.unwrap();
+        let writer = writing.await.unwrap();
         let mut stalled = reader.unsplit(writer);
         // Still open: it echoes as any client does.
         echo_rate(&mut stalled, 1).await;
@@ -327,18 +351,7 @@ fn the_daemon_forwards_client_data_within_the_window_the_consumer_grants_and_ign
         "{stats:#?}"
     );
     // The ring's own counters, as `edgegw ring stat --json` shows them.
-    let out = edgegw()
-        .args(["ring", "stat", "--json"])
-        .arg(daemon.ring_socket("app"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let counters = &json["counters"];
+    let counters = &ring_stat(&daemon.ring_socket("app"));
     for (name, value) in [
         ("credit_stalls", 1),
         ("credits_for_unknown_connections", 1),
@@ -349,7 +362,7 @@ fn the_daemon_forwards_client_data_within_the_window_the_consumer_grants_and_ign
         ("closed_consumer_closed", 1),
         ("closed_slow_client", 0),
     ] {
-        assert_eq!(counters[name], value, "{name}: {json}");
+        assert_eq!(counters[name], value, "{name}: {counters}");
     }
 }
 
@@ -427,9 +440,23 @@ fn record_within(ring: &mut edgegw_ring::Consumer, time: Duration) -> Option<(u1
     }
 }
 
+/// A consumer attached to ring `app` (both rings) that read a connection's OPEN and turned
+/// credits on for it (a CREDIT of 0): its rings and the connection's id.
+fn consumer_with_credits(
+    daemon: &TestDaemon,
+) -> (edgegw_ring::Consumer, edgegw_ring::Producer, u64) {
+    let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
+    let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
+    let (kind, open) = next_record(&mut ingress);
+    assert_eq!(kind, edgegw_proto::OPEN);
+    let id = u64::from_le_bytes(open[..8].try_into().unwrap());
+    credit(&mut reply, id, 0);
+    (ingress, reply, id)
+}
+
 #[test]
 fn a_connection_stalled_on_a_dead_consumers_window_flows_again_with_the_next_consumer() {
-    use edgegw_proto::{DATA, INITIAL_WINDOW, OPEN};
+    use edgegw_proto::{DATA, INITIAL_WINDOW};
     let daemon = TestDaemon::start(&ring_config("", SELF_SIGNED, "", ""));
     let roots = vec![self_signed_cert(&daemon, "localhost")];
     let upload = pattern(512 * 1024);
@@ -455,12 +482,7 @@ fn a_connection_stalled_on_a_dead_consumers_window_flows_again_with_the_next_con
     // goes away (killed, or detached) with the window spent and nothing left in the ring.
     let mut got = Vec::new();
     let id = {
-        let mut ingress = edgegw_ring::Consumer::attach(daemon.ring_socket("app")).unwrap();
-        let mut reply = edgegw_ring::Producer::attach(daemon.reply_socket("app")).unwrap();
-        let (kind, open) = next_record(&mut ingress);
-        assert_eq!(kind, OPEN);
-        let id = u64::from_le_bytes(open[..8].try_into().unwrap());
-        credit(&mut reply, id, 0);
+        let (mut ingress, mut reply, id) = consumer_with_credits(&daemon);
         // A credit for nobody behind it: once the daemon counted that one, it read ours.
         credit(&mut reply, 999, 0);
         daemon.wait_for("the credits read", |s| {
@@ -521,4 +543,328 @@ fn a_connection_stalled_on_a_dead_consumers_window_flows_again_with_the_next_con
     let stats = daemon.stats();
     assert_eq!(stats.reply_window_overruns, 0, "{stats:#?}");
     assert_eq!(stats.excess_credits, 0, "{stats:#?}");
+}
+
+/// What one connection whose client does not read may hold of its replies in the daemon, with
+/// a consumer that keeps to its reply window (as `edgegw ring echo` does): the window, queued or
+/// encrypted in the client's outbox, and the TLS records' overhead on what is encrypted (22
+/// bytes a record for TLS 1.3, at most one record per 16 KiB or per reply taken): 4 KiB is
+/// ample for it. PROTOCOL.md section 4 promises this bound.
+const HELD_PER_STALLED_CONNECTION: u64 = edgegw_proto::INITIAL_WINDOW as u64 + 4096;
+
+/// The ring's counters as `edgegw ring stat --json` shows them.
+fn ring_stat(socket: &std::path::Path) -> serde_json::Value {
+    let out = edgegw()
+        .args(["ring", "stat", "--json"])
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["counters"].clone()
+}
+
+/// The value of a metric line `name{ring="app"} VALUE` in `edgegw metrics`' text.
+fn ring_metric(text: &str, name: &str) -> u64 {
+    let prefix = format!("{name}{{ring=\"app\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn stalled_clients_hold_at_most_one_window_of_replies_each_and_another_client_still_echoes() {
+    const STALLED: usize = 3;
+    let (dir, daemon, echo) = daemon_and_echo();
+    let addr = accepting_on(&daemon);
+    let socket = dir.path().join("run/edgegw/rings/app.sock");
+    let runtime = dir.path().join("run/edgegw");
+    let sent = pattern(STALLED_BYTES);
+    block_on(async {
+        let config = client_config(&[process_cert(dir.path())], &[]);
+        let mut good = connect(addr, config.clone(), "localhost").await.unwrap();
+        echo_rate(&mut good, 20).await;
+
+        // Clients that write without reading, each on its own task.
+        let mut stalled = Vec::new();
+        for _ in 0..STALLED {
+            stalled.push(flood(addr, config.clone(), sent.clone()).await);
+        }
+        // Until none of them gets to write more for a second: they backed up.
+        let began = Instant::now();
+        let total = |s: &[Flood]| -> usize {
+            s.iter()
+                .map(|(_, w, _)| w.load(std::sync::atomic::Ordering::Relaxed))
+                .sum()
+        };
+        let mut last = usize::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = total(&stalled);
+            if now == last {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(120),
+                "the stalled clients wrote {now} bytes and were still writing after 120 s"
+            );
+            last = now;
+        }
+
+        // Each holds at most its window here; the good client, whose echoes all came, nothing.
+        // Checked until the stall reached the daemon (on a slow machine, a second without
+        // progress may come before it did): then each holds at least the half window it was
+        // not granted back (credit comes in steps of half a window).
+        let bound = STALLED as u64 * HELD_PER_STALLED_CONNECTION;
+        let reached = tcp_send_buffer_max() + 1024 * 1024 < STALLED_BYTES;
+        let least = STALLED as u64 * u64::from(edgegw_proto::INITIAL_WINDOW) / 2;
+        let checking = Instant::now();
+        let counters = loop {
+            let counters = ring_stat(&socket);
+            let held = counters["reply_bytes_held"].as_u64().unwrap();
+            assert!(
+                held <= bound,
+                "{STALLED} stalled clients hold {held} reply bytes in the daemon, over \
+                 {STALLED} x {HELD_PER_STALLED_CONNECTION}: {counters}"
+            );
+            if held >= least || !reached {
+                eprintln!(
+                    "{STALLED} stalled clients wrote {last} bytes; the daemon holds {held} reply \
+                     bytes for them (bound {bound})"
+                );
+                break counters;
+            }
+            assert!(
+                checking.elapsed() < Duration::from_secs(120),
+                "the stalled clients hold only {held} reply bytes in the daemon after 120 s \
+                 (less than half a window each): their stall did not reach it"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if !reached {
+            report(
+                "stalled_clients_hold_at_most_one_window_of_replies_each_and_another_client_still_echoes",
+                &format!(
+                    "STALL NOT CHECKED TO REACH THE DAEMON: tcp_wmem's maximum ({} bytes) lets \
+                     the kernel hold what the clients send",
+                    tcp_send_buffer_max()
+                ),
+            );
+        }
+        // The gauges, the same in all three places.
+        let connections = STALLED as u64 + 1;
+        assert_eq!(counters["credit_connections"], connections, "{counters}");
+        let status = edgegw::control::ask(&runtime, "status", Duration::from_secs(30)).unwrap();
+        let flow = &status["status"]["rings"]["app"]["flow_control"];
+        assert_eq!(flow["credit_connections"], connections, "{flow}");
+        assert!(
+            flow["reply_bytes_held"].as_u64().unwrap() <= bound,
+            "{flow}"
+        );
+        let metrics = edgegw::control::ask(&runtime, "metrics", Duration::from_secs(30)).unwrap();
+        let text = metrics["metrics"].as_str().unwrap();
+        assert!(text.contains("# TYPE edgegw_ring_credit_connections gauge\n"));
+        assert_eq!(
+            ring_metric(text, "edgegw_ring_credit_connections"),
+            connections
+        );
+        assert!(ring_metric(text, "edgegw_ring_reply_bytes_held") <= bound);
+
+        // The good client still gets its echoes, and the stalled ones hold no more for it.
+        echo_rate(&mut good, 100).await;
+        let held = ring_stat(&socket)["reply_bytes_held"].as_u64().unwrap();
+        assert!(
+            held <= bound,
+            "{held} reply bytes held after the good client's echoes"
+        );
+
+        // Now they read: every byte comes back, in order.
+        let readers: Vec<_> = stalled
+            .into_iter()
+            .map(|(mut reader, _, writing)| {
+                tokio::spawn(async move {
+                    let mut got = vec![0u8; STALLED_BYTES];
+                    tokio::time::timeout(Duration::from_secs(600), reader.read_exact(&mut got))
+                        .await
+                        .expect("the stalled client's echo within 600 s")
+                        .expect("the stalled client was not closed");
+                    (got, reader, writing)
+                })
+            })
+            .collect();
+        let mut clients = Vec::new();
+        for reader in readers {
+            let (got, reader, writing) = reader.await.unwrap();
+            assert_same_bytes(&got, &sent, "a stalled client's echo");
+            clients.push(reader.unsplit(writing.await.unwrap()));
+        }
+        drop(clients);
+        drop(good);
+    });
+    // Their connections end: the gauges go back to nothing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counters = ring_stat(&socket);
+        if counters["credit_connections"] == 0 && counters["reply_bytes_held"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "60 s after every client left: {counters}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !echo.log().contains("reason 6"),
+        "a connection was closed as a slow client:\n{}",
+        echo.log()
+    );
+}
+
+/// The increment of the next CREDIT in `ring` within `time`, skipping other records.
+fn credit_within(ring: &mut edgegw_ring::Consumer, time: Duration) -> Option<u32> {
+    let deadline = Instant::now() + time;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (kind, payload) = record_within(ring, left)?;
+        if kind == edgegw_proto::CREDIT {
+            return Some(edgegw_proto::decode_credit(&payload).unwrap().1);
+        }
+    }
+}
+
+#[test]
+fn the_reply_window_the_daemon_grants_starts_over_for_the_next_consumer() {
+    use edgegw_proto::{CREDIT, DATA, INITIAL_WINDOW};
+    const RECORD: usize = 16 * 1024;
+    let daemon = TestDaemon::start(&ring_config("", SELF_SIGNED, "", ""));
+    let roots = vec![self_signed_cert(&daemon, "localhost")];
+    let addr = daemon.addr("tls");
+    let (read, may_read) = std::sync::mpsc::channel::<usize>();
+    // A client that does not read until told how much to expect.
+    let client = std::thread::spawn(move || {
+        block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(16 * 1024).unwrap();
+            let tcp = socket.connect(addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(client_config(&roots, &[]))
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap();
+            let len = may_read.recv().unwrap();
+            let mut got = vec![0u8; len];
+            tokio::time::timeout(Duration::from_secs(300), tls.read_exact(&mut got))
+                .await
+                .expect("every reply within 300 s")
+                .unwrap();
+            got
+        })
+    });
+    let replies = pattern(16 * 1024 * 1024);
+    let mut sent = 0;
+
+    // The first consumer turns credits on and sends replies within its window, taking the
+    // daemon's credit as it comes, until the client's socket is full and the window spent: the
+    // daemon then counts one byte past it as an overrun (so its side of the window is 0 too).
+    let id = {
+        let (mut ingress, mut reply, id) = consumer_with_credits(&daemon);
+        let mut window = edgegw_proto::Window::default();
+        let began = Instant::now();
+        loop {
+            assert!(
+                began.elapsed() < Duration::from_secs(300),
+                "the client's socket took {sent} bytes of replies and still took more after \
+                 300 s"
+            );
+            while let Some((kind, payload)) = record_within(&mut ingress, Duration::ZERO) {
+                if kind == CREDIT {
+                    let (to, increment) = edgegw_proto::decode_credit(&payload).unwrap();
+                    assert_eq!(to, id);
+                    window.grant(increment);
+                }
+            }
+            let n = window.available().min(RECORD);
+            if n > 0 {
+                reply_data(&mut reply, id, &replies[sent..sent + n]);
+                window.sent(n);
+                sent += n;
+                continue;
+            }
+            // The window is spent as this consumer knows it. Once the daemon read every reply,
+            // either credit comes (the client's socket took more) or, when none came for a
+            // while, one byte past the window tells which: the daemon counts it as an overrun
+            // only if its side of the window is spent too.
+            let read_all = |s: &edgegw::gateway::Snapshot| s.bytes_to_clients == sent as u64;
+            daemon.wait_for("the replies read", read_all);
+            if let Some(increment) = credit_within(&mut ingress, Duration::from_secs(2)) {
+                window.grant(increment);
+                continue;
+            }
+            reply_data(&mut reply, id, &replies[sent..sent + 1]);
+            window.sent(1);
+            sent += 1;
+            let read_all = |s: &edgegw::gateway::Snapshot| s.bytes_to_clients == sent as u64;
+            if daemon
+                .wait_for("the byte read", read_all)
+                .reply_window_overruns
+                == 1
+            {
+                break;
+            }
+        }
+        id
+    };
+
+    // The next consumer turns credits on for the connection it finds, and sends one window of
+    // replies: within its window, since the window started over at its CREDIT, whatever the
+    // old consumer had spent.
+    let mut ingress =
+        attach_with_retry(|| edgegw_ring::Consumer::attach(daemon.ring_socket("app"))).unwrap();
+    let mut reply =
+        attach_with_retry(|| edgegw_ring::Producer::attach(daemon.reply_socket("app"))).unwrap();
+    credit(&mut reply, id, 0);
+    for _ in 0..INITIAL_WINDOW as usize / RECORD {
+        reply_data(&mut reply, id, &replies[sent..sent + RECORD]);
+        sent += RECORD;
+    }
+    // A credit for nobody behind them: once the daemon counted it, it read them all.
+    credit(&mut reply, 999, 0);
+    let stats = daemon.wait_for("the replies read", |s| {
+        s.credits_for_unknown_connections == 1
+    });
+    assert_eq!(
+        stats.reply_window_overruns, 1,
+        "the next consumer's replies were counted against the old consumer's window"
+    );
+
+    // The client reads: every reply arrives, in order, and the next consumer is granted back
+    // what it sent as its replies leave (the old consumer's earn it nothing).
+    read.send(sent).unwrap();
+    let mut granted = 0usize;
+    let began = Instant::now();
+    while granted < INITIAL_WINDOW as usize / 2 {
+        assert!(
+            began.elapsed() < Duration::from_secs(300),
+            "the next consumer was granted {granted} bytes back in 300 s"
+        );
+        if let Some((kind, payload)) = record_within(&mut ingress, Duration::from_millis(100)) {
+            if kind == CREDIT {
+                let (to, increment) = edgegw_proto::decode_credit(&payload).unwrap();
+                assert_eq!(to, id);
+                granted += increment as usize;
+            } else {
+                assert_ne!(kind, DATA, "the client sent nothing");
+            }
+        }
+    }
+    assert!(granted <= INITIAL_WINDOW as usize, "granted {granted}");
+    let got = client.join().unwrap();
+    assert_same_bytes(&got, &replies[..sent], "the replies of both consumers");
+    assert_eq!(daemon.stats().reply_window_overruns, 1);
 }

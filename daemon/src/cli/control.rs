@@ -141,7 +141,7 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
             let flow = &ring["flow_control"];
             writeln!(
                 out,
-                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out; flow control: {} credit stalls, {} excess credits, {} reply window overruns",
+                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out; flow control: {} connections with credits, {} reply bytes held, {} credit stalls, {} excess credits, {} reply window overruns",
                 ring["capacity"],
                 ring["generation"],
                 attached(ring, "consumer"),
@@ -149,6 +149,8 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
                 ring["counters"]["connections"],
                 ring["counters"]["bytes_in"],
                 ring["counters"]["bytes_out"],
+                flow["credit_connections"],
+                flow["reply_bytes_held"],
                 flow["credit_stalls"],
                 flow["excess_credits"],
                 flow["reply_window_overruns"],

@@ -269,7 +269,8 @@ type EchoConns = HashMap<u64, EchoConn>;
 ///
 /// It is a well-behaved consumer of the credit protocol: it turns the windows on for each
 /// connection at its OPEN (a CREDIT of 0), echoes a connection's bytes only within the reply
-/// window the daemon grants, keeps what does not fit, and grants the daemon credit for bytes
+/// window the daemon grants (cutting a record at the window's end, never past it), keeps what
+/// does not fit, and grants the daemon credit for bytes
 /// only once they are echoed. A client that does not read its replies therefore stops being
 /// read by the daemon (its TCP backs up) after about one window each way, and the echo goes on
 /// serving everyone else.
@@ -360,16 +361,21 @@ fn echo_data(
         }
     };
     let len = payload.len() - DATA_HEADER_LEN;
-    if conn.pending.is_empty() && conn.reply_window.available() > 0 {
+    // Never past the window: what does not fit waits for the daemon's credit.
+    let fits = len.min(conn.reply_window.available());
+    if conn.pending.is_empty() && fits > 0 {
         // Connection id and bytes, copied straight from one ring to the other.
-        let end = send_waiting(producer, proto::DATA, payload.len(), |reply| {
+        let end = send_waiting(producer, proto::DATA, DATA_HEADER_LEN + fits, |reply| {
             payload.copy_to_slice(reply);
         })?;
         if end.is_some() {
             return Ok(end);
         }
-        conn.reply_window.sent(len);
-        return echoed(producer, id, conn, len);
+        conn.reply_window.sent(fits);
+        if let Some(rest) = payload.slice(DATA_HEADER_LEN + fits, len - fits) {
+            rest.copy_into(&mut conn.pending);
+        }
+        return echoed(producer, id, conn, fits);
     }
     if let Some(body) = payload.slice(DATA_HEADER_LEN, len) {
         body.copy_into(&mut conn.pending);
@@ -391,7 +397,11 @@ fn credit(
     conn.reply_window.grant(increment);
     let max = producer.max_payload() - DATA_HEADER_LEN;
     while !conn.pending.is_empty() && conn.reply_window.available() > 0 {
-        let n = conn.pending.len().min(max);
+        let n = conn
+            .pending
+            .len()
+            .min(max)
+            .min(conn.reply_window.available());
         let chunk = &conn.pending[..n];
         let end = send_waiting(producer, proto::DATA, DATA_HEADER_LEN + n, |reply| {
             reply[..DATA_HEADER_LEN].copy_from_slice(&id.to_le_bytes());

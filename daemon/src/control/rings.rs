@@ -168,6 +168,8 @@ impl Rings {
                             flow(RingCounter::CreditsForUnknownConnections),
                         "excess_credits": flow(RingCounter::ExcessCredits),
                         "reply_window_overruns": flow(RingCounter::ReplyWindowOverruns),
+                        "credit_connections": flow(RingCounter::CreditConnections),
+                        "reply_bytes_held": flow(RingCounter::ReplyBytesHeld),
                     },
                     "counters": RingCounter::named(&values),
                 });

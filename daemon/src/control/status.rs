@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 
-use crate::gateway::{ListenerSnapshot, Snapshot};
+use crate::gateway::{ListenerSnapshot, RingCounter, Snapshot};
 
 /// Reloads remembered for `edgegw status`.
 const HISTORY: usize = 8;
@@ -184,8 +184,15 @@ pub fn metrics(
     }
     if let Some(first) = rings.first() {
         for (i, (counter, _)) in first.counters.iter().enumerate() {
-            let metric = format!("edgegw_ring_{counter}_total");
-            let _ = writeln!(out, "# TYPE {metric} counter");
+            let gauge = RingCounter::ALL
+                .iter()
+                .any(|c| c.is_gauge() && c.name() == *counter);
+            let (metric, kind) = if gauge {
+                (format!("edgegw_ring_{counter}"), "gauge")
+            } else {
+                (format!("edgegw_ring_{counter}_total"), "counter")
+            };
+            let _ = writeln!(out, "# TYPE {metric} {kind}");
             for ring in rings {
                 if let Some((_, value)) = ring.counters.get(i) {
                     let _ = writeln!(out, "{metric}{{ring=\"{}\"}} {value}", label(ring.name));
@@ -345,7 +352,7 @@ mod tests {
         };
         let rings = [RingSamples {
             name: "a\"b",
-            counters: vec![("drops", 7)],
+            counters: vec![("drops", 7), ("credit_connections", 3)],
             attached: true,
             attached_for: Some(std::time::Duration::from_millis(3500)),
         }];
@@ -380,6 +387,9 @@ mod tests {
         assert!(text.contains("# TYPE edgegw_accepted_total counter\nedgegw_accepted_total 5\n"));
         assert!(text.contains("# TYPE edgegw_active gauge\nedgegw_active 2\n"));
         assert!(text.contains("edgegw_ring_drops_total{ring=\"a\\\"b\"} 7\n"));
+        assert!(text.contains(
+            "# TYPE edgegw_ring_credit_connections gauge\nedgegw_ring_credit_connections{ring=\"a\\\"b\"} 3\n"
+        ));
         assert!(text.contains("edgegw_ring_consumer_attached{ring=\"a\\\"b\"} 1\n"));
         assert!(text.contains("edgegw_ring_consumer_attached_seconds{ring=\"a\\\"b\"} 3\n"));
         assert!(text.contains("edgegw_reloads_total{result=\"failed\"} 0\n"));

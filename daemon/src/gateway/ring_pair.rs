@@ -22,9 +22,12 @@
 //! record for a connection (`ringbuf/PROTOCOL.md`), the connection has a window each way: its
 //! client data goes into the ingress ring only within the window the consumer granted (past it,
 //! the relay stops reading the client, whose TCP backs up), and the consumer may send replies
-//! within the window the daemon grants back as the client takes them, so a stalled client holds
-//! at most one window of replies here and nobody else waits for it (such a connection counts
-//! against [`RING_REPLY_BUDGET`] only what it holds beyond its window: [`budget_share`]).
+//! within the window the daemon grants back as they leave for the client's socket (not when
+//! they are encrypted: [`RingConn::set_unsent`]), so a stalled client holds at most one window
+//! of replies here, queued and in its outbox together, and nobody else waits for it (such a
+//! connection counts against [`RING_REPLY_BUDGET`] only what it holds beyond its window and
+//! outbox, which only a consumer past its window reaches: [`budget_share`]). Each ring keeps
+//! two gauges beside its counters: connections with credits on, and reply bytes held.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -133,7 +136,7 @@ enum Offered {
 
 /// A connection's place in its ring pair: the replies the reply task copied out for it, the
 /// consumer's request to close it, and its windows. Its relay's side is `backend::ring`.
-/// (The windows add 48 bytes to it.)
+/// (The windows add 56 bytes to it.)
 #[derive(Default)]
 pub(super) struct RingConn {
     id: u64,
@@ -145,8 +148,13 @@ pub(super) struct RingConn {
     window_blocked: Cell<bool>,
     /// Reply bytes the consumer may send, as the daemon counts them.
     reply_window: Cell<Window>,
-    /// Reply bytes taken for the client since the daemon last granted credit for them.
-    reply_ungranted: Cell<usize>,
+    /// Reply bytes that reached the client's socket since the daemon last granted credit for
+    /// them (while `credits`). Below zero by the replies the daemon already held when credits
+    /// came on: those earn the consumer nothing.
+    reply_ungranted: Cell<i64>,
+    /// Reply bytes taken into the client's outbox whose way into its socket is not counted
+    /// yet: never fewer than the reply bytes the outbox still holds ([`RingConn::set_unsent`]).
+    reply_unflushed: Cell<usize>,
     /// Reply bytes copied out of the reply ring, waiting for the relay to encrypt them.
     replies: RefCell<PooledBuf>,
     /// Woken when replies were queued, the consumer asked to close, or room came.
@@ -206,6 +214,7 @@ impl RingConn {
         if !self.credits.replace(false) {
             return false;
         }
+        RingCounter::CreditConnections.sub(&pair.counters, 1);
         self.ingress_window.set(Window::default());
         self.reply_window.set(Window::default());
         self.reply_ungranted.set(0);
@@ -229,8 +238,8 @@ impl RingConn {
         self.window_blocked.get()
     }
 
-    /// Hands the queued replies to `sink` and empties the queue; grants the consumer credit for
-    /// them once half a window was taken.
+    /// Hands the queued replies to `sink` (which encrypts them into the client's outbox) and
+    /// empties the queue. Their credit waits until they leave the outbox ([`Self::set_unsent`]).
     pub(super) fn take_replies<E>(
         &self,
         pair: &RingPair,
@@ -243,25 +252,43 @@ impl RingConn {
             replies.consume(n);
         }
         drop(replies);
+        self.reply_unflushed.set(self.reply_unflushed.get() + n);
         self.account(pair);
-        let ungranted = self.reply_ungranted.get() + n;
-        if self.credits.get() && ungranted >= INITIAL_WINDOW as usize / 2 {
-            let grant = u32::try_from(ungranted).unwrap_or(u32::MAX);
-            let mut window = self.reply_window.get();
-            window.grant(grant);
-            self.reply_window.set(window);
-            self.reply_ungranted.set(ungranted - grant as usize);
-            pair.control(Control::Credit(self.id, grant));
-        } else {
-            self.reply_ungranted.set(ungranted);
-        }
         Ok(n)
     }
 
-    /// The client's outbox holds `bytes` of its replies.
+    /// The client's outbox holds `bytes` (ciphertext) now. Reply bytes that left it for the
+    /// client's socket are granted back to the consumer, half a window at a time: a client that
+    /// does not read keeps its consumer's credit, so the consumer stops and the connection
+    /// holds at most one window of replies here, queued and in the outbox together (PROTOCOL.md
+    /// section 4).
+    ///
+    /// The outbox's ciphertext is never shorter than the reply plaintext it still holds, so at
+    /// least `reply_unflushed - bytes` of the replies taken reached the socket: granting that
+    /// much never grants a byte that is still here, and an empty outbox grants them all.
     pub(super) fn set_unsent(&self, pair: &RingPair, bytes: usize) {
         self.unsent.set(bytes);
         self.account(pair);
+        let unflushed = self.reply_unflushed.get();
+        let flushed = unflushed.saturating_sub(bytes);
+        if flushed == 0 {
+            return;
+        }
+        self.reply_unflushed.set(unflushed - flushed);
+        if !self.credits.get() {
+            return;
+        }
+        let ungranted = self.reply_ungranted.get() + flushed as i64;
+        if ungranted < i64::from(INITIAL_WINDOW / 2) {
+            self.reply_ungranted.set(ungranted);
+            return;
+        }
+        let grant = u32::try_from(ungranted).unwrap_or(u32::MAX);
+        let mut window = self.reply_window.get();
+        window.grant(grant);
+        self.reply_window.set(window);
+        self.reply_ungranted.set(ungranted - i64::from(grant));
+        pair.control(Control::Credit(self.id, grant));
     }
 
     /// Brings the ring's count of held reply bytes up to date.
@@ -269,9 +296,22 @@ impl RingConn {
         self.set_accounted(pair, self.replies.borrow().len() + self.unsent.get());
     }
 
+    /// The connection ended: what it held no longer counts, and its credits are off.
+    pub(super) fn end(&self, pair: &RingPair) {
+        self.set_accounted(pair, 0);
+        if self.credits.replace(false) {
+            RingCounter::CreditConnections.sub(&pair.counters, 1);
+        }
+    }
+
     /// Sets this connection's share of the ring's reply bytes (0: it holds none any more).
-    pub(super) fn set_accounted(&self, pair: &RingPair, now: usize) {
-        self.accounted.set(now);
+    fn set_accounted(&self, pair: &RingPair, now: usize) {
+        let held = self.accounted.replace(now);
+        if now > held {
+            RingCounter::ReplyBytesHeld.add(&pair.counters, (now - held) as u64);
+        } else if now < held {
+            RingCounter::ReplyBytesHeld.sub(&pair.counters, (held - now) as u64);
+        }
         let share = budget_share(now, self.credits.get());
         let before = self.budget_share.replace(share);
         // `reply_bytes` is the sum of every connection's `budget_share`, so it holds `before`.
@@ -828,10 +868,14 @@ fn deliver_credit(pair: &RingPair, payload: edgegw_ring::Payload<'_>) {
     };
     if !conn.credits.replace(true) {
         // The windows start now: what went either way before counts for nothing (a consumer
-        // that attached after the connection opened cannot know it).
+        // that attached after the connection opened cannot know it), and the replies the
+        // daemon holds already (an old consumer's) earn it no credit when they leave.
         conn.ingress_window.set(Window::default());
         conn.reply_window.set(Window::default());
-        conn.reply_ungranted.set(0);
+        let held = conn.replies.borrow().len() + conn.reply_unflushed.get();
+        conn.reply_ungranted
+            .set(-i64::try_from(held).unwrap_or(i64::MAX));
+        RingCounter::CreditConnections.add(&pair.counters, 1);
     }
     let mut window = conn.ingress_window.get();
     if !window.grant(increment) {

@@ -247,11 +247,16 @@ pub enum RingCounter {
     ExcessCredits,
     /// Reply DATA sent with the connection's reply window closed (delivered).
     ReplyWindowOverruns,
+    /// Gauge: connections with credits on now (flow control active).
+    CreditConnections,
+    /// Gauge: reply bytes the daemon holds for the ring's clients now, queued for their relay
+    /// or encrypted in their outbox.
+    ReplyBytesHeld,
 }
 
 impl RingCounter {
     /// Every counter, in slot order.
-    pub const ALL: [RingCounter; 19] = [
+    pub const ALL: [RingCounter; 21] = [
         RingCounter::Connections,
         RingCounter::BytesIn,
         RingCounter::BytesOut,
@@ -271,6 +276,8 @@ impl RingCounter {
         RingCounter::CreditsForUnknownConnections,
         RingCounter::ExcessCredits,
         RingCounter::ReplyWindowOverruns,
+        RingCounter::CreditConnections,
+        RingCounter::ReplyBytesHeld,
     ];
 
     /// The name `ring stat --json` and the SIGUSR1 dump give it.
@@ -295,7 +302,17 @@ impl RingCounter {
             RingCounter::CreditsForUnknownConnections => "credits_for_unknown_connections",
             RingCounter::ExcessCredits => "excess_credits",
             RingCounter::ReplyWindowOverruns => "reply_window_overruns",
+            RingCounter::CreditConnections => "credit_connections",
+            RingCounter::ReplyBytesHeld => "reply_bytes_held",
         }
+    }
+
+    /// Whether it is a gauge (a value now, which goes up and down) rather than a count.
+    pub fn is_gauge(self) -> bool {
+        matches!(
+            self,
+            RingCounter::CreditConnections | RingCounter::ReplyBytesHeld
+        )
     }
 
     /// The counter of connections closed for `reason`.
@@ -315,6 +332,13 @@ impl RingCounter {
     /// Adds `n` to this counter of `counters`.
     pub fn add(self, counters: &edgegw_ring::OwnerCounters, n: u64) {
         counters.add(self as usize, n);
+    }
+
+    /// Takes `n` from this gauge of `counters` (the atomic add wraps: adding the two's
+    /// complement subtracts).
+    pub fn sub(self, counters: &edgegw_ring::OwnerCounters, n: u64) {
+        debug_assert!(self.is_gauge(), "{} only grows", self.name());
+        counters.add(self as usize, n.wrapping_neg());
     }
 
     /// The counters as a JSON object, by name.

@@ -133,8 +133,9 @@ impl Backend for RingBackend {
 
 impl Drop for RingBackend {
     fn drop(&mut self) {
-        // Whatever it held no longer counts against the ring's reply budget.
+        // Whatever it held no longer counts against the ring's reply budget, nor as a
+        // connection with credits on.
         self.pair.forget(self.id);
-        self.conn.set_accounted(&self.pair, 0);
+        self.conn.end(&self.pair);
     }
 }
