@@ -645,6 +645,16 @@ impl Drop for Process {
     }
 }
 
+/// Resident memory of a process, from /proc/PID/status, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// A daemon process running `config` (with `{dir}` expanded) in a fresh directory: its ring
 /// sockets are under `dir/run/edgegw/rings`. Returns it once `ready` was logged.
 pub fn spawn_daemon(config: &str, ready: &str) -> (tempfile::TempDir, Process) {
