@@ -583,10 +583,23 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 /// The `edgegw` binary (this build's, or `$EDGEGW_TEST_BINARY`: a release or musl build to
 /// measure, say), with a clean environment for the variables it reads.
 pub fn edgegw() -> std::process::Command {
+    edgegw_under(&[])
+}
+
+/// [`edgegw`] run by `launcher`, a command line that runs the one after it (`ip netns exec
+/// NS`, say; none: the binary itself).
+pub fn edgegw_under(launcher: &[&str]) -> std::process::Command {
     let binary = std::env::var_os("EDGEGW_TEST_BINARY")
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_edgegw").into());
-    let mut command = std::process::Command::new(binary);
+    let mut command = match launcher.split_first() {
+        None => std::process::Command::new(binary),
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+    };
     command
         .env_remove("EDGEGW_CONFIG")
         .env("EDGEGW_LOG", "info");
