@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{me, temp_dir, Running};
+use common::{consumer_hello, me, temp_dir, Running};
 use edgegw_ring::{
     Consumer, Producer, Protection, Readiness, Reattached, Refusal, RingConfig, RingFds,
     ServerEvent, TakenBack,
@@ -31,11 +31,7 @@ fn raw_hello(path: &Path, version: u16) -> (u16, u8, Vec<OwnedFd>) {
     )
     .unwrap();
     connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    let mut hello = [0u8; 32];
-    hello[0..4].copy_from_slice(b"EGRH");
-    hello[4..6].copy_from_slice(&version.to_ne_bytes());
-    hello[6] = 1;
-    send(fd.as_raw_fd(), &hello, MsgFlags::empty()).unwrap();
+    send(fd.as_raw_fd(), &consumer_hello(version), MsgFlags::empty()).unwrap();
     let mut buf = [0u8; 128];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);

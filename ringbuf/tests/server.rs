@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fill_payload, me, payload_byte, temp_dir, Running};
+use common::{consumer_hello, fill_payload, me, payload_byte, temp_dir, Running};
 use edgegw_ring::{
     AllowList, Consumer, Error, Producer, Readiness, Reattached, Refusal, RingConfig, RingServer,
     Role, ServerEvent,
@@ -160,11 +160,7 @@ fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
     let path = dir.join("r.sock");
     let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
     let server = Running::start(&path, producer.served_ring().unwrap(), me());
-    let mut hello = [0u8; 32];
-    hello[..4].copy_from_slice(b"EGRH");
-    hello[4..6].copy_from_slice(&99u16.to_ne_bytes());
-    hello[6] = 1;
-    let answer = raw_exchange(&path, &hello);
+    let answer = raw_exchange(&path, &consumer_hello(99));
     assert_eq!(answer.len(), 128);
     assert_eq!(&answer[..4], b"EGRR");
     assert_eq!(answer[6], 1, "status 1: version mismatch");
@@ -401,10 +397,7 @@ fn a_peer_that_talks_after_the_hello_is_disconnected_and_the_ring_freed() {
     )
     .unwrap();
     connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
-    let mut hello = [0u8; 32];
-    hello[..4].copy_from_slice(b"EGRH");
-    hello[4..6].copy_from_slice(&edgegw_ring::PROTOCOL_VERSION.to_ne_bytes());
-    hello[6] = 1;
+    let hello = consumer_hello(edgegw_ring::PROTOCOL_VERSION);
     send(fd.as_raw_fd(), &hello, MsgFlags::empty()).unwrap();
     let mut buf = [0u8; 256];
     let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();

@@ -118,6 +118,15 @@ impl Drop for Running {
     }
 }
 
+/// A hello of protocol `version` asking for the consumer role.
+pub fn consumer_hello(version: u16) -> [u8; 32] {
+    let mut hello = [0u8; 32];
+    hello[..4].copy_from_slice(b"EGRH");
+    hello[4..6].copy_from_slice(&version.to_ne_bytes());
+    hello[6] = 1;
+    hello
+}
+
 /// Scale a stress count by `EDGEGW_RING_TEST_SCALE` (percent; default 100). Never below 1.
 pub fn scaled(n: u64) -> u64 {
     let pct: u64 = std::env::var("EDGEGW_RING_TEST_SCALE")
