@@ -149,16 +149,6 @@ fn consumers_and_stat_requests_get_through_a_connect_flood() {
     );
 }
 
-/// Resident memory of a process, from /proc/PID/status, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS in /proc/PID/status");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Opens `n` TLS connections to `addr` at once (each says a few bytes and gets them back
 /// through the echo consumer), holds them all, then closes them all.
 fn burst(

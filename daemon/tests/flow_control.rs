@@ -24,16 +24,6 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Resident memory of a process, from /proc/PID/status, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS in /proc/PID/status");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Round trips per second of a client echoing `rounds` messages of 1 KiB, one at a time.
 async fn echo_rate<S>(client: &mut S, rounds: usize) -> f64
 where

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::kernel::Netns;
+use common::kernel::{address_churn, Netns};
 use common::*;
 
 const IFACE_PORT: u16 = 18443;
@@ -30,17 +28,8 @@ fn listeners_follow_addresses_links_and_an_enobufs_resync_in_a_namespace() {
          [pressure]\nshed = false\n"
     );
     let path = write(dir.path(), "edgegw.toml", &config);
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", &ns.0]);
-    command.arg(
-        std::env::var_os("EDGEGW_TEST_BINARY")
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_edgegw").into()),
-    );
-    command
-        .args(["run", "--config", path.to_str().unwrap()])
-        .env_remove("EDGEGW_CONFIG")
-        .env("EDGEGW_LOG", "info");
+    let mut command = ns.edgegw();
+    command.args(["run", "--config", path.to_str().unwrap()]);
     let daemon = Process::spawn(command, dir.path(), "daemon");
     daemon.wait_for_log("watching the network");
     // veth0 has its IPv6 link-local address (once DAD finishes): listened on with its scope.
@@ -101,21 +90,7 @@ fn listeners_follow_addresses_links_and_an_enobufs_resync_in_a_namespace() {
     // A flood while the daemon reads nothing: thousands of notifications overflow its socket
     // (ENOBUFS); the end state differs from the start in what the binds resolve to.
     daemon.signal(nix::sys::signal::Signal::SIGSTOP);
-    let mut flood = String::new();
-    for i in 0..4000u32 {
-        flood.push_str(&format!(
-            "addr add 10.78.{}.{}/32 dev veth1\n",
-            i / 250,
-            i % 250 + 1
-        ));
-    }
-    for i in 0..4000u32 {
-        flood.push_str(&format!(
-            "addr del 10.78.{}.{}/32 dev veth1\n",
-            i / 250,
-            i % 250 + 1
-        ));
-    }
+    let mut flood = address_churn("10.78", 4000);
     flood.push_str("addr add 10.77.0.3/24 dev veth0\n");
     flood.push_str(&format!("addr add {PRESENT}/32 dev veth1\n"));
     ns.batch(&flood);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::kernel::{cgroup2_mount, Netns, TestCgroup};
+use common::kernel::{address_churn, cgroup2_mount, Netns, TestCgroup};
 use common::*;
 use nix::sys::signal::Signal;
 
@@ -55,17 +55,8 @@ fn reloads_and_a_consumers_exit_go_through_during_a_netlink_resync_storm() {
     );
     let path = write(dir.path(), "edgegw.toml", &config);
     // nsenter, not `ip netns exec`: that one also remounts /sys, hiding the cgroup2 mount.
-    let mut command = Command::new("nsenter");
-    command.arg(format!("--net=/run/netns/{}", ns.0)).arg("--");
-    command.arg(
-        std::env::var_os("EDGEGW_TEST_BINARY")
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_edgegw").into()),
-    );
-    command
-        .args(["run", "--config", path.to_str().unwrap()])
-        .env_remove("EDGEGW_CONFIG")
-        .env("EDGEGW_LOG", "info");
+    let mut command = ns.edgegw_keeping_sys();
+    command.args(["run", "--config", path.to_str().unwrap()]);
     let daemon = Process::spawn(command, dir.path(), "daemon");
     daemon.wait_for_log("watching the network");
     daemon.wait_for_log("supervising 1 consumer");
@@ -78,21 +69,7 @@ fn reloads_and_a_consumers_exit_go_through_during_a_netlink_resync_storm() {
         let stop = stop.clone();
         let ns_name = ns.0.clone();
         std::thread::spawn(move || {
-            let mut batch = String::new();
-            for i in 0..2000u32 {
-                batch.push_str(&format!(
-                    "addr add 10.90.{}.{}/32 dev veth1\n",
-                    i / 250,
-                    i % 250 + 1
-                ));
-            }
-            for i in 0..2000u32 {
-                batch.push_str(&format!(
-                    "addr del 10.90.{}.{}/32 dev veth1\n",
-                    i / 250,
-                    i % 250 + 1
-                ));
-            }
+            let batch = address_churn("10.90", 2000);
             let file = tempfile::NamedTempFile::new().unwrap();
             std::fs::write(file.path(), batch).unwrap();
             let mut rounds = 0u32;

@@ -175,27 +175,11 @@ impl Consumer {
     /// `consumer_pos`, served again with [`served_ring`](Consumer::served_ring); otherwise the
     /// answer says why (what the peer wrote into a broken ring is lost: FORMAT.md section 6).
     pub fn take_back(fds: RingFds) -> Result<TakenBack<Consumer>> {
-        let header = match takeback::check_stored(&fds, Role::Consumer) {
-            Ok(h) => h,
-            Err((reason, generation)) => {
-                return Ok(TakenBack::Unfit {
-                    reason,
-                    generation,
-                    salvaged: Vec::new(),
-                })
-            }
+        let takeback::Stored { header, mem, .. } = match takeback::open_stored(&fds, Role::Consumer)
+        {
+            Ok(stored) => stored,
+            Err(unfit) => return Ok(unfit),
         };
-        let mem = match takeback::map_for_owner(&fds, &header, Role::Consumer) {
-            Ok(m) => m,
-            Err(e) => return Ok(takeback::unfit(e, header.generation)),
-        };
-        if let Some(reason) = takeback::walk(&mem, &header, false).broken {
-            return Ok(TakenBack::Unfit {
-                reason,
-                generation: Some(header.generation),
-                salvaged: Vec::new(),
-            });
-        }
         let core = match ConsumerCore::resume(&mem, header.capacity, header.wrap, true) {
             Ok(c) => c,
             Err(e) => return Ok(takeback::unfit(e, header.generation)),

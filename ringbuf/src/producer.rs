@@ -110,43 +110,28 @@ impl Producer {
     /// [`served_ring`](Producer::served_ring). Otherwise the answer says why, with the records
     /// that passed the checks, for a fresh ring.
     pub fn take_back(fds: RingFds) -> Result<TakenBack<Producer>> {
-        let header = match takeback::check_stored(&fds, Role::Producer) {
-            Ok(h) => h,
-            Err((reason, generation)) => {
-                return Ok(TakenBack::Unfit {
-                    reason,
-                    generation,
-                    salvaged: Vec::new(),
-                })
-            }
+        let takeback::Stored {
+            header,
+            mem,
+            consumer_pos,
+            producer_pos,
+        } = match takeback::open_stored(&fds, Role::Producer) {
+            Ok(stored) => stored,
+            Err(unfit) => return Ok(unfit),
         };
-        let mem = match takeback::map_for_owner(&fds, &header, Role::Producer) {
-            Ok(m) => m,
-            Err(e) => return Ok(takeback::unfit(e, header.generation)),
-        };
-        let walk = takeback::walk(&mem, &header, false);
-        if let Some(reason) = walk.broken {
-            // Walk again, copying: what passed the checks goes to the fresh ring.
-            let salvaged = takeback::walk(&mem, &header, true).salvaged;
-            return Ok(TakenBack::Unfit {
-                reason,
-                generation: Some(header.generation),
-                salvaged,
-            });
-        }
         let core = match ProducerCore::resume_at(
             &mem,
             header.capacity,
             header.wrap,
-            walk.producer_pos,
-            walk.consumer_pos,
+            producer_pos,
+            consumer_pos,
         ) {
             Ok(c) => c,
             Err(e) => return Ok(takeback::unfit(e, header.generation)),
         };
         let state = Arc::new(PeerState::default());
         // The walk proved consumer_pos a record boundary: the checked release.
-        state.set_checked_release(walk.consumer_pos);
+        state.set_checked_release(consumer_pos);
         core.clear_finished(&mem);
         let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::io("dup", e));
         Ok(TakenBack::Continued(Producer {

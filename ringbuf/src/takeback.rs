@@ -43,7 +43,7 @@ pub enum TakenBack<T> {
 /// A stored ring's checks that come before any mapping: the header and sizes (as a peer checks
 /// them), the protection (a sealed owner's part cannot be written again), and that the owner's
 /// part came back writable.
-pub(crate) fn check_stored(
+fn check_stored(
     fds: &RingFds,
     owner: Role,
 ) -> std::result::Result<StaticHeader, (String, Option<u64>)> {
@@ -84,7 +84,7 @@ fn owner_part(owner: Role) -> &'static str {
 /// section 4) from its `consumer_pos` to its `producer_pos`: the positions seen and the records,
 /// or, with the records before it, why the walk stopped. Keeps nothing but locations until
 /// `copy` asks for payloads.
-pub(crate) struct Walk {
+struct Walk {
     /// `consumer_pos` the walk started from.
     pub consumer_pos: u64,
     /// `producer_pos` it ended at (when it did).
@@ -94,7 +94,7 @@ pub(crate) struct Walk {
     pub salvaged: Vec<SalvagedRecord>,
 }
 
-pub(crate) fn walk(mem: &MappedRing, header: &StaticHeader, copy: bool) -> Walk {
+fn walk(mem: &MappedRing, header: &StaticHeader, copy: bool) -> Walk {
     use crate::core::{Field, RingMem};
     use std::sync::atomic::Ordering;
     let mut salvaged = Vec::new();
@@ -148,11 +148,7 @@ pub(crate) fn walk(mem: &MappedRing, header: &StaticHeader, copy: bool) -> Walk 
 }
 
 /// Maps a stored ring for its owner: its own part writable, the peer's read-only.
-pub(crate) fn map_for_owner(
-    fds: &RingFds,
-    header: &StaticHeader,
-    owner: Role,
-) -> Result<MappedRing> {
+fn map_for_owner(fds: &RingFds, header: &StaticHeader, owner: Role) -> Result<MappedRing> {
     let (region, consumer) = match owner {
         Role::Producer => (Access::ReadWrite, Access::ReadOnly),
         Role::Consumer => (Access::ReadOnly, Access::ReadWrite),
@@ -164,6 +160,59 @@ pub(crate) fn map_for_owner(
         region,
         consumer,
     )
+}
+
+/// A stored ring that passed [`check_stored`] and its walk, mapped for its owner.
+pub(crate) struct Stored {
+    pub header: StaticHeader,
+    pub mem: MappedRing,
+    /// Where the walk started: a record boundary.
+    pub consumer_pos: u64,
+    /// Where it ended.
+    pub producer_pos: u64,
+}
+
+/// The part of `take_back` both roles share: checks a stored ring, maps it for `owner` and
+/// walks its records. A ring that fails is [`TakenBack::Unfit`], with, on a ring the owner
+/// produced, the records that passed the checks.
+pub(crate) fn open_stored<T>(
+    fds: &RingFds,
+    owner: Role,
+) -> std::result::Result<Stored, TakenBack<T>> {
+    let header = match check_stored(fds, owner) {
+        Ok(h) => h,
+        Err((reason, generation)) => {
+            return Err(TakenBack::Unfit {
+                reason,
+                generation,
+                salvaged: Vec::new(),
+            })
+        }
+    };
+    let mem = match map_for_owner(fds, &header, owner) {
+        Ok(m) => m,
+        Err(e) => return Err(unfit(e, header.generation)),
+    };
+    let walked = walk(&mem, &header, false);
+    if let Some(reason) = walked.broken {
+        let salvaged = match owner {
+            // Walk again, copying: what passed the checks goes to the fresh ring.
+            Role::Producer => walk(&mem, &header, true).salvaged,
+            // FORMAT.md section 6: what a broken reply ring held is lost.
+            Role::Consumer => Vec::new(),
+        };
+        return Err(TakenBack::Unfit {
+            reason,
+            generation: Some(header.generation),
+            salvaged,
+        });
+    }
+    Ok(Stored {
+        header,
+        mem,
+        consumer_pos: walked.consumer_pos,
+        producer_pos: walked.producer_pos,
+    })
 }
 
 /// An error from mapping a stored ring, as a reason to replace it.

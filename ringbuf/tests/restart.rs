@@ -6,60 +6,15 @@
 
 mod common;
 
-use common::temp_dir;
+use common::{consumer_hello, me, temp_dir, Running};
 use edgegw_ring::{
-    AllowList, Consumer, Producer, Protection, Readiness, Reattached, Refusal, RingConfig, RingFds,
-    RingServer, ServedRing, ServerEvent, TakenBack,
+    Consumer, Producer, Protection, Readiness, Reattached, Refusal, RingConfig, RingFds,
+    ServerEvent, TakenBack,
 };
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// A server on its own thread, recording its events; stopped (socket removed) on drop.
-struct Running {
-    stop: Arc<AtomicBool>,
-    events: Arc<Mutex<Vec<ServerEvent>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(path: &Path, ring: ServedRing) -> Running {
-        let mut server = RingServer::bind(path, ring, AllowList::current_user()).expect("bind");
-        let stop = Arc::new(AtomicBool::new(false));
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let (s, e) = (stop.clone(), events.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let ev = server
-                    .serve_for(Some(Duration::from_millis(10)))
-                    .expect("serve");
-                e.lock().unwrap().extend(ev);
-            }
-        });
-        Running {
-            stop,
-            events,
-            thread: Some(thread),
-        }
-    }
-
-    fn events(&self) -> Vec<ServerEvent> {
-        self.events.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
 
 /// Sends a raw hello of `version` asking for the consumer role; returns the answer's version,
 /// status and how many fds came.
@@ -76,11 +31,7 @@ fn raw_hello(path: &Path, version: u16) -> (u16, u8, Vec<OwnedFd>) {
     )
     .unwrap();
     connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    let mut hello = [0u8; 32];
-    hello[0..4].copy_from_slice(b"EGRH");
-    hello[4..6].copy_from_slice(&version.to_ne_bytes());
-    hello[6] = 1;
-    send(fd.as_raw_fd(), &hello, MsgFlags::empty()).unwrap();
+    send(fd.as_raw_fd(), &consumer_hello(version), MsgFlags::empty()).unwrap();
     let mut buf = [0u8; 128];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
@@ -116,7 +67,7 @@ fn a_consumer_of_a_ring_with_fd_protection_gets_the_region_read_only_and_cannot_
     let dir = temp_dir("fdprot");
     let path = dir.join("ingress.sock");
     let producer = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
-    let _server = Running::start(&path, producer.served_ring().unwrap());
+    let _server = Running::start(&path, producer.served_ring().unwrap(), me());
     let consumer = Consumer::attach(&path).expect("a version 2 peer attaches");
     drop(consumer);
     let (version, status, fds) = raw_hello(&path, 2);
@@ -153,7 +104,7 @@ fn a_version_1_hello_on_a_ring_with_fd_protection_is_refused_as_a_version_mismat
     let dir = temp_dir("v1fd");
     let path = dir.join("ingress.sock");
     let producer = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
-    let server = Running::start(&path, producer.served_ring().unwrap());
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
     let (version, status, fds) = raw_hello(&path, 1);
     assert_eq!(
         (version, status, fds.len()),
@@ -184,7 +135,7 @@ fn a_ring_with_seal_protection_serves_a_version_1_peer_the_sealed_fds() {
         producer.served_ring().unwrap().protection(),
         Protection::Seal
     );
-    let _server = Running::start(&path, producer.served_ring().unwrap());
+    let _server = Running::start(&path, producer.served_ring().unwrap(), me());
     let (version, status, fds) = raw_hello(&path, 1);
     assert_eq!(
         (version, status, fds.len()),
@@ -228,7 +179,7 @@ fn a_restarted_owner_takes_its_ring_back_and_a_consumer_that_stays_up_loses_and_
     let path = dir.join("ingress.sock");
     let mut producer = Producer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
     let stored = producer.fds().unwrap().try_clone().unwrap();
-    let server = Running::start(&path, producer.served_ring().unwrap());
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
     let mut consumer = Consumer::attach(&path).unwrap();
     let identity = |fds: &RingFds| {
         let m = std::fs::metadata(format!("/proc/self/fd/{}", fds.region.as_raw_fd())).unwrap();
@@ -265,7 +216,7 @@ fn a_restarted_owner_takes_its_ring_back_and_a_consumer_that_stays_up_loses_and_
     assert_eq!(producer.generation(), 1, "same generation");
     assert_eq!(producer.positions(), (100 * 16, 30 * 16), "same positions");
     let before = identity(producer.fds().unwrap());
-    let _server = Running::start(&path, producer.served_ring().unwrap());
+    let _server = Running::start(&path, producer.served_ring().unwrap(), me());
     send_numbered(&mut producer, 100..150);
     let mut how = consumer.reattach();
     for _ in 0..500 {
@@ -358,7 +309,7 @@ fn a_restarted_owner_takes_back_its_reply_ring_and_reads_what_was_published_mean
     let path = dir.join("reply.sock");
     let owner = Consumer::create(RingConfig::with_capacity(64 * 1024)).unwrap();
     let stored = owner.fds().unwrap().try_clone().unwrap();
-    let server = Running::start(&path, owner.served_ring().unwrap());
+    let server = Running::start(&path, owner.served_ring().unwrap(), me());
     let mut producer = common_attach_producer(&path);
     send_numbered(&mut producer, 0..5);
     drop(server);
@@ -376,7 +327,7 @@ fn a_restarted_owner_takes_back_its_reply_ring_and_reads_what_was_published_mean
     owner.release();
     assert_eq!(got, (0..8).collect::<Vec<_>>());
     // The producer attaches again and continues.
-    let _server = Running::start(&path, owner.served_ring().unwrap());
+    let _server = Running::start(&path, owner.served_ring().unwrap(), me());
     let mut producer = common_attach_producer(&path);
     send_numbered(&mut producer, 8..9);
     assert_eq!(

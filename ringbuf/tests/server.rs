@@ -4,72 +4,14 @@
 
 mod common;
 
-use common::{fill_payload, payload_byte, temp_dir};
+use common::{consumer_hello, fill_payload, me, payload_byte, temp_dir, Running};
 use edgegw_ring::{
     AllowList, Consumer, Error, Producer, Readiness, Reattached, Refusal, RingConfig, RingServer,
-    Role, ServedRing, ServerEvent,
+    Role, ServerEvent,
 };
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
-
-/// A server on its own thread, recording its events.
-struct Running {
-    stop: Arc<AtomicBool>,
-    events: Arc<Mutex<Vec<ServerEvent>>>,
-    thread: Option<JoinHandle<()>>,
-    path: PathBuf,
-}
-
-impl Running {
-    fn start(path: &Path, ring: ServedRing, allow: AllowList) -> Running {
-        let mut server = RingServer::bind(path, ring, allow).expect("bind");
-        let stop = Arc::new(AtomicBool::new(false));
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let (s, e) = (stop.clone(), events.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                let ev = server
-                    .serve_for(Some(Duration::from_millis(20)))
-                    .expect("serve");
-                e.lock().unwrap().extend(ev);
-            }
-        });
-        Running {
-            stop,
-            events,
-            thread: Some(thread),
-            path: path.to_owned(),
-        }
-    }
-
-    fn events(&self) -> Vec<ServerEvent> {
-        self.events.lock().unwrap().clone()
-    }
-
-    /// Wait until an event matching `f` was recorded.
-    fn wait_for(&self, what: &str, f: impl Fn(&ServerEvent) -> bool) {
-        for _ in 0..1000 {
-            if self.events().iter().any(&f) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("no {what} event; events: {:?}", self.events());
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        assert!(!self.path.exists(), "the server removes its socket file");
-    }
-}
-
-fn me() -> AllowList {
-    AllowList::current_user()
-}
 
 #[test]
 fn an_attached_consumer_reads_what_the_owner_produces_and_the_owner_sees_it_attached() {
@@ -218,11 +160,7 @@ fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
     let path = dir.join("r.sock");
     let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
     let server = Running::start(&path, producer.served_ring().unwrap(), me());
-    let mut hello = [0u8; 32];
-    hello[..4].copy_from_slice(b"EGRH");
-    hello[4..6].copy_from_slice(&99u16.to_ne_bytes());
-    hello[6] = 1;
-    let answer = raw_exchange(&path, &hello);
+    let answer = raw_exchange(&path, &consumer_hello(99));
     assert_eq!(answer.len(), 128);
     assert_eq!(&answer[..4], b"EGRR");
     assert_eq!(answer[6], 1, "status 1: version mismatch");
@@ -459,10 +397,7 @@ fn a_peer_that_talks_after_the_hello_is_disconnected_and_the_ring_freed() {
     )
     .unwrap();
     connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
-    let mut hello = [0u8; 32];
-    hello[..4].copy_from_slice(b"EGRH");
-    hello[4..6].copy_from_slice(&edgegw_ring::PROTOCOL_VERSION.to_ne_bytes());
-    hello[6] = 1;
+    let hello = consumer_hello(edgegw_ring::PROTOCOL_VERSION);
     send(fd.as_raw_fd(), &hello, MsgFlags::empty()).unwrap();
     let mut buf = [0u8; 256];
     let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();

@@ -3,33 +3,16 @@
 
 mod common;
 
-use common::temp_dir;
+use common::{me, temp_dir, Running};
 use edgegw_ring::tools;
-use edgegw_ring::{AllowList, Consumer, Producer, RingConfig, RingServer};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-fn serve(server: RingServer) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let mut server = server;
-    let t = std::thread::spawn(move || {
-        while !s.load(Ordering::Relaxed) {
-            server.serve_for(Some(Duration::from_millis(20))).unwrap();
-        }
-    });
-    (stop, t)
-}
+use edgegw_ring::{Consumer, Producer, RingConfig};
 
 #[test]
 fn stat_reports_positions_fill_drops_and_generation_without_disturbing_the_consumer() {
     let dir = temp_dir("tools");
     let path = dir.join("r.sock");
     let mut p = Producer::create(RingConfig::with_capacity(8192).generation(3)).unwrap();
-    let (stop, t) = serve(
-        RingServer::bind(&path, p.served_ring().unwrap(), AllowList::current_user()).unwrap(),
-    );
+    let server = Running::start(&path, p.served_ring().unwrap(), me());
     let before = tools::stat(&path).unwrap();
     assert!(!before.attached);
     let mut c = Consumer::attach(&path).unwrap();
@@ -71,8 +54,7 @@ fn stat_reports_positions_fill_drops_and_generation_without_disturbing_the_consu
     assert!(c.read().unwrap().is_some());
     p.finish();
     assert!(tools::stat(&path).unwrap().finished);
-    stop.store(true, Ordering::Relaxed);
-    t.join().unwrap();
+    server.stop();
 }
 
 #[test]

@@ -9,8 +9,6 @@
 //! nobody.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::accept::accept_bounded;
 use super::requests::{Request, RequestSender};
 
 /// How long a client has to send its request head.
@@ -118,27 +117,16 @@ fn bind(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 async fn serve(listener: TcpListener, requests: RequestSender) {
-    let clients = Arc::new(AtomicUsize::new(0));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                log::warn!("metrics endpoint: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
-            continue; // dropped: closed at once
-        }
-        clients.fetch_add(1, Ordering::Relaxed);
-        let clients = clients.clone();
-        let requests = requests.clone();
-        tokio::spawn(async move {
-            serve_client(stream, &requests).await;
-            clients.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
+    accept_bounded(
+        "metrics endpoint",
+        MAX_CLIENTS,
+        || listener.accept(),
+        |stream| {
+            let requests = requests.clone();
+            async move { serve_client(stream, &requests).await }
+        },
+    )
+    .await;
 }
 
 async fn serve_client(mut stream: TcpStream, requests: &RequestSender) {

@@ -30,6 +30,7 @@
 //! outcome back), `status` and `metrics`. A reload's loading and validation has a time budget
 //! (`daemon.reload_timeout`), which wraps the future `start_reload` hands to `reload::Reloads`.
 
+mod accept;
 mod build;
 pub mod fdstore;
 mod http;

@@ -11,8 +11,6 @@
 //! only sees well-formed requests.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
+use super::accept::accept_bounded;
 use super::requests::{Request, RequestSender};
 
 /// The control socket's file name in the runtime directory.
@@ -69,28 +68,16 @@ impl ControlServer {
 
     /// Accepts clients until the runtime stops; each one's requests go to `requests`.
     pub async fn serve(self, requests: RequestSender) {
-        let clients = Arc::new(AtomicUsize::new(0));
-        loop {
-            let stream = match self.listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // EMFILE and the like: wait rather than spin.
-                    log::warn!("control socket: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
-                continue; // dropped: closed at once
-            }
-            clients.fetch_add(1, Ordering::Relaxed);
-            let clients = clients.clone();
-            let requests = requests.clone();
-            tokio::spawn(async move {
-                serve_client(stream, &requests).await;
-                clients.fetch_sub(1, Ordering::Relaxed);
-            });
-        }
+        accept_bounded(
+            "control socket",
+            MAX_CLIENTS,
+            || self.listener.accept(),
+            |stream| {
+                let requests = requests.clone();
+                async move { serve_client(stream, &requests).await }
+            },
+        )
+        .await;
     }
 }
 

@@ -103,6 +103,18 @@ impl Netns {
             .collect()
     }
 
+    /// `edgegw` in the namespace, run by `ip netns exec` (which also mounts the namespace's own
+    /// /sys).
+    pub fn edgegw(&self) -> Command {
+        super::edgegw_under(&["ip", "netns", "exec", &self.0])
+    }
+
+    /// `edgegw` in the namespace, run by `nsenter`, which keeps the host's /sys: `ip netns exec`
+    /// remounts it, hiding the cgroup2 mount.
+    pub fn edgegw_keeping_sys(&self) -> Command {
+        super::edgegw_under(&["nsenter", &format!("--net=/run/netns/{}", self.0), "--"])
+    }
+
     /// Waits until the sockets are what the addresses say (up to 60 s: qemu, DAD).
     pub fn converges(&self, daemon: &Process, step: &str, iface_port: u16, present: (&str, u16)) {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -126,6 +138,22 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
+}
+
+/// An `ip -batch` script that adds `n` addresses `NET.X.Y/32` to veth1, then deletes them all:
+/// `2 * n` rtnetlink notifications.
+pub fn address_churn(net: &str, n: u32) -> String {
+    let mut batch = String::new();
+    for verb in ["add", "del"] {
+        for i in 0..n {
+            batch.push_str(&format!(
+                "addr {verb} {net}.{}.{}/32 dev veth1\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+    }
+    batch
 }
 
 /// The cgroup2 mount, from /proc/self/mountinfo (hybrid hosts have it at

@@ -583,10 +583,23 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 /// The `edgegw` binary (this build's, or `$EDGEGW_TEST_BINARY`: a release or musl build to
 /// measure, say), with a clean environment for the variables it reads.
 pub fn edgegw() -> std::process::Command {
+    edgegw_under(&[])
+}
+
+/// [`edgegw`] run by `launcher`, a command line that runs the one after it (`ip netns exec
+/// NS`, say; none: the binary itself).
+pub fn edgegw_under(launcher: &[&str]) -> std::process::Command {
     let binary = std::env::var_os("EDGEGW_TEST_BINARY")
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_edgegw").into());
-    let mut command = std::process::Command::new(binary);
+    let mut command = match launcher.split_first() {
+        None => std::process::Command::new(binary),
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+    };
     command
         .env_remove("EDGEGW_CONFIG")
         .env("EDGEGW_LOG", "info");
@@ -643,6 +656,16 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident memory of a process, from /proc/PID/status, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A daemon process running `config` (with `{dir}` expanded) in a fresh directory: its ring

@@ -22,7 +22,7 @@ use crate::codes::{
     EDGEGW_RING_NEW_RING, EDGEGW_RING_OK, EDGEGW_RING_PEER_GONE, EDGEGW_RING_REPLACED_RING,
     EDGEGW_RING_SAME_RING,
 };
-use edgegw_ring::{Consumer, Producer, Result, RingFds};
+use edgegw_ring::{Consumer, Error, Producer, Result, RingFds};
 use std::ffi::{c_char, c_int, CStr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -72,6 +72,26 @@ unsafe fn write_message(buf: *mut c_char, len: usize, msg: &str) {
     unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n) };
     // SAFETY: n < len, so the terminator is inside the buffer too.
     unsafe { buf.wrapping_add(n).write(0) };
+}
+
+/// `EDGEGW_RING_E_INVALID`, with `msg` written into the caller's message buffer.
+///
+/// # Safety
+/// As for [`write_message`].
+unsafe fn invalid(buf: *mut c_char, len: usize, msg: &str) -> c_int {
+    // SAFETY: `buf` as the caller promised.
+    unsafe { write_message(buf, len, msg) };
+    EDGEGW_RING_E_INVALID
+}
+
+/// The code of error `e`, with what it says written into the caller's message buffer.
+///
+/// # Safety
+/// As for [`write_message`].
+unsafe fn failed(buf: *mut c_char, len: usize, e: &Error) -> c_int {
+    // SAFETY: `buf` as the caller promised.
+    unsafe { write_message(buf, len, &e.to_string()) };
+    code(e)
 }
 
 /// The path argument as a string; `None` if it is NULL or not UTF-8. Copied, so nothing
@@ -134,8 +154,7 @@ unsafe fn attach_with<T>(
 ) -> c_int {
     if out.is_null() {
         // SAFETY: `err` as the caller promised.
-        unsafe { write_message(err, err_len, "out pointer is NULL") };
-        return EDGEGW_RING_E_INVALID;
+        return unsafe { invalid(err, err_len, "out pointer is NULL") };
     }
     match make() {
         Ok(value) => {
@@ -143,11 +162,8 @@ unsafe fn attach_with<T>(
             unsafe { give(out, value) };
             EDGEGW_RING_OK
         }
-        Err(e) => {
-            // SAFETY: `err` as the caller promised.
-            unsafe { write_message(err, err_len, &e.to_string()) };
-            code(&e)
-        }
+        // SAFETY: `err` as the caller promised.
+        Err(e) => unsafe { failed(err, err_len, &e) },
     }
 }
 
@@ -165,8 +181,7 @@ unsafe fn attach_at<T>(
     // SAFETY: `path` is NULL or NUL-terminated (the caller's promise).
     let Some(path) = (unsafe { path_arg(path) }) else {
         // SAFETY: `err` as the caller promised.
-        unsafe { write_message(err, err_len, "path is NULL or not UTF-8") };
-        return EDGEGW_RING_E_INVALID;
+        return unsafe { invalid(err, err_len, "path is NULL or not UTF-8") };
     };
     // SAFETY: `out` and `err` as the caller promised.
     unsafe { attach_with(out, err, err_len, || make(&path)) }
@@ -375,25 +390,17 @@ pub unsafe extern "C" fn edgegw_ring_consumer_reattach(
     guard(EDGEGW_RING_E_PANIC, || {
         // SAFETY: `c` is NULL or a live handle this thread alone uses (this function's
         // contract).
-        let result = unsafe { handle(c, |c| c.0.reattach()) };
-        let message = match result {
-            None => "consumer handle is NULL".to_string(),
-            Some(Ok(how)) => {
-                return match how {
-                    edgegw_ring::Reattached::SameRing => EDGEGW_RING_SAME_RING,
-                    edgegw_ring::Reattached::Replaced { .. } => EDGEGW_RING_REPLACED_RING,
-                    _ => EDGEGW_RING_NEW_RING,
-                }
-            }
-            Some(Err(e)) => {
-                // SAFETY: `err` as the caller promised.
-                unsafe { write_message(err, err_len, &e.to_string()) };
-                return code(&e);
-            }
+        let Some(result) = (unsafe { handle(c, |c| c.0.reattach()) }) else {
+            // SAFETY: `err` as the caller promised.
+            return unsafe { invalid(err, err_len, "consumer handle is NULL") };
         };
-        // SAFETY: `err` as the caller promised.
-        unsafe { write_message(err, err_len, &message) };
-        EDGEGW_RING_E_INVALID
+        match result {
+            Ok(edgegw_ring::Reattached::SameRing) => EDGEGW_RING_SAME_RING,
+            Ok(edgegw_ring::Reattached::Replaced { .. }) => EDGEGW_RING_REPLACED_RING,
+            Ok(_) => EDGEGW_RING_NEW_RING,
+            // SAFETY: `err` as the caller promised.
+            Err(e) => unsafe { failed(err, err_len, &e) },
+        }
     })
 }
 

@@ -1,10 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use edgegw_ring::{Consumer, Producer, RingConfig};
-use std::path::PathBuf;
+use edgegw_ring::{AllowList, Consumer, Producer, RingConfig, RingServer, ServedRing, ServerEvent};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// A producer and a consumer of one new ring, in this process.
 pub fn pair(config: RingConfig) -> (Producer, Consumer) {
@@ -40,6 +43,88 @@ pub fn temp_dir(tag: &str) -> TempDir {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     TempDir(dir)
+}
+
+/// The peers a test's server lets in: this process's user.
+pub fn me() -> AllowList {
+    AllowList::current_user()
+}
+
+/// A `RingServer` on its own thread, recording its events; stopped (its socket removed) by
+/// [`stop`](Running::stop) or on drop.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    events: Arc<Mutex<Vec<ServerEvent>>>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Running {
+    /// Serves `ring` at `path` to the peers `allow` lets in.
+    pub fn start(path: &Path, ring: ServedRing, allow: AllowList) -> Running {
+        let mut server = RingServer::bind(path, ring, allow).expect("bind");
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (s, e) = (stop.clone(), events.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let ev = server
+                    .serve_for(Some(Duration::from_millis(10)))
+                    .expect("serve");
+                e.lock().unwrap().extend(ev);
+            }
+        });
+        Running {
+            stop,
+            events,
+            thread: Some(thread),
+            path: path.to_owned(),
+        }
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> Vec<ServerEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Wait until an event matching `f` was recorded.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&ServerEvent) -> bool) {
+        for _ in 0..1000 {
+            if self.events().iter().any(&f) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no {what} event; events: {:?}", self.events());
+    }
+
+    /// Stops the server, and checks that it removed its socket file.
+    pub fn stop(mut self) {
+        self.join();
+        assert!(!self.path.exists(), "the server removes its socket file");
+    }
+
+    fn join(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+/// A hello of protocol `version` asking for the consumer role.
+pub fn consumer_hello(version: u16) -> [u8; 32] {
+    let mut hello = [0u8; 32];
+    hello[..4].copy_from_slice(b"EGRH");
+    hello[4..6].copy_from_slice(&version.to_ne_bytes());
+    hello[6] = 1;
+    hello
 }
 
 /// Scale a stress count by `EDGEGW_RING_TEST_SCALE` (percent; default 100). Never below 1.
