@@ -24,6 +24,27 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How long any one step of a client may take before the test fails rather than hangs:
+/// generous, for a debug build under qemu-user on a loaded machine.
+const STEP: Duration = Duration::from_secs(60);
+
+/// `step`, failing the test with `what` if it takes longer than [`STEP`].
+async fn within<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, step)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing for {} s", STEP.as_secs()))
+}
+
+/// Runs a test's client side, failing it instead of hanging if the whole takes over 15 minutes
+/// (every step has its own deadline where a stall is likely; this catches the rest).
+fn run_clients<F: std::future::Future>(clients: F) -> F::Output {
+    block_on(async {
+        tokio::time::timeout(Duration::from_secs(15 * 60), clients)
+            .await
+            .expect("the test's clients took over 15 minutes: something hangs")
+    })
+}
+
 /// Round trips per second of a client echoing `rounds` messages of 1 KiB, one at a time.
 async fn echo_rate<S>(client: &mut S, rounds: usize) -> f64
 where
@@ -33,10 +54,11 @@ where
     let mut back = [0u8; 1024];
     let start = Instant::now();
     for _ in 0..rounds {
-        client.write_all(&message).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(60), client.read_exact(&mut back))
+        within("writing an echo's message", client.write_all(&message))
             .await
-            .expect("an echo within 60 s")
+            .unwrap();
+        within("reading an echo", client.read_exact(&mut back))
+            .await
             .unwrap();
         assert_eq!(back, message);
     }
@@ -97,11 +119,15 @@ async fn flood(
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     socket.set_send_buffer_size(16 * 1024).unwrap();
-    let tcp = socket.connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect("localhost".try_into().unwrap(), tcp)
+    let tcp = within("the stalling client's connect", socket.connect(addr))
         .await
         .unwrap();
+    let tls = within(
+        "the stalling client's handshake",
+        tokio_rustls::TlsConnector::from(config).connect("localhost".try_into().unwrap(), tcp),
+    )
+    .await
+    .unwrap();
     let (reader, mut writer) = tokio::io::split(tls);
     let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let progress = written.clone();
@@ -122,9 +148,14 @@ fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their
     let (dir, daemon, echo) = daemon_and_echo();
     let addr = accepting_on(&daemon);
     let sent = pattern(STALLED_BYTES);
-    block_on(async {
+    run_clients(async {
         let config = client_config(&[process_cert(dir.path())], &[]);
-        let mut good = connect(addr, config.clone(), "localhost").await.unwrap();
+        let mut good = within(
+            "the good client's handshake",
+            connect(addr, config.clone(), "localhost"),
+        )
+        .await
+        .unwrap();
         // Warm up (code paths, allocator), then the usual rate.
         echo_rate(&mut good, 20).await;
         let rounds = 100;
@@ -225,7 +256,9 @@ fn a_client_that_does_not_read_is_held_back_not_closed_and_the_others_keep_their
             at += read;
         }
         assert_same_bytes(&got, &sent, "the stalled client's echo");
-        let writer = writing.await.unwrap();
+        let writer = within("the stalled client's last writes", writing)
+            .await
+            .unwrap();
         let mut stalled = reader.unsplit(writer);
         // Still open: it echoes as any client does.
         echo_rate(&mut stalled, 1).await;
@@ -268,7 +301,7 @@ fn the_daemon_forwards_client_data_within_the_window_the_consumer_grants_and_ign
     // the consumer turned credits on (what the daemon forwards before counts against the
     // window all the same, but then the window would close at once).
     let client = std::thread::spawn(move || {
-        block_on(async {
+        run_clients(async {
             let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
                 .await
                 .unwrap();
@@ -367,7 +400,7 @@ fn an_echo_that_attaches_to_open_connections_takes_them_as_new_and_their_data_fl
     let addr = daemon.addr("tls");
     let (first_bytes, then_bytes) = (first.clone(), then.clone());
     let client = std::thread::spawn(move || {
-        block_on(async {
+        run_clients(async {
             let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
                 .await
                 .unwrap();
@@ -455,7 +488,7 @@ fn a_connection_stalled_on_a_dead_consumers_window_flows_again_with_the_next_con
     let (go, credits_on) = std::sync::mpsc::channel();
     let (done, client_may_close) = std::sync::mpsc::channel::<()>();
     let client = std::thread::spawn(move || {
-        block_on(async {
+        run_clients(async {
             let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
                 .await
                 .unwrap();
@@ -576,7 +609,7 @@ fn stalled_clients_hold_at_most_one_window_of_replies_each_and_another_client_st
     let socket = dir.path().join("run/edgegw/rings/app.sock");
     let runtime = dir.path().join("run/edgegw");
     let sent = pattern(STALLED_BYTES);
-    block_on(async {
+    run_clients(async {
         let config = client_config(&[process_cert(dir.path())], &[]);
         let mut good = connect(addr, config.clone(), "localhost").await.unwrap();
         echo_rate(&mut good, 20).await;
@@ -739,7 +772,7 @@ fn the_reply_window_the_daemon_grants_starts_over_for_the_next_consumer() {
     let (read, may_read) = std::sync::mpsc::channel::<usize>();
     // A client that does not read until told how much to expect.
     let client = std::thread::spawn(move || {
-        block_on(async {
+        run_clients(async {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
             socket.set_recv_buffer_size(16 * 1024).unwrap();
             let tcp = socket.connect(addr).await.unwrap();
