@@ -23,12 +23,19 @@ fn ring_dir() -> PathBuf {
 
 /// This test's target, as cargo names it (`x86_64-unknown-linux-gnu`, ...).
 fn target_triple() -> String {
+    // 32-bit ARM: cross/ builds armv7-unknown-linux-gnueabihf only.
+    let arch = match std::env::consts::ARCH {
+        "arm" => "armv7",
+        arch => arch,
+    };
     let env = if cfg!(target_env = "musl") {
         "musl"
+    } else if cfg!(target_abi = "eabihf") {
+        "gnueabihf"
     } else {
         "gnu"
     };
-    format!("{}-unknown-linux-{env}", std::env::consts::ARCH)
+    format!("{arch}-unknown-linux-{env}")
 }
 
 /// The directory that holds `libedgegw_ring.a` and `libedgegw_ring.so`, built as a C user builds
