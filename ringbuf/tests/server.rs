@@ -181,6 +181,33 @@ fn credentials_not_on_the_allow_list_are_refused() {
 }
 
 #[test]
+fn a_refusal_for_credentials_is_answered_in_the_hellos_version() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let nobody_like = AllowList::new().uid(4_000_000_000).gid(4_000_000_000);
+    let server = Running::start(&path, producer.served_ring().unwrap(), nobody_like);
+    for version in [1u16, 2] {
+        let mut hello = [0u8; 32];
+        hello[..4].copy_from_slice(b"EGRH");
+        hello[4..6].copy_from_slice(&version.to_ne_bytes());
+        hello[6] = 1;
+        let answer = raw_exchange(&path, &hello);
+        assert_eq!(answer[6], 2, "status 2: credentials not allowed");
+        assert_eq!(
+            u16::from_ne_bytes([answer[4], answer[5]]),
+            version,
+            "FORMAT.md section 6: the hello's version, which the owner speaks"
+        );
+        assert!(
+            answer[7..].iter().all(|&b| b == 0),
+            "a stranger learns nothing"
+        );
+    }
+    server.stop();
+}
+
+#[test]
 fn a_gid_on_the_allow_list_is_enough() {
     let dir = temp_dir("srv");
     let path = dir.join("r.sock");
@@ -226,6 +253,13 @@ fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
     assert_eq!(answer.len(), 128);
     assert_eq!(&answer[..4], b"EGRR");
     assert_eq!(answer[6], 1, "status 1: version mismatch");
+    // FORMAT.md section 6: a version the owner does not speak is answered in the owner's
+    // newest, so the peer learns which one to say hello in.
+    assert_eq!(
+        u16::from_ne_bytes([answer[4], answer[5]]),
+        edgegw_ring::PROTOCOL_VERSION,
+        "the refusal's version is the owner's, not the hello's 99"
+    );
     server.wait_for("version refusal", |e| {
         matches!(
             e,
@@ -237,6 +271,15 @@ fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
     });
     let answer = raw_exchange(&path, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(answer[6], 5, "status 5: malformed");
+    assert_eq!(
+        u16::from_ne_bytes([answer[4], answer[5]]),
+        edgegw_ring::PROTOCOL_VERSION,
+        "no hello: answered in the owner's version"
+    );
+    assert!(
+        answer[7..].iter().all(|&b| b == 0),
+        "a stranger learns nothing"
+    );
     // Nothing of that disturbed a real attach.
     Consumer::attach(&path).unwrap();
     server.stop();
