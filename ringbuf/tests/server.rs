@@ -102,6 +102,39 @@ fn an_attached_consumer_reads_what_the_owner_produces_and_the_owner_sees_it_atta
 }
 
 #[test]
+fn a_peer_that_sends_anything_after_its_hello_is_detached_and_the_ring_waits_for_the_next() {
+    // FORMAT.md section 6, "Liveness": the connection stays silent after the attach.
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let chatty = edgegw_ring::tools::attach_raw(&path, edgegw_ring::Role::Consumer).unwrap();
+    server.wait_for("attach", |e| matches!(e, ServerEvent::Attached { .. }));
+    nix::sys::socket::send(
+        std::os::fd::AsRawFd::as_raw_fd(&chatty.link),
+        b"hello again",
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    server.wait_for("detach", |e| matches!(e, ServerEvent::Detached { .. }));
+    assert!(!producer.peer_status().unwrap().attached);
+    // The owner hung up on it, and the next consumer is not told "busy".
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(&chatty.link),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty()
+        )
+        .unwrap(),
+        0,
+        "the owner closed the chatty peer's link"
+    );
+    Consumer::attach(&path).expect("the next consumer attaches");
+    server.stop();
+}
+
+#[test]
 fn a_second_consumer_is_refused_as_busy_while_one_is_attached() {
     let dir = temp_dir("srv");
     let path = dir.join("r.sock");
