@@ -135,6 +135,45 @@ fn a_peer_that_sends_anything_after_its_hello_is_detached_and_the_ring_waits_for
 }
 
 #[test]
+fn a_connection_that_sends_no_hello_within_5_seconds_is_closed_without_an_answer() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    // A SOCK_SEQPACKET connection read as a stream: what matters is what comes, and when.
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &nix::sys::socket::UnixAddr::new(&path).unwrap(),
+    )
+    .unwrap();
+    let mut silent = UnixStream::from(fd);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let since = std::time::Instant::now();
+    let mut answer = Vec::new();
+    silent.read_to_end(&mut answer).unwrap();
+    let waited = since.elapsed();
+    assert!(answer.is_empty(), "no answer: {answer:?}");
+    // The server's 5 s count from its accept, a moment before ours may start.
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(12),
+        "closed after {waited:?}"
+    );
+    server.wait_for("drop", |e| matches!(e, ServerEvent::Dropped { .. }));
+    server.stop();
+}
+
+#[test]
 fn a_second_consumer_is_refused_as_busy_while_one_is_attached() {
     let dir = temp_dir("srv");
     let path = dir.join("r.sock");
