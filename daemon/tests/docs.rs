@@ -240,10 +240,17 @@ fn the_daemon_readme_lists_the_ring_counters_in_the_order_of_the_stat_answer() {
     let (answer, more) = list
         .split_once("then, in the message after the answer:")
         .expect("the list says which counters follow the answer");
+    // The counters' names: the code spans that are a bare name (not a metric, a path or a
+    // suffix the sentence mentions).
     let names = |text: &str| -> Vec<String> {
         text.split('`')
             .skip(1)
             .step_by(2)
+            .filter(|name| {
+                name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    && !name.starts_with("edgegw_")
+            })
             .map(str::to_string)
             .collect()
     };
