@@ -353,9 +353,11 @@ fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
         "a stranger learns nothing"
     );
     // A role that is none of 1, 2 and 3 is a malformed hello too, answered in its version.
-    hello[4..6].copy_from_slice(&1u16.to_ne_bytes());
-    hello[6] = 7;
-    let answer = raw_exchange(&path, &hello);
+    let mut bad_role = [0u8; 32];
+    bad_role[..4].copy_from_slice(b"EGRH");
+    bad_role[4..6].copy_from_slice(&1u16.to_ne_bytes());
+    bad_role[6] = 7;
+    let answer = raw_exchange(&path, &bad_role);
     assert_eq!(answer[6], 5, "status 5: malformed");
     assert_eq!(u16::from_ne_bytes([answer[4], answer[5]]), 1);
     // Nothing of that disturbed a real attach.
