@@ -125,6 +125,42 @@ fn reload_over_the_control_socket_answers_with_the_outcome_and_a_refused_one_kee
 }
 
 #[test]
+fn the_commands_find_the_daemon_of_a_config_it_refused_and_a_refused_reload_is_the_daemons() {
+    let daemon = TestDaemon::start(&self_signed_config());
+    // Valid TOML the daemon refuses (an unknown key), as a config mid-edit is: the commands
+    // need only its runtime directory.
+    let config = std::fs::read_to_string(daemon.config_file()).unwrap();
+    std::fs::write(daemon.config_file(), format!("bogus = 1\n{config}")).unwrap();
+    let run = |command: &str| {
+        edgegw()
+            .args([command, "--config"])
+            .arg(daemon.config_file())
+            .output()
+            .unwrap()
+    };
+    let reload = run("reload");
+    assert_eq!(reload.status.code(), Some(1), "a refused reload exits 1");
+    let error = String::from_utf8_lossy(&reload.stderr);
+    assert!(
+        error.contains("reload refused") && error.contains("bogus"),
+        "the daemon's refusal: {error}"
+    );
+    let status = run("status");
+    assert!(status.status.success(), "{status:?}");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("reloads: 0 ok, 1 failed"), "{text}");
+    let metrics = run("metrics");
+    assert!(metrics.status.success(), "{metrics:?}");
+    assert!(String::from_utf8_lossy(&metrics.stdout)
+        .contains("edgegw_reloads_total{result=\"failed\"} 1\n"));
+    // TOML that is not TOML says where.
+    std::fs::write(daemon.config_file(), "[daemon\n").unwrap();
+    let status = run("status");
+    assert_eq!(status.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&status.stderr).contains("edgegw.toml:1:"));
+}
+
+#[test]
 fn a_reload_past_its_time_budget_is_abandoned_and_the_old_config_keeps_running() {
     let config = format!("reload_timeout = \"300ms\"\n{}", self_signed_config());
     let daemon = TestDaemon::start(&config);

@@ -306,6 +306,12 @@ fn a_reload_in_flight_leaves_the_loop_serving_and_requests_meanwhile_make_exactl
     assert!(!stat.attached);
     drop(edgegw_ring::Consumer::attach(daemon.ring_socket("app")).expect("attach during a reload"));
     let storm: Vec<_> = (0..50).map(|_| daemon.request_reload()).collect();
+    // The loop takes one request at a time, and the first reload may end as soon as it is fed:
+    // a storm not yet taken by then would make a third reload (which waits on the pipe forever).
+    // A status asked over the control socket goes into the same queue behind the storm, so its
+    // answer says every request of the storm was taken, queued behind the first.
+    edgegw::control::ask(&daemon.path("run"), "status", Duration::from_secs(10))
+        .expect("status during a reload");
 
     feed(&file, &text);
     first.wait().expect("the first reload");

@@ -60,6 +60,21 @@ pub(crate) fn decode_hello(b: &[u8]) -> std::result::Result<(Request, u16), (u8,
     }
 }
 
+/// The version an owner answers `hello` in (FORMAT.md section 6): the hello's, when it is a
+/// hello (its size and magic) in a version the owner speaks; otherwise the owner's newest. A
+/// refusal for credentials reads no more of the hello than this.
+pub(crate) fn answer_version(hello: &[u8]) -> u16 {
+    if hello.len() != HELLO_LEN || hello[0..4] != HELLO_MAGIC {
+        return PROTOCOL_VERSION;
+    }
+    let version = u16::from_ne_bytes([hello[4], hello[5]]);
+    if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
+        version
+    } else {
+        PROTOCOL_VERSION
+    }
+}
+
 pub(crate) const STATUS_OK: u8 = 0;
 pub(crate) const STATUS_VERSION: u8 = 1;
 pub(crate) const STATUS_NOT_ALLOWED: u8 = 2;

@@ -1,7 +1,7 @@
 //! The owner's side of the attach protocol: a [`RingServer`] per ring, on its own unix socket.
 
 use crate::attach::{
-    decode_hello, encode_more_counters, Reply, Request, HELLO_LEN, OWNER_COUNTERS,
+    answer_version, decode_hello, encode_more_counters, Reply, Request, HELLO_LEN, OWNER_COUNTERS,
     PROTOCOL_VERSION, STATE_ATTACHED, STATE_FINISHED, STATUS_BUSY, STATUS_MALFORMED,
     STATUS_NOT_ALLOWED, STATUS_OK, STATUS_VERSION, STATUS_WRONG_ROLE,
 };
@@ -695,9 +695,9 @@ impl RingServer {
     }
 
     fn answer(&mut self, conn: Conn, hello: &[u8], events: &mut Vec<ServerEvent>) {
-        // Refusals of a hello's form or version are answered in our version; the others in the
-        // hello's (set below once it is parsed), which is the one the peer reads.
-        let mut version = PROTOCOL_VERSION;
+        // Answered in the hello's version when we speak it, which is the one the peer reads;
+        // a hello of another version, or no hello at all, in our newest (FORMAT.md section 6).
+        let version = answer_version(hello);
         let refuse = |status: u8,
                       reason: Refusal,
                       version: u16,
@@ -734,14 +734,14 @@ impl RingServer {
         }
         let req = match decode_hello(hello) {
             Ok((r, v)) => {
-                version = v;
+                debug_assert_eq!(v, version);
                 r
             }
-            Err((status, version)) => {
+            Err((status, client)) => {
                 let reason = if status == crate::attach::STATUS_VERSION {
                     Refusal::VersionMismatch {
                         server: PROTOCOL_VERSION,
-                        client: version,
+                        client,
                     }
                 } else {
                     Refusal::Malformed

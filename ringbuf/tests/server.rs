@@ -44,6 +44,78 @@ fn an_attached_consumer_reads_what_the_owner_produces_and_the_owner_sees_it_atta
 }
 
 #[test]
+fn a_peer_that_sends_anything_after_its_hello_is_detached_and_the_ring_waits_for_the_next() {
+    // FORMAT.md section 6, "Liveness": the connection stays silent after the attach.
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    let chatty = edgegw_ring::tools::attach_raw(&path, edgegw_ring::Role::Consumer).unwrap();
+    server.wait_for("attach", |e| matches!(e, ServerEvent::Attached { .. }));
+    nix::sys::socket::send(
+        std::os::fd::AsRawFd::as_raw_fd(&chatty.link),
+        b"hello again",
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    server.wait_for("detach", |e| matches!(e, ServerEvent::Detached { .. }));
+    assert!(!producer.peer_status().unwrap().attached);
+    // The owner hung up on it, and the next consumer is not told "busy".
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(&chatty.link),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty()
+        )
+        .unwrap(),
+        0,
+        "the owner closed the chatty peer's link"
+    );
+    Consumer::attach(&path).expect("the next consumer attaches");
+    server.stop();
+}
+
+#[test]
+fn a_connection_that_sends_no_hello_within_5_seconds_is_closed_without_an_answer() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let server = Running::start(&path, producer.served_ring().unwrap(), me());
+    // A SOCK_SEQPACKET connection read as a stream: what matters is what comes, and when.
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &nix::sys::socket::UnixAddr::new(&path).unwrap(),
+    )
+    .unwrap();
+    let mut silent = UnixStream::from(fd);
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let since = std::time::Instant::now();
+    let mut answer = Vec::new();
+    silent.read_to_end(&mut answer).unwrap();
+    let waited = since.elapsed();
+    assert!(answer.is_empty(), "no answer: {answer:?}");
+    // The server's 5 s count from its accept, a moment before ours may start.
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(12),
+        "closed after {waited:?}"
+    );
+    server.wait_for("drop", |e| matches!(e, ServerEvent::Dropped { .. }));
+    server.stop();
+}
+
+#[test]
 fn a_second_consumer_is_refused_as_busy_while_one_is_attached() {
     let dir = temp_dir("srv");
     let path = dir.join("r.sock");
@@ -123,6 +195,33 @@ fn credentials_not_on_the_allow_list_are_refused() {
 }
 
 #[test]
+fn a_refusal_for_credentials_is_answered_in_the_hellos_version() {
+    let dir = temp_dir("srv");
+    let path = dir.join("r.sock");
+    let producer = Producer::create(RingConfig::with_capacity(4096)).unwrap();
+    let nobody_like = AllowList::new().uid(4_000_000_000).gid(4_000_000_000);
+    let server = Running::start(&path, producer.served_ring().unwrap(), nobody_like);
+    for version in [1u16, 2] {
+        let mut hello = [0u8; 32];
+        hello[..4].copy_from_slice(b"EGRH");
+        hello[4..6].copy_from_slice(&version.to_ne_bytes());
+        hello[6] = 1;
+        let answer = raw_exchange(&path, &hello);
+        assert_eq!(answer[6], 2, "status 2: credentials not allowed");
+        assert_eq!(
+            u16::from_ne_bytes([answer[4], answer[5]]),
+            version,
+            "FORMAT.md section 6: the hello's version, which the owner speaks"
+        );
+        assert!(
+            answer[7..].iter().all(|&b| b == 0),
+            "a stranger learns nothing"
+        );
+    }
+    server.stop();
+}
+
+#[test]
 fn a_gid_on_the_allow_list_is_enough() {
     let dir = temp_dir("srv");
     let path = dir.join("r.sock");
@@ -164,6 +263,13 @@ fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
     assert_eq!(answer.len(), 128);
     assert_eq!(&answer[..4], b"EGRR");
     assert_eq!(answer[6], 1, "status 1: version mismatch");
+    // FORMAT.md section 6: a version the owner does not speak is answered in the owner's
+    // newest, so the peer learns which one to say hello in.
+    assert_eq!(
+        u16::from_ne_bytes([answer[4], answer[5]]),
+        edgegw_ring::PROTOCOL_VERSION,
+        "the refusal's version is the owner's, not the hello's 99"
+    );
     server.wait_for("version refusal", |e| {
         matches!(
             e,
@@ -175,6 +281,23 @@ fn a_hello_with_another_protocol_version_or_malformed_gets_a_status_not_fds() {
     });
     let answer = raw_exchange(&path, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(answer[6], 5, "status 5: malformed");
+    assert_eq!(
+        u16::from_ne_bytes([answer[4], answer[5]]),
+        edgegw_ring::PROTOCOL_VERSION,
+        "no hello: answered in the owner's version"
+    );
+    assert!(
+        answer[7..].iter().all(|&b| b == 0),
+        "a stranger learns nothing"
+    );
+    // A role that is none of 1, 2 and 3 is a malformed hello too, answered in its version.
+    let mut bad_role = [0u8; 32];
+    bad_role[..4].copy_from_slice(b"EGRH");
+    bad_role[4..6].copy_from_slice(&1u16.to_ne_bytes());
+    bad_role[6] = 7;
+    let answer = raw_exchange(&path, &bad_role);
+    assert_eq!(answer[6], 5, "status 5: malformed");
+    assert_eq!(u16::from_ne_bytes([answer[4], answer[5]]), 1);
     // Nothing of that disturbed a real attach.
     Consumer::attach(&path).unwrap();
     server.stop();

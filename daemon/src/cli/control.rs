@@ -67,7 +67,10 @@ pub fn run(question: Question, config: Option<&Path>, out: &mut impl Write) -> R
 
 fn runtime_dir(config: Option<&Path>) -> Result<PathBuf> {
     Ok(match config {
-        Some(file) => paths::runtime_dir(&Config::load(file)?.daemon),
+        Some(file) => paths::runtime_dir(&crate::config::DaemonConfig {
+            runtime_dir: Config::runtime_dir_of(file)?,
+            ..Config::builtin().daemon
+        }),
         None => {
             let own = paths::runtime_dir(&Config::builtin().daemon);
             let system = Path::new(SYSTEM_RUNTIME_DIR);

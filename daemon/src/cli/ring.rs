@@ -53,7 +53,10 @@ pub(super) fn sockets(ring: &str, config: Option<&Path>) -> Result<(PathBuf, Pat
         return Ok((PathBuf::from(ring), reply));
     }
     let runtime = match config {
-        Some(file) => paths::runtime_dir(&Config::load(file)?.daemon),
+        Some(file) => paths::runtime_dir(&crate::config::DaemonConfig {
+            runtime_dir: Config::runtime_dir_of(file)?,
+            ..Config::builtin().daemon
+        }),
         None => find(
             ring,
             paths::runtime_dir(&Config::builtin().daemon),

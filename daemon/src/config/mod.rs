@@ -63,6 +63,36 @@ impl Config {
         Config::from_toml(path, &text)
     }
 
+    /// The `[daemon] runtime_dir` of `path` (`None`: the default), read without validating the
+    /// rest. The tools that talk to a running daemon need only this, and a config the daemon
+    /// refused (one being edited) must not hide that daemon from them: it runs the old one, and
+    /// `edgegw status` is how one learns why the new one was refused. A file that is not TOML
+    /// gives the full error.
+    pub fn runtime_dir_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        #[derive(serde::Deserialize)]
+        struct Daemon {
+            runtime_dir: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Loose {
+            daemon: Option<Daemon>,
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read config: {e}")))?;
+        match toml::from_str::<Loose>(&text) {
+            Ok(Loose { daemon: None })
+            | Ok(Loose {
+                daemon: Some(Daemon { runtime_dir: None }),
+            }) => Ok(None),
+            Ok(Loose {
+                daemon: Some(Daemon {
+                    runtime_dir: Some(dir),
+                }),
+            }) if !dir.is_empty() => Ok(Some(path.parent().unwrap_or(Path::new(".")).join(dir))),
+            _ => Config::from_toml(path, &text).map(|c| c.daemon.runtime_dir),
+        }
+    }
+
     /// The built-in default configuration.
     pub fn builtin() -> Config {
         Config::from_toml(Path::new("<built-in default>"), BUILTIN_DEFAULT)

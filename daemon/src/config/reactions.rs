@@ -20,7 +20,7 @@ use super::units;
 pub struct RawWatch {
     pub files: Option<bool>,
     pub debounce: Option<Spanned<String>>,
-    pub netlink_buffer: Option<Spanned<String>>,
+    pub netlink_buffer: Option<Spanned<super::raw::Size>>,
 }
 
 /// `[pressure]` as written.
@@ -147,7 +147,7 @@ pub fn watch(
         )?,
         netlink_buffer: match &raw.netlink_buffer {
             None => default.netlink_buffer,
-            Some(size) => match units::parse_size(size.get_ref()) {
+            Some(size) => match units::size_value(size.get_ref()) {
                 Ok(n) if (4096..=(64 << 20)).contains(&n) => n as usize,
                 Ok(_) => {
                     return Err(ConfigError::at(
@@ -370,7 +370,7 @@ pub fn dynamic_binds(
 #[serde(deny_unknown_fields)]
 pub struct RawEvents {
     pub ring: Option<Spanned<String>>,
-    pub capacity: Option<Spanned<String>>,
+    pub capacity: Option<Spanned<super::raw::Size>>,
 }
 
 /// The events ring: the daemon's kernel events, for consumers (`edgegw_proto::events`).
@@ -390,8 +390,8 @@ pub fn events(
     rings: &[String],
 ) -> Result<EventsConfig, ConfigError> {
     let raw = raw.unwrap_or_default();
-    let at = |value: &Spanned<String>, message: String| {
-        ConfigError::at(Location::of_span(file, text, value.span()), message)
+    let at = |span: std::ops::Range<usize>, message: String| {
+        ConfigError::at(Location::of_span(file, text, span), message)
     };
     let ring = match &raw.ring {
         None => None,
@@ -403,13 +403,13 @@ pub fn events(
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid {
                 return Err(at(
-                    name,
+                    name.span(),
                     format!("bad ring name `{n}` (letters, digits, - and _)"),
                 ));
             }
             if rings.contains(n) {
                 return Err(at(
-                    name,
+                    name.span(),
                     format!("`{n}` is a [[ring]] already: the events ring needs a name of its own"),
                 ));
             }
@@ -418,16 +418,9 @@ pub fn events(
     };
     let capacity = match &raw.capacity {
         None => 64 * 1024,
-        Some(value) => match units::parse_size(value.get_ref()) {
-            Ok(n) if n.is_power_of_two() && (4096..=(16 << 20)).contains(&n) => n as usize,
-            Ok(n) => {
-                return Err(at(
-                    value,
-                    format!("capacity {n} must be a power of two between 4KiB and 16MiB"),
-                ))
-            }
-            Err(e) => return Err(at(value, e)),
-        },
+        Some(value) => units::size_value(value.get_ref())
+            .and_then(|n| units::ring_capacity(n, edgegw_ring::page_size(), 16 << 20))
+            .map_err(|e| at(value.span(), e))?,
     };
     Ok(EventsConfig { ring, capacity })
 }

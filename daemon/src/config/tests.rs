@@ -423,3 +423,20 @@ fn allow_lists_refuse_unknown_names_and_impossible_numbers_with_the_place() {
         "4294967296 is not a uid or gid",
     );
 }
+
+#[test]
+fn every_size_is_written_as_bytes_or_with_a_unit() {
+    // A size is "a size in bytes (65536) or with a unit (\"64KiB\")" wherever the config takes
+    // one: the events ring's capacity and the netlink buffer took only strings.
+    let text = format!(
+        "{GOOD}\n[events]\nring = \"kernel\"\ncapacity = 65536\n[watch]\nnetlink_buffer = \
+         2097152\n"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.events.capacity, 65536);
+    assert_eq!(config.watch.netlink_buffer, 2 << 20);
+    let text = format!("{GOOD}\n[events]\nring = \"kernel\"\ncapacity = \"128KiB\"\n");
+    assert_eq!(parse(&text).unwrap().events.capacity, 128 << 10);
+    let text = format!("{GOOD}\n[events]\nring = \"kernel\"\ncapacity = 5000\n");
+    fails(&text, "capacity = 5000", "events.capacity", "power of two");
+}

@@ -57,6 +57,43 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// A byte size as written: an integer (bytes) or a string with a unit ([`parse_size`]).
+pub fn size_value(value: &super::raw::Size) -> Result<u64, String> {
+    match value {
+        super::raw::Size::Bytes(n) => Ok(*n),
+        super::raw::Size::Text(text) => parse_size(text),
+    }
+}
+
+/// A size the way the documents and the config write it: `4KiB`, `16MiB`, `1GiB`, or bytes.
+pub fn format_size(bytes: u64) -> String {
+    match bytes {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => n.to_string(),
+    }
+}
+
+/// `size` as the capacity of a ring: a power of two from the smallest ring this machine can
+/// make (a page, and at least 4 KiB: FORMAT.md section 1) to `max`.
+pub fn ring_capacity(size: u64, page_size: usize, max: u64) -> Result<usize, String> {
+    let min = edgegw_ring::MIN_CAPACITY.max(page_size) as u64;
+    if !size.is_power_of_two() || !(min..=max).contains(&size) {
+        let page = if min > edgegw_ring::MIN_CAPACITY as u64 {
+            " (this machine's page size)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "capacity {size} must be a power of two between {}{page} and {}",
+            format_size(min),
+            format_size(max)
+        ));
+    }
+    Ok(size as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +109,27 @@ mod tests {
             .unwrap_err()
             .contains("parsecs"));
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn a_ring_capacity_is_a_power_of_two_of_at_least_a_page() {
+        assert_eq!(ring_capacity(4096, 4096, 1 << 30), Ok(4096));
+        assert_eq!(ring_capacity(1 << 30, 4096, 1 << 30), Ok(1 << 30));
+        assert_eq!(
+            ring_capacity(2048, 4096, 1 << 30).unwrap_err(),
+            "capacity 2048 must be a power of two between 4KiB and 1GiB"
+        );
+        assert!(ring_capacity(5000, 4096, 1 << 30).is_err());
+        assert!(ring_capacity(1 << 31, 4096, 1 << 30).is_err());
+        // An aarch64 kernel with 16 KiB or 64 KiB pages makes no smaller ring: the config says
+        // so, not the ring's creation after check-config passed.
+        assert_eq!(
+            ring_capacity(8192, 16384, 16 << 20).unwrap_err(),
+            "capacity 8192 must be a power of two between 16KiB (this machine's page size) and \
+             16MiB"
+        );
+        assert_eq!(ring_capacity(65536, 65536, 1 << 30), Ok(65536));
+        assert!(ring_capacity(32768, 65536, 1 << 30).is_err());
     }
 
     #[test]

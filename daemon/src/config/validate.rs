@@ -99,10 +99,7 @@ impl Validator<'_> {
     }
 
     fn size(&self, value: &Spanned<raw::Size>) -> Result<u64, ConfigError> {
-        match value.get_ref() {
-            raw::Size::Bytes(n) => Ok(*n),
-            raw::Size::Text(t) => units::parse_size(t).or_else(|e| self.err(value.span(), e)),
-        }
+        units::size_value(value.get_ref()).or_else(|e| self.err(value.span(), e))
     }
 
     fn name(&self, value: &Spanned<String>, seen: &mut HashSet<String>) -> Result<(), ConfigError> {
@@ -246,13 +243,8 @@ impl Validator<'_> {
             None => 256 * 1024,
             Some(value) => {
                 let size = self.size(value)?;
-                if !size.is_power_of_two() || !(4096..=(1 << 30)).contains(&size) {
-                    return self.err(
-                        value.span(),
-                        format!("capacity {size} must be a power of two between 4KiB and 1GiB"),
-                    );
-                }
-                size as usize
+                units::ring_capacity(size, edgegw_ring::page_size(), 1 << 30)
+                    .or_else(|e| self.err(value.span(), e))?
             }
         };
         let when_full = raw.when_full.unwrap_or(WhenFull::Backpressure);

@@ -106,8 +106,9 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * crate::sys::page_size() as u64)
 }
 
-/// Gauges among the gateway's counters (everything else only grows).
-const GAUGES: &[&str] = &["active"];
+/// Gauges among the gateway's counters (everything else only grows): connections open, and 1
+/// while the daemon sheds load (a counter that falls back to 0 would read as a reset).
+const GAUGES: &[&str] = &["active", "shedding"];
 
 /// One listener's samples for `edgegw status` and [`metrics`].
 #[derive(Debug)]
@@ -348,6 +349,7 @@ mod tests {
         let snapshot = Snapshot {
             accepted: 5,
             active: 2,
+            shedding: 1,
             ..Snapshot::default()
         };
         let rings = [RingSamples {
@@ -386,6 +388,11 @@ mod tests {
         assert!(text.contains("edgegw_consumer_oom_kills_total{ring=\"app\"} 2\n"));
         assert!(text.contains("# TYPE edgegw_accepted_total counter\nedgegw_accepted_total 5\n"));
         assert!(text.contains("# TYPE edgegw_active gauge\nedgegw_active 2\n"));
+        assert!(text.contains("# TYPE edgegw_shedding gauge\nedgegw_shedding 1\n"));
+        assert!(
+            !text.contains("edgegw_shedding_total"),
+            "shedding is a state, not a count"
+        );
         assert!(text.contains("edgegw_ring_drops_total{ring=\"a\\\"b\"} 7\n"));
         assert!(text.contains(
             "# TYPE edgegw_ring_credit_connections gauge\nedgegw_ring_credit_connections{ring=\"a\\\"b\"} 3\n"

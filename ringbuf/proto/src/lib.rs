@@ -75,9 +75,10 @@ pub enum CloseReason {
     ProtocolError = 3,
     /// The consumer asked for it (reply CLOSE).
     ConsumerClosed = 4,
-    /// The daemon is shutting down or the connection was shed.
+    /// The daemon is shutting down. (Load shedding refuses new connections before their OPEN;
+    /// it never ends one a consumer knows.)
     Shutdown = 5,
-    /// The client did not read its replies for its idle timeout while they piled up.
+    /// The client did not read its replies while 256 KiB of them waited for it.
     SlowClient = 6,
 }
 
