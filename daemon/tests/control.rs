@@ -356,6 +356,15 @@ fn a_ring_shows_since_when_its_peers_are_attached_and_its_flow_control_counters(
         text.contains("edgegw_ring_consumer_attached_seconds{ring=\"app\"} 1\n"),
         "{text}"
     );
+    assert!(
+        text.contains("edgegw_ring_reply_producer_attached{ring=\"app\"} 1\n"),
+        "{text}"
+    );
+    let reply_age = text
+        .lines()
+        .find_map(|l| l.strip_prefix("edgegw_ring_reply_producer_attached_seconds{ring=\"app\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(reply_age.is_some_and(|age| age >= 1), "{text}");
 }
 
 /// The value of the unlabelled series `metric` in `edgegw metrics`.

@@ -144,7 +144,7 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
             let flow = &ring["flow_control"];
             writeln!(
                 out,
-                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out; flow control: {} connections with credits, {} reply bytes held, {} credit stalls, {} excess credits, {} reply window overruns",
+                "ring {name}: capacity {}, generation {}, consumer {}, reply producer {}, {} connections, {} bytes in, {} bytes out; flow control: {} connections with credits, {} reply bytes held, {} credit stalls, {} excess credits, {} credits for unknown connections, {} reply window overruns",
                 ring["capacity"],
                 ring["generation"],
                 attached(ring, "consumer"),
@@ -156,6 +156,7 @@ fn write_status(status: &serde_json::Value, out: &mut impl Write) -> Result<()> 
                 flow["reply_bytes_held"],
                 flow["credit_stalls"],
                 flow["excess_credits"],
+                flow["credits_for_unknown_connections"],
                 flow["reply_window_overruns"],
             )?;
         }

@@ -122,8 +122,8 @@ impl Rings {
         (self.rings.len(), attached)
     }
 
-    /// Each ring's counters and whether a consumer is attached, sorted by name (`edgegw
-    /// metrics`).
+    /// Each ring's counters and whether its consumer and reply producer are attached, sorted by
+    /// name (`edgegw metrics`).
     pub fn samples(&self) -> Vec<super::status::RingSamples<'_>> {
         let mut samples: Vec<_> = self
             .rings
@@ -138,6 +138,8 @@ impl Rings {
                         .collect(),
                     attached: ring.ingress.server.peer_attached(),
                     attached_for: ring.ingress.server.peer_attached_for(),
+                    reply_attached: ring.reply.server.peer_attached(),
+                    reply_attached_for: ring.reply.server.peer_attached_for(),
                 }
             })
             .collect();

@@ -132,6 +132,10 @@ pub struct RingSamples<'a> {
     pub attached: bool,
     /// For how long, if it is.
     pub attached_for: Option<std::time::Duration>,
+    /// A producer is attached to its reply side.
+    pub reply_attached: bool,
+    /// For how long, if it is.
+    pub reply_attached_for: Option<std::time::Duration>,
 }
 
 /// Every counter in the Prometheus text format.
@@ -200,24 +204,34 @@ pub fn metrics(
                 }
             }
         }
-        let _ = writeln!(out, "# TYPE edgegw_ring_consumer_attached gauge");
-        for ring in rings {
-            let _ = writeln!(
-                out,
-                "edgegw_ring_consumer_attached{{ring=\"{}\"}} {}",
-                label(ring.name),
-                u8::from(ring.attached)
-            );
-        }
-        let _ = writeln!(out, "# TYPE edgegw_ring_consumer_attached_seconds gauge");
-        for ring in rings {
-            if let Some(age) = ring.attached_for {
+        // The two peers of each ring: whether one is attached, and for how long.
+        type Peer = fn(&RingSamples) -> (bool, Option<std::time::Duration>);
+        let peers: [(&str, Peer); 2] = [
+            ("consumer", |r| (r.attached, r.attached_for)),
+            ("reply_producer", |r| {
+                (r.reply_attached, r.reply_attached_for)
+            }),
+        ];
+        for (peer, of) in peers {
+            let _ = writeln!(out, "# TYPE edgegw_ring_{peer}_attached gauge");
+            for ring in rings {
                 let _ = writeln!(
                     out,
-                    "edgegw_ring_consumer_attached_seconds{{ring=\"{}\"}} {}",
+                    "edgegw_ring_{peer}_attached{{ring=\"{}\"}} {}",
                     label(ring.name),
-                    age.as_secs()
+                    u8::from(of(ring).0)
                 );
+            }
+            let _ = writeln!(out, "# TYPE edgegw_ring_{peer}_attached_seconds gauge");
+            for ring in rings {
+                if let Some(age) = of(ring).1 {
+                    let _ = writeln!(
+                        out,
+                        "edgegw_ring_{peer}_attached_seconds{{ring=\"{}\"}} {}",
+                        label(ring.name),
+                        age.as_secs()
+                    );
+                }
             }
         }
     }
@@ -357,6 +371,8 @@ mod tests {
             counters: vec![("drops", 7), ("credit_connections", 3)],
             attached: true,
             attached_for: Some(std::time::Duration::from_millis(3500)),
+            reply_attached: false,
+            reply_attached_for: None,
         }];
         let listeners = [ListenerSamples {
             name: "web".into(),
@@ -399,6 +415,8 @@ mod tests {
         ));
         assert!(text.contains("edgegw_ring_consumer_attached{ring=\"a\\\"b\"} 1\n"));
         assert!(text.contains("edgegw_ring_consumer_attached_seconds{ring=\"a\\\"b\"} 3\n"));
+        assert!(text.contains("edgegw_ring_reply_producer_attached{ring=\"a\\\"b\"} 0\n"));
+        assert!(!text.contains("edgegw_ring_reply_producer_attached_seconds{"));
         assert!(text.contains("edgegw_reloads_total{result=\"failed\"} 0\n"));
         assert!(text.contains(
             "# TYPE edgegw_listener_handshakes_total counter\nedgegw_listener_handshakes_total{listener=\"web\"} 4\n"
