@@ -37,7 +37,9 @@ impl Listener {
 }
 
 /// Connection ids: unique across restarts (consumers may outlive the daemon), so they start at
-/// the start time in microseconds.
+/// the wall-clock start time in microseconds; a clock stepped back between two runs can repeat
+/// ids (PROTOCOL.md section 2 says so). The boot-time clock would survive such a step but
+/// start again near 0 at every boot, for consumers that keep state across reboots.
 #[derive(Debug)]
 pub struct ConnectionIds(Cell<u64>);
 
