@@ -40,6 +40,20 @@
 #define EDGEGW_PROTO_CLOSE_SHUTDOWN 5
 #define EDGEGW_PROTO_CLOSE_SLOW_CLIENT 6
 
+/* The events ring ([events] ring, README "The events ring"): every record has this type and
+ * a 12-byte header (u64 sequence number, u8 kind, u8 flags, 2 reserved bytes) before a UTF-8
+ * JSON object. */
+#define EDGEGW_PROTO_EVENT 16
+#define EDGEGW_PROTO_EVENT_HEADER_LEN 12
+#define EDGEGW_PROTO_EVENT_LOST_BEFORE 1 /* flags bit: records were dropped before this one */
+#define EDGEGW_PROTO_EVENT_NETWORK 1     /* kinds; skip any other */
+#define EDGEGW_PROTO_EVENT_RESYNC 2
+#define EDGEGW_PROTO_EVENT_RESYNC_DONE 3
+#define EDGEGW_PROTO_EVENT_CONSUMER 4
+#define EDGEGW_PROTO_EVENT_RELOAD 5
+#define EDGEGW_PROTO_EVENT_PRESSURE 6
+#define EDGEGW_PROTO_EVENT_FILES 7
+
 /* The connection id at the start of every payload (len >= 8). */
 static inline uint64_t edgegw_proto_conn_id(const void *payload) {
     uint64_t id;

@@ -298,9 +298,28 @@ mod tests {
             ("CREDIT_LEN", CREDIT_LEN as u64),
             ("INITIAL_WINDOW", u64::from(INITIAL_WINDOW)),
             ("MAX_WINDOW", u64::from(MAX_WINDOW)),
+            ("EVENT", u64::from(events::EVENT)),
+            ("EVENT_HEADER_LEN", events::EVENT_HEADER_LEN as u64),
+            ("EVENT_LOST_BEFORE", u64::from(events::LOST_BEFORE)),
         ];
         for (name, value) in constants {
             assert_eq!(defined(&format!("EDGEGW_PROTO_{name}")), value, "{name}");
+        }
+        let kinds = [
+            ("NETWORK", events::EventKind::Network),
+            ("RESYNC", events::EventKind::Resync),
+            ("RESYNC_DONE", events::EventKind::ResyncDone),
+            ("CONSUMER", events::EventKind::Consumer),
+            ("RELOAD", events::EventKind::Reload),
+            ("PRESSURE", events::EventKind::Pressure),
+            ("FILES", events::EventKind::Files),
+        ];
+        for (name, kind) in kinds {
+            assert_eq!(
+                defined(&format!("EDGEGW_PROTO_EVENT_{name}")),
+                kind as u64,
+                "{name}"
+            );
         }
     }
 
