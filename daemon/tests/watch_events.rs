@@ -27,6 +27,13 @@ fn reloads_and_shedding_edges_reach_the_events_ring_and_edgegw_events_reads_it()
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o660,
+        "the events ring's socket, as the other rings'"
+    );
     let command = edgegw()
         .args([
             "events",

@@ -46,6 +46,10 @@ impl EventsRing {
             AllowList::current_user(),
         )
         .with_context(|| format!("events ring `{name}`: serve"))?;
+        // 0660 like the other rings' sockets (the bind left the umask's mode); the allow list
+        // then admits the daemon's user only.
+        crate::sys::restrict_to(server.path(), &[], &[])
+            .with_context(|| format!("events ring `{name}`: set the mode of its socket"))?;
         let fd = server
             .as_fd()
             .try_clone_to_owned()
