@@ -46,7 +46,8 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// Installs the logger: reads `$EDGEGW_LOG` and `$JOURNAL_STREAM`. Call once at start; later
 /// calls only re-read the variables.
 pub fn init() {
-    let level = match std::env::var("EDGEGW_LOG").as_deref() {
+    let setting = std::env::var("EDGEGW_LOG");
+    let level = match setting.as_deref() {
         Ok("error") => log::LevelFilter::Error,
         Ok("warn") => log::LevelFilter::Warn,
         Ok("debug") => log::LevelFilter::Debug,
@@ -65,6 +66,22 @@ pub fn init() {
     *LOGGER.native.lock().unwrap_or_else(|e| e.into_inner()) = native;
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+    match setting {
+        Ok(value)
+            if !matches!(
+                value.as_str(),
+                "error" | "warn" | "info" | "debug" | "trace"
+            ) =>
+        {
+            log::warn!(
+                "EDGEGW_LOG={value:?} is not a level (error, warn, info, debug or trace): logging at info"
+            );
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            log::warn!("EDGEGW_LOG is not UTF-8: logging at info");
+        }
+        _ => {}
+    }
 }
 
 /// Writes the summaries of rate-limit windows that have ended.

@@ -444,3 +444,30 @@ fn sigusr1_writes_every_counter_to_the_log() {
     );
     assert_eq!(json["rings"]["r"]["connections"], 0, "{json}");
 }
+
+#[test]
+fn an_unknown_log_level_is_said_and_info_is_used() {
+    let output = edgegw()
+        .env("EDGEGW_LOG", "verbose")
+        .args(["print-default-config"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "EDGEGW_LOG=\"verbose\" is not a level (error, warn, info, debug or trace): logging at info"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    let fine = edgegw()
+        .env("EDGEGW_LOG", "debug")
+        .args(["print-default-config"])
+        .output()
+        .unwrap();
+    assert!(
+        !stderr(&fine).contains("is not a level"),
+        "{}",
+        stderr(&fine)
+    );
+}
