@@ -26,8 +26,8 @@ pub enum Question {
     Metrics,
 }
 
-/// Asks the daemon of `config` (or the one found in the default runtime directory, then in
-/// /run/edgegw) and prints its answer. A refused reload is an error: exit 1.
+/// Asks the daemon of `config` (or, where `config` names no runtime directory, the one found in
+/// the default runtime directory, then in /run/edgegw) and prints its answer. A refused reload is an error: exit 1.
 pub fn run(question: Question, config: Option<&Path>, out: &mut impl Write) -> Result<ExitCode> {
     let runtime = runtime_dir(config)?;
     match question {
@@ -65,23 +65,28 @@ pub fn run(question: Question, config: Option<&Path>, out: &mut impl Write) -> R
     Ok(ExitCode::SUCCESS)
 }
 
+/// A config that names its runtime directory is taken at its word; without one, or with a
+/// config that does not name it (the shipped /etc/edgegw/edgegw.toml, which systemd runs in
+/// /run/edgegw), the caller's default directory, then the system daemon's.
 fn runtime_dir(config: Option<&Path>) -> Result<PathBuf> {
-    Ok(match config {
-        Some(file) => paths::runtime_dir(&crate::config::DaemonConfig {
-            runtime_dir: Config::runtime_dir_of(file)?,
-            ..Config::builtin().daemon
-        }),
-        None => {
-            let own = paths::runtime_dir(&Config::builtin().daemon);
-            let system = Path::new(SYSTEM_RUNTIME_DIR);
-            let socket = crate::control::CONTROL_SOCKET;
-            if !own.join(socket).exists() && system.join(socket).exists() {
-                system.to_path_buf()
-            } else {
-                own
+    Ok(
+        match config.map(Config::runtime_dir_of).transpose()?.flatten() {
+            Some(dir) => paths::runtime_dir(&crate::config::DaemonConfig {
+                runtime_dir: Some(dir),
+                ..Config::builtin().daemon
+            }),
+            None => {
+                let own = paths::runtime_dir(&Config::builtin().daemon);
+                let system = Path::new(SYSTEM_RUNTIME_DIR);
+                let socket = crate::control::CONTROL_SOCKET;
+                if !own.join(socket).exists() && system.join(socket).exists() {
+                    system.to_path_buf()
+                } else {
+                    own
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// The status for a person: one line per listener and ring, then reloads and memory.

@@ -52,9 +52,12 @@ pub(super) fn sockets(ring: &str, config: Option<&Path>) -> Result<(PathBuf, Pat
         };
         return Ok((PathBuf::from(ring), reply));
     }
-    let runtime = match config {
-        Some(file) => paths::runtime_dir(&crate::config::DaemonConfig {
-            runtime_dir: Config::runtime_dir_of(file)?,
+    // A config that names its runtime directory is taken at its word; one that does not (the
+    // shipped /etc/edgegw/edgegw.toml) runs under systemd in /run/edgegw, which the caller's
+    // default (say root's $XDG_RUNTIME_DIR over ssh) is not: look there too, as without one.
+    let runtime = match config.map(Config::runtime_dir_of).transpose()?.flatten() {
+        Some(dir) => paths::runtime_dir(&crate::config::DaemonConfig {
+            runtime_dir: Some(dir),
             ..Config::builtin().daemon
         }),
         None => find(
