@@ -95,7 +95,7 @@ pub(super) fn wanted(config: &Config) -> bool {
 pub(super) fn spawn(receive_buffer: usize, handle: WatchHandle) -> JoinHandle<()> {
     tokio::spawn(async move {
         if let Err(e) = watch(receive_buffer, &handle).await {
-            log::error!("the network is not watched any more; iface and when-present binds stay as they are: {e}");
+            log::error!("the network is not watched any more; iface and when-present binds stay as they are and the events ring gets no network events: {e}");
             lock(&handle.status).network.error = Some(e.to_string());
         }
     })
@@ -107,7 +107,7 @@ async fn watch(receive_buffer: usize, handle: &WatchHandle) -> edgegw_kernel_eve
         ..NetOptions::default()
     };
     let mut events = KernelEvents::builder().network(options).build().await?;
-    log::info!("watching the network for iface and when-present binds");
+    log::info!("watching the network (rtnetlink)");
     let mut last = None;
     loop {
         // Everything ready now is one batch; the snapshot is taken after it.
