@@ -577,18 +577,7 @@ const HELD_PER_STALLED_CONNECTION: u64 = edgegw_proto::INITIAL_WINDOW as u64 + 4
 
 /// The ring's counters as `edgegw ring stat --json` shows them.
 fn ring_stat(socket: &std::path::Path) -> serde_json::Value {
-    let out = edgegw()
-        .args(["ring", "stat", "--json"])
-        .arg(socket)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json["counters"].clone()
+    ring_stat_json(socket)["counters"].clone()
 }
 
 /// The value of a metric line `name{ring="app"} VALUE` in `edgegw metrics`' text.

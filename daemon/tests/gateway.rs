@@ -116,17 +116,7 @@ fn replies_for_unknown_connections_are_counted_and_dropped() {
     assert_eq!(stats.handshakes, 0);
     // The ring's own counters are readable with `edgegw ring stat --json`, on either socket.
     for socket in [daemon.reply_socket("app"), daemon.ring_socket("app")] {
-        let out = edgegw()
-            .args(["ring", "stat", "--json"])
-            .arg(&socket)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let json = ring_stat_json(&socket);
         let counters = &json["counters"];
         assert_eq!(counters["malformed_replies"], 2, "{json}");
         assert_eq!(counters["replies_for_unknown_connections"], 1, "{json}");

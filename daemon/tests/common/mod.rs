@@ -755,3 +755,18 @@ pub fn emulator() -> Option<String> {
         .ok()
         .filter(|e| !e.is_empty())
 }
+
+/// What `edgegw ring stat --json SOCKET` prints, parsed (the command must succeed).
+pub fn ring_stat_json(socket: &std::path::Path) -> serde_json::Value {
+    let out = edgegw()
+        .args(["ring", "stat", "--json"])
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
