@@ -161,6 +161,21 @@ check_size_budget() {
     die "$1 is $size bytes, over the budget of $SIZE_BUDGET (3 MiB) by $((size - SIZE_BUDGET)): see cross/README.md (Size) for what takes the space"
   fi
   echo "cross: size budget: $size of $SIZE_BUDGET bytes ($((SIZE_BUDGET - size)) to spare)" >&2
+  # The file does not grow byte by byte: the linker aligns the end of the RELRO segment to the
+  # maximum page size (64 KiB on aarch64), so the file steps by up to that much when the code,
+  # read-only data and RELRO part cross a multiple of it. Say how far the next step is.
+  local text relro align room
+  read -r text align < <(readelf -lW "$1" | awk '$1 == "LOAD" { print $5, $NF; exit }')
+  relro=$(readelf -lW "$1" | awk '$1 == "GNU_RELRO" { print $6 }')
+  if [ -n "$text" ] && [ -n "$relro" ] && [ $((align)) -gt 0 ]; then
+    text=$((text)) relro=$((relro)) align=$((align))
+    room=$(((align - (text + relro) % align) % align))
+    if [ $((size + align)) -gt "$SIZE_BUDGET" ]; then
+      echo "cross: size budget: the next ${align}-byte step comes after $room more bytes of code or read-only data, and takes the file over the budget: $room is what is really left" >&2
+    else
+      echo "cross: size budget: the next ${align}-byte step comes after $room more bytes of code or read-only data" >&2
+    fi
+  fi
 }
 
 # Checks what a target promises: musl builds are static; glibc builds name their glibc floor.

@@ -69,27 +69,31 @@ impl Config {
     /// `edgegw status` is how one learns why the new one was refused. A file that is not TOML
     /// gives the full error.
     pub fn runtime_dir_of(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
-        #[derive(serde::Deserialize)]
-        struct Daemon {
-            runtime_dir: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Loose {
-            daemon: Option<Daemon>,
-        }
+        use toml::de::{DeTable, DeValue};
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::file(path, format!("cannot read config: {e}")))?;
-        match toml::from_str::<Loose>(&text) {
-            Ok(Loose { daemon: None })
-            | Ok(Loose {
-                daemon: Some(Daemon { runtime_dir: None }),
-            }) => Ok(None),
-            Ok(Loose {
-                daemon: Some(Daemon {
-                    runtime_dir: Some(dir),
-                }),
-            }) if !dir.is_empty() => Ok(Some(path.parent().unwrap_or(Path::new(".")).join(dir))),
-            _ => Config::from_toml(path, &text).map(|c| c.daemon.runtime_dir),
+        // TOML's own parser, not serde: a struct for this one key would instantiate the
+        // deserializer again (about 10 KB of the firmware binary).
+        let full = || Config::from_toml(path, &text).map(|c| c.daemon.runtime_dir);
+        let Ok(document) = DeTable::parse(&text) else {
+            return full();
+        };
+        fn get<'a, 'i>(table: &'a DeTable<'i>, key: &str) -> Option<&'a DeValue<'i>> {
+            table
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == key)
+                .map(|(_, v)| v.get_ref())
+        }
+        match get(document.get_ref(), "daemon") {
+            None => Ok(None),
+            Some(DeValue::Table(daemon)) => match get(daemon, "runtime_dir") {
+                None => Ok(None),
+                Some(DeValue::String(dir)) if !dir.is_empty() => {
+                    Ok(Some(path.parent().unwrap_or(Path::new(".")).join(&**dir)))
+                }
+                Some(_) => full(),
+            },
+            Some(_) => full(),
         }
     }
 

@@ -141,50 +141,69 @@ pub enum Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct IdVisitor;
-        impl Visitor<'_> for IdVisitor {
-            type Value = Id;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a number (1000) or a name (\"edgegw\")")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
-                u32::try_from(v)
-                    .map(Id::Number)
-                    .map_err(|_| E::custom(format!("{v} is not a uid or gid (0 to 4294967295)")))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
-                u32::try_from(v)
-                    .map(Id::Number)
-                    .map_err(|_| E::custom(format!("{v} is not a uid or gid (0 to 4294967295)")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
-                Ok(Id::Name(v.to_string()))
-            }
-        }
-        deserializer.deserialize_any(IdVisitor)
+        Ok(
+            match deserializer.deserialize_any(ScalarVisitor(Scalar::Id))? {
+                NumberOrText::Number(n) => Id::Number(n as u32),
+                NumberOrText::Text(name) => Id::Name(name),
+            },
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-        impl Visitor<'_> for SizeVisitor {
-            type Value = Size;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a size in bytes (65536) or with a unit (\"64KiB\")")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size::Bytes)
-                    .map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
-                Ok(Size::Bytes(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
-                Ok(Size::Text(v.to_string()))
-            }
+        Ok(
+            match deserializer.deserialize_any(ScalarVisitor(Scalar::Size))? {
+                NumberOrText::Number(n) => Size::Bytes(n),
+                NumberOrText::Text(text) => Size::Text(text),
+            },
+        )
+    }
+}
+
+/// What a size and an allow list's id share as written: a number or a string.
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+/// Which of the two a [`ScalarVisitor`] reads, for its messages and its range.
+#[derive(Clone, Copy)]
+enum Scalar {
+    Size,
+    Id,
+}
+
+/// One visitor for sizes and ids, so that the TOML deserializer is instantiated once for both
+/// (each visitor type costs the aarch64 firmware binary about 10 KB, cross/README.md "Size").
+struct ScalarVisitor(Scalar);
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = NumberOrText;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Scalar::Size => "a size in bytes (65536) or with a unit (\"64KiB\")",
+            Scalar::Id => "a number (1000) or a name (\"edgegw\")",
+        })
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumberOrText, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(match self.0 {
+                Scalar::Size => E::custom("a size cannot be negative"),
+                Scalar::Id => E::custom(format!("{v} is not a uid or gid (0 to 4294967295)")),
+            }),
         }
-        deserializer.deserialize_any(SizeVisitor)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumberOrText, E> {
+        match self.0 {
+            Scalar::Id if u32::try_from(v).is_err() => Err(E::custom(format!(
+                "{v} is not a uid or gid (0 to 4294967295)"
+            ))),
+            _ => Ok(NumberOrText::Number(v)),
+        }
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<NumberOrText, E> {
+        Ok(NumberOrText::Text(v.to_string()))
     }
 }
