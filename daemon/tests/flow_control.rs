@@ -280,6 +280,24 @@ fn next_non_credit(ring: &mut edgegw_ring::Consumer) -> (u16, Vec<u8>) {
     }
 }
 
+/// A client that connects, waits until the test's consumer turned credits on (what the daemon
+/// forwards before counts against the window all the same, but then the window would close at
+/// once), and writes `sent`.
+async fn upload_once_credits_are_on(
+    addr: std::net::SocketAddr,
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    sent: &[u8],
+    credits_on: &std::sync::mpsc::Receiver<()>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = connect(addr, client_config(roots, &[]), "localhost")
+        .await
+        .unwrap();
+    credits_on.recv().unwrap();
+    tls.write_all(sent).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
+
 fn credit(reply: &mut edgegw_ring::Producer, id: u64, increment: u32) {
     let mut payload = [0; edgegw_proto::CREDIT_LEN];
     edgegw_proto::encode_credit(&mut payload, id, increment);
@@ -297,17 +315,10 @@ fn the_daemon_forwards_client_data_within_the_window_the_consumer_grants_and_ign
     let addr = daemon.addr("tls");
     let sent = upload.clone();
     let (go, credits_on) = std::sync::mpsc::channel();
-    // The client on a thread of its own: it writes while this thread plays the consumer, once
-    // the consumer turned credits on (what the daemon forwards before counts against the
-    // window all the same, but then the window would close at once).
+    // The client on a thread of its own: it writes while this thread plays the consumer.
     let client = std::thread::spawn(move || {
         run_clients(async {
-            let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
-                .await
-                .unwrap();
-            credits_on.recv().unwrap();
-            tls.write_all(&sent).await.unwrap();
-            tls.flush().await.unwrap();
+            let mut tls = upload_once_credits_are_on(addr, &roots, &sent, &credits_on).await;
             let mut back = [0u8; 4];
             tls.read_exact(&mut back).await.unwrap();
             tls.shutdown().await.unwrap();
@@ -489,12 +500,7 @@ fn a_connection_stalled_on_a_dead_consumers_window_flows_again_with_the_next_con
     let (done, client_may_close) = std::sync::mpsc::channel::<()>();
     let client = std::thread::spawn(move || {
         run_clients(async {
-            let mut tls = connect(addr, client_config(&roots, &[]), "localhost")
-                .await
-                .unwrap();
-            credits_on.recv().unwrap();
-            tls.write_all(&sent).await.unwrap();
-            tls.flush().await.unwrap();
+            let _tls = upload_once_credits_are_on(addr, &roots, &sent, &credits_on).await;
             // Open until the consumers saw everything: the connection must not need its
             // client to close to get unstuck.
             client_may_close.recv().unwrap();
